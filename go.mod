@@ -1,0 +1,3 @@
+module github.com/troupe-rl/troupe
+
+go 1.26

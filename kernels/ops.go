@@ -1,0 +1,102 @@
+package kernels
+
+import "math"
+
+// Composite ops built on Device primitives, so every backend shares them.
+
+// MatmulForward: out (N,OC) = inp (N,C) @ weight (C,OC) + bias (OC).
+// weight is stored [in, out] as Hugging Face's Conv1D stores it; bias may be empty.
+func MatmulForward(d Device, out, inp, weight, bias Tensor, N, C, OC int) {
+	d.Gemm(false, false, N, OC, C, 1, inp, C, weight, OC, 0, out, OC)
+	if !bias.Empty() {
+		d.AddBias(out, bias, N, OC)
+	}
+}
+
+// MatmulBackward adds dinp (N,C) += dout @ weight^T, dweight (C,OC) += inp^T @ dout,
+// dbias (OC) += column sums of dout. Any gradient output may be empty to skip it.
+func MatmulBackward(d Device, dinp, dweight, dbias, dout, inp, weight Tensor, N, C, OC int) {
+	if !dinp.Empty() {
+		d.Gemm(false, true, N, C, OC, 1, dout, OC, weight, OC, 1, dinp, C)
+	}
+	if !dweight.Empty() {
+		d.Gemm(true, false, C, OC, N, 1, inp, C, dout, OC, 1, dweight, OC)
+	}
+	if !dbias.Empty() {
+		d.BiasBackward(dbias, dout, N, OC)
+	}
+}
+
+// MatmulTransForward: out (N,OC) = inp (N,C) @ weight^T with weight stored (OC,C),
+// as the LM head uses the tied token embedding wte (V,C).
+func MatmulTransForward(d Device, out, inp, weight Tensor, N, C, OC int) {
+	d.Gemm(false, true, N, OC, C, 1, inp, C, weight, C, 0, out, OC)
+}
+
+// MatmulTransBackward adds dinp (N,C) += dout @ weight and dweight (OC,C) += dout^T @ inp.
+func MatmulTransBackward(d Device, dinp, dweight, dout, inp, weight Tensor, N, C, OC int) {
+	if !dinp.Empty() {
+		d.Gemm(false, false, N, C, OC, 1, dout, OC, weight, C, 1, dinp, C)
+	}
+	if !dweight.Empty() {
+		d.Gemm(true, false, OC, C, N, 1, dout, OC, inp, C, 1, dweight, C)
+	}
+}
+
+// CrossEntropyForward writes the per-token losses -log p(targets[i]) into losses (N)
+// and returns their mean weighted by mask (mask[i] in [0,1]; nil mask = all ones).
+// Rows whose mask is 0 (padding, prompt tokens in SFT) do not count.
+func CrossEntropyForward(d Device, losses, logits Tensor, targets []int32, mask []float32, N, V int) float32 {
+	d.LogProbForward(losses, logits, targets, N, V)
+	d.Scale(losses, -1)
+	host := make([]float32, N)
+	d.Download(host, losses)
+	var sum, wsum float64
+	for i, l := range host {
+		w := 1.0
+		if mask != nil {
+			w = float64(mask[i])
+		}
+		sum += w * float64(l)
+		wsum += w
+	}
+	if wsum == 0 {
+		return 0
+	}
+	return float32(sum / wsum)
+}
+
+// CrossEntropyBackward adds into dlogits (N,V) the gradient of the masked mean loss
+// that CrossEntropyForward returns, times dloss.
+func CrossEntropyBackward(d Device, dlogits, logits Tensor, targets []int32, mask []float32, dloss float32, N, V int) {
+	var wsum float64
+	for i := 0; i < N; i++ {
+		if mask == nil {
+			wsum++
+		} else {
+			wsum += float64(mask[i])
+		}
+	}
+	if wsum == 0 {
+		return
+	}
+	dlogp := make([]float32, N)
+	for i := range dlogp {
+		w := float32(1)
+		if mask != nil {
+			w = mask[i]
+		}
+		dlogp[i] = -dloss * w / float32(wsum)
+	}
+	d.LogProbBackward(dlogits, logits, targets, dlogp, N, V)
+}
+
+// ClipGradNorm scales grads so their global L2 norm is at most maxNorm (maxNorm <= 0
+// disables clipping) and returns the norm before clipping.
+func ClipGradNorm(d Device, grads Tensor, maxNorm float32) float32 {
+	norm := math.Sqrt(d.SumSquares(grads))
+	if maxNorm > 0 && norm > float64(maxNorm) {
+		d.Scale(grads, float32(float64(maxNorm)/(norm+1e-6)))
+	}
+	return float32(norm)
+}
