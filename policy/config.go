@@ -112,3 +112,18 @@ func (c Config) NewLayout() Layout {
 	l.LnfB = add("transformer.ln_f.bias", false, C)
 	return l
 }
+
+// NamedConfig returns a preset shape by name: "tiny" (V256, maxT 128, L4, H4, d128),
+// "small" (V512, maxT 256, L6, H6, d384) or "gpt2" (the 124M shape). The names and
+// sizes match cmd/troupe/bench_torch.py's CONFIGS.
+func NamedConfig(name string) (Config, error) {
+	switch name {
+	case "tiny":
+		return Config{VocabSize: 256, MaxSeqLen: 128, NumLayers: 4, NumHeads: 4, Channels: 128, LayerNormEps: 1e-5}, nil
+	case "small":
+		return Config{VocabSize: 512, MaxSeqLen: 256, NumLayers: 6, NumHeads: 6, Channels: 384, LayerNormEps: 1e-5}, nil
+	case "gpt2":
+		return GPT2Small(), nil
+	}
+	return Config{}, fmt.Errorf("%w: unknown config name %q (allowed: tiny, small, gpt2)", ErrConfig, name)
+}

@@ -16,6 +16,11 @@ type Model struct {
 	Dev    kernels.Device
 	Params kernels.Tensor // (Layout.Total) all parameters, Hugging Face order
 	Grads  kernels.Tensor // (Layout.Total) gradients; allocated by the first Backward
+
+	// Working memory reused across calls (llm.c style), grown on demand. A Model is
+	// not safe for concurrent use: these buffers belong to the call in progress.
+	train *trainActs // Forward/ForwardHidden activations kept for backward
+	infer *inferActs // LogProbs and Generate: one layer's worth, no backward
 }
 
 // New allocates a model with zeroed parameters on dev. Call Init for a fresh

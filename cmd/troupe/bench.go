@@ -1,0 +1,333 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	_ "embed"
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/troupe-rl/troupe/kernels"
+	"github.com/troupe-rl/troupe/policy"
+)
+
+// The PyTorch reference measures the same configs the same way; it is embedded so
+// `troupe bench --torch` works from any directory.
+//
+//go:embed bench_torch.py
+var benchTorchScript []byte
+
+func init() {
+	register(&command{
+		name:    "bench",
+		usage:   "bench --config tiny|small|gpt2[,...] [--torch auto|on|off] [--repeats N]",
+		summary: "measure training, generation and scoring tokens/s (and PyTorch's, side by side)",
+		run:     runBench,
+	})
+}
+
+// benchShape is one benchmark configuration: the model, and the training batch,
+// exactly those of the PyTorch reference (../shared/bench/run_torch.sh).
+type benchShape struct {
+	cfg        policy.Config
+	batch, seq int // training batch (B, T)
+	genBatch   int // generation: prompts per batch
+	promptLen  int // tokens per prompt
+	newTokens  int // new tokens per prompt
+}
+
+func benchShapeFor(name string) (benchShape, error) {
+	cfg, err := policy.NamedConfig(name)
+	if err != nil {
+		return benchShape{}, err
+	}
+	s := benchShape{cfg: cfg, genBatch: 8, promptLen: 16, newTokens: 64}
+	switch name {
+	case "tiny":
+		s.batch, s.seq = 16, 128
+	case "small":
+		s.batch, s.seq = 8, 256
+	case "gpt2":
+		s.batch, s.seq = 4, 256
+		s.cfg.MaxSeqLen = 256 // the reference's 124M shape uses a 256 context
+	default:
+		return benchShape{}, fmt.Errorf("%w: --config %q has no benchmark shape (allowed: tiny, small, gpt2)", errUsage, name)
+	}
+	return s, nil
+}
+
+// benchResult is one JSON line of output.
+type benchResult map[string]any
+
+func runBench(args []string) error {
+	c := commands["bench"]
+	fs := newFlags(c)
+	configs := fs.String("config", "tiny,small", "comma-separated configs: tiny, small, gpt2")
+	what := fs.String("what", "train,generate,score", "comma-separated measurements: train, generate, score")
+	steps := fs.Int("steps", 5, "timed steps per measurement (median reported)")
+	warmup := fs.Int("warmup", 2, "untimed warm-up steps")
+	repeats := fs.Int("repeats", 1, "run troupe and PyTorch alternately this many times; medians are reported")
+	torchMode := fs.String("torch", "auto", "run the PyTorch reference beside troupe: auto (if torch is installed), on, off")
+	python := fs.String("python", "/usr/bin/python3", "python with torch for the reference")
+	threads := fs.Int("threads", runtime.NumCPU(), "threads for troupe and PyTorch")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if *steps < 1 || *warmup < 0 || *repeats < 1 || *threads < 1 {
+		return fmt.Errorf("%w: --steps, --repeats and --threads must be >= 1 and --warmup >= 0", errUsage)
+	}
+	whats := strings.Split(*what, ",")
+	for _, w := range whats {
+		if w != "train" && w != "generate" && w != "score" {
+			return fmt.Errorf("%w: --what %q: allowed values are train, generate, score", errUsage, w)
+		}
+	}
+	var torchOK bool
+	switch *torchMode {
+	case "off":
+	case "on", "auto":
+		err := exec.Command(*python, "-c", "import torch").Run()
+		torchOK = err == nil
+		if !torchOK && *torchMode == "on" {
+			return fmt.Errorf("--torch on: %s cannot import torch (apt-get install python3-torch): %v", *python, err)
+		}
+		if !torchOK {
+			log.Warn().Str("python", *python).Msg("PyTorch not found: reference skipped (apt-get install python3-torch to compare)")
+		}
+	default:
+		return fmt.Errorf("%w: --torch %q: allowed values are auto, on, off", errUsage, *torchMode)
+	}
+	runtime.GOMAXPROCS(*threads)
+	out := json.NewEncoder(os.Stdout)
+	for _, name := range strings.Split(*configs, ",") {
+		shape, err := benchShapeFor(name)
+		if err != nil {
+			return err
+		}
+		ours := map[string][]benchResult{}
+		theirs := map[string][]benchResult{}
+		for r := 0; r < *repeats; r++ {
+			res, err := benchTroupe(name, shape, whats, *steps, *warmup, *threads)
+			if err != nil {
+				return err
+			}
+			for _, x := range res {
+				_ = out.Encode(x)
+				ours[x["bench"].(string)] = append(ours[x["bench"].(string)], x)
+			}
+			if torchOK {
+				res, err := benchTorch(*python, name, whats, *steps, *warmup, *threads)
+				if err != nil {
+					return err
+				}
+				for _, x := range res {
+					_ = out.Encode(x)
+					theirs[x["bench"].(string)] = append(theirs[x["bench"].(string)], x)
+				}
+			}
+		}
+		for _, w := range whats {
+			key := "tokens_per_s"
+			if w == "generate" {
+				key = "new_tokens_per_s"
+			}
+			line := benchResult{"impl": "summary", "config": name, "bench": w, "repeats": *repeats,
+				"troupe_" + key: medianOf(ours[w], key)}
+			if len(theirs[w]) > 0 {
+				p := medianOf(theirs[w], key)
+				line["pytorch_"+key] = p
+				if p > 0 {
+					line["ratio"] = round2(medianOf(ours[w], key) / p)
+				}
+			} else {
+				line["pytorch"] = "skipped (torch not installed)"
+			}
+			_ = out.Encode(line)
+		}
+	}
+	return nil
+}
+
+func medianOf(rs []benchResult, key string) float64 {
+	var v []float64
+	for _, r := range rs {
+		if f, ok := r[key].(float64); ok {
+			v = append(v, f)
+		}
+	}
+	if len(v) == 0 {
+		return 0
+	}
+	sort.Float64s(v)
+	return v[len(v)/2]
+}
+
+func round1(x float64) float64 { return float64(int64(x*10+0.5)) / 10 }
+func round2(x float64) float64 { return float64(int64(x*100+0.5)) / 100 }
+
+func medianDuration(d []time.Duration) time.Duration {
+	d = slices.Clone(d)
+	slices.Sort(d)
+	return d[len(d)/2]
+}
+
+// timeSteps runs fn warmup times untimed, then steps times, and returns the median.
+func timeSteps(warmup, steps int, fn func() error) (time.Duration, error) {
+	for i := 0; i < warmup; i++ {
+		if err := fn(); err != nil {
+			return 0, err
+		}
+	}
+	ts := make([]time.Duration, steps)
+	for i := range ts {
+		t0 := time.Now()
+		if err := fn(); err != nil {
+			return 0, err
+		}
+		ts[i] = time.Since(t0)
+	}
+	return medianDuration(ts), nil
+}
+
+func benchTroupe(name string, s benchShape, whats []string, steps, warmup, threads int) ([]benchResult, error) {
+	dev := kernels.NewCPU(threads)
+	m, err := policy.New(s.cfg, dev)
+	if err != nil {
+		return nil, err
+	}
+	m.Init(1)
+	rng := rand.New(rand.NewPCG(1, 2))
+	randTokens := func(n int) []int32 {
+		t := make([]int32, n)
+		for i := range t {
+			t[i] = int32(rng.IntN(s.cfg.VocabSize))
+		}
+		return t
+	}
+	cfg := s.cfg
+	C, L, V := cfg.Channels, cfg.NumLayers, cfg.VocabSize
+	base := func(bench string) benchResult {
+		return benchResult{"impl": "troupe", "device": dev.Name(), "config": name, "threads": threads, "bench": bench,
+			"params": m.NumParams()}
+	}
+	var res []benchResult
+	if slices.Contains(whats, "train") {
+		log.Info().Str("config", name).Msg("bench: train (forward + backward + AdamW)")
+		opt := policy.NewAdamW(m, policy.AdamWConfig{LR: 3e-4, Beta1: 0.9, Beta2: 0.95, Eps: 1e-8, WeightDecay: 0.1, GradClip: 1})
+		x, y := randTokens(s.batch*s.seq), randTokens(s.batch*s.seq)
+		med, err := timeSteps(warmup, steps, func() error {
+			m.ZeroGrad()
+			m.LossAndBackward(x, y, nil, s.batch, s.seq)
+			opt.Update(m, 3e-4)
+			return nil
+		})
+		if err != nil {
+			return nil, err
+		}
+		tps := float64(s.batch*s.seq) / med.Seconds()
+		// model FLOPs per token as PaLM counts them: 6*(non-embedding params + LM head) + 12*L*T*C.
+		nonEmb := m.NumParams() - V*C - cfg.MaxSeqLen*C
+		flops := 6*float64(nonEmb+V*C) + 12*float64(L*s.seq*C)
+		r := base("train")
+		r["batch"], r["seq"] = s.batch, s.seq
+		r["ms_per_step"] = round1(float64(med.Microseconds()) / 1e3)
+		r["tokens_per_s"] = round1(tps)
+		r["model_gflops_per_s"] = round1(flops * tps / 1e9)
+		res = append(res, r)
+	}
+	var seqs [][]int32
+	if slices.Contains(whats, "generate") || slices.Contains(whats, "score") {
+		log.Info().Str("config", name).Msg("bench: generate (KV cache, sampling)")
+		prompts := make([][]int32, s.genBatch)
+		for i := range prompts {
+			prompts[i] = randTokens(s.promptLen)
+		}
+		opt := policy.SampleOptions{MaxNewTokens: s.newTokens, Temperature: 1, Seed: 1}
+		var newTok int
+		med, err := timeSteps(1, max(2, steps/2), func() error {
+			samples, err := m.Generate(prompts, opt)
+			if err != nil {
+				return err
+			}
+			newTok = 0
+			seqs = seqs[:0]
+			for i, smp := range samples {
+				newTok += len(smp.Tokens)
+				seqs = append(seqs, append(slices.Clone(prompts[i]), smp.Tokens...))
+			}
+			return nil
+		})
+		if err != nil {
+			return nil, err
+		}
+		if slices.Contains(whats, "generate") {
+			r := base("generate")
+			r["batch"], r["prompt_len"], r["new_tokens"] = s.genBatch, s.promptLen, s.newTokens
+			r["ms"] = round1(float64(med.Microseconds()) / 1e3)
+			r["new_tokens_per_s"] = round1(float64(newTok) / med.Seconds())
+			res = append(res, r)
+		}
+	}
+	if slices.Contains(whats, "score") {
+		log.Info().Str("config", name).Msg("bench: score (log-probs of every next token)")
+		var n int
+		for _, q := range seqs {
+			n += len(q) - 1
+		}
+		med, err := timeSteps(1, steps, func() error {
+			_, err := m.LogProbs(seqs)
+			return err
+		})
+		if err != nil {
+			return nil, err
+		}
+		r := base("score")
+		r["batch"], r["seq"] = len(seqs), len(seqs[0])-1
+		r["ms"] = round1(float64(med.Microseconds()) / 1e3)
+		r["tokens_per_s"] = round1(float64(n) / med.Seconds())
+		res = append(res, r)
+	}
+	return res, nil
+}
+
+func benchTorch(python, name string, whats []string, steps, warmup, threads int) ([]benchResult, error) {
+	dir, err := os.MkdirTemp("", "troupe-bench-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(dir)
+	script := filepath.Join(dir, "bench_torch.py")
+	if err := os.WriteFile(script, benchTorchScript, 0o644); err != nil {
+		return nil, err
+	}
+	log.Info().Str("config", name).Msg("bench: PyTorch reference")
+	cmd := exec.Command(python, script, "--config", name, "--what", strings.Join(whats, ","),
+		"--steps", fmt.Sprint(steps), "--warmup", fmt.Sprint(warmup), "--threads", fmt.Sprint(threads))
+	// torch's OpenMP pool and OpenBLAS's threads otherwise spin against each other.
+	cmd.Env = append(os.Environ(), "OMP_WAIT_POLICY=PASSIVE")
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	stdout, err := cmd.Output()
+	if err != nil {
+		return nil, fmt.Errorf("pytorch reference failed: %v: %s", err, strings.TrimSpace(stderr.String()))
+	}
+	var res []benchResult
+	sc := bufio.NewScanner(bytes.NewReader(stdout))
+	for sc.Scan() {
+		var r benchResult
+		if err := json.Unmarshal(sc.Bytes(), &r); err != nil {
+			return nil, fmt.Errorf("pytorch reference printed a bad line %q: %v", sc.Text(), err)
+		}
+		res = append(res, r)
+	}
+	return res, nil
+}

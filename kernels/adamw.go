@@ -1,0 +1,37 @@
+package kernels
+
+import (
+	"fmt"
+	"math"
+)
+
+// AdamW implements Device: one AdamW step (decoupled weight decay, bias
+// correction, PyTorch's formula) over params, grads, m, v (all n values):
+//
+//	m = beta1*m + (1-beta1)*g;  v = beta2*v + (1-beta2)*g^2
+//	p -= lr * ( (m/(1-beta1^step)) / (sqrt(v/(1-beta2^step)) + eps) + weightDecay*p )
+//
+// step counts from 1. One parallel loop over the flat buffers.
+func (c *CPU) AdamW(params, grads, m, v Tensor, step int, lr, beta1, beta2, eps, weightDecay float32) {
+	n := params.N
+	if grads.N != n || m.N != n || v.N != n || step < 1 {
+		panic(fmt.Errorf("%w: AdamW on params %d, grads %d, m %d, v %d values at step %d",
+			ErrShape, n, grads.N, m.N, v.N, step))
+	}
+	// The bias corrections in float64: beta2^step is 1 - 1e-3*step for small steps,
+	// where float32 would round most of the correction away.
+	bc1 := float32(1 - math.Pow(float64(beta1), float64(step)))
+	bc2 := float32(1 - math.Pow(float64(beta2), float64(step)))
+	p, g, mm, vv := params.F[:n], grads.F[:n], m.F[:n], v.F[:n]
+	c.parallelFor(n, 20, func(lo, hi int) {
+		for i := lo; i < hi; i++ {
+			gi := g[i]
+			mi := beta1*mm[i] + (1-beta1)*gi
+			vi := beta2*vv[i] + (1-beta2)*gi*gi
+			mm[i], vv[i] = mi, vi
+			mhat := mi / bc1
+			vhat := vi / bc2
+			p[i] -= lr * (mhat/(float32(math.Sqrt(float64(vhat)))+eps) + weightDecay*p[i])
+		}
+	})
+}

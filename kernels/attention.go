@@ -1,0 +1,246 @@
+package kernels
+
+import (
+	"fmt"
+	"math"
+)
+
+// attnBlock is the query-row block of the causal attention products: block
+// [i0,i1) only needs keys [0,i1), so blocking skips most of the upper triangle
+// (about half the flops at T=256) while each product stays big enough for gemm.
+const attnBlock = 64
+
+// AttentionForward implements Device: causal multi-head self-attention.
+// qkv (B,T,3C) holds [q|k|v] per row; att (B,NH,T,T) gets the softmax weights
+// (zero above the diagonal); out (B,T,C). Per (batch, head), on one goroutine
+// each: preatt = q k^T / sqrt(hs) and out = att v as strided gemms reading q, k,
+// v in place at row stride 3C, with the row softmax in between.
+func (c *CPU) AttentionForward(out, att, qkv Tensor, B, T, C, NH int) {
+	checkAttention(B, T, C, NH)
+	need(out, B*T*C, "AttentionForward out")
+	need(att, B*NH*T*T, "AttentionForward att")
+	need(qkv, B*T*3*C, "AttentionForward qkv")
+	hs, C3 := C/NH, 3*C
+	scale := float32(1 / math.Sqrt(float64(hs)))
+	c.parallelFor(B*NH, 2*T*T*hs, func(lo, hi int) {
+		for bh := lo; bh < hi; bh++ {
+			b, h := bh/NH, bh%NH
+			q := qkv.F[b*T*C3+h*hs:]
+			k := qkv.F[b*T*C3+C+h*hs:]
+			v := qkv.F[b*T*C3+2*C+h*hs:]
+			a := att.F[bh*T*T : (bh+1)*T*T]
+			o := out.F[b*T*C+h*hs:]
+			for i0 := 0; i0 < T; i0 += attnBlock {
+				i1 := min(T, i0+attnBlock)
+				// a[i0:i1, 0:i1] = scale * q[i0:i1] @ k[0:i1]^T
+				gemmSerial(false, true, i1-i0, i1, hs, scale, q[i0*C3:], C3, k, C3, 0, a[i0*T:], T)
+			}
+			for t := 0; t < T; t++ {
+				softmaxCausalRow(a[t*T:(t+1)*T], t)
+			}
+			for i0 := 0; i0 < T; i0 += attnBlock {
+				i1 := min(T, i0+attnBlock)
+				// o[i0:i1] = a[i0:i1, 0:i1] @ v[0:i1]
+				gemmSerial(false, false, i1-i0, hs, i1, 1, a[i0*T:], T, v, C3, 0, o[i0*C:], C)
+			}
+		}
+	})
+}
+
+// softmaxCausalRow replaces row[0..t] by its softmax and zeroes row[t+1:].
+func softmaxCausalRow(row []float32, t int) {
+	x := row[:t+1]
+	mx := x[0]
+	for _, v := range x {
+		mx = max(mx, v)
+	}
+	var sum float32
+	for j, v := range x {
+		e := exp32(v - mx)
+		x[j] = e
+		sum += e
+	}
+	inv := 1 / sum
+	for j := range x {
+		x[j] *= inv
+	}
+	clear(row[t+1:])
+}
+
+// AttentionBackward implements Device: adds into dqkv (B,T,3C) given dout (B,T,C),
+// the forward's qkv (B,T,3C) and att (B,NH,T,T). Per (batch, head):
+//
+//	datt = dout v^T;  dv += att^T dout;  dpre = att*(datt - rowsum(att*datt)) / sqrt(hs)
+//	dq += dpre k;     dk += dpre^T q
+//
+// with every product restricted to the lower triangle by blocks, as in the forward.
+func (c *CPU) AttentionBackward(dqkv, dout, qkv, att Tensor, B, T, C, NH int) {
+	checkAttention(B, T, C, NH)
+	need(dqkv, B*T*3*C, "AttentionBackward dqkv")
+	need(dout, B*T*C, "AttentionBackward dout")
+	need(qkv, B*T*3*C, "AttentionBackward qkv")
+	need(att, B*NH*T*T, "AttentionBackward att")
+	hs, C3 := C/NH, 3*C
+	scale := float32(1 / math.Sqrt(float64(hs)))
+	c.parallelFor(B*NH, 4*T*T*hs, func(lo, hi int) {
+		dp := make([]float32, T*T) // datt, then dpre in place: this goroutine's scratch
+		for bh := lo; bh < hi; bh++ {
+			b, h := bh/NH, bh%NH
+			base := b*T*C3 + h*hs
+			q, k, v := qkv.F[base:], qkv.F[base+C:], qkv.F[base+2*C:]
+			dq, dk, dv := dqkv.F[base:], dqkv.F[base+C:], dqkv.F[base+2*C:]
+			a := att.F[bh*T*T : (bh+1)*T*T]
+			do := dout.F[b*T*C+h*hs:]
+			for i0 := 0; i0 < T; i0 += attnBlock {
+				i1 := min(T, i0+attnBlock)
+				// dp[i0:i1, 0:i1] = do[i0:i1] @ v[0:i1]^T
+				gemmSerial(false, true, i1-i0, i1, hs, 1, do[i0*C:], C, v, C3, 0, dp[i0*T:], T)
+				// dv[i0:i1] += a[i0:T, i0:i1]^T @ do[i0:T] (rows t < i0 of a are 0 there)
+				gemmSerial(true, false, i1-i0, hs, T-i0, 1, a[i0*T+i0:], T, do[i0*C:], C, 1, dv[i0*C3:], C3)
+			}
+			for t := 0; t < T; t++ {
+				ar, dr := a[t*T:t*T+t+1], dp[t*T:(t+1)*T]
+				var s float32
+				for j, p := range ar {
+					s += p * dr[j]
+				}
+				for j, p := range ar {
+					dr[j] = p * (dr[j] - s) * scale
+				}
+				clear(dr[t+1:]) // the products below read the upper triangle as zeros
+			}
+			for i0 := 0; i0 < T; i0 += attnBlock {
+				i1 := min(T, i0+attnBlock)
+				// dq[i0:i1] += dp[i0:i1, 0:i1] @ k[0:i1]
+				gemmSerial(false, false, i1-i0, hs, i1, 1, dp[i0*T:], T, k, C3, 1, dq[i0*C3:], C3)
+				// dk[i0:i1] += dp[i0:T, i0:i1]^T @ q[i0:T]
+				gemmSerial(true, false, i1-i0, hs, T-i0, 1, dp[i0*T+i0:], T, q[i0*C3:], C3, 1, dk[i0*C3:], C3)
+			}
+		}
+	})
+}
+
+// checkAttention panics unless the heads divide the channels.
+func checkAttention(B, T, C, NH int) {
+	if B < 0 || T < 0 || NH <= 0 || C%NH != 0 {
+		panic(fmt.Errorf("%w: attention B=%d T=%d C=%d NH=%d (NH must divide C)", ErrShape, B, T, C, NH))
+	}
+}
+
+// AttentionCached implements Device: the decode path with a KV cache.
+// qkv (N,3C); kcache, vcache (S,maxT,C); out (N,C). Row i writes its k, v at
+// [slot[i], pos[i]] and attends its q over positions 0..pos[i] of that slot.
+//
+// When every slot's positions increase down the rows (a prefill, decode steps, or
+// both mixed), no row reads a cache entry that a later row writes, so all writes go
+// first and the (row, head) attentions then run in parallel. Otherwise rows run
+// one at a time, in order, exactly as the contract reads.
+func (c *CPU) AttentionCached(out, qkv, kcache, vcache Tensor, slot, pos []int32, N, C, NH, maxT int) {
+	checkAttention(1, maxT, C, NH)
+	need(out, N*C, "AttentionCached out")
+	need(qkv, N*3*C, "AttentionCached qkv")
+	if maxT <= 0 || kcache.N != vcache.N || kcache.N%(maxT*C) != 0 || len(slot) < N || len(pos) < N {
+		panic(fmt.Errorf("%w: AttentionCached caches %d/%d values, maxT=%d C=%d, %d slots %d positions for N=%d",
+			ErrShape, kcache.N, vcache.N, maxT, C, len(slot), len(pos), N))
+	}
+	S := kcache.N / (maxT * C)
+	last := make([]int32, S) // last position written per slot, -1 for none
+	for s := range last {
+		last[s] = -1
+	}
+	inOrder := true
+	for i := 0; i < N; i++ {
+		s, p := slot[i], pos[i]
+		if s < 0 || int(s) >= S || p < 0 || int(p) >= maxT {
+			panic(fmt.Errorf("%w: AttentionCached row %d: slot %d of %d, pos %d of %d", ErrShape, i, s, S, p, maxT))
+		}
+		if p <= last[s] {
+			inOrder = false
+		}
+		last[s] = p
+	}
+	hs := C / NH
+	scale := float32(1 / math.Sqrt(float64(hs)))
+	write := func(i int) {
+		off := (int(slot[i])*maxT + int(pos[i])) * C
+		copy(kcache.F[off:off+C], qkv.F[i*3*C+C:i*3*C+2*C])
+		copy(vcache.F[off:off+C], qkv.F[i*3*C+2*C:i*3*C+3*C])
+	}
+	attend := func(i, h int, scores []float32) {
+		q := qkv.F[i*3*C+h*hs : i*3*C+h*hs+hs]
+		P := int(pos[i]) + 1
+		base := int(slot[i]) * maxT * C
+		sc := scores[:P]
+		mx := float32(math.Inf(-1))
+		for t := range sc {
+			s := scale * dot32(q, kcache.F[base+t*C+h*hs:base+t*C+h*hs+hs])
+			sc[t] = s
+			mx = max(mx, s)
+		}
+		var sum float32
+		for t, s := range sc {
+			e := exp32(s - mx)
+			sc[t] = e
+			sum += e
+		}
+		o := out.F[i*C+h*hs : i*C+h*hs+hs]
+		clear(o)
+		inv := 1 / sum
+		for t, e := range sc {
+			axpy32(e*inv, vcache.F[base+t*C+h*hs:base+t*C+h*hs+hs], o)
+		}
+	}
+	if !inOrder {
+		scores := make([]float32, maxT)
+		for i := 0; i < N; i++ {
+			write(i)
+			for h := 0; h < NH; h++ {
+				attend(i, h, scores)
+			}
+		}
+		return
+	}
+	c.parallelFor(N, 2*C, func(lo, hi int) {
+		for i := lo; i < hi; i++ {
+			write(i)
+		}
+	})
+	// Cost of a (row, head) task: ~4*hs flops per attended position; use the mean.
+	meanP := 0
+	for i := 0; i < N; i++ {
+		meanP += int(pos[i]) + 1
+	}
+	meanP /= max(N, 1)
+	c.parallelFor(N*NH, 4*hs*meanP, func(lo, hi int) {
+		scores := make([]float32, maxT)
+		for ih := lo; ih < hi; ih++ {
+			attend(ih/NH, ih%NH, scores)
+		}
+	})
+}
+
+// dot32 returns sum x[i]*y[i] over len(x) values; four accumulators keep the adds
+// independent.
+func dot32(x, y []float32) float32 {
+	y = y[:len(x)]
+	var s0, s1, s2, s3 float32
+	i := 0
+	for ; i+4 <= len(x); i += 4 {
+		s0 += x[i] * y[i]
+		s1 += x[i+1] * y[i+1]
+		s2 += x[i+2] * y[i+2]
+		s3 += x[i+3] * y[i+3]
+	}
+	for ; i < len(x); i++ {
+		s0 += x[i] * y[i]
+	}
+	return (s0 + s1) + (s2 + s3)
+}
+
+// axpy32 does y += a*x over len(x) values.
+func axpy32(a float32, x, y []float32) {
+	y = y[:len(x)]
+	for i, v := range x {
+		y[i] += a * v
+	}
+}

@@ -1,0 +1,104 @@
+package kernels
+
+import (
+	"fmt"
+	"testing"
+)
+
+// attnShapes are (B, T, C, NH): odd sizes, a T above the attention block, GPT small.
+var attnShapes = [][4]int{{1, 1, 4, 1}, {2, 7, 36, 3}, {3, 70, 24, 2}, {1, 130, 36, 3}}
+
+func TestAttention(t *testing.T) {
+	rng := newRNG(9)
+	forDevices(t, func(t *testing.T, d *CPU) {
+		for _, s := range attnShapes {
+			B, T, C, NH := s[0], s[1], s[2], s[3]
+			qkv := randn(rng, B*T*3*C, 1)
+			out, att := make([]float32, B*T*C), randn(rng, B*NH*T*T, 1) // att garbage: must be overwritten
+			outW, attW := make([]float32, B*T*C), make([]float32, B*NH*T*T)
+			d.AttentionForward(Host(out), Host(att), Host(qkv), B, T, C, NH)
+			refAttentionForward(outW, attW, qkv, B, T, C, NH)
+			what := fmt.Sprintf("AttentionForward %v", s)
+			closeTo(t, what+" att", att, attW, 1e-6, 1e-4)
+			closeTo(t, what+" out", out, outW, 1e-5, 1e-4)
+
+			dout := randn(rng, B*T*C, 1)
+			dqkv := randn(rng, B*T*3*C, 1)
+			dqkvW := clone(dqkv)
+			d.AttentionBackward(Host(dqkv), Host(dout), Host(qkv), Host(att), B, T, C, NH)
+			refAttentionBackward(dqkvW, dout, qkv, att, B, T, C, NH)
+			closeTo(t, fmt.Sprintf("AttentionBackward %v", s), dqkv, dqkvW, 1e-4, 1e-4)
+		}
+	})
+}
+
+// TestAttentionCachedPrefill: a prompt's rows through the cache (one call, and one
+// row per call) give exactly AttentionForward's rows.
+func TestAttentionCachedPrefill(t *testing.T) {
+	rng := newRNG(10)
+	forDevices(t, func(t *testing.T, d *CPU) {
+		for _, s := range attnShapes {
+			B, T, C, NH := s[0], s[1], s[2], s[3]
+			maxT := T + 3
+			qkv := randn(rng, B*T*3*C, 1)
+			want, att := make([]float32, B*T*C), make([]float32, B*NH*T*T)
+			d.AttentionForward(Host(want), Host(att), Host(qkv), B, T, C, NH)
+
+			// All B prompts in one call: batch b in slot B-1-b (slots need not match b).
+			kc, vc := make([]float32, B*maxT*C), make([]float32, B*maxT*C)
+			slot, pos := make([]int32, B*T), make([]int32, B*T)
+			for b := 0; b < B; b++ {
+				for t := 0; t < T; t++ {
+					slot[b*T+t], pos[b*T+t] = int32(B-1-b), int32(t)
+				}
+			}
+			got := make([]float32, B*T*C)
+			d.AttentionCached(Host(got), Host(qkv), Host(kc), Host(vc), slot, pos, B*T, C, NH, maxT)
+			closeTo(t, fmt.Sprintf("AttentionCached prefill %v", s), got, want, 1e-5, 1e-4)
+
+			// Then token by token, one row per call (the decode path).
+			kc2, vc2 := make([]float32, B*maxT*C), make([]float32, B*maxT*C)
+			got2 := make([]float32, B*T*C)
+			for t := 0; t < T; t++ {
+				for b := 0; b < B; b++ {
+					r := b*T + t
+					d.AttentionCached(Host(got2[r*C:(r+1)*C]), Host(qkv[r*3*C:(r+1)*3*C]), Host(kc2), Host(vc2),
+						[]int32{int32(b)}, []int32{int32(t)}, 1, C, NH, maxT)
+				}
+			}
+			closeTo(t, fmt.Sprintf("AttentionCached decode %v", s), got2, want, 1e-5, 1e-4)
+		}
+	})
+}
+
+// TestAttentionCachedRagged: slots at different lengths, a prefill mixed with decode
+// rows in one call, rows out of order (a rewrite of a position), all against the
+// in-order reference.
+func TestAttentionCachedRagged(t *testing.T) {
+	rng := newRNG(11)
+	C, NH, maxT, S := 36, 3, 20, 4
+	cases := []struct {
+		name      string
+		slot, pos []int32
+	}{
+		{"decode ragged", []int32{0, 1, 2, 3}, []int32{5, 0, 17, 9}},
+		{"prefill+decode", []int32{2, 2, 2, 2, 0, 3}, []int32{0, 1, 2, 3, 12, 19}},
+		{"two slots interleaved", []int32{1, 3, 1, 3, 1}, []int32{4, 7, 5, 8, 6}},
+		{"rewrite earlier position", []int32{1, 1, 1}, []int32{3, 4, 3}},
+		{"same slot twice out of order", []int32{0, 2, 0}, []int32{9, 1, 2}},
+	}
+	forDevices(t, func(t *testing.T, d *CPU) {
+		for _, c := range cases {
+			N := len(c.slot)
+			qkv := randn(rng, N*3*C, 1)
+			kc, vc := randn(rng, S*maxT*C, 1), randn(rng, S*maxT*C, 1) // earlier tokens' cache
+			kcW, vcW := clone(kc), clone(vc)
+			got, want := make([]float32, N*C), make([]float32, N*C)
+			d.AttentionCached(Host(got), Host(qkv), Host(kc), Host(vc), c.slot, c.pos, N, C, NH, maxT)
+			refAttentionCached(want, qkv, kcW, vcW, c.slot, c.pos, N, C, NH, maxT)
+			closeTo(t, c.name+" out", got, want, 1e-5, 1e-4)
+			closeTo(t, c.name+" kcache", kc, kcW, 0, 0)
+			closeTo(t, c.name+" vcache", vc, vcW, 0, 0)
+		}
+	})
+}

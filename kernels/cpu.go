@@ -1,0 +1,286 @@
+package kernels
+
+import (
+	"fmt"
+	"runtime"
+	"sync"
+)
+
+// CPU is the host backend: tensors are plain []float32 and every op runs on
+// goroutines spread over `threads` cores. Matrix products go to OpenBLAS when the
+// package is built with cgo (gemm_blas.go) and to a blocked pure-Go gemm
+// otherwise (gemm_go.go).
+type CPU struct {
+	threads int // goroutines an op may use, e.g. 2
+}
+
+var _ Device = (*CPU)(nil)
+
+// NewCPU returns a CPU device using `threads` goroutines per op; threads <= 0
+// means runtime.GOMAXPROCS(0).
+func NewCPU(threads int) *CPU {
+	if threads <= 0 {
+		threads = runtime.GOMAXPROCS(0)
+	}
+	return &CPU{threads: threads}
+}
+
+// Name implements Device.
+func (c *CPU) Name() string { return "cpu" }
+
+// Backend says which matrix-product code runs, e.g. "openblas SkylakeX" or
+// "pure Go", for logs.
+func (c *CPU) Backend() string { return gemmBackendDetail() }
+
+// Threads reports how many goroutines an op may use.
+func (c *CPU) Threads() int { return c.threads }
+
+// minChunkWork is roughly how many flops a goroutine must get before spawning it
+// pays for itself (a spawn plus a WaitGroup hand-off costs a few microseconds).
+const minChunkWork = 1 << 15
+
+// parallelFor runs fn over [0,n) split into contiguous chunks, one goroutine per
+// chunk, at most c.threads chunks. work is the approximate cost of one item in
+// flops; small loops run inline on the caller's goroutine.
+func (c *CPU) parallelFor(n, work int, fn func(lo, hi int)) {
+	if n <= 0 {
+		return
+	}
+	chunks := c.threads
+	if work < 1 {
+		work = 1
+	}
+	if most := n * work / minChunkWork; most < chunks {
+		chunks = most
+	}
+	if chunks > n {
+		chunks = n
+	}
+	if chunks <= 1 {
+		fn(0, n)
+		return
+	}
+	var wg sync.WaitGroup
+	for i := 1; i < chunks; i++ {
+		lo, hi := n*i/chunks, n*(i+1)/chunks
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			fn(lo, hi)
+		}()
+	}
+	fn(0, n/chunks) // the caller works too instead of just waiting
+	wg.Wait()
+}
+
+// need panics with ErrShape unless t holds at least n values on the host.
+func need(t Tensor, n int, what string) {
+	if n < 0 || len(t.F) < n || t.N < n {
+		panic(fmt.Errorf("%w: %s has %d values (N=%d), need %d", ErrShape, what, len(t.F), t.N, n))
+	}
+}
+
+// Alloc implements Device: n zeroed host floats.
+func (c *CPU) Alloc(n int) Tensor { return Tensor{F: make([]float32, n), N: n} }
+
+// Free implements Device; the garbage collector owns host memory.
+func (c *CPU) Free(t Tensor) {}
+
+// Upload implements Device: dst = src.
+func (c *CPU) Upload(dst Tensor, src []float32) {
+	if len(src) != dst.N {
+		panic(fmt.Errorf("%w: Upload of %d values into N=%d", ErrShape, len(src), dst.N))
+	}
+	copy(dst.F[:dst.N], src)
+}
+
+// Download implements Device: dst = src (len(dst) values).
+func (c *CPU) Download(dst []float32, src Tensor) {
+	need(src, len(dst), "Download src")
+	copy(dst, src.F[:len(dst)])
+}
+
+// Copy implements Device: dst = src, both N values.
+func (c *CPU) Copy(dst, src Tensor) {
+	if dst.N != src.N {
+		panic(fmt.Errorf("%w: Copy N=%d into N=%d", ErrShape, src.N, dst.N))
+	}
+	copy(dst.F[:dst.N], src.F[:src.N])
+}
+
+// Zero implements Device: t = 0.
+func (c *CPU) Zero(t Tensor) { clear(t.F[:t.N]) }
+
+// Sync implements Device; CPU ops finish before they return.
+func (c *CPU) Sync() {}
+
+// Scale implements Device: t (N) *= s.
+func (c *CPU) Scale(t Tensor, s float32) {
+	f := t.F[:t.N]
+	c.parallelFor(len(f), 1, func(lo, hi int) {
+		x := f[lo:hi]
+		for i := range x {
+			x[i] *= s
+		}
+	})
+}
+
+// AddInto implements Device: dst (N) += src (N).
+func (c *CPU) AddInto(dst, src Tensor) {
+	if dst.N != src.N {
+		panic(fmt.Errorf("%w: AddInto N=%d into N=%d", ErrShape, src.N, dst.N))
+	}
+	d, s := dst.F[:dst.N], src.F[:src.N]
+	c.parallelFor(len(d), 1, func(lo, hi int) {
+		x, y := d[lo:hi], s[lo:hi]
+		for i := range x {
+			x[i] += y[i]
+		}
+	})
+}
+
+// Add implements Device: out (N) = a (N) + b (N); out may alias a or b.
+func (c *CPU) Add(out, a, b Tensor) {
+	if out.N != a.N || out.N != b.N {
+		panic(fmt.Errorf("%w: Add N=%d,%d into N=%d", ErrShape, a.N, b.N, out.N))
+	}
+	o, x, y := out.F[:out.N], a.F[:a.N], b.F[:b.N]
+	c.parallelFor(len(o), 1, func(lo, hi int) {
+		oo, xx, yy := o[lo:hi], x[lo:hi], y[lo:hi]
+		for i := range oo {
+			oo[i] = xx[i] + yy[i]
+		}
+	})
+}
+
+// sumSquaresBlock is the fixed block size of SumSquares' partial sums: fixed, so the
+// result does not depend on the number of threads.
+const sumSquaresBlock = 1 << 12
+
+// SumSquares implements Device: sum of t[i]^2 in float64.
+func (c *CPU) SumSquares(t Tensor) float64 {
+	f := t.F[:t.N]
+	nb := (len(f) + sumSquaresBlock - 1) / sumSquaresBlock
+	partial := make([]float64, nb)
+	c.parallelFor(nb, 2*sumSquaresBlock, func(lo, hi int) {
+		for b := lo; b < hi; b++ {
+			x := f[b*sumSquaresBlock : min(len(f), (b+1)*sumSquaresBlock)]
+			// float32 accumulators over a 4096-value block lose at most ~1e-4 relative,
+			// four of them keep the adds independent; the blocks add up in float64.
+			var s0, s1, s2, s3 float64
+			i := 0
+			for ; i+4 <= len(x); i += 4 {
+				a, b, c, d := float64(x[i]), float64(x[i+1]), float64(x[i+2]), float64(x[i+3])
+				s0 += a * a
+				s1 += b * b
+				s2 += c * c
+				s3 += d * d
+			}
+			for ; i < len(x); i++ {
+				s0 += float64(x[i]) * float64(x[i])
+			}
+			partial[b] = (s0 + s1) + (s2 + s3)
+		}
+	})
+	var s float64
+	for _, p := range partial {
+		s += p
+	}
+	return s
+}
+
+// AddBias implements Device: out (N,OC) += bias (OC) on every row.
+func (c *CPU) AddBias(out, bias Tensor, N, OC int) {
+	need(out, N*OC, "AddBias out")
+	need(bias, OC, "AddBias bias")
+	o, bb := out.F, bias.F[:OC]
+	c.parallelFor(N, OC, func(lo, hi int) {
+		for i := lo; i < hi; i++ {
+			row := o[i*OC : i*OC+OC]
+			for j, b := range bb {
+				row[j] += b
+			}
+		}
+	})
+}
+
+// BiasBackward implements Device: dbias (OC) += column sums of dout (N,OC).
+// Parallel over column bands so no two goroutines touch the same dbias entry and
+// the sum order is fixed.
+func (c *CPU) BiasBackward(dbias, dout Tensor, N, OC int) {
+	need(dout, N*OC, "BiasBackward dout")
+	need(dbias, OC, "BiasBackward dbias")
+	d, db := dout.F, dbias.F[:OC]
+	c.parallelFor(OC, N, func(lo, hi int) {
+		acc := make([]float32, hi-lo)
+		for i := 0; i < N; i++ {
+			row := d[i*OC+lo : i*OC+hi]
+			for j, x := range row {
+				acc[j] += x
+			}
+		}
+		for j, a := range acc {
+			db[lo+j] += a
+		}
+	})
+}
+
+// EncoderForward implements Device: out (N,C) = wte[tokens[i]] + wpe[pos[i]];
+// wte (V,C), wpe (maxT,C).
+func (c *CPU) EncoderForward(out Tensor, tokens, pos []int32, wte, wpe Tensor, N, C int) {
+	need(out, N*C, "EncoderForward out")
+	if len(tokens) < N || len(pos) < N {
+		panic(fmt.Errorf("%w: EncoderForward has %d tokens, %d positions for N=%d", ErrShape, len(tokens), len(pos), N))
+	}
+	V, maxT := wte.N/C, wpe.N/C
+	c.parallelFor(N, C, func(lo, hi int) {
+		for i := lo; i < hi; i++ {
+			t, p := int(tokens[i]), int(pos[i])
+			if t < 0 || t >= V || p < 0 || p >= maxT {
+				panic(fmt.Errorf("%w: EncoderForward row %d: token %d of %d, pos %d of %d", ErrShape, i, t, V, p, maxT))
+			}
+			o, e, w := out.F[i*C:i*C+C], wte.F[t*C:t*C+C], wpe.F[p*C:p*C+C]
+			for j := range o {
+				o[j] = e[j] + w[j]
+			}
+		}
+	})
+}
+
+// EncoderBackward implements Device: dwte[tokens[i]] += dout[i], dwpe[pos[i]] += dout[i]
+// for dout (N,C). Parallel over column bands: rows sharing a token then never race,
+// and the add order (row order) is fixed. Either gradient may be empty.
+func (c *CPU) EncoderBackward(dwte, dwpe, dout Tensor, tokens, pos []int32, N, C int) {
+	need(dout, N*C, "EncoderBackward dout")
+	if len(tokens) < N || len(pos) < N {
+		panic(fmt.Errorf("%w: EncoderBackward has %d tokens, %d positions for N=%d", ErrShape, len(tokens), len(pos), N))
+	}
+	V, maxT := dwte.N/C, dwpe.N/C
+	for i := 0; i < N; i++ {
+		if t := int(tokens[i]); !dwte.Empty() && (t < 0 || t >= V) {
+			panic(fmt.Errorf("%w: EncoderBackward row %d: token %d of %d", ErrShape, i, t, V))
+		}
+		if p := int(pos[i]); !dwpe.Empty() && (p < 0 || p >= maxT) {
+			panic(fmt.Errorf("%w: EncoderBackward row %d: pos %d of %d", ErrShape, i, p, maxT))
+		}
+	}
+	c.parallelFor(C, 2*N, func(lo, hi int) {
+		for i := 0; i < N; i++ {
+			d := dout.F[i*C+lo : i*C+hi]
+			if !dwte.Empty() {
+				t := int(tokens[i])
+				w := dwte.F[t*C+lo : t*C+hi]
+				for j, x := range d {
+					w[j] += x
+				}
+			}
+			if !dwpe.Empty() {
+				p := int(pos[i])
+				w := dwpe.F[p*C+lo : p*C+hi]
+				for j, x := range d {
+					w[j] += x
+				}
+			}
+		}
+	})
+}

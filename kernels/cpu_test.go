@@ -1,0 +1,226 @@
+package kernels
+
+import (
+	"fmt"
+	"math"
+	"testing"
+)
+
+func TestElementwise(t *testing.T) {
+	rng := newRNG(2)
+	forDevices(t, func(t *testing.T, d *CPU) {
+		for _, n := range []int{1, 7, 1000, 100003} {
+			a, b := randn(rng, n, 1), randn(rng, n, 1)
+			out := d.Alloc(n)
+			d.Add(out, Host(a), Host(b))
+			want := make([]float32, n)
+			for i := range want {
+				want[i] = a[i] + b[i]
+			}
+			closeTo(t, fmt.Sprintf("Add n=%d", n), out.F, want, 0, 0)
+			d.AddInto(out, Host(a))
+			for i := range want {
+				want[i] += a[i]
+			}
+			closeTo(t, fmt.Sprintf("AddInto n=%d", n), out.F, want, 0, 0)
+			d.Scale(out, -0.5)
+			for i := range want {
+				want[i] *= -0.5
+			}
+			closeTo(t, fmt.Sprintf("Scale n=%d", n), out.F, want, 0, 0)
+			got, ref := d.SumSquares(out), refSumSquares(want)
+			if math.Abs(got-ref) > 1e-12*ref {
+				t.Fatalf("SumSquares n=%d: got %v, want %v", n, got, ref)
+			}
+			cp := d.Alloc(n)
+			d.Copy(cp, out)
+			d.Zero(out)
+			host := make([]float32, n)
+			d.Download(host, cp)
+			closeTo(t, "Copy/Download", host, want, 0, 0)
+			d.Upload(cp, make([]float32, n))
+			if d.SumSquares(cp) != 0 || d.SumSquares(out) != 0 {
+				t.Fatalf("Upload/Zero: got nonzero, want 0")
+			}
+		}
+	})
+}
+
+func TestBias(t *testing.T) {
+	rng := newRNG(3)
+	forDevices(t, func(t *testing.T, d *CPU) {
+		for _, s := range [][2]int{{1, 1}, {7, 53}, {300, 37}, {2048, 129}} {
+			N, OC := s[0], s[1]
+			out, bias := randn(rng, N*OC, 1), randn(rng, OC, 1)
+			want := clone(out)
+			d.AddBias(Host(out), Host(bias), N, OC)
+			refAddBias(want, bias, N, OC)
+			closeTo(t, fmt.Sprintf("AddBias %v", s), out, want, 0, 0)
+			db, dbWant := randn(rng, OC, 1), []float32(nil)
+			dbWant = clone(db)
+			d.BiasBackward(Host(db), Host(out), N, OC)
+			refBiasBackward(dbWant, out, N, OC)
+			closeTo(t, fmt.Sprintf("BiasBackward %v", s), db, dbWant, 1e-5*float64(N), 1e-5)
+		}
+	})
+}
+
+func TestEncoder(t *testing.T) {
+	rng := newRNG(4)
+	forDevices(t, func(t *testing.T, d *CPU) {
+		for _, s := range [][4]int{{1, 1, 1, 1}, {13, 36, 53, 9}, {600, 65, 11, 64}} { // N, C, V, maxT
+			N, C, V, maxT := s[0], s[1], s[2], s[3]
+			tok, pos := randTokens(rng, N, V), randTokens(rng, N, maxT)
+			wte, wpe := randn(rng, V*C, 1), randn(rng, maxT*C, 1)
+			out, want := make([]float32, N*C), make([]float32, N*C)
+			d.EncoderForward(Host(out), tok, pos, Host(wte), Host(wpe), N, C)
+			refEncoderForward(want, tok, pos, wte, wpe, N, C)
+			closeTo(t, fmt.Sprintf("EncoderForward %v", s), out, want, 0, 0)
+
+			dout := randn(rng, N*C, 1)
+			dwte, dwpe := randn(rng, V*C, 1), randn(rng, maxT*C, 1)
+			dwteWant, dwpeWant := clone(dwte), clone(dwpe)
+			d.EncoderBackward(Host(dwte), Host(dwpe), Host(dout), tok, pos, N, C)
+			refEncoderBackward(dwteWant, dwpeWant, dout, tok, pos, N, C)
+			closeTo(t, fmt.Sprintf("EncoderBackward dwte %v", s), dwte, dwteWant, 1e-5, 1e-5)
+			closeTo(t, fmt.Sprintf("EncoderBackward dwpe %v", s), dwpe, dwpeWant, 1e-5, 1e-5)
+		}
+	})
+}
+
+func TestLayerNorm(t *testing.T) {
+	rng := newRNG(5)
+	forDevices(t, func(t *testing.T, d *CPU) {
+		for _, s := range [][2]int{{1, 1}, {7, 36}, {300, 53}, {513, 384}} {
+			N, C := s[0], s[1]
+			inp := randn(rng, N*C, 2)
+			for i := range inp {
+				inp[i] += 3 // an offset mean: the variance must not cancel
+			}
+			w, b := randn(rng, C, 1), randn(rng, C, 1)
+			out, mean, rstd := make([]float32, N*C), make([]float32, N), make([]float32, N)
+			outW, meanW, rstdW := make([]float32, N*C), make([]float32, N), make([]float32, N)
+			d.LayerNormForward(Host(out), Host(mean), Host(rstd), Host(inp), Host(w), Host(b), N, C, 1e-5)
+			refLayerNormForward(outW, meanW, rstdW, inp, w, b, N, C, 1e-5)
+			what := fmt.Sprintf("LayerNormForward %v", s)
+			closeTo(t, what+" out", out, outW, 1e-5, 1e-4)
+			closeTo(t, what+" mean", mean, meanW, 1e-5, 1e-5)
+			closeTo(t, what+" rstd", rstd, rstdW, 1e-5, 1e-4)
+
+			dout := randn(rng, N*C, 1)
+			dinp, dw, db := randn(rng, N*C, 1), randn(rng, C, 1), randn(rng, C, 1)
+			dinpW, dwW, dbW := clone(dinp), clone(dw), clone(db)
+			d.LayerNormBackward(Host(dinp), Host(dw), Host(db), Host(dout), Host(inp), Host(w), Host(mean), Host(rstd), N, C)
+			refLayerNormBackward(dinpW, dwW, dbW, dout, inp, w, mean, rstd, N, C)
+			what = fmt.Sprintf("LayerNormBackward %v", s)
+			closeTo(t, what+" dinp", dinp, dinpW, 1e-4, 1e-4)
+			closeTo(t, what+" dweight", dw, dwW, 1e-5*float64(N), 1e-4)
+			closeTo(t, what+" dbias", db, dbW, 1e-5*float64(N), 1e-4)
+		}
+	})
+}
+
+func TestGelu(t *testing.T) {
+	rng := newRNG(6)
+	forDevices(t, func(t *testing.T, d *CPU) {
+		for _, n := range []int{1, 37, 100001} {
+			inp := randn(rng, n, 3)
+			inp[0] = 0
+			out, want := make([]float32, n), make([]float32, n)
+			d.GeluForward(Host(out), Host(inp), n)
+			refGeluForward(want, inp, n)
+			closeTo(t, fmt.Sprintf("GeluForward n=%d", n), out, want, 1e-6, 1e-5)
+			dout := randn(rng, n, 1)
+			dinp := randn(rng, n, 1)
+			dinpW := clone(dinp)
+			d.GeluBackward(Host(dinp), Host(inp), Host(dout), n)
+			refGeluBackward(dinpW, inp, dout, n)
+			closeTo(t, fmt.Sprintf("GeluBackward n=%d", n), dinp, dinpW, 1e-6, 1e-5)
+		}
+	})
+	// Known values of gelu_new (tanh form), from its definition in float64.
+	d := NewCPU(1)
+	for _, c := range []struct{ x, want float32 }{{0, 0}, {1, 0.8411920}, {-1, -0.1588080}, {3, 2.9963627}, {-10, 0}, {10, 10}} {
+		out := []float32{0}
+		d.GeluForward(Host(out), Host([]float32{c.x}), 1)
+		if math.Abs(float64(out[0]-c.want)) > 1e-6 {
+			t.Fatalf("gelu(%v): got %v, want %v", c.x, out[0], c.want)
+		}
+	}
+}
+
+func TestFastMath(t *testing.T) {
+	for x := -87.0; x <= 88.5; x += 0.0137 {
+		got, want := float64(exp32(float32(x))), math.Exp(float64(float32(x)))
+		if math.Abs(got-want) > 3e-7*want {
+			t.Fatalf("exp32(%v): got %v, want %v", x, got, want)
+		}
+	}
+	for x := -10.0; x <= 10; x += 0.00173 {
+		got, want := float64(tanh32(float32(x))), math.Tanh(float64(float32(x)))
+		if math.Abs(got-want) > 1e-6*math.Abs(want)+1e-7 {
+			t.Fatalf("tanh32(%v): got %v, want %v", x, got, want)
+		}
+	}
+	for x := -30.0; x <= 30; x += 0.00173 {
+		got, want := float64(expNeg2Abs(float32(x))), math.Exp(-2*math.Abs(float64(float32(x))))
+		if math.Abs(got-want) > 3e-7*want+1e-37 {
+			t.Fatalf("expNeg2Abs(%v): got %v, want %v", x, got, want)
+		}
+	}
+	if exp32(-200) != 0 || !math.IsInf(float64(exp32(100)), 1) || !math.IsNaN(float64(exp32(float32(math.NaN())))) {
+		t.Fatalf("exp32 limits: got %v %v, want 0 +Inf", exp32(-200), exp32(100))
+	}
+}
+
+func TestLogProb(t *testing.T) {
+	rng := newRNG(7)
+	forDevices(t, func(t *testing.T, d *CPU) {
+		for _, s := range [][2]int{{1, 1}, {7, 53}, {300, 512}, {5, 50257}} {
+			N, V := s[0], s[1]
+			logits := randn(rng, N*V, 3)
+			logits[0] += 100 // a large logit: max-subtraction must keep this finite
+			tg := randTokens(rng, N, V)
+			got, want := make([]float32, N), make([]float32, N)
+			d.LogProbForward(Host(got), Host(logits), tg, N, V)
+			refLogProbForward(want, logits, tg, N, V)
+			closeTo(t, fmt.Sprintf("LogProbForward %v", s), got, want, 1e-4, 1e-5)
+
+			dlogp := randn(rng, N, 1)
+			dlogp[N/2] = 0 // skipped row
+			dl := randn(rng, N*V, 1)
+			dlW := clone(dl)
+			d.LogProbBackward(Host(dl), Host(logits), tg, dlogp, N, V)
+			refLogProbBackward(dlW, logits, tg, dlogp, N, V)
+			closeTo(t, fmt.Sprintf("LogProbBackward %v", s), dl, dlW, 1e-6, 1e-5)
+		}
+	})
+}
+
+func TestAdamW(t *testing.T) {
+	rng := newRNG(8)
+	forDevices(t, func(t *testing.T, d *CPU) {
+		n := 10007
+		p, g := randn(rng, n, 1), randn(rng, n, 1)
+		m, v := make([]float32, n), make([]float32, n)
+		pW, mW, vW := clone(p), clone(m), clone(v)
+		for step := 1; step <= 5; step++ {
+			d.AdamW(Host(p), Host(g), Host(m), Host(v), step, 1e-3, 0.9, 0.95, 1e-8, 0.1)
+			refAdamW(pW, g, mW, vW, step, 1e-3, 0.9, 0.95, 1e-8, 0.1)
+			for i := range g {
+				g[i] = float32(rng.NormFloat64())
+			}
+		}
+		closeTo(t, "AdamW params", p, pW, 1e-6, 1e-5)
+		closeTo(t, "AdamW m", m, mW, 1e-7, 1e-5)
+		closeTo(t, "AdamW v", v, vW, 1e-7, 1e-5)
+	})
+	// One step by hand: p=1, g=0.5, lr=0.1, wd=0.01, step 1: m̂=0.5, v̂=0.25, so
+	// p = 1 - 0.1*(0.5/(0.5+1e-8) + 0.01*1) = 0.899.
+	d := NewCPU(1)
+	p, g, m, v := []float32{1}, []float32{0.5}, []float32{0}, []float32{0}
+	d.AdamW(Host(p), Host(g), Host(m), Host(v), 1, 0.1, 0.9, 0.999, 1e-8, 0.01)
+	if math.Abs(float64(p[0])-0.899) > 1e-6 {
+		t.Fatalf("AdamW by hand: got %v, want %v", p[0], 0.899)
+	}
+}

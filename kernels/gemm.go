@@ -1,0 +1,122 @@
+package kernels
+
+import "fmt"
+
+// gemmSplitWork is the flop count below which Gemm runs on one goroutine: a
+// (64,64,64) product takes ~5 µs on one core, about what a hand-off costs.
+const gemmSplitWork = 1 << 19
+
+// Gemm implements Device: C (m,n) = alpha*op(A) (m,k) @ op(B) (k,n) + beta*C, all
+// row-major; A is stored (m,k), or (k,m) with transA, at row stride lda; B is stored
+// (k,n), or (n,k) with transB, at row stride ldb; C at row stride ldc. As in BLAS,
+// beta == 0 overwrites C without reading it.
+//
+// The product is split into row (or, for short wide products, column) bands of C,
+// one per goroutine, each computed by the single-threaded gemmSerial (OpenBLAS or
+// pure Go): measured on this machine, that beats OpenBLAS's own thread pool, whose
+// spinning threads also steal the cores the other ops' goroutines need.
+func (c *CPU) Gemm(transA, transB bool, m, n, k int, alpha float32, a Tensor, lda int,
+	b Tensor, ldb int, beta float32, cc Tensor, ldc int) {
+	checkGemm(transA, transB, m, n, k, a, lda, b, ldb, cc, ldc)
+	if m == 0 || n == 0 {
+		return
+	}
+	if k == 0 || alpha == 0 {
+		gemmScaleC(m, n, beta, cc.F, ldc)
+		return
+	}
+	c.gemm(transA, transB, m, n, k, alpha, a.F, lda, b.F, ldb, beta, cc.F, ldc)
+}
+
+// gemm is Gemm after the checks, on host slices; it splits the work over threads.
+func (c *CPU) gemm(transA, transB bool, m, n, k int, alpha float32, a []float32, lda int,
+	b []float32, ldb int, beta float32, cc []float32, ldc int) {
+	work := 2 * m * n * k
+	parts := min(c.threads, max(1, work/gemmSplitWork))
+	// Bands at least 16 wide keep the micro-kernels' register tiles full.
+	if m >= n {
+		parts = min(parts, max(1, m/16))
+	} else {
+		parts = min(parts, max(1, n/16))
+	}
+	if parts <= 1 {
+		gemmSerial(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, cc, ldc)
+		return
+	}
+	if m >= n {
+		// Row bands of C: rows i0..i1 of op(A).
+		c.parallelFor(parts, minChunkWork, func(lo, hi int) {
+			for p := lo; p < hi; p++ {
+				i0, i1 := bandEdge(m, parts, p), bandEdge(m, parts, p+1)
+				aoff := i0 * lda
+				if transA {
+					aoff = i0
+				}
+				gemmSerial(transA, transB, i1-i0, n, k, alpha, a[aoff:], lda, b, ldb, beta, cc[i0*ldc:], ldc)
+			}
+		})
+		return
+	}
+	// Column bands of C: columns j0..j1 of op(B).
+	c.parallelFor(parts, minChunkWork, func(lo, hi int) {
+		for p := lo; p < hi; p++ {
+			j0, j1 := bandEdge(n, parts, p), bandEdge(n, parts, p+1)
+			boff := j0
+			if transB {
+				boff = j0 * ldb
+			}
+			gemmSerial(transA, transB, m, j1-j0, k, alpha, a, lda, b[boff:], ldb, beta, cc[j0:], ldc)
+		}
+	})
+}
+
+// bandEdge is the start of band p of `parts` bands over n items, rounded to a
+// multiple of 16 so every band but the last is a whole number of register tiles.
+func bandEdge(n, parts, p int) int {
+	if p >= parts {
+		return n
+	}
+	e := n * p / parts
+	return min(n, (e+8)/16*16)
+}
+
+// gemmScaleC sets C (m,n) = beta*C at row stride ldc (zero when beta == 0).
+func gemmScaleC(m, n int, beta float32, cc []float32, ldc int) {
+	for i := 0; i < m; i++ {
+		row := cc[i*ldc : i*ldc+n]
+		if beta == 0 {
+			clear(row)
+			continue
+		}
+		for j := range row {
+			row[j] *= beta
+		}
+	}
+}
+
+// gemmStored is how many values a matrix of `rows` stored rows of `cols` values at
+// row stride ld spans.
+func gemmStored(rows, cols, ld int) int {
+	if rows == 0 || cols == 0 {
+		return 0
+	}
+	return (rows-1)*ld + cols
+}
+
+// checkGemm panics with ErrShape when a stride is shorter than its row or a matrix
+// runs past its tensor.
+func checkGemm(transA, transB bool, m, n, k int, a Tensor, lda int, b Tensor, ldb int, cc Tensor, ldc int) {
+	ar, ac := m, k // A as stored
+	if transA {
+		ar, ac = k, m
+	}
+	br, bc := k, n // B as stored
+	if transB {
+		br, bc = n, k
+	}
+	bad := m < 0 || n < 0 || k < 0 || lda < max(1, ac) || ldb < max(1, bc) || ldc < max(1, n)
+	if bad || len(a.F) < gemmStored(ar, ac, lda) || len(b.F) < gemmStored(br, bc, ldb) || len(cc.F) < gemmStored(m, n, ldc) {
+		panic(fmt.Errorf("%w: Gemm(transA=%v, transB=%v, m=%d, n=%d, k=%d, lda=%d, ldb=%d, ldc=%d) on A %d, B %d, C %d values",
+			ErrShape, transA, transB, m, n, k, lda, ldb, ldc, len(a.F), len(b.F), len(cc.F)))
+	}
+}

@@ -1,0 +1,85 @@
+package kernels
+
+import (
+	"fmt"
+	"testing"
+)
+
+// TestGemm checks all four transpose combinations, leading dimensions wider than
+// the rows, alpha/beta, and sizes that cross the split and tile edges.
+func TestGemm(t *testing.T) {
+	type tc struct {
+		m, n, k, pad int
+		alpha, beta  float32
+	}
+	cases := []tc{
+		{1, 1, 1, 0, 1, 0},
+		{7, 5, 3, 2, 1, 0},
+		{37, 53, 36, 3, 0.5, 1},
+		{130, 67, 300, 5, 1, 0.25},   // k > one packed depth block
+		{300, 40, 19, 1, -1, 1},      // tall: row split
+		{9, 260, 45, 7, 2, 0},        // wide: column split
+		{64, 64, 64, 0, 1, 1},        // exact tiles
+		{3, 1200, 40, 1, 1, 0},       // decode-like
+		{1, 1, 2049, 0, 1, 0},        // long dot
+		{257, 129, 513, 3, 1.5, 0.5}, // several blocks everywhere
+	}
+	rng := newRNG(1)
+	forDevices(t, func(t *testing.T, d *CPU) {
+		for _, c := range cases {
+			for _, ta := range []bool{false, true} {
+				for _, tb := range []bool{false, true} {
+					ar, ac := c.m, c.k
+					if ta {
+						ar, ac = c.k, c.m
+					}
+					br, bc := c.k, c.n
+					if tb {
+						br, bc = c.n, c.k
+					}
+					lda, ldb, ldc := ac+c.pad, bc+c.pad+1, c.n+c.pad
+					a := randn(rng, ar*lda, 1)
+					b := randn(rng, br*ldb, 1)
+					c0 := randn(rng, c.m*ldc, 1)
+					got, want := clone(c0), clone(c0)
+					d.Gemm(ta, tb, c.m, c.n, c.k, c.alpha, Host(a), lda, Host(b), ldb, c.beta, Host(got), ldc)
+					refGemm(ta, tb, c.m, c.n, c.k, c.alpha, a, lda, b, ldb, c.beta, want, ldc)
+					what := fmt.Sprintf("Gemm(%v,%v,%+v)", ta, tb, c)
+					// float32 dot products of length k: error grows like sqrt(k)*ulp.
+					closeTo(t, what, got, want, 1e-4*float64(c.k), 1e-4)
+				}
+			}
+		}
+	})
+}
+
+// TestGemmBetaZeroIgnoresNaN: beta == 0 must overwrite C, as in BLAS, so a fresh
+// uninitialised buffer cannot leak NaN into the result.
+func TestGemmBetaZeroIgnoresNaN(t *testing.T) {
+	d := NewCPU(2)
+	nan := float32(0)
+	nan = nan / nan
+	a, b := []float32{1, 2}, []float32{3, 4}
+	c := []float32{nan}
+	d.Gemm(false, false, 1, 1, 2, 1, Host(a), 2, Host(b), 1, 0, Host(c), 1)
+	if c[0] != 11 {
+		t.Fatalf("got %v, want %v", c[0], 11)
+	}
+	c[0] = 5
+	d.Gemm(false, false, 1, 1, 0, 1, Host(a), 2, Host(b), 1, 2, Host(c), 1) // k == 0: C = beta*C
+	if c[0] != 10 {
+		t.Fatalf("got %v, want %v", c[0], 10)
+	}
+}
+
+// TestGemmShapePanics: a stride shorter than a row is a programmer error.
+func TestGemmShapePanics(t *testing.T) {
+	defer func() {
+		if recover() == nil {
+			t.Fatalf("got no panic, want ErrShape")
+		}
+	}()
+	d := NewCPU(1)
+	x := make([]float32, 16)
+	d.Gemm(false, false, 4, 4, 4, 1, Host(x), 3, Host(x), 4, 0, Host(x), 4)
+}

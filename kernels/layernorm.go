@@ -1,0 +1,113 @@
+package kernels
+
+import "math"
+
+// LayerNormForward implements Device: out (N,C) = (inp-mean)*rstd*weight + bias for
+// inp (N,C), weight (C), bias (C); saves mean (N) and rstd (N) for the backward
+// pass (either may be empty at inference). Parallel over rows.
+func (c *CPU) LayerNormForward(out, mean, rstd, inp, weight, bias Tensor, N, C int, eps float32) {
+	need(out, N*C, "LayerNormForward out")
+	need(inp, N*C, "LayerNormForward inp")
+	need(weight, C, "LayerNormForward weight")
+	need(bias, C, "LayerNormForward bias")
+	if !mean.Empty() {
+		need(mean, N, "LayerNormForward mean")
+	}
+	if !rstd.Empty() {
+		need(rstd, N, "LayerNormForward rstd")
+	}
+	w, b := weight.F[:C], bias.F[:C]
+	c.parallelFor(N, 8*C, func(lo, hi int) {
+		for i := lo; i < hi; i++ {
+			x := inp.F[i*C : i*C+C]
+			// Two passes (mean, then variance about it): the one-pass E[x^2]-E[x]^2
+			// cancels badly in float32 when |mean| >> std.
+			var s float32
+			for _, v := range x {
+				s += v
+			}
+			m := s / float32(C)
+			var ss float32
+			for _, v := range x {
+				d := v - m
+				ss += d * d
+			}
+			r := float32(1 / math.Sqrt(float64(ss/float32(C)+eps)))
+			o := out.F[i*C : i*C+C]
+			for j, v := range x {
+				o[j] = (v-m)*r*w[j] + b[j]
+			}
+			if !mean.Empty() {
+				mean.F[i] = m
+			}
+			if !rstd.Empty() {
+				rstd.F[i] = r
+			}
+		}
+	})
+}
+
+// LayerNormBackward implements Device: adds into dinp (N,C), dweight (C) and
+// dbias (C) given dout (N,C), inp (N,C), weight (C) and the saved mean, rstd (N).
+// Any gradient output may be empty. dinp is parallel over rows; dweight and dbias
+// (sums over rows) are parallel over column bands, so nothing races.
+func (c *CPU) LayerNormBackward(dinp, dweight, dbias, dout, inp, weight, mean, rstd Tensor, N, C int) {
+	need(dout, N*C, "LayerNormBackward dout")
+	need(inp, N*C, "LayerNormBackward inp")
+	need(weight, C, "LayerNormBackward weight")
+	need(mean, N, "LayerNormBackward mean")
+	need(rstd, N, "LayerNormBackward rstd")
+	if !dinp.Empty() {
+		need(dinp, N*C, "LayerNormBackward dinp")
+		w := weight.F[:C]
+		c.parallelFor(N, 10*C, func(lo, hi int) {
+			for i := lo; i < hi; i++ {
+				x, dy, dx := inp.F[i*C:i*C+C], dout.F[i*C:i*C+C], dinp.F[i*C:i*C+C]
+				m, r := mean.F[i], rstd.F[i]
+				// dx = r * (dnorm - mean(dnorm) - norm*mean(dnorm*norm)), dnorm = w*dy.
+				var dm, dnm float32
+				for j, v := range x {
+					dn := w[j] * dy[j]
+					dm += dn
+					dnm += dn * (v - m) * r
+				}
+				dm /= float32(C)
+				dnm /= float32(C)
+				for j, v := range x {
+					n := (v - m) * r
+					dx[j] += (w[j]*dy[j] - dm - n*dnm) * r
+				}
+			}
+		})
+	}
+	if dweight.Empty() && dbias.Empty() {
+		return
+	}
+	if !dweight.Empty() {
+		need(dweight, C, "LayerNormBackward dweight")
+	}
+	if !dbias.Empty() {
+		need(dbias, C, "LayerNormBackward dbias")
+	}
+	c.parallelFor(C, 4*N, func(lo, hi int) {
+		dw := make([]float32, hi-lo)
+		db := make([]float32, hi-lo)
+		for i := 0; i < N; i++ {
+			x, dy := inp.F[i*C+lo:i*C+hi], dout.F[i*C+lo:i*C+hi]
+			m, r := mean.F[i], rstd.F[i]
+			for j, v := range x {
+				dw[j] += (v - m) * r * dy[j]
+				db[j] += dy[j]
+			}
+		}
+		for j := range dw {
+			if !dweight.Empty() {
+				dweight.F[lo+j] += dw[j]
+			}
+			if !dbias.Empty() {
+				dbias.F[lo+j] += db[j]
+			}
+		}
+	})
+}
+

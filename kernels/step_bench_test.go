@@ -1,0 +1,151 @@
+package kernels
+
+import "testing"
+
+// BenchmarkGPTSmallStep runs the op sequence of one training step of GPT config
+// "small" (V512 T256 L6 H6 d384 B8) with random weights: encoder, 6 blocks
+// (layernorm, qkv matmul, attention, projection, residual, layernorm, MLP with
+// GELU, residual), final layernorm, tied LM head, cross-entropy, the whole
+// backward, grad-norm clip and AdamW. It stands in for the model (which lives in
+// package policy) to tell whether the kernels can reach the project's floor of
+// 1,600 tokens/s; it reports tokens/s and model GFLOP/s (6 * params * tokens,
+// plus attention).
+func BenchmarkGPTSmallStep(b *testing.B) {
+	const V, T, L, NH, C, B = 512, 256, 6, 6, 384, 8
+	const N = B * T
+	d := NewCPU(0)
+	rng := newRNG(40)
+	// Per-layer weights; the grads are separate buffers of the same sizes.
+	type layer struct{ ln1w, ln1b, qkvw, qkvb, projw, projb, ln2w, ln2b, fcw, fcb, fc2w, fc2b Tensor }
+	newLayer := func(init bool) layer {
+		mk := func(n int) Tensor {
+			if init {
+				return Host(randn(rng, n, 0.02))
+			}
+			return d.Alloc(n)
+		}
+		return layer{mk(C), mk(C), mk(C * 3 * C), mk(3 * C), mk(C * C), mk(C), mk(C), mk(C), mk(C * 4 * C), mk(4 * C), mk(4 * C * C), mk(C)}
+	}
+	ws, gs := make([]layer, L), make([]layer, L)
+	for l := range ws {
+		ws[l], gs[l] = newLayer(true), newLayer(false)
+	}
+	wte, wpe, lnfw, lnfb := Host(randn(rng, V*C, 0.02)), Host(randn(rng, T*C, 0.02)), Host(randn(rng, C, 1)), Host(randn(rng, C, 0.02))
+	dwte, dwpe, dlnfw, dlnfb := d.Alloc(V*C), d.Alloc(T*C), d.Alloc(C), d.Alloc(C)
+	nparams := V*C + T*C + 2*C + L*(2*C+C*3*C+3*C+C*C+C+2*C+C*4*C+4*C+4*C*C+C)
+	// Activations per layer (saved for the backward).
+	type acts struct{ res, ln1, m1, r1, qkv, att, atty, res2, ln2, m2, r2, fch, fchg Tensor }
+	as := make([]acts, L)
+	for l := range as {
+		as[l] = acts{d.Alloc(N * C), d.Alloc(N * C), d.Alloc(N), d.Alloc(N), d.Alloc(N * 3 * C), d.Alloc(B * NH * T * T),
+			d.Alloc(N * C), d.Alloc(N * C), d.Alloc(N * C), d.Alloc(N), d.Alloc(N), d.Alloc(N * 4 * C), d.Alloc(N * 4 * C)}
+	}
+	x0, out, lnf, mf, rf, logits, losses := d.Alloc(N*C), d.Alloc(N*C), d.Alloc(N*C), d.Alloc(N), d.Alloc(N), d.Alloc(N*V), d.Alloc(N)
+	dres, dtmp, dln, dqkv, datty, dfch, dlogits := d.Alloc(N*C), d.Alloc(N*C), d.Alloc(N*C), d.Alloc(N*3*C), d.Alloc(N*C), d.Alloc(N*4*C), d.Alloc(N*V)
+	tokens, targets, pos := randTokens(rng, N, V), randTokens(rng, N, V), make([]int32, N)
+	for i := range pos {
+		pos[i] = int32(i % T)
+	}
+	// One flat buffer for AdamW, as the model keeps it.
+	pAll, gAll, mAll, vAll := d.Alloc(nparams), d.Alloc(nparams), d.Alloc(nparams), d.Alloc(nparams)
+
+	step := func(it int) {
+		d.EncoderForward(x0, tokens, pos, wte, wpe, N, C)
+		x := x0
+		for l := 0; l < L; l++ {
+			w, a := ws[l], as[l]
+			d.Copy(a.res, x)
+			d.LayerNormForward(a.ln1, a.m1, a.r1, a.res, w.ln1w, w.ln1b, N, C, 1e-5)
+			MatmulForward(d, a.qkv, a.ln1, w.qkvw, w.qkvb, N, C, 3*C)
+			d.AttentionForward(a.atty, a.att, a.qkv, B, T, C, NH)
+			MatmulForward(d, dtmp, a.atty, w.projw, w.projb, N, C, C)
+			d.Add(a.res2, a.res, dtmp)
+			d.LayerNormForward(a.ln2, a.m2, a.r2, a.res2, w.ln2w, w.ln2b, N, C, 1e-5)
+			MatmulForward(d, a.fch, a.ln2, w.fcw, w.fcb, N, C, 4*C)
+			d.GeluForward(a.fchg, a.fch, N*4*C)
+			MatmulForward(d, dtmp, a.fchg, w.fc2w, w.fc2b, N, 4*C, C)
+			d.Add(out, a.res2, dtmp)
+			x = out
+		}
+		d.LayerNormForward(lnf, mf, rf, x, lnfw, lnfb, N, C, 1e-5)
+		MatmulTransForward(d, logits, lnf, wte, N, C, V)
+		CrossEntropyForward(d, losses, logits, targets, nil, N, V)
+
+		d.Zero(dlogits)
+		CrossEntropyBackward(d, dlogits, logits, targets, nil, 1, N, V)
+		d.Zero(dln)
+		MatmulTransBackward(d, dln, dwte, dlogits, lnf, wte, N, C, V)
+		d.Zero(dres)
+		d.LayerNormBackward(dres, dlnfw, dlnfb, dln, x, lnfw, mf, rf, N, C)
+		for l := L - 1; l >= 0; l-- {
+			w, g, a := ws[l], gs[l], as[l]
+			d.Zero(dfch)
+			MatmulBackward(d, dfch, g.fc2w, g.fc2b, dres, a.fchg, w.fc2w, N, 4*C, C)
+			d.GeluBackward(dfch, a.fch, dfch, N*4*C)
+			d.Zero(dln)
+			MatmulBackward(d, dln, g.fcw, g.fcb, dfch, a.ln2, w.fcw, N, C, 4*C)
+			d.LayerNormBackward(dres, g.ln2w, g.ln2b, dln, a.res2, w.ln2w, a.m2, a.r2, N, C)
+			d.Zero(datty)
+			MatmulBackward(d, datty, g.projw, g.projb, dres, a.atty, w.projw, N, C, C)
+			d.Zero(dqkv)
+			d.AttentionBackward(dqkv, datty, a.qkv, a.att, B, T, C, NH)
+			d.Zero(dln)
+			MatmulBackward(d, dln, g.qkvw, g.qkvb, dqkv, a.ln1, w.qkvw, N, C, 3*C)
+			d.LayerNormBackward(dres, g.ln1w, g.ln1b, dln, a.res, w.ln1w, a.m1, a.r1, N, C)
+		}
+		d.EncoderBackward(dwte, dwpe, dres, tokens, pos, N, C)
+		ClipGradNorm(d, gAll, 1)
+		d.AdamW(pAll, gAll, mAll, vAll, it+1, 1e-3, 0.9, 0.95, 1e-8, 0.1)
+	}
+	step(0) // warm up: first touches of the buffers
+	b.ResetTimer()
+	for i := range b.N {
+		step(i + 1)
+	}
+	sec := b.Elapsed().Seconds() / float64(b.N)
+	flops := 6*float64(nparams)*N + float64(L)*6*float64(B*T*T*C) // + attention (causal half of 12*B*T*T*C)
+	b.ReportMetric(N/sec, "tokens/s")
+	b.ReportMetric(flops/sec/1e9, "GFLOP/s")
+}
+
+// BenchmarkGPTSmallDecode runs the op sequence of one KV-cache decode step of
+// GPT "small" for a batch of 8 sequences at position 128: per layer layernorm,
+// qkv matmul, cached attention, projection, MLP; then the LM head. Reports new
+// tokens/s (8 per step); the floor is 1,200.
+func BenchmarkGPTSmallDecode(b *testing.B) {
+	const V, maxT, L, NH, C, S = 512, 256, 6, 6, 384, 8
+	d := NewCPU(0)
+	rng := newRNG(41)
+	w := func(n int) Tensor { return Host(randn(rng, n, 0.02)) }
+	type layer struct{ ln1w, ln1b, qkvw, qkvb, projw, projb, ln2w, ln2b, fcw, fcb, fc2w, fc2b, kc, vc Tensor }
+	ls := make([]layer, L)
+	for l := range ls {
+		ls[l] = layer{w(C), w(C), w(C * 3 * C), w(3 * C), w(C * C), w(C), w(C), w(C), w(C * 4 * C), w(4 * C), w(4 * C * C), w(C),
+			w(S * maxT * C), w(S * maxT * C)}
+	}
+	wte, wpe, lnfw, lnfb := w(V*C), w(maxT*C), w(C), w(C)
+	x, h, qkv, atty, tmp, fch, logits := d.Alloc(S*C), d.Alloc(S*C), d.Alloc(S*3*C), d.Alloc(S*C), d.Alloc(S*C), d.Alloc(S*4*C), d.Alloc(S*V)
+	tokens, slot, pos := randTokens(rng, S, V), make([]int32, S), make([]int32, S)
+	for i := range slot {
+		slot[i], pos[i] = int32(i), 128
+	}
+	b.ResetTimer()
+	for range b.N {
+		d.EncoderForward(x, tokens, pos, wte, wpe, S, C)
+		for _, l := range ls {
+			d.LayerNormForward(h, Tensor{}, Tensor{}, x, l.ln1w, l.ln1b, S, C, 1e-5)
+			MatmulForward(d, qkv, h, l.qkvw, l.qkvb, S, C, 3*C)
+			d.AttentionCached(atty, qkv, l.kc, l.vc, slot, pos, S, C, NH, maxT)
+			MatmulForward(d, tmp, atty, l.projw, l.projb, S, C, C)
+			d.AddInto(x, tmp)
+			d.LayerNormForward(h, Tensor{}, Tensor{}, x, l.ln2w, l.ln2b, S, C, 1e-5)
+			MatmulForward(d, fch, h, l.fcw, l.fcb, S, C, 4*C)
+			d.GeluForward(fch, fch, S*4*C)
+			MatmulForward(d, tmp, fch, l.fc2w, l.fc2b, S, 4*C, C)
+			d.AddInto(x, tmp)
+		}
+		d.LayerNormForward(h, Tensor{}, Tensor{}, x, lnfw, lnfb, S, C, 1e-5)
+		MatmulTransForward(d, logits, h, wte, S, C, V)
+	}
+	b.ReportMetric(S*float64(b.N)/b.Elapsed().Seconds(), "tokens/s")
+}

@@ -1,0 +1,85 @@
+package policy
+
+import (
+	"math/rand/v2"
+	"runtime"
+	"testing"
+
+	"github.com/troupe-rl/troupe/kernels"
+)
+
+// benchModel is the "small" preset (V512, maxT 256, L6, H6, d384), GPT-2 init.
+func benchModel(b *testing.B) *Model {
+	cfg, err := NamedConfig("small")
+	if err != nil {
+		b.Fatal(err)
+	}
+	m, err := New(cfg, kernels.NewCPU(runtime.GOMAXPROCS(0)))
+	if err != nil {
+		b.Fatal(err)
+	}
+	m.Init(1)
+	return m
+}
+
+// BenchmarkTrainStepSmall: one step (forward, backward, AdamW) on B=8, T=256.
+func BenchmarkTrainStepSmall(b *testing.B) {
+	m := benchModel(b)
+	B, T := 8, 256
+	rng := rand.New(rand.NewPCG(1, 1))
+	x := randomTokens(rng, B*T, m.Config.VocabSize)
+	y := randomTokens(rng, B*T, m.Config.VocabSize)
+	opt := NewAdamW(m, DefaultAdamWConfig())
+	step := func() {
+		m.ZeroGrad()
+		m.LossAndBackward(x, y, nil, B, T)
+		opt.Update(m, opt.Config.LR)
+	}
+	step() // allocations
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		step()
+	}
+	b.ReportMetric(float64(B*T*b.N)/b.Elapsed().Seconds(), "tokens/s")
+}
+
+// BenchmarkGenerateSmall: 8 prompts of 16 tokens, 64 new tokens each, T=1.
+func BenchmarkGenerateSmall(b *testing.B) {
+	m := benchModel(b)
+	rng := rand.New(rand.NewPCG(2, 2))
+	prompts := make([][]int32, 8)
+	for i := range prompts {
+		prompts[i] = randomTokens(rng, 16, m.Config.VocabSize)
+	}
+	opt := SampleOptions{MaxNewTokens: 64, Temperature: 1, Seed: 1}
+	if _, err := m.Generate(prompts, opt); err != nil {
+		b.Fatal(err)
+	}
+	b.ResetTimer()
+	n := 0
+	for i := 0; i < b.N; i++ {
+		out, _ := m.Generate(prompts, opt)
+		for _, s := range out {
+			n += len(s.Tokens)
+		}
+	}
+	b.ReportMetric(float64(n)/b.Elapsed().Seconds(), "new_tokens/s")
+}
+
+// BenchmarkLogProbsSmall: score 8 sequences of 256 tokens.
+func BenchmarkLogProbsSmall(b *testing.B) {
+	m := benchModel(b)
+	rng := rand.New(rand.NewPCG(3, 3))
+	seqs := make([][]int32, 8)
+	for i := range seqs {
+		seqs[i] = randomTokens(rng, 256, m.Config.VocabSize)
+	}
+	if _, err := m.LogProbs(seqs); err != nil {
+		b.Fatal(err)
+	}
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		m.LogProbs(seqs)
+	}
+	b.ReportMetric(float64(8*256*b.N)/b.Elapsed().Seconds(), "tokens/s")
+}
