@@ -3,7 +3,9 @@ package kernels
 import (
 	"fmt"
 	"math"
+	"runtime"
 	"testing"
+	"time"
 )
 
 func TestElementwise(t *testing.T) {
@@ -222,5 +224,19 @@ func TestAdamW(t *testing.T) {
 	d.AdamW(Host(p), Host(g), Host(m), Host(v), 1, 0.1, 0.9, 0.999, 1e-8, 0.01)
 	if math.Abs(float64(p[0])-0.899) > 1e-6 {
 		t.Fatalf("AdamW by hand: got %v, want %v", p[0], 0.899)
+	}
+}
+
+// TestNoGoroutineLeak: every op waits for the goroutines it starts.
+func TestNoGoroutineLeak(t *testing.T) {
+	before := runtime.NumGoroutine()
+	d := NewCPU(4)
+	x := d.Alloc(1 << 20)
+	d.Scale(x, 2)
+	d.Gemm(false, false, 256, 256, 256, 1, x, 256, x, 256, 0, d.Alloc(256*256), 256)
+	d.GeluForward(x, x, x.N)
+	time.Sleep(10 * time.Millisecond) // let finished goroutines exit
+	if after := runtime.NumGoroutine(); after > before {
+		t.Fatalf("got %d goroutines after the ops, want at most %d", after, before)
 	}
 }

@@ -110,4 +110,3 @@ func (c *CPU) LayerNormBackward(dinp, dweight, dbias, dout, inp, weight, mean, r
 		}
 	})
 }
-

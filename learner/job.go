@@ -1,0 +1,80 @@
+// Package learner holds the training algorithms as plain Go, callable from a test
+// without an actor or a NATS server: next-token training (pretraining, SFT with a
+// loss mask), reward-model training, LR schedules, data loading, checkpoint/resume.
+// The actors package drives a Job step by step and broadcasts its weights.
+package learner
+
+import "errors"
+
+// Sentinel errors, wrapped with context (file, line, field) by every caller.
+var (
+	ErrConfig     = errors.New("learner: bad config")
+	ErrData       = errors.New("learner: bad data")
+	ErrCheckpoint = errors.New("learner: bad checkpoint")
+)
+
+// Job is one single-learner training stage (pretrain, sft, rm). A training loop
+// reads top to bottom:
+//
+//	for !job.Done() { m, err := job.Step(); ...log m...; if due { job.SaveCheckpoint(dir) } }
+//
+// A Job is not safe for concurrent use; the learner actor owns it.
+type Job interface {
+	Stage() string   // "pretrain", "sft" or "rm"
+	Done() bool      // all configured optimizer steps taken
+	StepsDone() int  // optimizer steps taken so far, e.g. 120
+	TotalSteps() int // optimizer steps configured, e.g. 2000
+
+	// Step takes one optimizer step: GradAccum micro-batches of forward+backward,
+	// grad clipping, LR from the schedule, AdamW.
+	Step() (StepMetrics, error)
+
+	// Weights returns a host copy of every trainable parameter as one flat
+	// buffer (the blob that is broadcast and checksummed); NewEvaluator's
+	// Evaluate takes exactly this layout.
+	Weights() []float32
+
+	// SaveCheckpoint writes a complete checkpoint into dir (created): the model in
+	// Hugging Face layout with its tokenizer, the optimizer moments, and
+	// trainer_state.json (step, RNG state, data position, best eval figure), each
+	// file atomically, so that Restore(dir) continues exactly where this left off.
+	SaveCheckpoint(dir string) error
+	// Restore loads a checkpoint written by SaveCheckpoint into this job (same
+	// config); the losses after it equal those of an uninterrupted run.
+	Restore(dir string) error
+
+	// NewEvaluator builds a held-out evaluator for this job's data and model
+	// shape, with its own model copy on its own device, for an evaluator actor.
+	NewEvaluator() (Evaluator, error)
+}
+
+// StepMetrics is what one optimizer step reports (one line of metrics.jsonl).
+type StepMetrics struct {
+	Step     int                `json:"step"`      // optimizer steps done, counting this one
+	Loss     float64            `json:"loss"`      // mean training loss over the step's micro-batches
+	LR       float64            `json:"lr"`        // learning rate used for this step
+	GradNorm float64            `json:"grad_norm"` // global L2 norm before clipping
+	Tokens   int                `json:"tokens"`    // tokens processed by this step (for tokens/s)
+	Extra    map[string]float64 `json:"extra,omitempty"`
+}
+
+// Evaluator scores given weights on held-out data. It owns a model copy; the
+// evaluator actor calls Evaluate for every weights version it receives.
+type Evaluator interface {
+	// Evaluate loads weights (Job.Weights layout) and returns held-out figures,
+	// e.g. {"val_loss": 2.1} or {"val_accuracy": 0.87, "val_margin": 1.3}, plus
+	// sample generations (none for a reward model).
+	Evaluate(weights []float32) (EvalResult, error)
+}
+
+// EvalResult is one evaluation of one weights version.
+type EvalResult struct {
+	Metrics map[string]float64 `json:"metrics"`
+	Samples []Sample           `json:"samples,omitempty"`
+}
+
+// Sample is one generation shown in samples.jsonl.
+type Sample struct {
+	Prompt     string `json:"prompt"`
+	Completion string `json:"completion"`
+}
