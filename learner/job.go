@@ -44,8 +44,12 @@ type Job interface {
 	Restore(dir string) error
 
 	// NewEvaluator builds a held-out evaluator for this job's data and model
-	// shape, with its own model copy on its own device, for an evaluator actor.
-	NewEvaluator() (Evaluator, error)
+	// shape, with its own model copy (and device), for an evaluator actor; it is
+	// safe to use concurrently with the job.
+	NewEvaluator(opts EvalOptions) (Evaluator, error)
+
+	// DataReport describes the data the job loaded (malformed lines included).
+	DataReport() DataReport
 }
 
 // StepMetrics is what one optimizer step reports (one line of metrics.jsonl).
@@ -77,4 +81,27 @@ type EvalResult struct {
 type Sample struct {
 	Prompt     string `json:"prompt"`
 	Completion string `json:"completion"`
+}
+
+// DataReport says what a job read: every malformed line is listed (file:line:
+// reason), nothing is dropped silently.
+type DataReport struct {
+	Files      []string // files read, after glob expansion
+	Lines      int      // data lines (JSONL records) or, for text, lines of text
+	Bad        int      // malformed lines skipped (refused above max_bad_fraction)
+	BadLines   []error  // the first 100 of them, each "file:line: reason"
+	TrainItems int      // training examples (sft/rm) or tokens (pretrain)
+	ValItems   int      // held-out examples or tokens
+	// UnigramEntropy is the entropy (nats per token) of the training tokens'
+	// unigram distribution under the job's tokenizer: the loss a model that
+	// ignores context would reach (pretrain only; 0 otherwise).
+	UnigramEntropy float64
+}
+
+// EvalOptions configures what an evaluator samples besides held-out figures.
+type EvalOptions struct {
+	Prompts      []string // prompts to sample from (none = no samples)
+	MaxNewTokens int      // e.g. 48
+	Temperature  float64  // 0 = greedy
+	Seed         uint64   // sampling seed, the same for every version
 }
