@@ -11,6 +11,9 @@ func (c *CPU) GeluForward(out, inp Tensor, n int) {
 	o, x := out.F[:n], inp.F[:n]
 	c.parallelFor(n, 30, func(lo, hi int) {
 		oo, xx := o[lo:hi], x[lo:hi]
+		if geluVector(oo, xx, nil) {
+			return
+		}
 		for i, v := range xx {
 			// 0.5(1+tanh u) = sigmoid(2u), computed from e = e^-2|u| without cancellation.
 			u := geluScale * (v + 0.044715*v*v*v)
@@ -32,6 +35,9 @@ func (c *CPU) GeluBackward(dinp, inp, dout Tensor, n int) {
 	dx, x, dy := dinp.F[:n], inp.F[:n], dout.F[:n]
 	c.parallelFor(n, 40, func(lo, hi int) {
 		dxx, xx, dyy := dx[lo:hi], x[lo:hi], dy[lo:hi]
+		if geluVector(dxx, xx, dyy) {
+			return
+		}
 		for i, v := range xx {
 			// With s = sigmoid(2u) = 0.5(1+tanh u): 1-tanh^2 u = 4s(1-s), so
 			// gelu' = s + 2x s(1-s) du/dx; s and 1-s both come from e = e^-2|u|.

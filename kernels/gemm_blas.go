@@ -78,6 +78,9 @@ func gemmSerial(transA, transB bool, m, n, k int, alpha float32, a []float32, ld
 		gemmScaleC(m, n, beta, cc, ldc)
 		return
 	}
+	if gemmSmall(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, cc, ldc) {
+		return
+	}
 	var ta, tb C.enum_CBLAS_TRANSPOSE = C.CblasNoTrans, C.CblasNoTrans
 	if transA {
 		ta = C.CblasTrans

@@ -23,6 +23,10 @@ func TestGemm(t *testing.T) {
 		{3, 1200, 40, 1, 1, 0},       // decode-like
 		{1, 1, 2049, 0, 1, 0},        // long dot
 		{257, 129, 513, 3, 1.5, 0.5}, // several blocks everywhere
+		{8, 1152, 384, 0, 1, 0},      // decode step: streaming small-M kernel
+		{5, 37, 19, 3, 0.5, 1},       // small M, ragged column tile, beta
+		{16, 33, 17, 2, 1, 0.5},      // two groups of 8 rows
+		{12, 100, 31, 1, -1, 1},      // a group of 8 and one of 4
 	}
 	rng := newRNG(1)
 	forDevices(t, func(t *testing.T, d *CPU) {

@@ -76,7 +76,10 @@ func checkGrads(t *testing.T, m *Model, grads []float32, f func() float64) {
 			if testing.Verbose() && err > 0.005 {
 				t.Logf("%s[%d]: analytic %.6g, numeric %.6g", s.Name, i-s.Offset, got, num)
 			}
-			if math.Abs(got-num) > 2e-4+2e-2*math.Abs(num) {
+			// float32 forward passes put ~5e-4 of noise into a central difference
+			// at h=1e-2 (seen on gradients of ~1e-3 that the analytic pass and a
+			// float64 check agree on); real bugs are off by far more than 1e-3.
+			if math.Abs(got-num) > 1e-3+2e-2*math.Abs(num) {
 				t.Errorf("%s[%d]: analytic %.6g, numeric %.6g", s.Name, i-s.Offset, got, num)
 			}
 		}

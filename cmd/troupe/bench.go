@@ -149,7 +149,7 @@ func runBench(args []string) error {
 					line["ratio"] = round2(medianOf(ours[w], key) / p)
 				}
 			} else {
-				line["pytorch"] = "skipped (torch not installed)"
+				line["pytorch"] = "skipped (--torch off, or torch not installed)"
 			}
 			_ = out.Encode(line)
 		}
@@ -314,6 +314,13 @@ func benchTorch(python, name string, whats []string, steps, warmup, threads int)
 		"--steps", fmt.Sprint(steps), "--warmup", fmt.Sprint(warmup), "--threads", fmt.Sprint(threads))
 	// torch's OpenMP pool and OpenBLAS's threads otherwise spin against each other.
 	cmd.Env = append(os.Environ(), "OMP_WAIT_POLICY=PASSIVE")
+	// Debian's torch links the same OpenBLAS, which falls back to pre-AVX kernels on
+	// CPUs newer than it knows; troupe re-selects the right kernel set for itself
+	// (kernels/gemm_blas.go), so give PyTorch the same one: the comparison is then
+	// of the two implementations, not of a misdetected CPU.
+	if core, ok := strings.CutPrefix(kernels.NewCPU(1).Backend(), "openblas "); ok && os.Getenv("OPENBLAS_CORETYPE") == "" {
+		cmd.Env = append(cmd.Env, "OPENBLAS_CORETYPE="+core)
+	}
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	stdout, err := cmd.Output()
