@@ -24,6 +24,9 @@ func (c *CPU) AdamW(params, grads, m, v Tensor, step int, lr, beta1, beta2, eps,
 	bc2 := float32(1 - math.Pow(float64(beta2), float64(step)))
 	p, g, mm, vv := params.F[:n], grads.F[:n], m.F[:n], v.F[:n]
 	c.parallelFor(n, 20, func(lo, hi int) {
+		if adamwVector(p[lo:hi], g[lo:hi], mm[lo:hi], vv[lo:hi], lr, beta1, beta2, eps, weightDecay, 1/bc1, 1/bc2) {
+			return
+		}
 		for i := lo; i < hi; i++ {
 			gi := g[i]
 			mi := beta1*mm[i] + (1-beta1)*gi

@@ -50,6 +50,10 @@ func (c *CPU) AttentionForward(out, att, qkv Tensor, B, T, C, NH int) {
 // softmaxCausalRow replaces row[0..t] by its softmax and zeroes row[t+1:].
 func softmaxCausalRow(row []float32, t int) {
 	x := row[:t+1]
+	if softmaxVector(x) {
+		clear(row[t+1:])
+		return
+	}
 	mx := x[0]
 	for _, v := range x {
 		mx = max(mx, v)

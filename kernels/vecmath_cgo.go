@@ -56,6 +56,55 @@ static __attribute__((target("avx512f"))) void troupe_gelu_bwd(float *dinp, cons
 		_mm512_mask_storeu_ps(dinp + i, m, _mm512_fmadd_ps(g, _mm512_maskz_loadu_ps(m, dout + i), d));
 	}
 }
+
+// x[0:n] = softmax(x[0:n]) in place.
+static __attribute__((target("avx512f"))) void troupe_softmax(float *x, long n) {
+	__m512 mx = _mm512_set1_ps(-__builtin_inff());
+	for (long i = 0; i < n; i += 16) {
+		long w = n - i;
+		__mmask16 m = w >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << w) - 1);
+		mx = _mm512_mask_max_ps(mx, m, mx, _mm512_maskz_loadu_ps(m, x + i));
+	}
+	__m512 vmax = _mm512_set1_ps(_mm512_reduce_max_ps(mx));
+	__m512 sum = _mm512_setzero_ps();
+	for (long i = 0; i < n; i += 16) {
+		long w = n - i;
+		__mmask16 m = w >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << w) - 1);
+		__m512 e = _ZGVeN16v_expf(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, x + i), vmax));
+		e = _mm512_maskz_mov_ps(m, e);
+		sum = _mm512_add_ps(sum, e);
+		_mm512_mask_storeu_ps(x + i, m, e);
+	}
+	__m512 inv = _mm512_set1_ps(1.0f / _mm512_reduce_add_ps(sum));
+	for (long i = 0; i < n; i += 16) {
+		long w = n - i;
+		__mmask16 m = w >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << w) - 1);
+		_mm512_mask_storeu_ps(x + i, m, _mm512_mul_ps(inv, _mm512_maskz_loadu_ps(m, x + i)));
+	}
+}
+
+// One AdamW step over n values (see (*CPU).AdamW for the formula); the bias
+// corrections come in as 1/bc1 and 1/bc2.
+static __attribute__((target("avx512f"))) void troupe_adamw(float *p, const float *g, float *mm, float *vv, long n,
+		float lr, float beta1, float beta2, float eps, float wd, float ibc1, float ibc2) {
+	const __m512 b1 = _mm512_set1_ps(beta1), b2 = _mm512_set1_ps(beta2);
+	const __m512 c1 = _mm512_set1_ps(1 - beta1), c2 = _mm512_set1_ps(1 - beta2);
+	const __m512 vlr = _mm512_set1_ps(lr), veps = _mm512_set1_ps(eps), vwd = _mm512_set1_ps(wd);
+	const __m512 i1 = _mm512_set1_ps(ibc1), i2 = _mm512_set1_ps(ibc2);
+	for (long i = 0; i < n; i += 16) {
+		long w = n - i;
+		__mmask16 k = w >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << w) - 1);
+		__m512 gi = _mm512_maskz_loadu_ps(k, g + i);
+		__m512 mi = _mm512_fmadd_ps(b1, _mm512_maskz_loadu_ps(k, mm + i), _mm512_mul_ps(c1, gi));
+		__m512 vi = _mm512_fmadd_ps(b2, _mm512_maskz_loadu_ps(k, vv + i), _mm512_mul_ps(c2, _mm512_mul_ps(gi, gi)));
+		_mm512_mask_storeu_ps(mm + i, k, mi);
+		_mm512_mask_storeu_ps(vv + i, k, vi);
+		__m512 pi = _mm512_maskz_loadu_ps(k, p + i);
+		__m512 upd = _mm512_div_ps(_mm512_mul_ps(mi, i1), _mm512_add_ps(_mm512_sqrt_ps(_mm512_mul_ps(vi, i2)), veps));
+		upd = _mm512_fmadd_ps(vwd, pi, upd);
+		_mm512_mask_storeu_ps(p + i, k, _mm512_fnmadd_ps(vlr, upd, pi));
+	}
+}
 */
 import "C"
 
@@ -74,5 +123,27 @@ func geluVector(out, x, dout []float32) bool {
 		C.troupe_gelu_bwd((*C.float)(unsafe.Pointer(&out[0])), (*C.float)(unsafe.Pointer(&x[0])),
 			(*C.float)(unsafe.Pointer(&dout[0])), n)
 	}
+	return true
+}
+
+// softmaxVector replaces x by softmax(x) with the AVX-512 kernel; false when the
+// CPU lacks AVX-512.
+func softmaxVector(x []float32) bool {
+	if !hasGemmSmall || len(x) == 0 {
+		return hasGemmSmall
+	}
+	C.troupe_softmax((*C.float)(unsafe.Pointer(&x[0])), C.long(len(x)))
+	return true
+}
+
+// adamwVector is one AdamW step over [lo,hi) with the AVX-512 kernel; ibc1 and
+// ibc2 are the reciprocal bias corrections. False when the CPU lacks AVX-512.
+func adamwVector(p, g, m, v []float32, lr, beta1, beta2, eps, wd, ibc1, ibc2 float32) bool {
+	if !hasGemmSmall || len(p) == 0 {
+		return hasGemmSmall
+	}
+	f := func(s []float32) *C.float { return (*C.float)(unsafe.Pointer(&s[0])) }
+	C.troupe_adamw(f(p), f(g), f(m), f(v), C.long(len(p)), C.float(lr), C.float(beta1), C.float(beta2),
+		C.float(eps), C.float(wd), C.float(ibc1), C.float(ibc2))
 	return true
 }
