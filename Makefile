@@ -10,11 +10,15 @@ SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 all: build
 
-# deps installs OpenBLAS (Debian libopenblas-dev) when it is missing, and the Go modules.
+# deps installs the Debian packages the build and the data need when they are
+# missing (OpenBLAS for the cgo matmul, WordNet for the SFT/RM datasets), and the
+# Go modules.
+APT_PKGS := $(shell [ -e /usr/include/x86_64-linux-gnu/cblas.h ] || [ -e /usr/include/cblas.h ] || echo libopenblas-dev) \
+            $(shell [ -e /usr/share/wordnet/data.noun ] || echo wordnet-base)
 deps:
-	@if ! [ -e /usr/include/x86_64-linux-gnu/cblas.h ] && ! [ -e /usr/include/cblas.h ] && ! ls /usr/include/*/cblas*.h >/dev/null 2>&1; then \
-		echo "installing libopenblas-dev (cgo matmul)"; \
-		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq libopenblas-dev >/dev/null; \
+	@if [ -n "$(strip $(APT_PKGS))" ]; then \
+		echo "installing $(strip $(APT_PKGS)) with apt-get"; \
+		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $(APT_PKGS) >/dev/null; \
 	fi
 	$(GO) mod download
 

@@ -1,0 +1,105 @@
+package actors
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/rs/zerolog"
+)
+
+// ErrNATS is wrapped by every failure to start or reach a NATS server.
+var ErrNATS = errors.New("actors: nats")
+
+// tempStores remembers the store directories StartEmbeddedNATS created itself,
+// so that ShutdownNATS can remove them.
+var tempStores sync.Map // *server.Server -> string
+
+// StartEmbeddedNATS starts an in-process nats-server with JetStream on a random
+// free port on 127.0.0.1 (never on other interfaces), storing JetStream data in
+// storeDir ("" = a temporary directory that ShutdownNATS removes). It returns
+// the server and its client URL, e.g. "nats://127.0.0.1:41234". The server logs
+// nothing; Run routes its logs into zerolog.
+func StartEmbeddedNATS(storeDir string) (*server.Server, string, error) {
+	return startEmbeddedNATS(storeDir, nil)
+}
+
+func startEmbeddedNATS(storeDir string, log *zerolog.Logger) (*server.Server, string, error) {
+	temp := ""
+	if storeDir == "" {
+		d, err := os.MkdirTemp("", "troupe-nats-")
+		if err != nil {
+			return nil, "", fmt.Errorf("%w: store dir: %v", ErrNATS, err)
+		}
+		storeDir, temp = d, d
+	} else if err := os.MkdirAll(storeDir, 0o755); err != nil {
+		return nil, "", fmt.Errorf("%w: store dir: %v", ErrNATS, err)
+	}
+	fail := func(err error) (*server.Server, string, error) {
+		if temp != "" {
+			os.RemoveAll(temp)
+		}
+		return nil, "", err
+	}
+	opts := &server.Options{
+		ServerName: "troupe-embedded",
+		Host:       "127.0.0.1",
+		Port:       server.RANDOM_PORT,
+		JetStream:  true,
+		StoreDir:   storeDir,
+		NoSigs:     true, // the CLI owns SIGINT/SIGTERM
+		NoLog:      log == nil,
+		// The weights travel in 128 KiB object-store chunks; the default 1 MiB
+		// max_payload is left alone on purpose (it is what an external server has).
+	}
+	srv, err := server.NewServer(opts)
+	if err != nil {
+		return fail(fmt.Errorf("%w: embedded server: %v", ErrNATS, err))
+	}
+	if log != nil {
+		srv.SetLogger(natsLogger{log.With().Str("lib", "nats-server").Logger()}, false, false)
+	}
+	srv.Start()
+	if !srv.ReadyForConnections(10 * time.Second) {
+		srv.Shutdown()
+		srv.WaitForShutdown()
+		return fail(fmt.Errorf("%w: embedded server not ready after 10s", ErrNATS))
+	}
+	if temp != "" {
+		tempStores.Store(srv, temp)
+	}
+	return srv, srv.ClientURL(), nil
+}
+
+// ShutdownNATS stops an embedded server, waits for it, and removes its store
+// directory if StartEmbeddedNATS created it.
+func ShutdownNATS(srv *server.Server) {
+	if srv == nil {
+		return
+	}
+	srv.Shutdown()
+	srv.WaitForShutdown()
+	if d, ok := tempStores.LoadAndDelete(srv); ok {
+		os.RemoveAll(d.(string))
+	}
+}
+
+// Connect connects to the NATS server at url with reconnects (the weights
+// stream tolerates a short outage: a subscriber catches up on the latest
+// version). Close the connection with Close (or Drain).
+func Connect(url string) (*nats.Conn, error) {
+	nc, err := nats.Connect(url,
+		nats.Name("troupe"),
+		nats.Timeout(5*time.Second),
+		nats.MaxReconnects(60),
+		nats.ReconnectWait(time.Second),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("%w: connect %s: %v", ErrNATS, url, err)
+	}
+	return nc, nil
+}

@@ -1,0 +1,323 @@
+package actors
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+
+	"github.com/troupe-rl/troupe/actors/messages"
+	"github.com/troupe-rl/troupe/learner"
+)
+
+// Supervision: a crashed learner or evaluator is restarted, at most
+// maxRestarts times within restartWindow (then it is stopped and, for the
+// learner, the run fails).
+const (
+	maxRestarts   = 10
+	restartWindow = time.Minute
+)
+
+// ErrRun is wrapped by Run's own failures (bad options, a learner that keeps
+// crashing, a stop that times out).
+var ErrRun = errors.New("actors: run")
+
+// withDefaults validates opt and fills its zero values: Model "policy",
+// EvalEvery 1, StopTimeout 1m. PublishEvery or CheckpointEvery <= 0 mean
+// "only at the start/end".
+func (opt Options) withDefaults() (Options, error) {
+	switch {
+	case opt.Job == nil:
+		return opt, fmt.Errorf("%w: Options.Job is nil", ErrRun)
+	case opt.Sink == nil:
+		return opt, fmt.Errorf("%w: Options.Sink is nil", ErrRun)
+	case opt.Evaluators < 0:
+		return opt, fmt.Errorf("%w: evaluator replicas must be >= 0, got %d", ErrRun, opt.Evaluators)
+	}
+	if opt.Model == "" {
+		opt.Model = "policy"
+	}
+	if err := checkModel(opt.Model); err != nil {
+		return opt, err
+	}
+	if opt.EvalEvery <= 0 {
+		opt.EvalEvery = 1
+	}
+	if opt.StopTimeout <= 0 {
+		opt.StopTimeout = time.Minute
+	}
+	return opt, nil
+}
+
+// Run runs a single-learner topology until the job is done or ctx is
+// cancelled: it starts an embedded nats-server (or connects to opt.NATSURL),
+// an actor system whose logs go to opt.Logger, and under one supervisor
+// (one-for-one, 10 restarts a minute) the learner actor driving opt.Job and
+// opt.Evaluators evaluator actors following its weights over NATS.
+//
+// When the job is done, Run waits (up to opt.StopTimeout) for every evaluator
+// to evaluate the final weights, then returns nil. When ctx is cancelled, the
+// learner finishes its current step, writes a checkpoint, and Run returns
+// ctx.Err() (within opt.StopTimeout, or an ErrRun error saying it timed out).
+// Everything Run started is stopped before it returns.
+func Run(ctx context.Context, opt Options) error {
+	opt, err := opt.withDefaults()
+	if err != nil {
+		return err
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	log := opt.Logger
+
+	url := opt.NATSURL
+	if url == "" {
+		nlog := log.With().Str("lib", "nats-server").Logger()
+		srv, u, err := startEmbeddedNATS(opt.NATSDir, &nlog)
+		if err != nil {
+			return err
+		}
+		defer ShutdownNATS(srv)
+		url = u
+		log.Debug().Str("url", url).Str("store", opt.NATSDir).Msg("embedded nats-server started")
+	}
+	nc, err := Connect(url)
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	setup, cancelSetup := context.WithTimeout(ctx, 30*time.Second)
+	pub, err := NewWeightPublisher(setup, nc, opt.Model)
+	cancelSetup()
+	if err != nil {
+		return err
+	}
+
+	// Evaluators are built here, before the learner steps: the job is not
+	// safe for concurrent use, the evaluators it returns are.
+	var inflight sync.WaitGroup
+	evals := make([]*evalRun, opt.Evaluators)
+	for i := range evals {
+		ev, err := opt.Job.NewEvaluator(opt.EvalOptions)
+		if err != nil {
+			return fmt.Errorf("%w: evaluator %d: %w", ErrRun, i, err)
+		}
+		name := fmt.Sprintf("evaluator-%d", i)
+		evals[i] = &evalRun{
+			name: name, ev: ev, nc: nc, model: opt.Model, evalEvery: opt.EvalEvery,
+			log: log.With().Str("actor", name).Logger(), inflight: &inflight,
+		}
+	}
+	lrun := &learnerRun{
+		job: opt.Job, pub: pub, sink: opt.Sink, log: log.With().Str("actor", "learner").Logger(),
+		publishEvery: opt.PublishEvery, checkpointEvery: opt.CheckpointEvery,
+		lastPublish: -1, lastCheckpoint: opt.Job.StepsDone(),
+	}
+
+	sys := actor.NewActorSystem(actor.WithLoggerFactory(actorLoggerFactory(log)))
+	defer sys.Shutdown()
+	supervision := sys.EventStream.Subscribe(func(evt any) {
+		if e, ok := evt.(*actor.SupervisorEvent); ok {
+			log.Warn().Str("actor", e.Child.GetId()).Str("directive", e.Directive.String()).Str("reason", fmt.Sprint(e.Reason)).Msg("actor failed")
+		}
+	})
+	defer sys.EventStream.Unsubscribe(supervision)
+
+	// The job belongs to the learner actor from here on.
+	log.Info().Str("stage", opt.Job.Stage()).Int("step", opt.Job.StepsDone()).Int("total", opt.Job.TotalSteps()).
+		Int("evaluators", opt.Evaluators).Str("nats", url).Msg("run started")
+	result := make(chan topologyResult, 1)
+	decider := func(reason any) actor.Directive { return actor.RestartDirective }
+	props := actor.PropsFromProducer(func() actor.Actor {
+		return &topology{opt: opt, learner: lrun, evals: evals, result: result}
+	}, actor.WithSupervisor(actor.NewOneForOneStrategy(maxRestarts, restartWindow, decider)))
+	pid, err := sys.Root.SpawnNamed(props, "troupe")
+	if err != nil {
+		return fmt.Errorf("%w: spawn topology: %v", ErrRun, err)
+	}
+
+	var res topologyResult
+	select {
+	case res = <-result:
+	case <-ctx.Done():
+		log.Info().Msg("stopping: final checkpoint")
+		sys.Root.Send(pid, &messages.Stop{Reason: "interrupted"})
+		timer := time.NewTimer(opt.StopTimeout)
+		select {
+		case res = <-result:
+		case <-timer.C:
+			res.err = fmt.Errorf("%w: the learner did not stop within %v", ErrRun, opt.StopTimeout)
+		}
+		timer.Stop()
+	}
+
+	// Tear down: actors (subscribers close on Stopping), evaluations still
+	// running, then (deferred) the actor system, the connection, the server.
+	if _, err := sys.Root.StopFuture(pid).Result(); err != nil {
+		log.Warn().Err(err).Msg("topology did not stop in time")
+	}
+	if !waitTimeout(&inflight, opt.StopTimeout) {
+		log.Warn().Dur("timeout", opt.StopTimeout).Msg("evaluations still running at shutdown")
+	}
+	switch {
+	case res.err != nil:
+		return res.err
+	case res.done.GetError() != "":
+		return fmt.Errorf("%w: learner: %s", ErrRun, res.done.GetError())
+	case res.done.GetStopped():
+		log.Info().Int64("step", res.done.GetStep()).Msg("run stopped")
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		return fmt.Errorf("%w: learner stopped at step %d", ErrRun, res.done.GetStep())
+	}
+	log.Info().Int64("step", res.done.GetStep()).Int64("version", res.done.GetVersion()).Msg("run finished")
+	return nil
+}
+
+// waitTimeout waits for wg, at most d; it reports whether wg finished.
+func waitTimeout(wg *sync.WaitGroup, d time.Duration) bool {
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-done:
+		return true
+	case <-t.C:
+		return false
+	}
+}
+
+// topologyResult is how the topology actor ends Run.
+type topologyResult struct {
+	done *messages.LearnerDone // the learner's last word (nil if it never came)
+	err  error
+}
+
+// topology is the run's root actor and the supervisor of the learner and the
+// evaluators (Run gives its props the one-for-one strategy). It forwards a
+// Stop to the learner, relays evaluations to the Sink, and ends the run when
+// the learner is done and every evaluator has evaluated the final weights
+// (or opt.StopTimeout has passed), or when the learner is stopped or gives up.
+type topology struct {
+	opt     Options
+	learner *learnerRun
+	evals   []*evalRun
+	result  chan<- topologyResult
+
+	learnerPID *actor.PID
+	evalPIDs   map[string]*actor.PID // live evaluators by name, e.g. "evaluator-0"
+	seen       map[string]int64      // newest version each evaluator reported
+	done       *messages.LearnerDone // set when the learner has finished
+	drainTimer *time.Timer
+	stopping   bool // a Stop came: no waiting for final evaluations
+	ended      bool
+}
+
+var _ actor.Actor = (*topology)(nil)
+
+// drainTimeout is the topology's message to itself: stop waiting for the
+// evaluators' final evaluations.
+type drainTimeout struct{}
+
+func (t *topology) Receive(ctx actor.Context) {
+	switch msg := ctx.Message().(type) {
+	case *actor.Started:
+		t.evalPIDs, t.seen = map[string]*actor.PID{}, map[string]int64{}
+		for _, r := range t.evals {
+			pid, err := ctx.SpawnNamed(actor.PropsFromProducer(newEvaluatorProducer(r)), r.name)
+			if err != nil {
+				t.end(topologyResult{err: fmt.Errorf("%w: spawn %s: %v", ErrRun, r.name, err)})
+				return
+			}
+			t.evalPIDs[r.name] = pid
+		}
+		pid, err := ctx.SpawnNamed(actor.PropsFromProducer(newLearnerProducer(t.learner)), "learner")
+		if err != nil {
+			t.end(topologyResult{err: fmt.Errorf("%w: spawn learner: %v", ErrRun, err)})
+			return
+		}
+		t.learnerPID = pid
+	case *messages.Stop:
+		t.stopping = true
+		if t.done != nil {
+			t.end(topologyResult{done: t.done}) // the job is done; stop waiting for evaluations
+			return
+		}
+		ctx.Send(t.learnerPID, msg)
+	case *messages.LearnerDone:
+		t.done = msg
+		if msg.GetError() != "" || msg.GetStopped() || msg.GetFinalVersion() == 0 || t.stopping {
+			t.end(topologyResult{done: msg})
+			return
+		}
+		self, root := ctx.Self(), ctx.ActorSystem().Root
+		t.drainTimer = time.AfterFunc(t.opt.StopTimeout, func() { root.Send(self, &drainTimeout{}) })
+		t.checkDrained()
+	case *messages.EvalDone:
+		t.seen[msg.GetEvaluator()] = max(t.seen[msg.GetEvaluator()], msg.GetVersion())
+		r := learner.EvalResult{Metrics: msg.GetMetrics()}
+		for _, s := range msg.GetSamples() {
+			r.Samples = append(r.Samples, learner.Sample{Prompt: s.GetPrompt(), Completion: s.GetCompletion()})
+		}
+		if msg.GetError() == "" {
+			t.opt.Sink.OnEval(msg.GetEvaluator(), msg.GetVersion(), int(msg.GetStep()), r)
+		}
+		t.checkDrained()
+	case *drainTimeout:
+		t.opt.Logger.Warn().Dur("timeout", t.opt.StopTimeout).Msg("evaluators did not evaluate the final weights in time")
+		t.end(topologyResult{done: t.done})
+	case *actor.Terminated:
+		// A child the supervisor gave up on (too many restarts), or one
+		// stopped while the run shuts down.
+		who := msg.GetWho()
+		if who.Equal(t.learnerPID) {
+			if t.done == nil {
+				t.end(topologyResult{err: fmt.Errorf("%w: the learner crashed %d times within %v and was stopped", ErrRun, maxRestarts+1, restartWindow)})
+			}
+			return
+		}
+		for name, pid := range t.evalPIDs {
+			if who.Equal(pid) {
+				if !t.ended {
+					t.opt.Logger.Error().Str("actor", name).Msg("evaluator stopped after repeated failures; the run goes on without it")
+				}
+				delete(t.evalPIDs, name)
+			}
+		}
+		t.checkDrained()
+	case *actor.Stopping:
+		if t.drainTimer != nil {
+			t.drainTimer.Stop()
+		}
+	}
+}
+
+// checkDrained ends the run once the learner is done and every live evaluator
+// has reported the final version (or a newer one).
+func (t *topology) checkDrained() {
+	if t.done == nil || t.ended {
+		return
+	}
+	for name := range t.evalPIDs {
+		if t.seen[name] < t.done.GetFinalVersion() {
+			return
+		}
+	}
+	t.end(topologyResult{done: t.done})
+}
+
+func (t *topology) end(r topologyResult) {
+	if t.ended {
+		return
+	}
+	t.ended = true
+	if t.drainTimer != nil {
+		t.drainTimer.Stop()
+	}
+	t.result <- r // buffered 1, sent once
+}

@@ -1,0 +1,373 @@
+package learner
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	"github.com/troupe-rl/troupe/kernels"
+	"github.com/troupe-rl/troupe/policy"
+	"github.com/troupe-rl/troupe/policy/tokenizer"
+	"github.com/troupe-rl/troupe/reward"
+)
+
+// rmState is trainer_state.json's "data": the data position. With the
+// weights and moments it is all a resumed run needs, since each epoch's order
+// is a function of (seed, epoch).
+type rmState struct {
+	Consumed int64 `json:"consumed"` // training pairs drawn so far
+}
+
+// rmJob trains a reward model on preference pairs with the pairwise
+// Bradley–Terry loss. See NewRM.
+type rmJob struct {
+	mc   ModelConfig
+	dc   DataConfig
+	tc   TrainConfig
+	seed uint64
+
+	model *reward.Model
+	tok   *tokenizer.Tokenizer
+	opt   *policy.AdamW
+
+	train, val []prefPair
+	report     DataReport
+	dataSum    string // hash of the data files and split, for the resume check
+
+	consumed int64 // training pairs drawn so far; pair k is perm(seed, k/n)[k%n]
+	permEp   int64 // the epoch whose order perm holds (-1: none yet)
+	perm     []int
+}
+
+var _ Job = (*rmJob)(nil)
+
+// NewRM builds the reward-modelling stage: the model is mc.Init's trunk (an SFT
+// or pretrained checkpoint: policy.Load then reward.FromPolicy, the head drawn
+// from seed; or a reward checkpoint, continued as it is) or a fresh model of
+// mc.Shape; the data are JSONL lines {"prompt", "chosen", "rejected"} with an
+// optional "kind" (the kind of rejected answer, reported per kind by the
+// evaluator). tc.BatchSize is pairs per micro-batch; seq_len bounds each
+// prompt+response (longer ones keep their end). The training order is a fresh
+// permutation of the pairs every epoch, drawn from (seed, epoch).
+func NewRM(mc ModelConfig, dc DataConfig, tc TrainConfig, seed uint64, dev kernels.Device) (Job, error) {
+	if err := mc.Validate("model"); err != nil {
+		return nil, err
+	}
+	if err := dc.Validate("data"); err != nil {
+		return nil, err
+	}
+	if err := tc.Validate("train"); err != nil {
+		return nil, err
+	}
+	j := &rmJob{mc: mc, dc: dc, tc: tc, seed: seed, permEp: -1}
+	var err error
+	if j.model, j.tok, err = rmModel(mc, dev, seed); err != nil {
+		return nil, err
+	}
+	if n := j.model.Trunk.Config.MaxSeqLen; tc.SeqLen > n {
+		return nil, fieldErr("train.seq_len", "%d is longer than the model's n_positions %d", tc.SeqLen, n)
+	}
+	j.model.PadID = j.tok.EOT()
+	enc := prefEncoder{tok: j.tok, template: dc.Template, seqLen: tc.SeqLen}
+	if j.train, j.val, j.report, j.dataSum, err = loadPrefData(dc, enc); err != nil {
+		return nil, err
+	}
+	j.opt = policy.NewAdamW(j.model.Optim(), policy.AdamWConfig{
+		LR: float32(tc.LR), Beta1: float32(tc.Beta1), Beta2: float32(tc.Beta2),
+		WeightDecay: float32(tc.WeightDecay), GradClip: float32(tc.GradClip),
+	})
+	return j, nil
+}
+
+// rmModel builds the reward model and its tokenizer (see NewRM): a reward
+// checkpoint in mc.Init is continued; anything else goes through BuildModel
+// (a language-model checkpoint, or a fresh model) and reward.FromPolicy.
+func rmModel(mc ModelConfig, dev kernels.Device, seed uint64) (*reward.Model, *tokenizer.Tokenizer, error) {
+	if mc.Init != "" {
+		m, err := reward.Load(mc.Init, dev)
+		if err == nil {
+			tok, err := tokenizer.Load(mc.Init)
+			if err != nil {
+				return nil, nil, fmt.Errorf("%w: model.init: %s: %w", ErrConfig, mc.Init, err)
+			}
+			return m, tok, nil
+		}
+		if !errors.Is(err, reward.ErrNoHead) {
+			return nil, nil, fmt.Errorf("%w: model.init: %w", ErrConfig, err)
+		}
+	}
+	p, tok, err := BuildModel(mc, dev, seed)
+	if err != nil {
+		return nil, nil, err
+	}
+	m, err := reward.FromPolicy(p, seed)
+	dev.Free(p.Params)
+	return m, tok, err
+}
+
+func (j *rmJob) Stage() string          { return "rm" }
+func (j *rmJob) Done() bool             { return j.opt.Step >= j.tc.Steps }
+func (j *rmJob) StepsDone() int         { return j.opt.Step }
+func (j *rmJob) TotalSteps() int        { return j.tc.Steps }
+func (j *rmJob) Weights() []float32     { return j.model.Weights() }
+func (j *rmJob) DataReport() DataReport { return j.report }
+
+// pairAt returns the index of the k-th training pair drawn.
+func (j *rmJob) pairAt(k int64) int {
+	n := int64(len(j.train))
+	if ep := k / n; ep != j.permEp {
+		rng := rand.New(rand.NewPCG(j.seed, 0x726d00+uint64(ep))) // "rm" + epoch
+		j.perm = rng.Perm(len(j.train))
+		j.permEp = ep
+	}
+	return j.perm[k%n]
+}
+
+// Step takes one optimizer step over GradAccum micro-batches of BatchSize pairs.
+func (j *rmJob) Step() (StepMetrics, error) {
+	step := j.opt.Step + 1
+	lr := LRAt(j.tc, step)
+	pos := j.consumed
+	var loss, acc, margin float64
+	tokens := 0
+	j.model.ZeroGrad()
+	for range j.tc.GradAccum {
+		chosen := make([][]int32, j.tc.BatchSize)
+		rejected := make([][]int32, j.tc.BatchSize)
+		for b := range chosen {
+			p := j.train[j.pairAt(pos)]
+			pos++
+			chosen[b], rejected[b] = p.Chosen, p.Rejected
+			tokens += len(p.Chosen) + len(p.Rejected)
+		}
+		st, err := j.model.PairLossAndBackward(chosen, rejected, 1/float32(j.tc.GradAccum))
+		if err != nil {
+			return StepMetrics{}, err
+		}
+		loss += st.Loss
+		acc += st.Accuracy
+		margin += st.Margin
+	}
+	gn := j.opt.Update(j.model.Optim(), float32(lr))
+	j.consumed = pos // committed only once the step is whole, so a retried step redraws the same pairs
+	k := float64(j.tc.GradAccum)
+	return StepMetrics{
+		Step: j.opt.Step, Loss: loss / k, LR: lr, GradNorm: float64(gn), Tokens: tokens,
+		Extra: map[string]float64{"accuracy": acc / k, "margin": margin / k},
+	}, nil
+}
+
+// resumeConfig is what an exact resume needs unchanged (see lmState.Config).
+func (j *rmJob) resumeConfig() map[string]string {
+	c, tc := j.model.Trunk.Config, j.tc
+	return map[string]string{
+		"stage":              "rm",
+		"seed":               fmt.Sprint(j.seed),
+		"model":              fmt.Sprintf("vocab %d, n_positions %d, n_layer %d, n_head %d, n_embd %d, eps %g, score head", c.VocabSize, c.MaxSeqLen, c.NumLayers, c.NumHeads, c.Channels, c.LayerNormEps),
+		"data":               j.dataSum,
+		"data.template":      j.dc.Template,
+		"train.steps":        fmt.Sprint(tc.Steps),
+		"train.batch_size":   fmt.Sprint(tc.BatchSize),
+		"train.seq_len":      fmt.Sprint(tc.SeqLen),
+		"train.grad_accum":   fmt.Sprint(tc.GradAccum),
+		"train.lr":           fmt.Sprint(tc.LR),
+		"train.min_lr":       fmt.Sprint(tc.MinLR),
+		"train.warmup_steps": fmt.Sprint(tc.WarmupSteps),
+		"train.weight_decay": fmt.Sprint(tc.WeightDecay),
+		"train.beta1":        fmt.Sprint(tc.Beta1),
+		"train.beta2":        fmt.Sprint(tc.Beta2),
+		"train.grad_clip":    fmt.Sprint(tc.GradClip),
+	}
+}
+
+// SaveCheckpoint writes the reward model (reward.Model.Save: HF names and
+// config, tokenizer files), the AdamW moments and trainer_state.json (the
+// layout of the other stages', lmState), each atomically, trainer_state.json last.
+func (j *rmJob) SaveCheckpoint(dir string) error {
+	if err := j.model.Save(dir, j.tok); err != nil {
+		return err
+	}
+	n := j.model.NumParams()
+	mom := make([]float32, 2*n)
+	j.model.Dev.Download(mom[:n], j.opt.M)
+	j.model.Dev.Download(mom[n:], j.opt.V)
+	err := policy.WriteSafetensors(filepath.Join(dir, OptimizerFile), []policy.SafeTensor{
+		{Name: "adamw.m", DType: "F32", Shape: []int{n}, Data: mom[:n]},
+		{Name: "adamw.v", DType: "F32", Shape: []int{n}, Data: mom[n:]},
+	}, map[string]string{"step": fmt.Sprint(j.opt.Step)})
+	if err != nil {
+		return err
+	}
+	data, err := json.Marshal(rmState{Consumed: j.consumed})
+	if err != nil {
+		return err
+	}
+	cfg := j.resumeConfig()
+	st := lmState{Stage: "rm", Step: j.opt.Step, AdamWStep: j.opt.Step, Data: data, Config: cfg, ConfigHash: hashConfig(cfg)}
+	b, err := json.MarshalIndent(st, "", "  ")
+	if err != nil {
+		return err
+	}
+	return policy.WriteFileAtomic(filepath.Join(dir, TrainerStateFile), func(w io.Writer) error {
+		_, err := w.Write(append(b, '\n'))
+		return err
+	})
+}
+
+// Restore loads a checkpoint that SaveCheckpoint wrote for the same config.
+// Everything is read and checked before anything changes: a missing, corrupt
+// or mismatched checkpoint is refused with ErrCheckpoint and the reason (the
+// config keys that differ), and leaves the job as it was.
+func (j *rmJob) Restore(dir string) error {
+	bad := func(format string, args ...any) error {
+		return fmt.Errorf("%w: %s: %s", ErrCheckpoint, dir, fmt.Sprintf(format, args...))
+	}
+	b, err := os.ReadFile(filepath.Join(dir, TrainerStateFile))
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return bad("no %s (not a checkpoint, or one cut short)", TrainerStateFile)
+		}
+		return fmt.Errorf("%w: %w", ErrCheckpoint, err)
+	}
+	var st lmState
+	if err := json.Unmarshal(b, &st); err != nil {
+		return bad("%s: %v", TrainerStateFile, err)
+	}
+	if st.Stage != "rm" {
+		return bad("a %q checkpoint, not an rm one", st.Stage)
+	}
+	want := j.resumeConfig()
+	if st.ConfigHash != hashConfig(st.Config) {
+		return bad("%s: config_hash does not match its config", TrainerStateFile)
+	}
+	if st.ConfigHash != hashConfig(want) {
+		var diffs []string
+		keys := make([]string, 0, len(want))
+		for k := range want {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		for _, k := range keys {
+			if got, ok := st.Config[k]; !ok || got != want[k] {
+				diffs = append(diffs, fmt.Sprintf("%s was %q, now %q", k, got, want[k]))
+			}
+		}
+		return bad("written for another config: %s", strings.Join(diffs, "; "))
+	}
+	if st.Step < 0 || st.Step > j.tc.Steps || st.AdamWStep != st.Step {
+		return bad("step %d (adamw_step %d) out of range [0, %d]", st.Step, st.AdamWStep, j.tc.Steps)
+	}
+	var ds rmState
+	if err := json.Unmarshal(st.Data, &ds); err != nil || ds.Consumed < 0 {
+		return bad("%s: data: %s is not a data position", TrainerStateFile, st.Data)
+	}
+	m, err := reward.Load(dir, kernels.NewCPU(1))
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrCheckpoint, err)
+	}
+	if m.Trunk.Config != j.model.Trunk.Config {
+		return bad("model shape %+v, this job's is %+v", m.Trunk.Config, j.model.Trunk.Config)
+	}
+	ts, err := policy.ReadSafetensors(filepath.Join(dir, OptimizerFile))
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrCheckpoint, err)
+	}
+	var mom [2][]float32
+	for i, name := range []string{"adamw.m", "adamw.v"} {
+		t, ok := ts[name]
+		if !ok || len(t.Data) != j.model.NumParams() {
+			return bad("%s: tensor %s missing or not %d values", OptimizerFile, name, j.model.NumParams())
+		}
+		mom[i] = t.Data
+	}
+	if err := j.model.SetWeights(m.Weights()); err != nil {
+		return fmt.Errorf("%w: %w", ErrCheckpoint, err)
+	}
+	j.model.Dev.Upload(j.opt.M, mom[0])
+	j.model.Dev.Upload(j.opt.V, mom[1])
+	j.opt.Step = st.AdamWStep
+	j.consumed = ds.Consumed
+	j.permEp = -1
+	return nil
+}
+
+// NewEvaluator returns an evaluator with its own model copy on its own
+// one-thread CPU device. Each Evaluate scores the same held-out pairs: the
+// first EvalBatches*BatchSize of a fixed shuffle of the val set (all of it
+// when smaller), so every weights version is measured on the same sample.
+func (j *rmJob) NewEvaluator(EvalOptions) (Evaluator, error) {
+	m, err := reward.New(j.model.Trunk.Config, kernels.NewCPU(1), j.model.PadID)
+	if err != nil {
+		return nil, err
+	}
+	order := rand.New(rand.NewPCG(j.seed, 0x76616c)).Perm(len(j.val)) // "val"
+	n := min(len(j.val), j.tc.EvalBatches*j.tc.BatchSize)
+	pairs := make([]prefPair, n)
+	for i := range pairs {
+		pairs[i] = j.val[order[i]]
+	}
+	return &rmEvaluator{model: m, pairs: pairs, batch: j.tc.BatchSize}, nil
+}
+
+type rmEvaluator struct {
+	model *reward.Model
+	pairs []prefPair
+	batch int
+}
+
+// Evaluate returns val_loss, val_accuracy, val_margin and val_accuracy_<kind>
+// for every kind of rejected answer in the held-out pairs.
+func (e *rmEvaluator) Evaluate(w []float32) (EvalResult, error) {
+	if err := e.model.SetWeights(w); err != nil {
+		return EvalResult{}, fmt.Errorf("%w: %w", ErrCheckpoint, err)
+	}
+	var loss, margin float64
+	correct := 0
+	kindN, kindOK := map[string]int{}, map[string]int{}
+	for lo := 0; lo < len(e.pairs); lo += e.batch {
+		hi := min(len(e.pairs), lo+e.batch)
+		chosen := make([][]int32, 0, hi-lo)
+		rejected := make([][]int32, 0, hi-lo)
+		for _, p := range e.pairs[lo:hi] {
+			chosen, rejected = append(chosen, p.Chosen), append(rejected, p.Rejected)
+		}
+		st, err := e.model.PairLoss(chosen, rejected)
+		if err != nil {
+			return EvalResult{}, err
+		}
+		n := float64(hi - lo)
+		loss += st.Loss * n
+		margin += st.Margin * n
+		for i, p := range e.pairs[lo:hi] {
+			ok := st.Chosen[i] > st.Rejected[i]
+			if ok {
+				correct++
+			}
+			if p.Kind != "" {
+				kindN[p.Kind]++
+				if ok {
+					kindOK[p.Kind]++
+				}
+			}
+		}
+	}
+	n := float64(len(e.pairs))
+	res := EvalResult{Metrics: map[string]float64{
+		"val_loss": loss / n, "val_accuracy": float64(correct) / n, "val_margin": margin / n,
+	}}
+	kinds := make([]string, 0, len(kindN))
+	for k := range kindN {
+		kinds = append(kinds, k)
+	}
+	sort.Strings(kinds)
+	for _, k := range kinds {
+		res.Metrics["val_accuracy_"+k] = float64(kindOK[k]) / float64(kindN[k])
+	}
+	return res, nil
+}

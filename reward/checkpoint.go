@@ -1,0 +1,258 @@
+package reward
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/troupe-rl/troupe/kernels"
+	"github.com/troupe-rl/troupe/policy"
+	"github.com/troupe-rl/troupe/policy/tokenizer"
+)
+
+// Architecture is the Hugging Face class a reward checkpoint loads as.
+const Architecture = "GPT2ForSequenceClassification"
+
+// Save writes a reward-model checkpoint into dir (created): the tokenizer files
+// (when tok is not nil), model.safetensors with Hugging Face's names (the
+// trunk's transformer.* tensors and score.weight [1, C]) and config.json
+// (architectures GPT2ForSequenceClassification, num_labels 1, pad_token_id the
+// end-of-text id), each file atomically and config.json last, so that
+// GPT2ForSequenceClassification.from_pretrained(dir) loads it.
+func (m *Model) Save(dir string, tok *tokenizer.Tokenizer) error {
+	if tok != nil {
+		if n := tok.VocabSize(); n > m.Trunk.Config.VocabSize {
+			return fmt.Errorf("%w: the tokenizer has %d ids but the model's vocab_size is %d", policy.ErrConfig, n, m.Trunk.Config.VocabSize)
+		}
+		if id := tok.EOT(); id >= 0 {
+			m.PadID = id
+		}
+		if err := tok.Save(dir); err != nil {
+			return err
+		}
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	host := m.Weights()
+	specs := m.layout.Specs
+	tensors := make([]policy.SafeTensor, len(specs))
+	for i, s := range specs {
+		tensors[i] = policy.SafeTensor{Name: s.Name, DType: "F32", Shape: s.Shape, Data: host[s.Offset : s.Offset+s.Size]}
+	}
+	if err := policy.WriteSafetensors(filepath.Join(dir, policy.ModelFile), tensors, map[string]string{"format": "pt"}); err != nil {
+		return err
+	}
+	return writeConfig(filepath.Join(dir, policy.ConfigFile), m.Trunk.Config, m.PadID)
+}
+
+// hfConfig is config.json as Hugging Face's GPT2Config writes it for a
+// GPT2ForSequenceClassification with one label (keys in its sorted order).
+type hfConfig struct {
+	ActivationFunction         string         `json:"activation_function"`
+	Architectures              []string       `json:"architectures"`
+	AttnPdrop                  float64        `json:"attn_pdrop"`
+	BosTokenID                 *int           `json:"bos_token_id,omitempty"`
+	EmbdPdrop                  float64        `json:"embd_pdrop"`
+	EosTokenID                 *int           `json:"eos_token_id,omitempty"`
+	ID2Label                   map[string]any `json:"id2label"`
+	InitializerRange           float64        `json:"initializer_range"`
+	Label2ID                   map[string]int `json:"label2id"`
+	LayerNormEpsilon           json.Number    `json:"layer_norm_epsilon"`
+	ModelType                  string         `json:"model_type"`
+	NCtx                       int            `json:"n_ctx"`
+	NEmbd                      int            `json:"n_embd"`
+	NHead                      int            `json:"n_head"`
+	NInner                     *int           `json:"n_inner"`
+	NLayer                     int            `json:"n_layer"`
+	NPositions                 int            `json:"n_positions"`
+	NumLabels                  int            `json:"num_labels"`
+	PadTokenID                 *int           `json:"pad_token_id,omitempty"`
+	ReorderAndUpcastAttn       bool           `json:"reorder_and_upcast_attn"`
+	ResidPdrop                 float64        `json:"resid_pdrop"`
+	ScaleAttnByInverseLayerIdx bool           `json:"scale_attn_by_inverse_layer_idx"`
+	ScaleAttnWeights           bool           `json:"scale_attn_weights"`
+	SummaryActivation          *string        `json:"summary_activation"`
+	SummaryFirstDropout        float64        `json:"summary_first_dropout"`
+	SummaryProjToLabels        bool           `json:"summary_proj_to_labels"`
+	SummaryType                string         `json:"summary_type"`
+	SummaryUseProj             bool           `json:"summary_use_proj"`
+	TieWordEmbeddings          bool           `json:"tie_word_embeddings"`
+	TorchDtype                 string         `json:"torch_dtype"`
+	UseCache                   bool           `json:"use_cache"`
+	VocabSize                  int            `json:"vocab_size"`
+}
+
+func writeConfig(path string, cfg policy.Config, padID int32) error {
+	var pad *int
+	if padID >= 0 {
+		id := int(padID)
+		pad = &id
+	}
+	h := hfConfig{
+		ActivationFunction:  "gelu_new",
+		Architectures:       []string{Architecture},
+		AttnPdrop:           0.1,
+		BosTokenID:          pad,
+		EmbdPdrop:           0.1,
+		EosTokenID:          pad,
+		ID2Label:            map[string]any{"0": "LABEL_0"},
+		InitializerRange:    0.02,
+		Label2ID:            map[string]int{"LABEL_0": 0},
+		LayerNormEpsilon:    json.Number(strconv.FormatFloat(float64(cfg.LayerNormEps), 'g', -1, 32)),
+		ModelType:           "gpt2",
+		NCtx:                cfg.MaxSeqLen,
+		NEmbd:               cfg.Channels,
+		NHead:               cfg.NumHeads,
+		NLayer:              cfg.NumLayers,
+		NPositions:          cfg.MaxSeqLen,
+		NumLabels:           1,
+		PadTokenID:          pad,
+		ResidPdrop:          0.1,
+		ScaleAttnWeights:    true,
+		SummaryFirstDropout: 0.1,
+		SummaryProjToLabels: true,
+		SummaryType:         "cls_index",
+		SummaryUseProj:      true,
+		TieWordEmbeddings:   true,
+		TorchDtype:          "float32",
+		UseCache:            true,
+		VocabSize:           cfg.VocabSize,
+	}
+	b, err := json.MarshalIndent(h, "", "  ")
+	if err != nil {
+		return err
+	}
+	b = append(b, '\n')
+	return policy.WriteFileAtomic(path, func(w io.Writer) error {
+		_, err := w.Write(b)
+		return err
+	})
+}
+
+// Load reads a reward-model checkpoint (config.json and model.safetensors with
+// score.weight) into a new model on dev. It refuses a language-model checkpoint
+// (no score.weight) with an error that says how to start a reward model from
+// one, a head of another shape, more than one label, and any missing or
+// unexpected tensor. The tokenizer is loaded separately (tokenizer.Load(dir)).
+func Load(dir string, dev kernels.Device) (*Model, error) {
+	cfg, err := policy.LoadConfig(dir)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrBadCheckpoint, err)
+	}
+	cpath := filepath.Join(dir, policy.ConfigFile)
+	raw, err := os.ReadFile(cpath)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrBadCheckpoint, err)
+	}
+	var extra struct {
+		NumLabels  *int            `json:"num_labels"`
+		ID2Label   map[string]any  `json:"id2label"`
+		PadTokenID json.RawMessage `json:"pad_token_id"`
+	}
+	if err := json.Unmarshal(raw, &extra); err != nil {
+		return nil, fmt.Errorf("%w: %s: %v", ErrBadCheckpoint, cpath, err)
+	}
+	labels := 1
+	if extra.NumLabels != nil {
+		labels = *extra.NumLabels
+	} else if extra.ID2Label != nil {
+		labels = len(extra.ID2Label)
+	}
+	if labels != 1 {
+		return nil, fmt.Errorf("%w: %s: num_labels is %d, a reward model has 1", ErrBadCheckpoint, cpath, labels)
+	}
+	pad := int32(-1)
+	if len(extra.PadTokenID) > 0 && !bytes.Equal(extra.PadTokenID, []byte("null")) {
+		var id int32
+		if err := json.Unmarshal(extra.PadTokenID, &id); err != nil {
+			return nil, fmt.Errorf("%w: %s: pad_token_id: %v", ErrBadCheckpoint, cpath, err)
+		}
+		pad = id
+	}
+
+	path := filepath.Join(dir, policy.ModelFile)
+	tensors, err := policy.ReadSafetensors(path)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrBadCheckpoint, err)
+	}
+	if _, ok := tensors[HeadName]; !ok {
+		return nil, fmt.Errorf("%w: %w: %s has no %s: it is a language-model checkpoint (GPT2LMHeadModel), not a reward model; "+
+			"to train a reward model from it, name it as the rm stage's model.init", ErrBadCheckpoint, ErrNoHead, path, HeadName)
+	}
+	m, err := New(cfg, dev, pad)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s: %w", ErrBadCheckpoint, cpath, err)
+	}
+	byName := map[string]int{}
+	for i, s := range m.layout.Specs {
+		byName[s.Name] = i
+	}
+	host := make([]float32, m.Params.N)
+	seen := make([]bool, len(m.layout.Specs))
+	var unexpected []string
+	for name, t := range tensors {
+		canon := name
+		if !strings.HasPrefix(name, "transformer.") && name != HeadName {
+			canon = "transformer." + name
+		}
+		if isAttnBuffer(canon) {
+			continue
+		}
+		i, ok := byName[canon]
+		if !ok {
+			unexpected = append(unexpected, name)
+			continue
+		}
+		s := m.layout.Specs[i]
+		if !slices.Equal(t.Shape, s.Shape) {
+			return nil, fmt.Errorf("%w: %s: tensor %s has shape %v, want %v", ErrBadCheckpoint, path, name, t.Shape, s.Shape)
+		}
+		if seen[i] {
+			return nil, fmt.Errorf("%w: %s: tensor %s appears twice", ErrBadCheckpoint, path, s.Name)
+		}
+		seen[i] = true
+		copy(host[s.Offset:s.Offset+s.Size], t.Data)
+	}
+	var missing []string
+	for i, ok := range seen {
+		if !ok {
+			missing = append(missing, m.layout.Specs[i].Name)
+		}
+	}
+	slices.Sort(unexpected)
+	if len(missing) > 0 || len(unexpected) > 0 {
+		return nil, fmt.Errorf("%w: %s: missing tensors %v, unexpected tensors %v (does config.json match the weights?)",
+			ErrBadCheckpoint, path, short(missing), short(unexpected))
+	}
+	m.Dev.Upload(m.Params, host)
+	return m, nil
+}
+
+// short elides a long name list for an error message.
+func short(names []string) []string {
+	if len(names) > 8 {
+		return append(slices.Clip(names[:8]), fmt.Sprintf("and %d more", len(names)-8))
+	}
+	return names
+}
+
+// isAttnBuffer reports whether name is a causal-mask buffer (transformer.h.N.attn.bias
+// or .attn.masked_bias) that older transformers versions saved.
+func isAttnBuffer(name string) bool {
+	rest, ok := strings.CutPrefix(name, "transformer.h.")
+	if !ok {
+		return false
+	}
+	num, rest, ok := strings.Cut(rest, ".")
+	if !ok || num == "" || strings.Trim(num, "0123456789") != "" {
+		return false
+	}
+	return rest == "attn.bias" || rest == "attn.masked_bias"
+}
