@@ -6,7 +6,7 @@ GO      ?= go
 BIN     := bin/troupe
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all deps build test test-short vet bench demo clean check-long
+.PHONY: all deps build test vet bench data demo clean
 
 all: build
 
@@ -35,17 +35,22 @@ test: deps
 clean:
 	rm -rf bin
 
-DEMO := runs/demo
+# data: the files the example configs (configs/*.yaml) train on, made once:
+# a 512-id BPE trained on the King James Bible, 2-digit addition (SFT, preference
+# pairs with 4 wrong answers per problem, RL prompts) and WordNet definitions.
+data: build
+	@[ -f data/kjv-bpe512/vocab.json ] || $(BIN) train-tokenizer --input data/kjv.txt --vocab-size 512 --out data/kjv-bpe512
+	@[ -f data/addition/pref_train.jsonl ] || $(BIN) data addition --digits 2 --train 2000 --val 500 --pairs 4 --out data/addition
+	@[ -f data/wordnet/pref_train.jsonl ] || $(BIN) data wordnet --words 2500 --out data/wordnet
 
-# demo: train a BPE tokenizer on the shipped King James Bible, initialise a tiny GPT-2,
-# score and sample with it, and benchmark it against PyTorch (when installed).
-demo: build
-	@mkdir -p $(DEMO)
-	$(BIN) train-tokenizer --input data/kjv.txt --vocab-size 2048 --out $(DEMO)/tokenizer
-	$(BIN) init-model --config tiny --tokenizer $(DEMO)/tokenizer --out $(DEMO)/model --seed 1
-	echo '{"text": "In the beginning God created the heaven and the earth."}' | $(BIN) score --model $(DEMO)/model -
-	$(BIN) generate --model $(DEMO)/model --prompt "In the beginning" --max-new-tokens 24 --temperature 0.8 --seed 1
-	$(BIN) bench --config tiny --torch auto
+# demo: pretrain -> SFT -> reward model on the embedded defaults (configs/), about
+# 15 minutes on 2 cores. It starts runs/pretrain, runs/sft and runs/rm afresh.
+demo: data
+	rm -rf runs/pretrain runs/sft runs/rm
+	$(BIN) run configs/pretrain.yaml
+	$(BIN) run configs/sft.yaml
+	$(BIN) run configs/rm.yaml
+	@echo "plots: runs/pretrain/plots runs/sft/plots runs/rm/plots (PNG and SVG); metrics: runs/*/metrics.jsonl"
 
 # bench: troupe's tokens/s for tiny and small beside the PyTorch reference, 3 runs each.
 bench: build

@@ -53,6 +53,7 @@ func runDataAddition(args []string, stdout io.Writer) error {
 	digits := fs.Int("digits", def.Digits, "digits per operand (operands are uniform in [0, 10^digits))")
 	train := fs.Int("train", def.Train, "training problems")
 	val := fs.Int("val", def.Val, "held-out problems (no problem, in either order, is in both splits)")
+	pairs := fs.Int("pairs", def.Pairs, "preference pairs per problem, each with a different wrong answer")
 	seed := fs.Uint64("seed", def.Seed, "the same seed writes the same files")
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -63,7 +64,7 @@ func runDataAddition(args []string, stdout io.Writer) error {
 	if fs.NArg() > 0 {
 		return fmt.Errorf("%w: unexpected arguments %v", errUsage, fs.Args())
 	}
-	d, err := datagen.Addition(datagen.AdditionConfig{Digits: *digits, Train: *train, Val: *val, Seed: *seed})
+	d, err := datagen.Addition(datagen.AdditionConfig{Digits: *digits, Train: *train, Val: *val, Pairs: *pairs, Seed: *seed})
 	if err != nil {
 		return fmt.Errorf("%w: %v", errUsage, err)
 	}

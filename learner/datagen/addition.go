@@ -10,18 +10,19 @@ type AdditionConfig struct {
 	Digits int    // operands are drawn uniformly from [0, 10^Digits), e.g. 3
 	Train  int    // training problems, e.g. 20000
 	Val    int    // held-out problems (none of them, in either order, is a training problem), e.g. 1000
+	Pairs  int    // preference pairs per problem (different wrong answers, kinds alternating), e.g. 1
 	Seed   uint64 // the same seed gives the same files
 }
 
 // DefaultAdditionConfig is 3-digit addition, 20000 training and 1000 held-out problems.
 func DefaultAdditionConfig() AdditionConfig {
-	return AdditionConfig{Digits: 3, Train: 20000, Val: 1000, Seed: 1}
+	return AdditionConfig{Digits: 3, Train: 20000, Val: 1000, Pairs: 1, Seed: 1}
 }
 
 // Addition makes the addition dataset: for every problem a+b,
 //
 //   - SFT: {"prompt": "123+456=", "response": "579"};
-//   - one preference pair: chosen the right sum, rejected either the sum with one
+//   - Pairs preference pairs: chosen the right sum, rejected either the sum with one
 //     digit changed (kind "digit"; never a leading zero) or the sum off by 1 to
 //     10 (kind "offset"; never negative), the kinds alternating;
 //   - an RL prompt {"prompt": "123+456=", "answer": "579"}.
@@ -30,6 +31,12 @@ func DefaultAdditionConfig() AdditionConfig {
 func Addition(cfg AdditionConfig) (*Dataset, error) {
 	if cfg.Digits < 1 || cfg.Digits > 9 {
 		return nil, configErr("digits must be in [1, 9], got %d", cfg.Digits)
+	}
+	if cfg.Pairs == 0 {
+		cfg.Pairs = 1
+	}
+	if cfg.Pairs < 1 || cfg.Pairs > 16 {
+		return nil, configErr("pairs must be in [1, 16], got %d", cfg.Pairs)
 	}
 	if cfg.Train < 1 || cfg.Val < 1 {
 		return nil, configErr("train and val must be >= 1, got %d and %d", cfg.Train, cfg.Val)
@@ -62,17 +69,21 @@ func Addition(cfg AdditionConfig) (*Dataset, error) {
 		prompt := strconv.FormatInt(a, 10) + "+" + strconv.FormatInt(b, 10) + "="
 		sum := strconv.FormatInt(a+b, 10)
 		sft := SFTExample{Prompt: prompt, Response: sum}
-		pair := PrefExample{Prompt: prompt, Chosen: sum}
-		if i%2 == 0 {
-			pair.Kind, pair.Rejected = "digit", wrongDigit(rng, sum)
-		} else {
-			pair.Kind, pair.Rejected = "offset", offBy(rng, a+b)
+		var pairs []PrefExample
+		for p := range cfg.Pairs {
+			pair := PrefExample{Prompt: prompt, Chosen: sum}
+			if (i+p)%2 == 0 {
+				pair.Kind, pair.Rejected = "digit", wrongDigit(rng, sum)
+			} else {
+				pair.Kind, pair.Rejected = "offset", offBy(rng, a+b)
+			}
+			pairs = append(pairs, pair)
 		}
 		rl := RLPrompt{Prompt: prompt, Answer: sum}
 		if i < cfg.Train {
-			d.SFTTrain, d.PrefTrain, d.RLTrain = append(d.SFTTrain, sft), append(d.PrefTrain, pair), append(d.RLTrain, rl)
+			d.SFTTrain, d.PrefTrain, d.RLTrain = append(d.SFTTrain, sft), append(d.PrefTrain, pairs...), append(d.RLTrain, rl)
 		} else {
-			d.SFTVal, d.PrefVal, d.RLVal = append(d.SFTVal, sft), append(d.PrefVal, pair), append(d.RLVal, rl)
+			d.SFTVal, d.PrefVal, d.RLVal = append(d.SFTVal, sft), append(d.PrefVal, pairs...), append(d.RLVal, rl)
 		}
 	}
 	return d, nil
