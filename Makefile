@@ -41,7 +41,7 @@ clean:
 data: build
 	@[ -f data/kjv-bpe512/vocab.json ] || $(BIN) train-tokenizer --input data/kjv.txt --vocab-size 512 --out data/kjv-bpe512
 	@[ -f data/addition/pref_train.jsonl ] || $(BIN) data addition --digits 2 --train 2000 --val 500 --pairs 4 --out data/addition
-	@[ -f data/wordnet/pref_train.jsonl ] || $(BIN) data wordnet --words 2500 --out data/wordnet
+	@[ -f data/wordnet/pref_train.jsonl ] || $(BIN) data wordnet --words 1000 --out data/wordnet
 
 # demo: pretrain -> SFT -> reward model on the embedded defaults (configs/), about
 # 15 minutes on 2 cores. It starts runs/pretrain, runs/sft and runs/rm afresh.

@@ -314,6 +314,14 @@ func leakCheck(t *testing.T) func() {
 		for {
 			extra = extra[:0]
 			for id, stack := range goroutineSet() {
+				// nats.go v1.55 bug: ObjectStore.Put's temporary JetStream
+				// context clears its status channel in cleanupReplySub, and
+				// the resetPendingAcksOnReconnect goroutine it started may
+				// then read the nil channel and block forever (seen under
+				// -race). Not ours to fix; see the report.
+				if strings.Contains(stack, "resetPendingAcksOnReconnect") {
+					continue
+				}
 				if _, ok := before[id]; !ok {
 					extra = append(extra, stack)
 				}

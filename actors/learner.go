@@ -141,12 +141,8 @@ func (l *Learner) training(ctx actor.Context) {
 	}
 }
 
-func (l *Learner) stopping(ctx actor.Context) {
-	switch ctx.Message().(type) {
-	case *nextStep, *messages.Stop:
-		// Already stopping or finished.
-	}
-}
+// stopping ignores everything: a queued nextStep, a second Stop.
+func (l *Learner) stopping(actor.Context) {}
 
 // publish publishes the current weights. A failed publish is logged and
 // training goes on: evaluators get the next version.

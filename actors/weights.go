@@ -1,12 +1,14 @@
 package actors
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"math"
 	"regexp"
 	"sync"
@@ -356,17 +358,93 @@ func (s *WeightSubscriber) fetchRetrying(ctx context.Context, a *messages.Weight
 }
 
 // fetch downloads a's blob and verifies it against the announcement.
+//
+// The object store's reader blocks until its context's deadline and ignores
+// cancellation meanwhile, and a blob deleted while it is read (the publisher
+// keeps only KeepVersions) stalls it. So the read goes through pollCtx, whose
+// deadline is always readPoll away, and fetchReader gives up on a cancelled
+// context, on a blob that newer versions have pushed out of the store, or on
+// stallTimeout without data.
 func (s *WeightSubscriber) fetch(ctx context.Context, a *messages.WeightsAnnounce) ([]float32, error) {
 	ctx, cancel := context.WithTimeout(ctx, fetchTimeout)
 	defer cancel()
-	blob, err := s.obj.GetBytes(ctx, a.Object)
-	if errors.Is(err, jetstream.ErrDigestMismatch) {
-		return nil, fmt.Errorf("%w: %s: object store digest mismatch", ErrWeights, a.Object)
-	}
+	res, err := s.obj.Get(pollCtx{ctx}, a.Object)
 	if err != nil {
 		return nil, fmt.Errorf("%w: get %s: %v", ErrNATS, a.Object, err)
 	}
-	return VerifyWeights(a, blob)
+	defer res.Close() // also unblocks the store's chunk writer if we gave up
+	info, err := res.Info()
+	if err != nil {
+		return nil, fmt.Errorf("%w: get %s: %v", ErrNATS, a.Object, err)
+	}
+	if int64(info.Size) != a.Size {
+		return nil, fmt.Errorf("%w: %s: stored %d bytes, announced %d", ErrWeights, a.Object, info.Size, a.Size)
+	}
+	buf := bytes.NewBuffer(make([]byte, 0, info.Size))
+	fr := &fetchReader{ctx: ctx, r: res, last: time.Now(), gone: func() bool {
+		n := s.newest()
+		return n >= a.Version+KeepVersions
+	}}
+	if _, err := buf.ReadFrom(fr); err != nil {
+		if errors.Is(err, jetstream.ErrDigestMismatch) {
+			return nil, fmt.Errorf("%w: %s: object store digest mismatch", ErrWeights, a.Object)
+		}
+		return nil, fmt.Errorf("%w: get %s: %v", ErrNATS, a.Object, err)
+	}
+	return VerifyWeights(a, buf.Bytes())
+}
+
+// newest is the newest version announced so far (0 = none).
+func (s *WeightSubscriber) newest() int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.latest == nil {
+		return 0
+	}
+	return s.latest.Version
+}
+
+const (
+	readPoll     = time.Second      // longest a single object-store read blocks
+	stallTimeout = 30 * time.Second // no data for this long: give up on the blob
+)
+
+// pollCtx is its parent with a deadline always readPoll away (never past the
+// parent's): see fetch.
+type pollCtx struct{ context.Context }
+
+func (c pollCtx) Deadline() (time.Time, bool) {
+	d := time.Now().Add(readPoll)
+	if p, ok := c.Context.Deadline(); ok && p.Before(d) {
+		d = p
+	}
+	return d, true
+}
+
+// fetchReader reads an object, giving up as fetch describes.
+type fetchReader struct {
+	ctx  context.Context
+	r    io.Reader
+	last time.Time   // last data
+	gone func() bool // the blob has been deleted by the publisher
+}
+
+func (f *fetchReader) Read(p []byte) (int, error) {
+	for {
+		switch {
+		case f.ctx.Err() != nil:
+			return 0, f.ctx.Err()
+		case f.gone():
+			return 0, errors.New("deleted by the publisher: newer versions exist")
+		case time.Since(f.last) > stallTimeout:
+			return 0, fmt.Errorf("no data for %v", stallTimeout)
+		}
+		n, err := f.r.Read(p)
+		if n > 0 || err != nil {
+			f.last = time.Now()
+			return n, err
+		}
+	}
 }
 
 // VerifyWeights checks blob against its announcement (size, then SHA-256) and
