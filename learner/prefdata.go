@@ -17,6 +17,7 @@ type prefPair struct {
 	Chosen   []int32 // prompt then chosen response, no end-of-text, at most seq_len tokens
 	Rejected []int32 // prompt then rejected response, likewise
 	Kind     string  // the kind of rejected answer, e.g. "digit"; "" if the data has none
+	Task     string  // the task (dataset) it comes from, e.g. "addition"; "" if the data has none
 }
 
 // prefEncoder turns preference lines into token pairs.
@@ -55,6 +56,14 @@ func (e prefEncoder) parse(obj map[string]json.RawMessage) (prefPair, error) {
 		}
 		if p.Kind != "" && !validKind(p.Kind) {
 			return prefPair{}, fmt.Errorf(`field "kind" %q: use letters, digits, "_" and "-" (it names a metric)`, p.Kind)
+		}
+	}
+	if _, ok := obj["task"]; ok {
+		if p.Task, err = jsonString(obj, "task", true); err != nil {
+			return prefPair{}, err
+		}
+		if p.Task != "" && !validKind(p.Task) {
+			return prefPair{}, fmt.Errorf(`field "task" %q: use letters, digits, "_" and "-" (it names a metric)`, p.Task)
 		}
 	}
 	return p, nil

@@ -4,12 +4,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"math/rand/v2"
-	"os"
-	"path/filepath"
 	"sort"
-	"strings"
 
 	"github.com/troupe-rl/troupe/kernels"
 	"github.com/troupe-rl/troupe/policy"
@@ -193,31 +189,11 @@ func (j *rmJob) SaveCheckpoint(dir string) error {
 	if err := j.model.Save(dir, j.tok); err != nil {
 		return err
 	}
-	n := j.model.NumParams()
-	mom := make([]float32, 2*n)
-	j.model.Dev.Download(mom[:n], j.opt.M)
-	j.model.Dev.Download(mom[n:], j.opt.V)
-	err := policy.WriteSafetensors(filepath.Join(dir, OptimizerFile), []policy.SafeTensor{
-		{Name: "adamw.m", DType: "F32", Shape: []int{n}, Data: mom[:n]},
-		{Name: "adamw.v", DType: "F32", Shape: []int{n}, Data: mom[n:]},
-	}, map[string]string{"step": fmt.Sprint(j.opt.Step)})
-	if err != nil {
-		return err
-	}
 	data, err := json.Marshal(rmState{Consumed: j.consumed})
 	if err != nil {
 		return err
 	}
-	cfg := j.resumeConfig()
-	st := lmState{Stage: "rm", Step: j.opt.Step, AdamWStep: j.opt.Step, Data: data, Config: cfg, ConfigHash: hashConfig(cfg)}
-	b, err := json.MarshalIndent(st, "", "  ")
-	if err != nil {
-		return err
-	}
-	return policy.WriteFileAtomic(filepath.Join(dir, TrainerStateFile), func(w io.Writer) error {
-		_, err := w.Write(append(b, '\n'))
-		return err
-	})
+	return saveOptimizerAndState(dir, j.model.Dev, j.opt, j.model.NumParams(), "rm", data, j.resumeConfig())
 }
 
 // Restore loads a checkpoint that SaveCheckpoint wrote for the same config.
@@ -225,72 +201,30 @@ func (j *rmJob) SaveCheckpoint(dir string) error {
 // or mismatched checkpoint is refused with ErrCheckpoint and the reason (the
 // config keys that differ), and leaves the job as it was.
 func (j *rmJob) Restore(dir string) error {
-	bad := func(format string, args ...any) error {
-		return fmt.Errorf("%w: %s: %s", ErrCheckpoint, dir, fmt.Sprintf(format, args...))
-	}
-	b, err := os.ReadFile(filepath.Join(dir, TrainerStateFile))
+	st, err := readState(dir, "rm", "an rm", j.resumeConfig(), j.tc.Steps)
 	if err != nil {
-		if errors.Is(err, os.ErrNotExist) {
-			return bad("no %s (not a checkpoint, or one cut short)", TrainerStateFile)
-		}
-		return fmt.Errorf("%w: %w", ErrCheckpoint, err)
-	}
-	var st lmState
-	if err := json.Unmarshal(b, &st); err != nil {
-		return bad("%s: %v", TrainerStateFile, err)
-	}
-	if st.Stage != "rm" {
-		return bad("a %q checkpoint, not an rm one", st.Stage)
-	}
-	want := j.resumeConfig()
-	if st.ConfigHash != hashConfig(st.Config) {
-		return bad("%s: config_hash does not match its config", TrainerStateFile)
-	}
-	if st.ConfigHash != hashConfig(want) {
-		var diffs []string
-		keys := make([]string, 0, len(want))
-		for k := range want {
-			keys = append(keys, k)
-		}
-		sort.Strings(keys)
-		for _, k := range keys {
-			if got, ok := st.Config[k]; !ok || got != want[k] {
-				diffs = append(diffs, fmt.Sprintf("%s was %q, now %q", k, got, want[k]))
-			}
-		}
-		return bad("written for another config: %s", strings.Join(diffs, "; "))
-	}
-	if st.Step < 0 || st.Step > j.tc.Steps || st.AdamWStep != st.Step {
-		return bad("step %d (adamw_step %d) out of range [0, %d]", st.Step, st.AdamWStep, j.tc.Steps)
+		return err
 	}
 	var ds rmState
 	if err := json.Unmarshal(st.Data, &ds); err != nil || ds.Consumed < 0 {
-		return bad("%s: data: %s is not a data position", TrainerStateFile, st.Data)
+		return badCheckpoint(dir, "%s: data: %s is not a data position", TrainerStateFile, st.Data)
 	}
 	m, err := reward.Load(dir, kernels.NewCPU(1))
 	if err != nil {
 		return fmt.Errorf("%w: %w", ErrCheckpoint, err)
 	}
 	if m.Trunk.Config != j.model.Trunk.Config {
-		return bad("model shape %+v, this job's is %+v", m.Trunk.Config, j.model.Trunk.Config)
+		return badCheckpoint(dir, "model shape %+v, this job's is %+v", m.Trunk.Config, j.model.Trunk.Config)
 	}
-	ts, err := policy.ReadSafetensors(filepath.Join(dir, OptimizerFile))
+	mv, vv, err := loadOptimizer(dir, j.model.NumParams())
 	if err != nil {
-		return fmt.Errorf("%w: %w", ErrCheckpoint, err)
-	}
-	var mom [2][]float32
-	for i, name := range []string{"adamw.m", "adamw.v"} {
-		t, ok := ts[name]
-		if !ok || len(t.Data) != j.model.NumParams() {
-			return bad("%s: tensor %s missing or not %d values", OptimizerFile, name, j.model.NumParams())
-		}
-		mom[i] = t.Data
+		return err
 	}
 	if err := j.model.SetWeights(m.Weights()); err != nil {
 		return fmt.Errorf("%w: %w", ErrCheckpoint, err)
 	}
-	j.model.Dev.Upload(j.opt.M, mom[0])
-	j.model.Dev.Upload(j.opt.V, mom[1])
+	j.model.Dev.Upload(j.opt.M, mv)
+	j.model.Dev.Upload(j.opt.V, vv)
 	j.opt.Step = st.AdamWStep
 	j.consumed = ds.Consumed
 	j.permEp = -1
@@ -321,8 +255,9 @@ type rmEvaluator struct {
 	batch int
 }
 
-// Evaluate returns val_loss, val_accuracy, val_margin and val_accuracy_<kind>
-// for every kind of rejected answer in the held-out pairs.
+// Evaluate returns val_loss, val_accuracy, val_margin, val_accuracy_<kind> for
+// every kind of rejected answer and val_accuracy_<task> for every task (dataset)
+// in the held-out pairs.
 func (e *rmEvaluator) Evaluate(w []float32) (EvalResult, error) {
 	if err := e.model.SetWeights(w); err != nil {
 		return EvalResult{}, fmt.Errorf("%w: %w", ErrCheckpoint, err)
@@ -349,10 +284,12 @@ func (e *rmEvaluator) Evaluate(w []float32) (EvalResult, error) {
 			if ok {
 				correct++
 			}
-			if p.Kind != "" {
-				kindN[p.Kind]++
-				if ok {
-					kindOK[p.Kind]++
+			for _, k := range []string{p.Kind, p.Task} {
+				if k != "" {
+					kindN[k]++
+					if ok {
+						kindOK[k]++
+					}
 				}
 			}
 		}

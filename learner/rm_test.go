@@ -101,7 +101,7 @@ func TestRMLearnsAddition(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("%d steps in %v: held-out %v -> %v", tc.Steps, time.Since(start).Round(time.Millisecond), before.Metrics, after.Metrics)
-	for _, k := range []string{"val_accuracy_digit", "val_accuracy_offset"} {
+	for _, k := range []string{"val_accuracy_digit", "val_accuracy_offset", "val_accuracy_addition"} {
 		if _, ok := after.Metrics[k]; !ok {
 			t.Fatalf("no %s in %v", k, after.Metrics)
 		}

@@ -79,23 +79,28 @@ func (j *lmJob) SaveCheckpoint(dir string) error {
 	if err := policy.SaveWithTokenizer(j.model, j.tok, dir); err != nil {
 		return err
 	}
-	n := j.model.Layout.Total
-	mom := make([]float32, 2*n)
-	j.model.Dev.Download(mom[:n], j.opt.M)
-	j.model.Dev.Download(mom[n:], j.opt.V)
-	err := policy.WriteSafetensors(filepath.Join(dir, OptimizerFile), []policy.SafeTensor{
-		{Name: "adamw.m", DType: "F32", Shape: []int{n}, Data: mom[:n]},
-		{Name: "adamw.v", DType: "F32", Shape: []int{n}, Data: mom[n:]},
-	}, map[string]string{"step": fmt.Sprint(j.opt.Step)})
-	if err != nil {
-		return err
-	}
 	data, err := j.data.marshalState()
 	if err != nil {
 		return err
 	}
-	cfg := j.resumeConfig()
-	st := lmState{Stage: j.stage, Step: j.opt.Step, AdamWStep: j.opt.Step, Data: data, Config: cfg, ConfigHash: hashConfig(cfg)}
+	return saveOptimizerAndState(dir, j.model.Dev, j.opt, j.model.Layout.Total, j.stage, data, j.resumeConfig())
+}
+
+// saveOptimizerAndState writes the AdamW moments (n values each) to
+// optimizer.safetensors and then trainer_state.json for stage, data and cfg,
+// each atomically, trainer_state.json last.
+func saveOptimizerAndState(dir string, dev kernels.Device, opt *policy.AdamW, n int, stage string, data json.RawMessage, cfg map[string]string) error {
+	mom := make([]float32, 2*n)
+	dev.Download(mom[:n], opt.M)
+	dev.Download(mom[n:], opt.V)
+	err := policy.WriteSafetensors(filepath.Join(dir, OptimizerFile), []policy.SafeTensor{
+		{Name: "adamw.m", DType: "F32", Shape: []int{n}, Data: mom[:n]},
+		{Name: "adamw.v", DType: "F32", Shape: []int{n}, Data: mom[n:]},
+	}, map[string]string{"step": fmt.Sprint(opt.Step)})
+	if err != nil {
+		return err
+	}
+	st := lmState{Stage: stage, Step: opt.Step, AdamWStep: opt.Step, Data: data, Config: cfg, ConfigHash: hashConfig(cfg)}
 	b, err := json.MarshalIndent(st, "", "  ")
 	if err != nil {
 		return err
@@ -106,31 +111,32 @@ func (j *lmJob) SaveCheckpoint(dir string) error {
 	})
 }
 
-// Restore loads a checkpoint that SaveCheckpoint wrote for the same config.
-// Everything is read and checked before anything changes: a missing, corrupt
-// or mismatched checkpoint is refused with ErrCheckpoint and the reason, and
-// leaves the job as it was.
-func (j *lmJob) Restore(dir string) error {
-	bad := func(format string, args ...any) error {
-		return fmt.Errorf("%w: %s: %s", ErrCheckpoint, dir, fmt.Sprintf(format, args...))
-	}
+// badCheckpoint is ErrCheckpoint with dir and the reason.
+func badCheckpoint(dir, format string, args ...any) error {
+	return fmt.Errorf("%w: %s: %s", ErrCheckpoint, dir, fmt.Sprintf(format, args...))
+}
+
+// readState reads and checks dir's trainer_state.json: a stage checkpoint
+// (kind names it in the error, e.g. "a sft" or "an rm"), its config_hash
+// matching its config and want (else the keys that differ), and its step in
+// [0, steps]. Errors wrap ErrCheckpoint.
+func readState(dir, stage, kind string, want map[string]string, steps int) (lmState, error) {
+	var st lmState
 	b, err := os.ReadFile(filepath.Join(dir, TrainerStateFile))
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
-			return bad("no %s (not a checkpoint, or one cut short)", TrainerStateFile)
+			return st, badCheckpoint(dir, "no %s (not a checkpoint, or one cut short)", TrainerStateFile)
 		}
-		return fmt.Errorf("%w: %w", ErrCheckpoint, err)
+		return st, fmt.Errorf("%w: %w", ErrCheckpoint, err)
 	}
-	var st lmState
 	if err := json.Unmarshal(b, &st); err != nil {
-		return bad("%s: %v", TrainerStateFile, err)
+		return st, badCheckpoint(dir, "%s: %v", TrainerStateFile, err)
 	}
-	if st.Stage != j.stage {
-		return bad("a %q checkpoint, not a %s one", st.Stage, j.stage)
+	if st.Stage != stage {
+		return st, badCheckpoint(dir, "a %q checkpoint, not %s one", st.Stage, kind)
 	}
-	want := j.resumeConfig()
 	if st.ConfigHash != hashConfig(st.Config) {
-		return bad("%s: config_hash does not match its config", TrainerStateFile)
+		return st, badCheckpoint(dir, "%s: config_hash does not match its config", TrainerStateFile)
 	}
 	if st.ConfigHash != hashConfig(want) {
 		var diffs []string
@@ -144,37 +150,59 @@ func (j *lmJob) Restore(dir string) error {
 				diffs = append(diffs, fmt.Sprintf("%s was %q, now %q", k, got, want[k]))
 			}
 		}
-		return bad("written for another config: %s", strings.Join(diffs, "; "))
+		return st, badCheckpoint(dir, "written for another config: %s", strings.Join(diffs, "; "))
 	}
-	if st.Step < 0 || st.Step > j.tc.Steps || st.AdamWStep != st.Step {
-		return bad("step %d (adamw_step %d) out of range [0, %d]", st.Step, st.AdamWStep, j.tc.Steps)
+	if st.Step < 0 || st.Step > steps || st.AdamWStep != st.Step {
+		return st, badCheckpoint(dir, "step %d (adamw_step %d) out of range [0, %d]", st.Step, st.AdamWStep, steps)
+	}
+	return st, nil
+}
+
+// loadOptimizer reads the AdamW moments "adamw.m" and "adamw.v", n values
+// each, from dir's optimizer.safetensors. Errors wrap ErrCheckpoint.
+func loadOptimizer(dir string, n int) (m, v []float32, err error) {
+	ts, err := policy.ReadSafetensors(filepath.Join(dir, OptimizerFile))
+	if err != nil {
+		return nil, nil, fmt.Errorf("%w: %w", ErrCheckpoint, err)
+	}
+	var mom [2][]float32
+	for i, name := range []string{"adamw.m", "adamw.v"} {
+		t, ok := ts[name]
+		if !ok || len(t.Data) != n {
+			return nil, nil, badCheckpoint(dir, "%s: tensor %s missing or not %d values", OptimizerFile, name, n)
+		}
+		mom[i] = t.Data
+	}
+	return mom[0], mom[1], nil
+}
+
+// Restore loads a checkpoint that SaveCheckpoint wrote for the same config.
+// Everything is read and checked before anything changes: a missing, corrupt
+// or mismatched checkpoint is refused with ErrCheckpoint and the reason, and
+// leaves the job as it was.
+func (j *lmJob) Restore(dir string) error {
+	st, err := readState(dir, j.stage, "a "+j.stage, j.resumeConfig(), j.tc.Steps)
+	if err != nil {
+		return err
 	}
 	applyData, err := j.data.unmarshalState(st.Data)
 	if err != nil {
-		return bad("%s: data: %v", TrainerStateFile, err)
+		return badCheckpoint(dir, "%s: data: %v", TrainerStateFile, err)
 	}
 	saved, err := policy.Load(dir, kernels.NewCPU(1))
 	if err != nil {
 		return fmt.Errorf("%w: %w", ErrCheckpoint, err)
 	}
 	if saved.Config != j.model.Config {
-		return bad("model shape %+v, this job's is %+v", saved.Config, j.model.Config)
+		return badCheckpoint(dir, "model shape %+v, this job's is %+v", saved.Config, j.model.Config)
 	}
-	ts, err := policy.ReadSafetensors(filepath.Join(dir, OptimizerFile))
+	m, v, err := loadOptimizer(dir, j.model.Layout.Total)
 	if err != nil {
-		return fmt.Errorf("%w: %w", ErrCheckpoint, err)
-	}
-	var mom [2][]float32
-	for i, name := range []string{"adamw.m", "adamw.v"} {
-		t, ok := ts[name]
-		if !ok || len(t.Data) != j.model.Layout.Total {
-			return bad("%s: tensor %s missing or not %d values", OptimizerFile, name, j.model.Layout.Total)
-		}
-		mom[i] = t.Data
+		return err
 	}
 	j.model.Dev.Upload(j.model.Params, saved.Params.F)
-	j.model.Dev.Upload(j.opt.M, mom[0])
-	j.model.Dev.Upload(j.opt.V, mom[1])
+	j.model.Dev.Upload(j.opt.M, m)
+	j.model.Dev.Upload(j.opt.V, v)
 	j.opt.Step = st.AdamWStep
 	applyData()
 	return nil

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"math"
 	"os"
 	"path/filepath"
@@ -270,6 +271,13 @@ type hfConfig struct {
 
 // writeConfig writes cfg as a Hugging Face GPT-2 config.json, atomically.
 func writeConfig(path string, cfg Config, eos *int) error {
+	return WriteConfig(path, cfg, eos, nil)
+}
+
+// WriteConfig writes cfg as a Hugging Face GPT-2 config.json (keys sorted),
+// atomically, with extra's keys added or replacing the GPT-2 ones (e.g.
+// architectures, num_labels, pad_token_id for another head).
+func WriteConfig(path string, cfg Config, eos *int, extra map[string]any) error {
 	h := hfConfig{
 		ActivationFunction: "gelu_new",
 		Architectures:      []string{"GPT2LMHeadModel"},
@@ -297,7 +305,18 @@ func writeConfig(path string, cfg Config, eos *int) error {
 		UseCache:            true,
 		VocabSize:           cfg.VocabSize,
 	}
-	b, err := json.MarshalIndent(h, "", "  ")
+	b, err := json.Marshal(h)
+	if err != nil {
+		return err
+	}
+	keys := map[string]any{}
+	d := json.NewDecoder(bytes.NewReader(b))
+	d.UseNumber() // numbers as written, 1e-05 included
+	if err := d.Decode(&keys); err != nil {
+		return err
+	}
+	maps.Copy(keys, extra)
+	b, err = json.MarshalIndent(keys, "", "  ")
 	if err != nil {
 		return err
 	}

@@ -4,11 +4,9 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 
 	"github.com/troupe-rl/troupe/kernels"
@@ -52,88 +50,25 @@ func (m *Model) Save(dir string, tok *tokenizer.Tokenizer) error {
 	return writeConfig(filepath.Join(dir, policy.ConfigFile), m.Trunk.Config, m.PadID)
 }
 
-// hfConfig is config.json as Hugging Face's GPT2Config writes it for a
-// GPT2ForSequenceClassification with one label (keys in its sorted order).
-type hfConfig struct {
-	ActivationFunction         string         `json:"activation_function"`
-	Architectures              []string       `json:"architectures"`
-	AttnPdrop                  float64        `json:"attn_pdrop"`
-	BosTokenID                 *int           `json:"bos_token_id,omitempty"`
-	EmbdPdrop                  float64        `json:"embd_pdrop"`
-	EosTokenID                 *int           `json:"eos_token_id,omitempty"`
-	ID2Label                   map[string]any `json:"id2label"`
-	InitializerRange           float64        `json:"initializer_range"`
-	Label2ID                   map[string]int `json:"label2id"`
-	LayerNormEpsilon           json.Number    `json:"layer_norm_epsilon"`
-	ModelType                  string         `json:"model_type"`
-	NCtx                       int            `json:"n_ctx"`
-	NEmbd                      int            `json:"n_embd"`
-	NHead                      int            `json:"n_head"`
-	NInner                     *int           `json:"n_inner"`
-	NLayer                     int            `json:"n_layer"`
-	NPositions                 int            `json:"n_positions"`
-	NumLabels                  int            `json:"num_labels"`
-	PadTokenID                 *int           `json:"pad_token_id,omitempty"`
-	ReorderAndUpcastAttn       bool           `json:"reorder_and_upcast_attn"`
-	ResidPdrop                 float64        `json:"resid_pdrop"`
-	ScaleAttnByInverseLayerIdx bool           `json:"scale_attn_by_inverse_layer_idx"`
-	ScaleAttnWeights           bool           `json:"scale_attn_weights"`
-	SummaryActivation          *string        `json:"summary_activation"`
-	SummaryFirstDropout        float64        `json:"summary_first_dropout"`
-	SummaryProjToLabels        bool           `json:"summary_proj_to_labels"`
-	SummaryType                string         `json:"summary_type"`
-	SummaryUseProj             bool           `json:"summary_use_proj"`
-	TieWordEmbeddings          bool           `json:"tie_word_embeddings"`
-	TorchDtype                 string         `json:"torch_dtype"`
-	UseCache                   bool           `json:"use_cache"`
-	VocabSize                  int            `json:"vocab_size"`
-}
-
+// writeConfig writes config.json as Hugging Face's GPT2Config writes it for a
+// GPT2ForSequenceClassification with one label: GPT-2's keys (policy.WriteConfig)
+// with the architecture, the label maps and the pad token added.
 func writeConfig(path string, cfg policy.Config, padID int32) error {
 	var pad *int
 	if padID >= 0 {
 		id := int(padID)
 		pad = &id
 	}
-	h := hfConfig{
-		ActivationFunction:  "gelu_new",
-		Architectures:       []string{Architecture},
-		AttnPdrop:           0.1,
-		BosTokenID:          pad,
-		EmbdPdrop:           0.1,
-		EosTokenID:          pad,
-		ID2Label:            map[string]any{"0": "LABEL_0"},
-		InitializerRange:    0.02,
-		Label2ID:            map[string]int{"LABEL_0": 0},
-		LayerNormEpsilon:    json.Number(strconv.FormatFloat(float64(cfg.LayerNormEps), 'g', -1, 32)),
-		ModelType:           "gpt2",
-		NCtx:                cfg.MaxSeqLen,
-		NEmbd:               cfg.Channels,
-		NHead:               cfg.NumHeads,
-		NLayer:              cfg.NumLayers,
-		NPositions:          cfg.MaxSeqLen,
-		NumLabels:           1,
-		PadTokenID:          pad,
-		ResidPdrop:          0.1,
-		ScaleAttnWeights:    true,
-		SummaryFirstDropout: 0.1,
-		SummaryProjToLabels: true,
-		SummaryType:         "cls_index",
-		SummaryUseProj:      true,
-		TieWordEmbeddings:   true,
-		TorchDtype:          "float32",
-		UseCache:            true,
-		VocabSize:           cfg.VocabSize,
+	extra := map[string]any{
+		"architectures": []string{Architecture},
+		"id2label":      map[string]any{"0": "LABEL_0"},
+		"label2id":      map[string]int{"LABEL_0": 0},
+		"num_labels":    1,
 	}
-	b, err := json.MarshalIndent(h, "", "  ")
-	if err != nil {
-		return err
+	if pad != nil {
+		extra["pad_token_id"] = *pad
 	}
-	b = append(b, '\n')
-	return policy.WriteFileAtomic(path, func(w io.Writer) error {
-		_, err := w.Write(b)
-		return err
-	})
+	return policy.WriteConfig(path, cfg, pad, extra)
 }
 
 // Load reads a reward-model checkpoint (config.json and model.safetensors with

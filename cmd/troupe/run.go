@@ -207,14 +207,30 @@ func runStage(target string, o runOptions) error {
 	if cfg.Stage == "rm" {
 		model = "reward"
 	}
+	evalOpts := learner.EvalOptions{Prompts: cfg.Evaluator.Prompts, MaxNewTokens: cfg.Evaluator.MaxNewTokens,
+		Temperature: cfg.Evaluator.Temperature, Seed: cfg.Seed}
+	// The starting point is always measured: evaluator actors follow the newest
+	// weights and may skip the initial version when the learner outruns them, so
+	// a fresh run evaluates its initial weights here, once, before training (the
+	// "initial" figures, recorded as version 0 at step 0).
+	if !o.resume && cfg.Evaluator.Replicas > 0 {
+		ev, err := job.NewEvaluator(evalOpts)
+		if err != nil {
+			return err
+		}
+		r, err := ev.Evaluate(job.Weights())
+		if err != nil {
+			return fmt.Errorf("evaluating the initial weights: %w", err)
+		}
+		sink.OnEval("initial", 0, 0, r)
+	}
 	runErr := actors.Run(ctx, actors.Options{
 		Job: job, Model: model,
 		NATSURL: cfg.NATS.URL, NATSDir: filepath.Join(cfg.RunDir, actors.NATSDir),
 		PublishEvery: cfg.Publish.Every, CheckpointEvery: cfg.Checkpoint.Every,
 		Evaluators: cfg.Evaluator.Replicas, EvalEvery: cfg.Evaluator.Every,
-		EvalOptions: learner.EvalOptions{Prompts: cfg.Evaluator.Prompts, MaxNewTokens: cfg.Evaluator.MaxNewTokens,
-			Temperature: cfg.Evaluator.Temperature, Seed: cfg.Seed},
-		Sink: sink, Logger: logger, StopTimeout: 2 * time.Minute,
+		EvalOptions: evalOpts,
+		Sink:        sink, Logger: logger, StopTimeout: 2 * time.Minute,
 	})
 	prog.Finish()
 	if err := rd.Close(); err != nil && runErr == nil {

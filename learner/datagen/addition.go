@@ -71,7 +71,7 @@ func Addition(cfg AdditionConfig) (*Dataset, error) {
 		sft := SFTExample{Prompt: prompt, Response: sum}
 		var pairs []PrefExample
 		for p := range cfg.Pairs {
-			pair := PrefExample{Prompt: prompt, Chosen: sum}
+			pair := PrefExample{Prompt: prompt, Chosen: sum, Task: "addition"}
 			if (i+p)%2 == 0 {
 				pair.Kind, pair.Rejected = "digit", wrongDigit(rng, sum)
 			} else {

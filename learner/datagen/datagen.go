@@ -33,6 +33,7 @@ type PrefExample struct {
 	Chosen   string `json:"chosen"`
 	Rejected string `json:"rejected"`
 	Kind     string `json:"kind"` // addition: digit | offset; WordNet: random | hypernym | shuffled | truncated
+	Task     string `json:"task"` // the dataset: addition | wordnet (accuracy is also reported per task)
 }
 
 // RLPrompt is one line of rl_prompts*.jsonl: a prompt for PPO with its exact answer.

@@ -54,6 +54,9 @@ func TestAdditionDeterministicDisjoint(t *testing.T) {
 			t.Fatalf("kinds %v, want digit and offset", kinds)
 		}
 		for _, p := range set {
+			if p.Task != "addition" {
+				t.Fatalf("pair %+v: task %q, want addition", p, p.Task)
+			}
 			k := key(p.Prompt)
 			sum, _ := strconv.Atoi(p.Chosen)
 			rej, err := strconv.Atoi(p.Rejected)
@@ -267,6 +270,11 @@ func TestWordNetReal(t *testing.T) {
 		}
 	}
 	for _, set := range [][]PrefExample{d.PrefTrain, d.PrefVal} {
+		for _, p := range set {
+			if p.Task != "wordnet" {
+				t.Fatalf("pair %+v: task %q, want wordnet", p, p.Task)
+			}
+		}
 		kinds := KindCounts(set)
 		for _, k := range WordNetKinds {
 			if kinds[k] == 0 {

@@ -165,7 +165,7 @@ func WordNet(cfg WordNetConfig) (*Dataset, error) {
 		var pairs []PrefExample
 		add := func(kind, rejected string) {
 			if rejected != "" && rejected != s.def {
-				pairs = append(pairs, PrefExample{Prompt: prompt, Chosen: " " + s.def, Rejected: " " + rejected, Kind: kind})
+				pairs = append(pairs, PrefExample{Prompt: prompt, Chosen: " " + s.def, Rejected: " " + rejected, Kind: kind, Task: "wordnet"})
 			}
 		}
 		// Draw every kind's randomness whether or not the kind applies, so one
