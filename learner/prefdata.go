@@ -50,23 +50,29 @@ func (e prefEncoder) parse(obj map[string]json.RawMessage) (prefPair, error) {
 		return prefPair{}, fmt.Errorf(`"chosen" and "rejected" are the same text`)
 	}
 	p := prefPair{Chosen: e.Encode(prompt, chosen), Rejected: e.Encode(prompt, rejected)}
-	if _, ok := obj["kind"]; ok {
-		if p.Kind, err = jsonString(obj, "kind", true); err != nil {
-			return prefPair{}, err
-		}
-		if p.Kind != "" && !validKind(p.Kind) {
-			return prefPair{}, fmt.Errorf(`field "kind" %q: use letters, digits, "_" and "-" (it names a metric)`, p.Kind)
-		}
+	if p.Kind, err = metricName(obj, "kind"); err != nil {
+		return prefPair{}, err
 	}
-	if _, ok := obj["task"]; ok {
-		if p.Task, err = jsonString(obj, "task", true); err != nil {
-			return prefPair{}, err
-		}
-		if p.Task != "" && !validKind(p.Task) {
-			return prefPair{}, fmt.Errorf(`field "task" %q: use letters, digits, "_" and "-" (it names a metric)`, p.Task)
-		}
+	if p.Task, err = metricName(obj, "task"); err != nil {
+		return prefPair{}, err
 	}
 	return p, nil
+}
+
+// metricName reads the optional string field that names a metric
+// (val_accuracy_<name>): "" when absent.
+func metricName(obj map[string]json.RawMessage, field string) (string, error) {
+	if _, ok := obj[field]; !ok {
+		return "", nil
+	}
+	v, err := jsonString(obj, field, true)
+	if err != nil {
+		return "", err
+	}
+	if v != "" && !validKind(v) {
+		return "", fmt.Errorf(`field %q %q: use letters, digits, "_" and "-" (it names a metric)`, field, v)
+	}
+	return v, nil
 }
 
 func validKind(k string) bool {
@@ -88,15 +94,7 @@ func validKind(k string) bool {
 // files' contents and the split, for the resume check.
 func loadPrefData(dc DataConfig, enc prefEncoder) (train, val []prefPair, rep DataReport, fingerprint string, err error) {
 	read := func(field string, patterns []string) ([]prefPair, DataReport, [32]byte, error) {
-		var pairs []prefPair
-		rep, sum, err := loadJSONL(field, patterns, dc.MaxBadFraction, func(obj map[string]json.RawMessage) error {
-			p, err := enc.parse(obj)
-			if err == nil {
-				pairs = append(pairs, p)
-			}
-			return err
-		})
-		return pairs, rep, sum, err
+		return loadRecords(field, patterns, dc.MaxBadFraction, enc.parse)
 	}
 	all, rep, sum, err := read("data.train", dc.Train)
 	if err != nil {

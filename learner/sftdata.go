@@ -315,15 +315,7 @@ func loadSFTData(dc DataConfig, tc TrainConfig, tok *tokenizer.Tokenizer, seed u
 	}
 	enc := sftEncoder{tok: tok, template: dc.Template, seqLen: tc.SeqLen}
 	read := func(field string, patterns []string) ([]sftExample, DataReport, [32]byte, error) {
-		var exs []sftExample
-		rep, sum, err := loadJSONL(field, patterns, dc.MaxBadFraction, func(obj map[string]json.RawMessage) error {
-			ex, err := enc.parse(obj)
-			if err == nil {
-				exs = append(exs, ex)
-			}
-			return err
-		})
-		return exs, rep, sum, err
+		return loadRecords(field, patterns, dc.MaxBadFraction, enc.parse)
 	}
 	d := &sftData{B: tc.BatchSize, pad: tok.EOT(), seed: seed, permEp: -1}
 	all, rep, sum, err := read("data.train", dc.Train)
@@ -447,4 +439,19 @@ func (d *sftData) unmarshalState(raw json.RawMessage) (func(), error) {
 		return nil, fmt.Errorf("negative data position %d", st.Consumed)
 	}
 	return func() { d.consumed, d.permEp = st.Consumed, -1 }, nil
+}
+
+// loadRecords reads JSONL records with loadJSONL and keeps what parse makes of
+// the good ones (the bad ones are in the report).
+func loadRecords[T any](field string, patterns []string, maxBad float64,
+	parse func(map[string]json.RawMessage) (T, error)) ([]T, DataReport, [32]byte, error) {
+	var out []T
+	rep, sum, err := loadJSONL(field, patterns, maxBad, func(obj map[string]json.RawMessage) error {
+		v, err := parse(obj)
+		if err == nil {
+			out = append(out, v)
+		}
+		return err
+	})
+	return out, rep, sum, err
 }
