@@ -120,14 +120,15 @@ import "unsafe"
 // OpenBLAS's packed kernels win.
 const gemmSmallMaxRows = 16
 
-var hasGemmSmall = C.troupe_has_avx512f() != 0
+// hasAVX512 gates every C kernel in this package (they are compiled for AVX-512F).
+var hasAVX512 = C.troupe_has_avx512f() != 0
 
 // gemmSmall computes a product with few rows (m <= gemmSmallMaxRows, A not
 // transposed) with the streaming AVX-512 kernels; it reports false when the
 // CPU lacks AVX-512 or the shape does not qualify.
 func gemmSmall(transA, transB bool, m, n, k int, alpha float32, a []float32, lda int,
 	b []float32, ldb int, beta float32, cc []float32, ldc int) bool {
-	if !hasGemmSmall || transA || m > gemmSmallMaxRows || m == 0 || n == 0 || k == 0 {
+	if !hasAVX512 || transA || m > gemmSmallMaxRows || m == 0 || n == 0 || k == 0 {
 		return false
 	}
 	tb := C.int(0)

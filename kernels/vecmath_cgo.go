@@ -113,8 +113,8 @@ import "unsafe"
 // geluVector runs GELU forward (dout == nil) or backward on [lo,hi) with the
 // AVX-512 kernels; false when the CPU lacks AVX-512.
 func geluVector(out, x, dout []float32) bool {
-	if !hasGemmSmall || len(x) == 0 {
-		return hasGemmSmall
+	if !hasAVX512 || len(x) == 0 {
+		return hasAVX512
 	}
 	n := C.long(len(x))
 	if dout == nil {
@@ -129,8 +129,8 @@ func geluVector(out, x, dout []float32) bool {
 // softmaxVector replaces x by softmax(x) with the AVX-512 kernel; false when the
 // CPU lacks AVX-512.
 func softmaxVector(x []float32) bool {
-	if !hasGemmSmall || len(x) == 0 {
-		return hasGemmSmall
+	if !hasAVX512 || len(x) == 0 {
+		return hasAVX512
 	}
 	C.troupe_softmax((*C.float)(unsafe.Pointer(&x[0])), C.long(len(x)))
 	return true
@@ -139,8 +139,8 @@ func softmaxVector(x []float32) bool {
 // adamwVector is one AdamW step over [lo,hi) with the AVX-512 kernel; ibc1 and
 // ibc2 are the reciprocal bias corrections. False when the CPU lacks AVX-512.
 func adamwVector(p, g, m, v []float32, lr, beta1, beta2, eps, wd, ibc1, ibc2 float32) bool {
-	if !hasGemmSmall || len(p) == 0 {
-		return hasGemmSmall
+	if !hasAVX512 || len(p) == 0 {
+		return hasAVX512
 	}
 	f := func(s []float32) *C.float { return (*C.float)(unsafe.Pointer(&s[0])) }
 	C.troupe_adamw(f(p), f(g), f(m), f(v), C.long(len(p)), C.float(lr), C.float(beta1), C.float(beta2),

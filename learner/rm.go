@@ -161,25 +161,9 @@ func (j *rmJob) Step() (StepMetrics, error) {
 
 // resumeConfig is what an exact resume needs unchanged (see lmState.Config).
 func (j *rmJob) resumeConfig() map[string]string {
-	c, tc := j.model.Trunk.Config, j.tc
-	return map[string]string{
-		"stage":              "rm",
-		"seed":               fmt.Sprint(j.seed),
-		"model":              fmt.Sprintf("vocab %d, n_positions %d, n_layer %d, n_head %d, n_embd %d, eps %g, score head", c.VocabSize, c.MaxSeqLen, c.NumLayers, c.NumHeads, c.Channels, c.LayerNormEps),
-		"data":               j.dataSum,
-		"data.template":      j.dc.Template,
-		"train.steps":        fmt.Sprint(tc.Steps),
-		"train.batch_size":   fmt.Sprint(tc.BatchSize),
-		"train.seq_len":      fmt.Sprint(tc.SeqLen),
-		"train.grad_accum":   fmt.Sprint(tc.GradAccum),
-		"train.lr":           fmt.Sprint(tc.LR),
-		"train.min_lr":       fmt.Sprint(tc.MinLR),
-		"train.warmup_steps": fmt.Sprint(tc.WarmupSteps),
-		"train.weight_decay": fmt.Sprint(tc.WeightDecay),
-		"train.beta1":        fmt.Sprint(tc.Beta1),
-		"train.beta2":        fmt.Sprint(tc.Beta2),
-		"train.grad_clip":    fmt.Sprint(tc.GradClip),
-	}
+	c := j.model.Trunk.Config
+	model := fmt.Sprintf("vocab %d, n_positions %d, n_layer %d, n_head %d, n_embd %d, eps %g, score head", c.VocabSize, c.MaxSeqLen, c.NumLayers, c.NumHeads, c.Channels, c.LayerNormEps)
+	return resumeKeys("rm", j.seed, model, j.dataSum, j.dc.Template, j.tc)
 }
 
 // SaveCheckpoint writes the reward model (reward.Model.Save: HF names and

@@ -38,13 +38,21 @@ type lmState struct {
 
 // resumeConfig is lmState.Config for this job.
 func (j *lmJob) resumeConfig() map[string]string {
-	c, tc := j.model.Config, j.tc
+	c := j.model.Config
+	model := fmt.Sprintf("vocab %d, n_positions %d, n_layer %d, n_head %d, n_embd %d, eps %g", c.VocabSize, c.MaxSeqLen, c.NumLayers, c.NumHeads, c.Channels, c.LayerNormEps)
+	return resumeKeys(j.stage, j.seed, model, j.data.fingerprint(), j.dc.Template, j.tc)
+}
+
+// resumeKeys is the resume config every stage shares: what an exact resume
+// needs unchanged (stage, seed, model shape, data fingerprint, template, and
+// every train.* setting), as strings for trainer_state.json.
+func resumeKeys(stage string, seed uint64, model, data, template string, tc TrainConfig) map[string]string {
 	return map[string]string{
-		"stage":              j.stage,
-		"seed":               fmt.Sprint(j.seed),
-		"model":              fmt.Sprintf("vocab %d, n_positions %d, n_layer %d, n_head %d, n_embd %d, eps %g", c.VocabSize, c.MaxSeqLen, c.NumLayers, c.NumHeads, c.Channels, c.LayerNormEps),
-		"data":               j.data.fingerprint(),
-		"data.template":      j.dc.Template,
+		"stage":              stage,
+		"seed":               fmt.Sprint(seed),
+		"model":              model,
+		"data":               data,
+		"data.template":      template,
 		"train.steps":        fmt.Sprint(tc.Steps),
 		"train.batch_size":   fmt.Sprint(tc.BatchSize),
 		"train.seq_len":      fmt.Sprint(tc.SeqLen),
