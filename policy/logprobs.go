@@ -139,7 +139,12 @@ func (m *Model) checkSeq(s []int32, what string, i int) error {
 // (causal attention keeps pads invisible to real tokens); chunks keep the working
 // memory near inferBudget. Errors if a sequence is empty, longer than MaxSeqLen,
 // or holds an id outside the vocabulary.
-func (m *Model) LogProbs(seqs [][]int32) ([][]float32, error) {
+func (m *Model) LogProbs(seqs [][]int32) ([][]float32, error) { return m.LogProbsT(seqs, 1) }
+
+// LogProbsT is LogProbs under softmax(logits/temperature), the distribution a
+// sampler with that temperature draws from (what PPO's ratio compares); a
+// temperature of 0 or 1 is plain LogProbs.
+func (m *Model) LogProbsT(seqs [][]int32, temperature float32) ([][]float32, error) {
 	for i, s := range seqs {
 		if err := m.checkSeq(s, "sequence", i); err != nil {
 			return nil, err
@@ -188,6 +193,9 @@ func (m *Model) LogProbs(seqs [][]int32) ([][]float32, error) {
 		m.Dev.EncoderForward(a.r.x, tokens, pos, m.Param(L.Wte), m.Param(L.Wpe), N, C)
 		m.inferBlocks(a.r, N, &blockCache{B: B, T: T, att: a.att})
 		m.lmHead(a.logits, a.r.x, a.r.ln, a.r.mean, a.r.rstd, N)
+		if temperature > 0 && temperature != 1 {
+			m.Dev.Scale(a.logits, 1/temperature)
+		}
 		m.Dev.LogProbForward(a.logp, a.logits, targets, N, V)
 		m.Dev.Download(host, a.logp)
 		for b := 0; b < B; b++ {
