@@ -22,7 +22,7 @@ import (
 var ErrConfig = errors.New("actors: bad config")
 
 // Stages lists the stages a run config may name.
-var Stages = []string{"pretrain", "sft", "rm"}
+var Stages = []string{"pretrain", "sft", "rm", "ppo"}
 
 // RunConfig is one run, as written in a YAML file (`troupe init` writes
 // commented examples). Every field documents its default; DefaultRunConfig
@@ -35,7 +35,7 @@ var Stages = []string{"pretrain", "sft", "rm"}
 // data.cache_dir .troupe-cache) are relative to the working directory. After
 // loading, every path is absolute.
 type RunConfig struct {
-	// Stage is what to train: pretrain | sft | rm. Required.
+	// Stage is what to train: pretrain | sft | rm | ppo. Required.
 	Stage string `yaml:"stage"`
 	// RunDir receives config.yaml, metrics.jsonl, samples.jsonl, checkpoints/
 	// and plots/, default runs/<stage>.
@@ -48,6 +48,14 @@ type RunConfig struct {
 	Model learner.ModelConfig `yaml:"model"`
 	Data  learner.DataConfig  `yaml:"data"`
 	Train learner.TrainConfig `yaml:"train"`
+
+	// The RL stage (ppo) reads these instead of train: the algorithm, the
+	// value model, the reward sources and the rollout pools.
+	PPO       learner.PPOConfig    `yaml:"ppo"`
+	Critic    learner.CriticConfig `yaml:"critic"`
+	Reward    learner.RewardConfig `yaml:"reward"`
+	Generator PoolConfig           `yaml:"generator"`
+	Reference PoolConfig           `yaml:"reference"`
 
 	Checkpoint CheckpointConfig `yaml:"checkpoint"`
 	Publish    PublishConfig    `yaml:"publish"`
@@ -62,6 +70,12 @@ type CheckpointConfig struct {
 	// Keep the last K checkpoints plus the best by held-out figure (val_loss,
 	// or val_accuracy for rm), default 3.
 	Keep int `yaml:"keep"`
+}
+
+// PoolConfig sizes a pool of RL role actors (generator, reference).
+type PoolConfig struct {
+	Replicas int `yaml:"replicas"` // actors in the pool, default 1
+	Threads  int `yaml:"threads"`  // CPU threads for each actor's model, default 1
 }
 
 // PublishConfig says how often the learner broadcasts its weights.
@@ -98,6 +112,11 @@ func DefaultRunConfig() RunConfig {
 		Checkpoint: CheckpointConfig{Every: 200, Keep: 3},
 		Publish:    PublishConfig{Every: 50},
 		Evaluator:  EvaluatorConfig{Replicas: 1, Every: 1, MaxNewTokens: 48, Temperature: 0.8},
+		PPO:        learner.DefaultPPOConfig(),
+		Critic:     learner.DefaultCriticConfig(),
+		Reward:     learner.DefaultRewardConfig(),
+		Generator:  PoolConfig{Replicas: 1, Threads: 1},
+		Reference:  PoolConfig{Replicas: 1, Threads: 1},
 	}
 }
 
@@ -401,6 +420,13 @@ func (c *RunConfig) mapPaths(f func(yamlPath, p string) string) {
 		c.Data.Val[i] = f("data.val", c.Data.Val[i])
 	}
 	c.Data.CacheDir = f("data.cache_dir", c.Data.CacheDir)
+	for i := range c.PPO.PtxData {
+		c.PPO.PtxData[i] = f("ppo.ptx_data", c.PPO.PtxData[i])
+	}
+	c.Reward.Model = f("reward.model", c.Reward.Model)
+	if ci := c.Critic.Init; ci != "policy" && ci != "reward" {
+		c.Critic.Init = f("critic.init", ci)
+	}
 }
 
 // Validate checks every field, naming the bad one by its YAML path and the
@@ -410,11 +436,9 @@ func (c RunConfig) Validate() error {
 		return &ConfigError{Path: path, Msg: fmt.Sprintf(format, args...)}
 	}
 	switch c.Stage {
-	case "pretrain", "sft", "rm":
+	case "pretrain", "sft", "rm", "ppo":
 	case "":
 		return bad("stage", "required; allowed values: %s", strings.Join(Stages, ", "))
-	case "ppo":
-		return bad("stage", "ppo is not supported by this runtime yet; allowed values: %s", strings.Join(Stages, ", "))
 	default:
 		return bad("stage", "%q is not a stage; allowed values: %s", c.Stage, strings.Join(Stages, ", "))
 	}
@@ -427,6 +451,27 @@ func (c RunConfig) Validate() error {
 	}{{"model", c.Model.Validate("model")}, {"data", c.Data.Validate("data")}, {"train", c.Train.Validate("train")}} {
 		if sec.err != nil {
 			return learnerErr(sec.path, sec.err)
+		}
+	}
+	if c.Stage == "ppo" {
+		for _, sec := range []struct {
+			path string
+			err  error
+		}{{"ppo", c.PPO.Validate("ppo")}, {"critic", c.Critic.Validate("critic")}, {"reward", c.Reward.Validate("reward")}} {
+			if sec.err != nil {
+				return learnerErr(sec.path, sec.err)
+			}
+		}
+		for _, p := range []struct {
+			path string
+			pc   PoolConfig
+		}{{"generator", c.Generator}, {"reference", c.Reference}} {
+			if p.pc.Replicas < 1 || p.pc.Replicas > 64 {
+				return bad(p.path+".replicas", "must be in [1, 64], got %d", p.pc.Replicas)
+			}
+			if p.pc.Threads < 0 || p.pc.Threads > 4096 {
+				return bad(p.path+".threads", "must be in [0, 4096] (0 = 1), got %d", p.pc.Threads)
+			}
 		}
 	}
 	// An sft or rm stage without model.init is allowed (tests fine-tune a
@@ -481,7 +526,7 @@ func learnerErr(section string, err error) error {
 // Warnings lists settings that are allowed but rarely meant, for the CLI to log.
 func (c RunConfig) Warnings() []string {
 	var w []string
-	if (c.Stage == "sft" || c.Stage == "rm") && c.Model.Init == "" {
+	if (c.Stage == "sft" || c.Stage == "rm" || c.Stage == "ppo") && c.Model.Init == "" {
 		w = append(w, fmt.Sprintf("model.init is empty: the %s stage starts from a fresh, untrained model", c.Stage))
 	}
 	if c.Evaluator.Replicas > 0 && c.Checkpoint.Every%c.Publish.Every != 0 {
@@ -498,7 +543,7 @@ func (c RunConfig) CheckFiles() error {
 	for _, sec := range []struct {
 		path  string
 		globs []string
-	}{{"data.train", c.Data.Train}, {"data.val", c.Data.Val}} {
+	}{{"data.train", c.Data.Train}, {"data.val", c.Data.Val}, {"ppo.ptx_data", c.PPO.PtxData}} {
 		for i, g := range sec.globs {
 			m, err := filepath.Glob(g)
 			if err != nil {
@@ -507,6 +552,11 @@ func (c RunConfig) CheckFiles() error {
 			if len(m) == 0 {
 				return &ConfigError{Path: fmt.Sprintf("%s[%d]", sec.path, i), Msg: fmt.Sprintf("%s matches no file", g)}
 			}
+		}
+	}
+	if c.Stage == "ppo" && c.Reward.Model != "" {
+		if _, err := os.Stat(c.Reward.Model); err != nil {
+			return &ConfigError{Path: "reward.model", Msg: fmt.Sprintf("%v (want a reward-model checkpoint directory, or an rm run directory)", err)}
 		}
 	}
 	if c.Model.Init != "" {

@@ -27,8 +27,10 @@ import (
 //	lr          learning rate per step
 //	throughput  tokens/s per step (raw and smoothed)
 //	accuracy    held-out accuracies (rm; only when some evaluation has one)
+//	reward      RL: reward and score per iteration, held-out score and exact match
+//	kl          RL: KL to the reference per iteration and held out, entropy
 //	overview    the above side by side
-var plotNames = []string{"loss", "lr", "throughput", "accuracy", "overview"}
+var plotNames = []string{"loss", "lr", "throughput", "accuracy", "reward", "kl", "overview"}
 
 const (
 	plotW   = 16 * vg.Centimeter
@@ -81,7 +83,7 @@ func WritePlotsFiles(runDir string) ([]string, error) {
 		return nil
 	}
 	var tiles []*plot.Plot
-	for _, name := range plotNames[:4] {
+	for _, name := range plotNames[:len(plotNames)-1] {
 		p := plots[name]
 		if p == nil {
 			continue
@@ -97,8 +99,10 @@ func WritePlotsFiles(runDir string) ([]string, error) {
 		return files, nil
 	}
 	grid := [][]*plot.Plot{tiles}
-	if len(tiles) == 4 {
-		grid = [][]*plot.Plot{tiles[:2], tiles[2:]}
+	if len(tiles) >= 4 { // two rows, the second padded with empty tiles
+		half := (len(tiles) + 1) / 2
+		second := append(tiles[half:len(tiles):len(tiles)], make([]*plot.Plot, 2*half-len(tiles))...)
+		grid = [][]*plot.Plot{tiles[:half], second}
 	}
 	w, h := plotW*vg.Length(len(grid[0])), plotH*vg.Length(len(grid))
 	err = write("overview", func(w, h vg.Length, format string) (io.WriterTo, error) { return render(format, w, h, grid) }, w, h)
@@ -129,7 +133,9 @@ func render(format string, w, h vg.Length, grid [][]*plot.Plot) (io.WriterTo, er
 	canvases := plot.Align(grid, tiles, dc)
 	for i := range grid {
 		for j := range grid[i] {
-			grid[i][j].Draw(canvases[i][j])
+			if grid[i][j] != nil {
+				grid[i][j].Draw(canvases[i][j])
+			}
 		}
 	}
 	return c, nil
@@ -193,6 +199,45 @@ func buildPlots(m Metrics) (map[string]*plot.Plot, error) {
 		p.Y.Min, p.Y.Max = 0, 1
 		p.Legend.Top = false // accuracies rise: legend bottom right
 		plots["accuracy"] = p
+	}
+	// RL: the reward the policy is trained on and the KL that bounds it.
+	extra := func(name string) plotter.XYs {
+		return steps(func(s StepRecord) float64 {
+			if v, ok := s.Extra[name]; ok {
+				return v
+			}
+			return math.NaN()
+		})
+	}
+	var rew []series
+	for _, n := range []string{"reward_mean", "score_mean"} {
+		if xy := extra(n); len(xy) > 0 {
+			rew = append(rew, series{name: n, xy: xy, raw: true}, series{name: n + " (smoothed)", xy: smooth(xy)})
+		}
+	}
+	for _, name := range evals.names {
+		if name == "val_score" || name == "val_exact_match" {
+			rew = append(rew, series{name: name, xy: evals.xy[name], points: true})
+		}
+	}
+	if len(rew) > 0 {
+		p := newPlot("Reward", "reward", rew)
+		p.Legend.Top = false
+		plots["reward"] = p
+	}
+	var kl []series
+	for _, n := range []string{"kl", "entropy"} {
+		if xy := extra(n); len(xy) > 0 {
+			kl = append(kl, series{name: n, xy: xy, raw: true}, series{name: n + " (smoothed)", xy: smooth(xy)})
+		}
+	}
+	for _, name := range evals.names {
+		if name == "val_kl" || name == "val_entropy" {
+			kl = append(kl, series{name: name, xy: evals.xy[name], points: true})
+		}
+	}
+	if len(kl) > 0 {
+		plots["kl"] = newPlot("KL to the reference and entropy", "nats", kl)
 	}
 	return plots, nil
 }

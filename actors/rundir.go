@@ -94,7 +94,7 @@ type EventRecord struct {
 
 // RunDirOptions configures OpenRunDir.
 type RunDirOptions struct {
-	Stage string // pretrain | sft | rm: rm checkpoints are ranked by val_accuracy, others by val_loss
+	Stage string // pretrain | sft | rm | ppo: rm checkpoints are ranked by val_accuracy, ppo by val_score, others by val_loss
 	Keep  int    // checkpoints kept besides the best, e.g. 3 (checkpoint.keep)
 	// Resume continues a run from the checkpoint after step ResumeStep: the
 	// records of later steps (written before a crash) are dropped, and so are
@@ -317,8 +317,11 @@ func (r *RunDir) OnCheckpoint(step int, dir string) {
 
 // FigureName is the held-out figure that ranks checkpoints, and whether higher is better.
 func FigureName(stage string) (name string, higherIsBetter bool) {
-	if stage == "rm" {
+	switch stage {
+	case "rm":
 		return "val_accuracy", true
+	case "ppo":
+		return "val_score", true // the reward of greedy completions on held-out prompts
 	}
 	return "val_loss", false
 }

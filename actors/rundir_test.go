@@ -212,12 +212,16 @@ func TestWritePlots(t *testing.T) {
 		lr := 1e-3 * math.Min(1, float64(s)/30) * (0.55 + 0.45*math.Cos(math.Pi*float64(s)/300))
 		loss := 1.6 + 3.9*math.Exp(-float64(s)/60) + 0.15*math.Sin(float64(s)*1.7)
 		enc.Encode(StepRecord{Step: s, Loss: loss, LR: lr, GradNorm: 1, Tokens: 2048, TokensPerS: 9000 + 800*math.Sin(float64(s)), Elapsed: float64(s) / 4,
-			Extra: map[string]float64{"accuracy": 0.5 + 0.4*(1-math.Exp(-float64(s)/80))}})
+			Extra: map[string]float64{"accuracy": 0.5 + 0.4*(1-math.Exp(-float64(s)/80)),
+				"reward_mean": 1 - math.Exp(-float64(s)/50), "score_mean": 1.1 - math.Exp(-float64(s)/50),
+				"kl": 2 * (1 - math.Exp(-float64(s)/100)), "entropy": 1 + math.Exp(-float64(s)/100)}})
 		if s%25 == 0 || s == 1 {
 			for _, ev := range []string{"evaluator-0", "evaluator-1"} {
 				enc.Encode(EvalRecord{Step: s, Version: int64(s / 25), Evaluator: ev, Elapsed: float64(s) / 4,
 					Eval: map[string]float64{"val_loss": 1.7 + 3.8*math.Exp(-float64(s)/60), "val_accuracy": 0.5 + 0.42*(1-math.Exp(-float64(s)/70)),
-						"val_accuracy_shuffled": 0.5 + 0.3*(1-math.Exp(-float64(s)/90))}})
+						"val_accuracy_shuffled": 0.5 + 0.3*(1-math.Exp(-float64(s)/90)),
+						"val_score":             1 - math.Exp(-float64(s)/60), "val_exact_match": 0.7 + 0.1*(1-math.Exp(-float64(s)/60)),
+						"val_kl": 2 * (1 - math.Exp(-float64(s)/100)), "val_entropy": 1 + math.Exp(-float64(s)/100)}})
 			}
 		}
 	}

@@ -112,6 +112,11 @@ type Device interface {
 	// LogProbBackward: dlogits[i,:] += dlogp[i] * (onehot(targets[i]) - softmax(logits[i,:])).
 	// A row with dlogp[i] == 0 is skipped.
 	LogProbBackward(dlogits, logits Tensor, targets []int32, dlogp []float32, N, V int)
+	// EntropyForward: ent[i] = -Σ_j p_ij log p_ij with p_i = softmax(logits[i,:]); logits (N,V).
+	EntropyForward(ent, logits Tensor, N, V int)
+	// EntropyBackward: dlogits[i,:] += dent[i] * ∂ent[i]/∂logits[i,:] = dent[i] * (-p_ij (log p_ij + ent[i])).
+	// A row with dent[i] == 0 is skipped.
+	EntropyBackward(dlogits, logits Tensor, dent []float32, N, V int)
 
 	// AdamW updates params in place (decoupled weight decay, bias correction);
 	// step counts from 1. m and v are the first and second moments.

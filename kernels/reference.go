@@ -309,6 +309,37 @@ func refLogProbBackward(dlogits, logits []float32, targets []int32, dlogp []floa
 	}
 }
 
+// refEntropyForward: ent (N) = -Σ_j p_j log p_j of softmax(logits (N,V) row).
+func refEntropyForward(ent, logits []float32, N, V int) {
+	for i := 0; i < N; i++ {
+		var h float64
+		for _, lp := range refLogSoftmax(logits[i*V : i*V+V]) {
+			if p := math.Exp(lp); p > 0 {
+				h -= p * lp
+			}
+		}
+		ent[i] = float32(h)
+	}
+}
+
+// refEntropyBackward: dlogits (N,V) += dent[i] * (-p_j (log p_j + H_i)).
+func refEntropyBackward(dlogits, logits []float32, dent []float32, N, V int) {
+	for i := 0; i < N; i++ {
+		ls := refLogSoftmax(logits[i*V : i*V+V])
+		var h float64
+		for _, lp := range ls {
+			if p := math.Exp(lp); p > 0 {
+				h -= p * lp
+			}
+		}
+		for j, lp := range ls {
+			if p := math.Exp(lp); p > 0 {
+				dlogits[i*V+j] += float32(-float64(dent[i]) * p * (lp + h))
+			}
+		}
+	}
+}
+
 // refAdamW: PyTorch's torch.optim.AdamW step in float64 (decay first, then the
 // bias-corrected Adam step), results stored back in float32.
 func refAdamW(params, grads, m, v []float32, step int, lr, beta1, beta2, eps, weightDecay float32) {

@@ -41,7 +41,7 @@ type Rollout struct {
 
 	RefLogProbs []float32          // (len Response) log-probs under the reference policy
 	Score       float64            // sequence reward from the reward role (before the KL penalty)
-	ScoreParts  map[string]float64 // e.g. {"rm": 1.3, "exact_match": 1, "eos_penalty": 0}
+	ScoreParts  map[string]float64 // e.g. {"rm": 1.3, "exact_match": 1, "missing_eos": 0}
 }
 
 // Generator samples rollouts from its own copy of the policy.

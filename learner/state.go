@@ -98,17 +98,25 @@ func (j *lmJob) SaveCheckpoint(dir string) error {
 // optimizer.safetensors and then trainer_state.json for stage, data and cfg,
 // each atomically, trainer_state.json last.
 func saveOptimizerAndState(dir string, dev kernels.Device, opt *policy.AdamW, n int, stage string, data json.RawMessage, cfg map[string]string) error {
+	if err := saveMoments(filepath.Join(dir, OptimizerFile), dev, opt, n); err != nil {
+		return err
+	}
+	return saveState(dir, lmState{Stage: stage, Step: opt.Step, AdamWStep: opt.Step, Data: data, Config: cfg, ConfigHash: hashConfig(cfg)})
+}
+
+// saveMoments writes opt's moments (n values each) to path, atomically.
+func saveMoments(path string, dev kernels.Device, opt *policy.AdamW, n int) error {
 	mom := make([]float32, 2*n)
 	dev.Download(mom[:n], opt.M)
 	dev.Download(mom[n:], opt.V)
-	err := policy.WriteSafetensors(filepath.Join(dir, OptimizerFile), []policy.SafeTensor{
+	return policy.WriteSafetensors(path, []policy.SafeTensor{
 		{Name: "adamw.m", DType: "F32", Shape: []int{n}, Data: mom[:n]},
 		{Name: "adamw.v", DType: "F32", Shape: []int{n}, Data: mom[n:]},
 	}, map[string]string{"step": fmt.Sprint(opt.Step)})
-	if err != nil {
-		return err
-	}
-	st := lmState{Stage: stage, Step: opt.Step, AdamWStep: opt.Step, Data: data, Config: cfg, ConfigHash: hashConfig(cfg)}
+}
+
+// saveState writes dir's trainer_state.json atomically.
+func saveState(dir string, st lmState) error {
 	b, err := json.MarshalIndent(st, "", "  ")
 	if err != nil {
 		return err
@@ -169,15 +177,20 @@ func readState(dir, stage, kind string, want map[string]string, steps int) (lmSt
 // loadOptimizer reads the AdamW moments "adamw.m" and "adamw.v", n values
 // each, from dir's optimizer.safetensors. Errors wrap ErrCheckpoint.
 func loadOptimizer(dir string, n int) (m, v []float32, err error) {
-	ts, err := policy.ReadSafetensors(filepath.Join(dir, OptimizerFile))
+	return loadOptimizerFile(dir, OptimizerFile, n)
+}
+
+// loadOptimizerFile is loadOptimizer for dir/name.
+func loadOptimizerFile(dir, name string, n int) (m, v []float32, err error) {
+	ts, err := policy.ReadSafetensors(filepath.Join(dir, name))
 	if err != nil {
 		return nil, nil, fmt.Errorf("%w: %w", ErrCheckpoint, err)
 	}
 	var mom [2][]float32
-	for i, name := range []string{"adamw.m", "adamw.v"} {
-		t, ok := ts[name]
+	for i, tname := range []string{"adamw.m", "adamw.v"} {
+		t, ok := ts[tname]
 		if !ok || len(t.Data) != n {
-			return nil, nil, badCheckpoint(dir, "%s: tensor %s missing or not %d values", OptimizerFile, name, n)
+			return nil, nil, badCheckpoint(dir, "%s: tensor %s missing or not %d values", name, tname, n)
 		}
 		mom[i] = t.Data
 	}

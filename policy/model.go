@@ -21,6 +21,7 @@ type Model struct {
 	// not safe for concurrent use: these buffers belong to the call in progress.
 	train *trainActs // Forward/ForwardHidden activations kept for backward
 	infer *inferActs // LogProbs and Generate: one layer's worth, no backward
+	rl    *rlForward // what BackwardLogProbs needs from ForwardLogProbs
 }
 
 // New allocates a model with zeroed parameters on dev. Call Init for a fresh

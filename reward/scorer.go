@@ -11,7 +11,7 @@ type Item struct {
 	Stopped      bool    // the completion ended with end-of-text (false = truncated)
 }
 
-// Score is one item's reward: Total, and the parts it sums (weighted), by name,
+// Score is one item's reward: Total, and the parts it sums (each unweighted), by name,
 // e.g. {"rm": 1.2, "exact_match": 1, "missing_eos": -1}.
 type Score struct {
 	Total float64

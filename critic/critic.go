@@ -1,0 +1,241 @@
+// Package critic is PPO's value model: the GPT-2 trunk of package policy with a
+// per-token scalar head, v_t = hidden_t · w + b, and checkpoints in the layout
+// the other models use.
+package critic
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"slices"
+
+	"github.com/troupe-rl/troupe/kernels"
+	"github.com/troupe-rl/troupe/policy"
+	"github.com/troupe-rl/troupe/reward"
+)
+
+// Sentinel errors, wrapped with context by every caller.
+var (
+	ErrBadCheckpoint = errors.New("critic: bad checkpoint")
+	ErrInput         = errors.New("critic: bad input")
+)
+
+// The value head's tensor names: a Linear(n_embd, 1) with a bias, as
+// OpenRLHF's critic names its head.
+const (
+	HeadWeightName = "value_head.weight" // (1,C)
+	HeadBiasName   = "value_head.bias"   // (1)
+)
+
+// HeadInitScale multiplies the 1/sqrt(C) standard deviation of a fresh head
+// (see InitHead): reward.HeadInitScale's reasoning, small starting values.
+const HeadInitScale = reward.HeadInitScale
+
+// Model is a value model on a device: v_t = hidden_t · w + b at every position.
+//
+// Parameters, gradients (and the optimizer's moments, see Optim) are single flat
+// buffers laid out as the trunk's parameters followed by the head (C + 1 values):
+// the trunk's own Params and Grads are views of the first Trunk.Layout.Total
+// values, as in reward.Model.
+type Model struct {
+	Trunk  *policy.Model  // GPT-2 trunk; only ForwardHidden/BackwardHidden are used
+	Dev    kernels.Device // Trunk.Dev
+	Params kernels.Tensor // (Trunk.Layout.Total + C + 1) trunk, value_head.weight (1,C), value_head.bias (1)
+	Grads  kernels.Tensor // same layout; allocated by ZeroGrad or the first Backward
+
+	layout policy.Layout // the trunk's specs plus the head's, for the optimizer and checkpoints
+
+	// The last Values call, for Backward, and working memory grown on demand
+	// (a Model is not safe for concurrent use).
+	hidden kernels.Tensor // (B*T, C) the trunk's output: a view of its activations
+	B, T   int            // shape of the last Values; 0 when there is none
+	work   kernels.Tensor // backing store of the views below
+}
+
+// New allocates a value model with zeroed parameters on dev. Use FromPolicy or
+// FromReward for a model to train, or Load a checkpoint.
+func New(cfg policy.Config, dev kernels.Device) (*Model, error) {
+	trunk, err := policy.New(cfg, dev)
+	if err != nil {
+		return nil, err
+	}
+	total, C := trunk.Layout.Total, cfg.Channels
+	m := &Model{Trunk: trunk, Dev: dev}
+	m.Params = dev.Alloc(total + C + 1)
+	dev.Free(trunk.Params)
+	trunk.Params = m.Params.Slice(0, total)
+	m.layout = trunk.Layout
+	// The head weight decays as reward's score head does; a bias never does.
+	m.layout.Specs = append(slices.Clone(trunk.Layout.Specs),
+		policy.ParamSpec{Name: HeadWeightName, Shape: []int{1, C}, Offset: total, Size: C, Decay: true},
+		policy.ParamSpec{Name: HeadBiasName, Shape: []int{1}, Offset: total + C, Size: 1, Decay: false})
+	m.layout.Total = total + C + 1
+	return m, nil
+}
+
+// FromPolicy starts a value model from a language model (the SFT policy, say):
+// the trunk's parameters are copied from p (on p's device; p may go on
+// training, nothing is shared), the LM head is dropped, the head weight is drawn
+// by InitHead(seed) and the bias is 0.
+func FromPolicy(p *policy.Model, seed uint64) (*Model, error) {
+	m, err := New(p.Config, p.Dev)
+	if err != nil {
+		return nil, err
+	}
+	m.Dev.Copy(m.Trunk.Params, p.Params)
+	m.InitHead(seed)
+	return m, nil
+}
+
+// FromReward starts a value model from a reward model: a copy of its trunk,
+// its score.weight as the value head's weight and a bias of 0, so the first
+// values at a sequence's last token are its rewards.
+func FromReward(r *reward.Model) (*Model, error) {
+	m, err := New(r.Trunk.Config, r.Dev)
+	if err != nil {
+		return nil, err
+	}
+	m.Dev.Copy(m.Trunk.Params, r.Trunk.Params)
+	m.Dev.Copy(m.HeadWeight(), r.Head())
+	return m, nil
+}
+
+// InitHead draws the head weight from N(0, HeadInitScale/sqrt(C)) and zeroes
+// the bias; the same seed gives the same head on every device.
+func (m *Model) InitHead(seed uint64) {
+	C := m.Trunk.Config.Channels
+	rng := rand.New(rand.NewPCG(seed, 0x76616c7565)) // "value"
+	std := HeadInitScale / math.Sqrt(float64(C))
+	w := make([]float32, C+1)
+	for i := range C {
+		w[i] = float32(rng.NormFloat64() * std)
+	}
+	m.Dev.Upload(m.Params.Slice(m.Trunk.Layout.Total, C+1), w)
+}
+
+// HeadWeight returns the view of value_head.weight (1,C).
+func (m *Model) HeadWeight() kernels.Tensor {
+	return m.Params.Slice(m.Trunk.Layout.Total, m.Trunk.Config.Channels)
+}
+
+// HeadBias returns the view of value_head.bias (1).
+func (m *Model) HeadBias() kernels.Tensor {
+	return m.Params.Slice(m.Trunk.Layout.Total+m.Trunk.Config.Channels, 1)
+}
+
+// NumParams is the number of float32 parameters: the trunk's plus C + 1.
+func (m *Model) NumParams() int { return m.Params.N }
+
+// Layout is the flat layout: the trunk's specs followed by the head's two.
+func (m *Model) Layout() policy.Layout { return m.layout }
+
+// ZeroGrad sets every gradient (trunk and head) to zero, allocating on first use.
+func (m *Model) ZeroGrad() {
+	if m.Grads.Empty() {
+		m.allocGrads()
+		return
+	}
+	m.Dev.Zero(m.Grads)
+}
+
+func (m *Model) allocGrads() {
+	m.Grads = m.Dev.Alloc(m.Params.N)
+	if !m.Trunk.Grads.Empty() {
+		m.Dev.Free(m.Trunk.Grads)
+	}
+	m.Trunk.Grads = m.Grads.Slice(0, m.Trunk.Layout.Total)
+}
+
+// Optim returns a policy.Model that spans the whole value model, for
+// policy.NewAdamW and (*policy.AdamW).Update: its Layout is the trunk's plus the
+// head's and its Params and Grads are the whole flat buffers. Only the optimizer
+// may use it (it has no forward). Grads are allocated if need be.
+func (m *Model) Optim() *policy.Model {
+	if m.Grads.Empty() {
+		m.allocGrads()
+	}
+	return &policy.Model{Config: m.Trunk.Config, Layout: m.layout, Dev: m.Dev, Params: m.Params, Grads: m.Grads}
+}
+
+// SetWeights loads a flat weights buffer (the layout of Params, e.g. a
+// broadcast blob) into the model.
+func (m *Model) SetWeights(w []float32) error {
+	if len(w) != m.Params.N {
+		return fmt.Errorf("%w: %d weights, the model has %d (trunk %d + head %d)",
+			ErrInput, len(w), m.Params.N, m.Trunk.Layout.Total, m.Trunk.Config.Channels+1)
+	}
+	m.Dev.Upload(m.Params, w)
+	return nil
+}
+
+// Weights returns a host copy of Params (trunk then head).
+func (m *Model) Weights() []float32 {
+	w := make([]float32, m.Params.N)
+	m.Dev.Download(w, m.Params)
+	return w
+}
+
+// views carves the working memory for N rows: the values (N), their upstream
+// gradient (N) and the hidden states' gradient (N,C).
+func (m *Model) views(N int) (values, dvalues, dhidden kernels.Tensor) {
+	C := m.Trunk.Config.Channels
+	if need := N*C + 2*N; m.work.N < need {
+		if !m.work.Empty() {
+			m.Dev.Free(m.work)
+		}
+		m.work = m.Dev.Alloc(need)
+	}
+	return m.work.Slice(0, N), m.work.Slice(N, N), m.work.Slice(2*N, N*C)
+}
+
+// Values runs the model on B rows of T tokens (positions 0..T-1 in every row)
+// and returns v (B*T) on the host, v[i] the value of the prefix ending at token
+// i. Rows may be right-padded: causal attention keeps the pads from changing
+// the values before them. The activations are kept for Backward until the next
+// forward on m or its trunk. Bad tokens are a programmer error (panic), as in
+// the trunk's ForwardHidden.
+func (m *Model) Values(tokens []int32, B, T int) []float32 {
+	h := m.Trunk.ForwardHidden(tokens, B, T)
+	N, C := B*T, m.Trunk.Config.Channels
+	v, _, _ := m.views(N)
+	// w stored (1,C) is the (C,1) matrix MatmulForward wants, same memory.
+	kernels.MatmulForward(m.Dev, v, h, m.HeadWeight(), m.HeadBias(), N, C, 1)
+	out := make([]float32, N)
+	m.Dev.Download(out, v)
+	m.hidden, m.B, m.T = h, B, T
+	return out
+}
+
+// Backward adds into Grads (trunk and head) the gradient of Σ_i dvalues[i]·v[i]
+// for the v of the last Values call, whose (B*T) shape dvalues must have: for
+// a loss L, pass dvalues = ∂L/∂v.
+func (m *Model) Backward(dvalues []float32) {
+	if m.hidden.Empty() {
+		panic(policy.ErrNoForward)
+	}
+	N, C := m.B*m.T, m.Trunk.Config.Channels
+	if len(dvalues) != N {
+		panic(fmt.Errorf("%w: Backward has %d dvalues for the last Values' %d", kernels.ErrShape, len(dvalues), N))
+	}
+	if m.Grads.Empty() {
+		m.allocGrads()
+	}
+	_, dv, dh := m.views(N)
+	m.Dev.Upload(dv, dvalues)
+	m.Dev.Zero(dh)
+	total := m.Trunk.Layout.Total
+	kernels.MatmulBackward(m.Dev, dh, m.Grads.Slice(total, C), m.Grads.Slice(total+C, 1), dv, m.hidden, m.HeadWeight(), N, C, 1)
+	m.Trunk.BackwardHidden(dh)
+}
+
+// ReleaseWorkspace frees the activation memory kept between calls; a pending
+// Backward is no longer possible.
+func (m *Model) ReleaseWorkspace() {
+	m.Trunk.ReleaseWorkspace()
+	if !m.work.Empty() {
+		m.Dev.Free(m.work)
+		m.work = kernels.Tensor{}
+	}
+	m.hidden, m.B, m.T = kernels.Tensor{}, 0, 0
+}
