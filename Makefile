@@ -43,15 +43,29 @@ data: build
 	@[ -f data/addition/pref_train.jsonl ] || $(BIN) data addition --digits 2 --train 2000 --val 500 --pairs 4 --out data/addition
 	@[ -f data/wordnet/pref_train.jsonl ] || $(BIN) data wordnet --words 1000 --out data/wordnet
 
-# demo: pretrain -> SFT -> reward model on the embedded defaults (configs/), about
-# 15 minutes on 2 cores. It starts runs/pretrain, runs/sft and runs/rm afresh.
+# demo: pretrain -> SFT -> reward model -> PPO on the embedded defaults (configs/),
+# about 17 minutes on 2 cores. It starts runs/pretrain, runs/sft, runs/rm and
+# runs/ppo afresh; the PPO run prints the SFT and the PPO policy side by side.
 demo: data
-	rm -rf runs/pretrain runs/sft runs/rm
+	rm -rf runs/pretrain runs/sft runs/rm runs/ppo
 	$(BIN) run configs/pretrain.yaml
 	$(BIN) run configs/sft.yaml
 	$(BIN) run configs/rm.yaml
-	@echo "plots: runs/pretrain/plots runs/sft/plots runs/rm/plots (PNG and SVG); metrics: runs/*/metrics.jsonl"
+	$(BIN) run configs/ppo.yaml
+	@echo "plots: runs/pretrain/plots runs/sft/plots runs/rm/plots runs/ppo/plots (PNG and SVG); metrics: runs/*/metrics.jsonl"
 
 # bench: troupe's tokens/s for tiny and small beside the PyTorch reference, 3 runs each.
 bench: build
 	$(BIN) bench --config tiny,small --repeats 3 --torch auto
+
+# test-cuda: the CUDA backend's tests (every op against the CPU reference, the
+# model's log-probs, training steps and generation against the CPU model) on a
+# machine with an NVIDIA GPU, CUDA (headers, cuBLAS, NVRTC) and Go. The include
+# path kernels/cuda/cu13shim adapts gorgonia.org/cu v0.9.6 to CUDA 13's driver
+# API (a no-op before 13). Without OpenBLAS headers the CPU side builds pure Go.
+CUDA_TAGS := cuda$(shell [ -e /usr/include/x86_64-linux-gnu/cblas.h ] || [ -e /usr/include/cblas.h ] || echo ,purego)
+CUDA_ENV  := CGO_CFLAGS="-I$(CURDIR)/kernels/cuda/cu13shim -I/usr/local/cuda/include $$CGO_CFLAGS" \
+             CGO_LDFLAGS="-L/usr/local/cuda/lib64 $$CGO_LDFLAGS"
+.PHONY: test-cuda
+test-cuda:
+	$(CUDA_ENV) $(GO) test -tags $(CUDA_TAGS) -count=1 -run CUDA -v ./kernels

@@ -606,8 +606,9 @@ func SaveRunConfig(path string, cfg RunConfig, header string) error {
 }
 
 // pathKeys are the YAML paths of RunConfig's path fields (lists included).
+// critic.init is one too unless it says policy or reward.
 var pathKeys = map[string]bool{"run_dir": true, "model.init": true, "model.tokenizer": true,
-	"data.train": true, "data.val": true, "data.cache_dir": true}
+	"data.train": true, "data.val": true, "data.cache_dir": true, "reward.model": true, "ppo.ptx_data": true, "critic.init": true}
 
 // RelocateConfig rewrites the relative paths that a run config's text sets
 // (see RunConfig) so that, read from a file in toDir, they name the same
@@ -651,7 +652,8 @@ func RelocateConfig(src []byte, fromDir, toDir string) ([]byte, error) {
 					return err
 				}
 			}
-		case n.Kind == yaml.ScalarNode && pathKeys[path] && n.Value != "" && !filepath.IsAbs(n.Value):
+		case n.Kind == yaml.ScalarNode && pathKeys[path] && n.Value != "" && !filepath.IsAbs(n.Value) &&
+			!(path == "critic.init" && (n.Value == "policy" || n.Value == "reward")):
 			rel, err := filepath.Rel(to, filepath.Join(from, n.Value))
 			if err != nil {
 				return fmt.Errorf("%w: line %d: %s: %v", ErrConfig, n.Line, path, err)

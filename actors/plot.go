@@ -210,9 +210,9 @@ func buildPlots(m Metrics) (map[string]*plot.Plot, error) {
 		})
 	}
 	var rew []series
-	for _, n := range []string{"reward_mean", "score_mean"} {
+	for i, n := range []string{"reward_mean", "score_mean"} {
 		if xy := extra(n); len(xy) > 0 {
-			rew = append(rew, series{name: n, xy: xy, raw: true}, series{name: n + " (smoothed)", xy: smooth(xy)})
+			rew = append(rew, series{name: n + " (smoothed)", xy: smooth(xy), col: lineColors[i]})
 		}
 	}
 	for _, name := range evals.names {
@@ -226,9 +226,9 @@ func buildPlots(m Metrics) (map[string]*plot.Plot, error) {
 		plots["reward"] = p
 	}
 	var kl []series
-	for _, n := range []string{"kl", "entropy"} {
+	for i, n := range []string{"kl", "entropy"} {
 		if xy := extra(n); len(xy) > 0 {
-			kl = append(kl, series{name: n, xy: xy, raw: true}, series{name: n + " (smoothed)", xy: smooth(xy)})
+			kl = append(kl, series{name: n + " (smoothed)", xy: smooth(xy), col: lineColors[i]})
 		}
 	}
 	for _, name := range evals.names {
@@ -242,12 +242,61 @@ func buildPlots(m Metrics) (map[string]*plot.Plot, error) {
 	return plots, nil
 }
 
+// lineColors tell apart the training curves of one plot (and the runs of a comparison).
+var lineColors = []color.Color{trainColor, color.RGBA{R: 214, G: 80, B: 30, A: 255}, color.RGBA{R: 40, G: 150, B: 60, A: 255},
+	color.RGBA{R: 150, G: 60, B: 170, A: 255}, color.RGBA{R: 120, G: 170, B: 220, A: 255}}
+
+// WriteComparePlot draws metrics of several runs, one plot per metric side by
+// side, written to out (.png or .svg). A metric is a step figure (a key of the
+// steps' extra figures, e.g. "kl", smoothed) or an evaluation figure (e.g.
+// "val_exact_match"). Each run is labelled with its directory's base name.
+func WriteComparePlot(out string, metrics, runDirs []string) error {
+	runs := make([]Metrics, len(runDirs))
+	for i, dir := range runDirs {
+		m, err := ReadMetrics(filepath.Join(dir, MetricsFile))
+		if err != nil {
+			return err
+		}
+		sort.SliceStable(m.Steps, func(a, b int) bool { return m.Steps[a].Step < m.Steps[b].Step })
+		runs[i] = m
+	}
+	var row []*plot.Plot
+	for _, metric := range metrics {
+		var ss []series
+		for i, m := range runs {
+			var xy plotter.XYs
+			for _, st := range m.Steps {
+				if v, ok := st.Extra[metric]; ok && !math.IsNaN(v) && !math.IsInf(v, 0) {
+					xy = append(xy, plotter.XY{X: float64(st.Step), Y: v})
+				}
+			}
+			s := series{name: filepath.Base(runDirs[i]), col: lineColors[i%len(lineColors)]}
+			if len(xy) > 0 {
+				s.xy = smooth(xy)
+			} else if e := evalSeries(m.Evals); len(e.xy[metric]) > 0 {
+				s.xy, s.points = e.xy[metric], true
+			} else {
+				return fmt.Errorf("%s: no %q in its steps or evaluations", filepath.Join(runDirs[i], MetricsFile), metric)
+			}
+			ss = append(ss, s)
+		}
+		row = append(row, newPlot(metric, metric, ss))
+	}
+	format := strings.TrimPrefix(filepath.Ext(out), ".")
+	wt, err := render(format, plotW*vg.Length(len(row)), plotH, [][]*plot.Plot{row})
+	if err != nil {
+		return err
+	}
+	return policy.WriteFileAtomic(out, func(w io.Writer) error { _, err := wt.WriteTo(w); return err })
+}
+
 // series is one line of a plot.
 type series struct {
 	name   string
 	xy     plotter.XYs
-	raw    bool // noisy per-step values: thin and light
-	points bool // evaluations: markers at each point
+	raw    bool        // noisy per-step values: thin and light
+	points bool        // evaluations: markers at each point
+	col    color.Color // overrides the colour (nil = by kind)
 }
 
 func newPlot(title, ylabel string, ss []series) *plot.Plot {
@@ -279,6 +328,9 @@ func newPlot(title, ylabel string, ss []series) *plot.Plot {
 			}
 		default:
 			l.Color, l.Width = trainColor, vg.Points(1.5)
+		}
+		if s.col != nil {
+			l.Color = s.col
 		}
 		p.Add(l)
 		if s.points {

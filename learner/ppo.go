@@ -402,7 +402,7 @@ func (j *ppoJob) Train(it int, rs []Rollout, version int64) (StepMetrics, error)
 		allAdv[i], allV[i], allR[i] = s.adv, s.oldV, s.ret
 	}
 	ev := explainedVariance(allV, allR)
-	if pc.WhitenAdvantages == nil || *pc.WhitenAdvantages {
+	if pc.WhitenAdvantages {
 		whiten(allAdv)
 	}
 	// Epochs over minibatches.

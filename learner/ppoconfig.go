@@ -52,7 +52,7 @@ type PPOConfig struct {
 	KLHorizon int     `yaml:"kl_horizon"`
 
 	// WhitenAdvantages (masked, over the batch), default true.
-	WhitenAdvantages *bool `yaml:"whiten_advantages"`
+	WhitenAdvantages bool `yaml:"whiten_advantages"`
 	// NormalizeReward scales scores by a running std, default false; ClipReward
 	// clips scores to ±ClipReward, default 0 (off).
 	NormalizeReward bool    `yaml:"normalize_reward"`
@@ -128,11 +128,10 @@ var RuleTypes = []string{"exact_match", "length", "format"}
 
 // DefaultPPOConfig returns the defaults documented on PPOConfig.
 func DefaultPPOConfig() PPOConfig {
-	t := true
 	return PPOConfig{Algorithm: "ppo", Iterations: 50, PromptsPerIter: 64, SamplesPerPrompt: 1,
 		MaxNewTokens: 16, Temperature: 1, TopP: 1, Epochs: 4, Minibatches: 4, Clip: 0.2, ValueClip: 0.2,
 		Gamma: 1, Lambda: 0.95, VFCoef: 0.1, KLCoef: 0.05, KLEstimator: "k1", KLHorizon: 10000,
-		WhitenAdvantages: &t, LR: 1e-5, GradClip: 1, Beta1: 0.9, Beta2: 0.95, PtxBatch: 8, PtxSeqLen: 64,
+		WhitenAdvantages: true, PtxData: []string{}, LR: 1e-5, GradClip: 1, Beta1: 0.9, Beta2: 0.95, PtxBatch: 8, PtxSeqLen: 64,
 		EvalPrompts: 500}
 }
 
@@ -141,7 +140,7 @@ func DefaultCriticConfig() CriticConfig { return CriticConfig{Init: "policy", LR
 
 // DefaultRewardConfig returns the defaults documented on RewardConfig.
 func DefaultRewardConfig() RewardConfig {
-	return RewardConfig{Replicas: 1, ModelWeight: 1, MissingEOSPenalty: -1}
+	return RewardConfig{Replicas: 1, ModelWeight: 1, Rules: []RuleConfig{}, MissingEOSPenalty: -1}
 }
 
 func oneOf(v string, allowed ...string) bool {

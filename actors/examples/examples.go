@@ -8,10 +8,10 @@ package examples
 
 import "embed"
 
-// FS holds pretrain.yaml, sft.yaml and rm.yaml.
+// FS holds pretrain.yaml, sft.yaml, rm.yaml and ppo.yaml.
 //
 //go:embed *.yaml
 var FS embed.FS
 
 // Stages lists the examples in pipeline order; each is FS's STAGE.yaml.
-var Stages = []string{"pretrain", "sft", "rm"}
+var Stages = []string{"pretrain", "sft", "rm", "ppo"}

@@ -402,6 +402,844 @@ func (x *EvalDone) GetSeconds() float64 {
 	return 0
 }
 
+// RLPrompt is one prompt of an iteration (learner.RLPrompt).
+type RLPrompt struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            int64                  `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`                // unique in the run
+	Text          string                 `protobuf:"bytes,2,opt,name=text,proto3" json:"text,omitempty"`             // the prompt after the data template, e.g. "28+52="
+	Tokens        []int32                `protobuf:"varint,3,rep,packed,name=tokens,proto3" json:"tokens,omitempty"` // text encoded (ordinary tokens)
+	Answer        string                 `protobuf:"bytes,4,opt,name=answer,proto3" json:"answer,omitempty"`         // the task's true answer ("" = none)
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RLPrompt) Reset() {
+	*x = RLPrompt{}
+	mi := &file_troupe_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RLPrompt) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RLPrompt) ProtoMessage() {}
+
+func (x *RLPrompt) ProtoReflect() protoreflect.Message {
+	mi := &file_troupe_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RLPrompt.ProtoReflect.Descriptor instead.
+func (*RLPrompt) Descriptor() ([]byte, []int) {
+	return file_troupe_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *RLPrompt) GetId() int64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *RLPrompt) GetText() string {
+	if x != nil {
+		return x.Text
+	}
+	return ""
+}
+
+func (x *RLPrompt) GetTokens() []int32 {
+	if x != nil {
+		return x.Tokens
+	}
+	return nil
+}
+
+func (x *RLPrompt) GetAnswer() string {
+	if x != nil {
+		return x.Answer
+	}
+	return ""
+}
+
+// RolloutRequest asks a generator to sample completions for a chunk of an
+// iteration's prompts with weights version min_version or newer: a
+// generator holding an older version waits until it has fetched one.
+type RolloutRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Iteration     int64                  `protobuf:"varint,1,opt,name=iteration,proto3" json:"iteration,omitempty"`
+	RequestId     int64                  `protobuf:"varint,2,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	Prompts       []*RLPrompt            `protobuf:"bytes,3,rep,name=prompts,proto3" json:"prompts,omitempty"`
+	Seed          uint64                 `protobuf:"varint,4,opt,name=seed,proto3" json:"seed,omitempty"`                               // sampling seed of this chunk (derived from the iteration's seed and first_index)
+	MinVersion    int64                  `protobuf:"varint,5,opt,name=min_version,json=minVersion,proto3" json:"min_version,omitempty"` // oldest weights version the rollouts may be sampled with
+	FirstIndex    int64                  `protobuf:"varint,6,opt,name=first_index,json=firstIndex,proto3" json:"first_index,omitempty"` // index of prompts[0] among the iteration's prompts
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RolloutRequest) Reset() {
+	*x = RolloutRequest{}
+	mi := &file_troupe_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RolloutRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RolloutRequest) ProtoMessage() {}
+
+func (x *RolloutRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_troupe_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RolloutRequest.ProtoReflect.Descriptor instead.
+func (*RolloutRequest) Descriptor() ([]byte, []int) {
+	return file_troupe_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *RolloutRequest) GetIteration() int64 {
+	if x != nil {
+		return x.Iteration
+	}
+	return 0
+}
+
+func (x *RolloutRequest) GetRequestId() int64 {
+	if x != nil {
+		return x.RequestId
+	}
+	return 0
+}
+
+func (x *RolloutRequest) GetPrompts() []*RLPrompt {
+	if x != nil {
+		return x.Prompts
+	}
+	return nil
+}
+
+func (x *RolloutRequest) GetSeed() uint64 {
+	if x != nil {
+		return x.Seed
+	}
+	return 0
+}
+
+func (x *RolloutRequest) GetMinVersion() int64 {
+	if x != nil {
+		return x.MinVersion
+	}
+	return 0
+}
+
+func (x *RolloutRequest) GetFirstIndex() int64 {
+	if x != nil {
+		return x.FirstIndex
+	}
+	return 0
+}
+
+// Rollout is one sampled completion (learner.Rollout without the fields the
+// reference and reward roles add; those travel in RefResult / ScoreResult).
+type Rollout struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	PromptId      int64                  `protobuf:"varint,1,opt,name=prompt_id,json=promptId,proto3" json:"prompt_id,omitempty"`
+	PromptText    string                 `protobuf:"bytes,2,opt,name=prompt_text,json=promptText,proto3" json:"prompt_text,omitempty"`
+	Answer        string                 `protobuf:"bytes,3,opt,name=answer,proto3" json:"answer,omitempty"`
+	Prompt        []int32                `protobuf:"varint,4,rep,packed,name=prompt,proto3" json:"prompt,omitempty"`      // prompt tokens
+	Response      []int32                `protobuf:"varint,5,rep,packed,name=response,proto3" json:"response,omitempty"`  // sampled tokens, the stop token included when stopped
+	Logprobs      []float32              `protobuf:"fixed32,6,rep,packed,name=logprobs,proto3" json:"logprobs,omitempty"` // (len response) behaviour log-probs, as sampled
+	Stopped       bool                   `protobuf:"varint,7,opt,name=stopped,proto3" json:"stopped,omitempty"`           // ended by end-of-text (false = truncated)
+	Version       int64                  `protobuf:"varint,8,opt,name=version,proto3" json:"version,omitempty"`           // weights version that sampled it
+	Generator     string                 `protobuf:"bytes,9,opt,name=generator,proto3" json:"generator,omitempty"`        // e.g. "generator-1"
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Rollout) Reset() {
+	*x = Rollout{}
+	mi := &file_troupe_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Rollout) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Rollout) ProtoMessage() {}
+
+func (x *Rollout) ProtoReflect() protoreflect.Message {
+	mi := &file_troupe_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Rollout.ProtoReflect.Descriptor instead.
+func (*Rollout) Descriptor() ([]byte, []int) {
+	return file_troupe_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *Rollout) GetPromptId() int64 {
+	if x != nil {
+		return x.PromptId
+	}
+	return 0
+}
+
+func (x *Rollout) GetPromptText() string {
+	if x != nil {
+		return x.PromptText
+	}
+	return ""
+}
+
+func (x *Rollout) GetAnswer() string {
+	if x != nil {
+		return x.Answer
+	}
+	return ""
+}
+
+func (x *Rollout) GetPrompt() []int32 {
+	if x != nil {
+		return x.Prompt
+	}
+	return nil
+}
+
+func (x *Rollout) GetResponse() []int32 {
+	if x != nil {
+		return x.Response
+	}
+	return nil
+}
+
+func (x *Rollout) GetLogprobs() []float32 {
+	if x != nil {
+		return x.Logprobs
+	}
+	return nil
+}
+
+func (x *Rollout) GetStopped() bool {
+	if x != nil {
+		return x.Stopped
+	}
+	return false
+}
+
+func (x *Rollout) GetVersion() int64 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+func (x *Rollout) GetGenerator() string {
+	if x != nil {
+		return x.Generator
+	}
+	return ""
+}
+
+// RolloutBatch answers a RolloutRequest: samples_per_prompt rollouts per
+// prompt, in prompt order.
+type RolloutBatch struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Iteration     int64                  `protobuf:"varint,1,opt,name=iteration,proto3" json:"iteration,omitempty"`
+	RequestId     int64                  `protobuf:"varint,2,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	Rollouts      []*Rollout             `protobuf:"bytes,3,rep,name=rollouts,proto3" json:"rollouts,omitempty"`
+	Generator     string                 `protobuf:"bytes,4,opt,name=generator,proto3" json:"generator,omitempty"`                          // the member that sampled them
+	Version       int64                  `protobuf:"varint,5,opt,name=version,proto3" json:"version,omitempty"`                             // weights version they were sampled with
+	Seconds       float64                `protobuf:"fixed64,6,opt,name=seconds,proto3" json:"seconds,omitempty"`                            // sampling wall time
+	WaitSeconds   float64                `protobuf:"fixed64,7,opt,name=wait_seconds,json=waitSeconds,proto3" json:"wait_seconds,omitempty"` // receipt to sampling start: waiting for min_version (or behind a re-sent request)
+	Retries       int64                  `protobuf:"varint,8,opt,name=retries,proto3" json:"retries,omitempty"`                             // times the request was restarted after the generator crashed
+	Error         string                 `protobuf:"bytes,9,opt,name=error,proto3" json:"error,omitempty"`                                  // non-empty when sampling failed (not retried)
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RolloutBatch) Reset() {
+	*x = RolloutBatch{}
+	mi := &file_troupe_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RolloutBatch) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RolloutBatch) ProtoMessage() {}
+
+func (x *RolloutBatch) ProtoReflect() protoreflect.Message {
+	mi := &file_troupe_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RolloutBatch.ProtoReflect.Descriptor instead.
+func (*RolloutBatch) Descriptor() ([]byte, []int) {
+	return file_troupe_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *RolloutBatch) GetIteration() int64 {
+	if x != nil {
+		return x.Iteration
+	}
+	return 0
+}
+
+func (x *RolloutBatch) GetRequestId() int64 {
+	if x != nil {
+		return x.RequestId
+	}
+	return 0
+}
+
+func (x *RolloutBatch) GetRollouts() []*Rollout {
+	if x != nil {
+		return x.Rollouts
+	}
+	return nil
+}
+
+func (x *RolloutBatch) GetGenerator() string {
+	if x != nil {
+		return x.Generator
+	}
+	return ""
+}
+
+func (x *RolloutBatch) GetVersion() int64 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+func (x *RolloutBatch) GetSeconds() float64 {
+	if x != nil {
+		return x.Seconds
+	}
+	return 0
+}
+
+func (x *RolloutBatch) GetWaitSeconds() float64 {
+	if x != nil {
+		return x.WaitSeconds
+	}
+	return 0
+}
+
+func (x *RolloutBatch) GetRetries() int64 {
+	if x != nil {
+		return x.Retries
+	}
+	return 0
+}
+
+func (x *RolloutBatch) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+// RefRequest asks a reference actor for the log-probs of each rollout's
+// response under the frozen initial policy. Only prompt and response of each
+// rollout are set.
+type RefRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Iteration     int64                  `protobuf:"varint,1,opt,name=iteration,proto3" json:"iteration,omitempty"`
+	RequestId     int64                  `protobuf:"varint,2,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	Rollouts      []*Rollout             `protobuf:"bytes,3,rep,name=rollouts,proto3" json:"rollouts,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RefRequest) Reset() {
+	*x = RefRequest{}
+	mi := &file_troupe_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RefRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RefRequest) ProtoMessage() {}
+
+func (x *RefRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_troupe_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RefRequest.ProtoReflect.Descriptor instead.
+func (*RefRequest) Descriptor() ([]byte, []int) {
+	return file_troupe_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *RefRequest) GetIteration() int64 {
+	if x != nil {
+		return x.Iteration
+	}
+	return 0
+}
+
+func (x *RefRequest) GetRequestId() int64 {
+	if x != nil {
+		return x.RequestId
+	}
+	return 0
+}
+
+func (x *RefRequest) GetRollouts() []*Rollout {
+	if x != nil {
+		return x.Rollouts
+	}
+	return nil
+}
+
+// LogProbs is one response's per-token log-probs.
+type LogProbs struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Values        []float32              `protobuf:"fixed32,1,rep,packed,name=values,proto3" json:"values,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LogProbs) Reset() {
+	*x = LogProbs{}
+	mi := &file_troupe_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LogProbs) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LogProbs) ProtoMessage() {}
+
+func (x *LogProbs) ProtoReflect() protoreflect.Message {
+	mi := &file_troupe_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LogProbs.ProtoReflect.Descriptor instead.
+func (*LogProbs) Descriptor() ([]byte, []int) {
+	return file_troupe_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *LogProbs) GetValues() []float32 {
+	if x != nil {
+		return x.Values
+	}
+	return nil
+}
+
+// RefResult answers a RefRequest: one LogProbs per rollout, in order.
+type RefResult struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Iteration     int64                  `protobuf:"varint,1,opt,name=iteration,proto3" json:"iteration,omitempty"`
+	RequestId     int64                  `protobuf:"varint,2,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	Logprobs      []*LogProbs            `protobuf:"bytes,3,rep,name=logprobs,proto3" json:"logprobs,omitempty"`
+	Member        string                 `protobuf:"bytes,4,opt,name=member,proto3" json:"member,omitempty"` // e.g. "reference-0"
+	Seconds       float64                `protobuf:"fixed64,5,opt,name=seconds,proto3" json:"seconds,omitempty"`
+	Retries       int64                  `protobuf:"varint,6,opt,name=retries,proto3" json:"retries,omitempty"` // times the request was restarted after the member crashed
+	Error         string                 `protobuf:"bytes,7,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RefResult) Reset() {
+	*x = RefResult{}
+	mi := &file_troupe_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RefResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RefResult) ProtoMessage() {}
+
+func (x *RefResult) ProtoReflect() protoreflect.Message {
+	mi := &file_troupe_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RefResult.ProtoReflect.Descriptor instead.
+func (*RefResult) Descriptor() ([]byte, []int) {
+	return file_troupe_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *RefResult) GetIteration() int64 {
+	if x != nil {
+		return x.Iteration
+	}
+	return 0
+}
+
+func (x *RefResult) GetRequestId() int64 {
+	if x != nil {
+		return x.RequestId
+	}
+	return 0
+}
+
+func (x *RefResult) GetLogprobs() []*LogProbs {
+	if x != nil {
+		return x.Logprobs
+	}
+	return nil
+}
+
+func (x *RefResult) GetMember() string {
+	if x != nil {
+		return x.Member
+	}
+	return ""
+}
+
+func (x *RefResult) GetSeconds() float64 {
+	if x != nil {
+		return x.Seconds
+	}
+	return 0
+}
+
+func (x *RefResult) GetRetries() int64 {
+	if x != nil {
+		return x.Retries
+	}
+	return 0
+}
+
+func (x *RefResult) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+// ScoreRequest asks a reward actor to score each rollout (logprobs unset).
+type ScoreRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Iteration     int64                  `protobuf:"varint,1,opt,name=iteration,proto3" json:"iteration,omitempty"`
+	RequestId     int64                  `protobuf:"varint,2,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	Rollouts      []*Rollout             `protobuf:"bytes,3,rep,name=rollouts,proto3" json:"rollouts,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ScoreRequest) Reset() {
+	*x = ScoreRequest{}
+	mi := &file_troupe_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ScoreRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ScoreRequest) ProtoMessage() {}
+
+func (x *ScoreRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_troupe_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ScoreRequest.ProtoReflect.Descriptor instead.
+func (*ScoreRequest) Descriptor() ([]byte, []int) {
+	return file_troupe_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *ScoreRequest) GetIteration() int64 {
+	if x != nil {
+		return x.Iteration
+	}
+	return 0
+}
+
+func (x *ScoreRequest) GetRequestId() int64 {
+	if x != nil {
+		return x.RequestId
+	}
+	return 0
+}
+
+func (x *ScoreRequest) GetRollouts() []*Rollout {
+	if x != nil {
+		return x.Rollouts
+	}
+	return nil
+}
+
+// RolloutScore is one rollout's sequence reward and its parts.
+type RolloutScore struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Total         float64                `protobuf:"fixed64,1,opt,name=total,proto3" json:"total,omitempty"`
+	Parts         map[string]float64     `protobuf:"bytes,2,rep,name=parts,proto3" json:"parts,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"fixed64,2,opt,name=value"` // e.g. {"rm": 1.3, "exact_match": 1}
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RolloutScore) Reset() {
+	*x = RolloutScore{}
+	mi := &file_troupe_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RolloutScore) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RolloutScore) ProtoMessage() {}
+
+func (x *RolloutScore) ProtoReflect() protoreflect.Message {
+	mi := &file_troupe_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RolloutScore.ProtoReflect.Descriptor instead.
+func (*RolloutScore) Descriptor() ([]byte, []int) {
+	return file_troupe_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *RolloutScore) GetTotal() float64 {
+	if x != nil {
+		return x.Total
+	}
+	return 0
+}
+
+func (x *RolloutScore) GetParts() map[string]float64 {
+	if x != nil {
+		return x.Parts
+	}
+	return nil
+}
+
+// ScoreResult answers a ScoreRequest: one score per rollout, in order.
+type ScoreResult struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Iteration     int64                  `protobuf:"varint,1,opt,name=iteration,proto3" json:"iteration,omitempty"`
+	RequestId     int64                  `protobuf:"varint,2,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	Scores        []*RolloutScore        `protobuf:"bytes,3,rep,name=scores,proto3" json:"scores,omitempty"`
+	Member        string                 `protobuf:"bytes,4,opt,name=member,proto3" json:"member,omitempty"` // e.g. "reward-0"
+	Seconds       float64                `protobuf:"fixed64,5,opt,name=seconds,proto3" json:"seconds,omitempty"`
+	Retries       int64                  `protobuf:"varint,6,opt,name=retries,proto3" json:"retries,omitempty"`
+	Error         string                 `protobuf:"bytes,7,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ScoreResult) Reset() {
+	*x = ScoreResult{}
+	mi := &file_troupe_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ScoreResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ScoreResult) ProtoMessage() {}
+
+func (x *ScoreResult) ProtoReflect() protoreflect.Message {
+	mi := &file_troupe_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ScoreResult.ProtoReflect.Descriptor instead.
+func (*ScoreResult) Descriptor() ([]byte, []int) {
+	return file_troupe_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *ScoreResult) GetIteration() int64 {
+	if x != nil {
+		return x.Iteration
+	}
+	return 0
+}
+
+func (x *ScoreResult) GetRequestId() int64 {
+	if x != nil {
+		return x.RequestId
+	}
+	return 0
+}
+
+func (x *ScoreResult) GetScores() []*RolloutScore {
+	if x != nil {
+		return x.Scores
+	}
+	return nil
+}
+
+func (x *ScoreResult) GetMember() string {
+	if x != nil {
+		return x.Member
+	}
+	return ""
+}
+
+func (x *ScoreResult) GetSeconds() float64 {
+	if x != nil {
+		return x.Seconds
+	}
+	return 0
+}
+
+func (x *ScoreResult) GetRetries() int64 {
+	if x != nil {
+		return x.Retries
+	}
+	return 0
+}
+
+func (x *ScoreResult) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+// MemberLost tells the RL learner that a pool member was stopped for good
+// (its supervisor gave up on it): its requests go to the others.
+type MemberLost struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Role          string                 `protobuf:"bytes,1,opt,name=role,proto3" json:"role,omitempty"` // "generator", "reference" or "reward"
+	Name          string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"` // e.g. "generator-1"
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MemberLost) Reset() {
+	*x = MemberLost{}
+	mi := &file_troupe_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MemberLost) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MemberLost) ProtoMessage() {}
+
+func (x *MemberLost) ProtoReflect() protoreflect.Message {
+	mi := &file_troupe_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MemberLost.ProtoReflect.Descriptor instead.
+func (*MemberLost) Descriptor() ([]byte, []int) {
+	return file_troupe_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *MemberLost) GetRole() string {
+	if x != nil {
+		return x.Role
+	}
+	return ""
+}
+
+func (x *MemberLost) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
 var File_troupe_proto protoreflect.FileDescriptor
 
 const file_troupe_proto_rawDesc = "" +
@@ -439,7 +1277,86 @@ const file_troupe_proto_rawDesc = "" +
 	"\aseconds\x18\b \x01(\x01R\aseconds\x1a:\n" +
 	"\fMetricsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\x01R\x05value:\x028\x01B-Z+github.com/troupe-rl/troupe/actors/messagesb\x06proto3"
+	"\x05value\x18\x02 \x01(\x01R\x05value:\x028\x01\"^\n" +
+	"\bRLPrompt\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\x03R\x02id\x12\x12\n" +
+	"\x04text\x18\x02 \x01(\tR\x04text\x12\x16\n" +
+	"\x06tokens\x18\x03 \x03(\x05R\x06tokens\x12\x16\n" +
+	"\x06answer\x18\x04 \x01(\tR\x06answer\"\xd2\x01\n" +
+	"\x0eRolloutRequest\x12\x1c\n" +
+	"\titeration\x18\x01 \x01(\x03R\titeration\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x02 \x01(\x03R\trequestId\x12-\n" +
+	"\aprompts\x18\x03 \x03(\v2\x13.troupe.v1.RLPromptR\aprompts\x12\x12\n" +
+	"\x04seed\x18\x04 \x01(\x04R\x04seed\x12\x1f\n" +
+	"\vmin_version\x18\x05 \x01(\x03R\n" +
+	"minVersion\x12\x1f\n" +
+	"\vfirst_index\x18\x06 \x01(\x03R\n" +
+	"firstIndex\"\x81\x02\n" +
+	"\aRollout\x12\x1b\n" +
+	"\tprompt_id\x18\x01 \x01(\x03R\bpromptId\x12\x1f\n" +
+	"\vprompt_text\x18\x02 \x01(\tR\n" +
+	"promptText\x12\x16\n" +
+	"\x06answer\x18\x03 \x01(\tR\x06answer\x12\x16\n" +
+	"\x06prompt\x18\x04 \x03(\x05R\x06prompt\x12\x1a\n" +
+	"\bresponse\x18\x05 \x03(\x05R\bresponse\x12\x1a\n" +
+	"\blogprobs\x18\x06 \x03(\x02R\blogprobs\x12\x18\n" +
+	"\astopped\x18\a \x01(\bR\astopped\x12\x18\n" +
+	"\aversion\x18\b \x01(\x03R\aversion\x12\x1c\n" +
+	"\tgenerator\x18\t \x01(\tR\tgenerator\"\xa0\x02\n" +
+	"\fRolloutBatch\x12\x1c\n" +
+	"\titeration\x18\x01 \x01(\x03R\titeration\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x02 \x01(\x03R\trequestId\x12.\n" +
+	"\brollouts\x18\x03 \x03(\v2\x12.troupe.v1.RolloutR\brollouts\x12\x1c\n" +
+	"\tgenerator\x18\x04 \x01(\tR\tgenerator\x12\x18\n" +
+	"\aversion\x18\x05 \x01(\x03R\aversion\x12\x18\n" +
+	"\aseconds\x18\x06 \x01(\x01R\aseconds\x12!\n" +
+	"\fwait_seconds\x18\a \x01(\x01R\vwaitSeconds\x12\x18\n" +
+	"\aretries\x18\b \x01(\x03R\aretries\x12\x14\n" +
+	"\x05error\x18\t \x01(\tR\x05error\"y\n" +
+	"\n" +
+	"RefRequest\x12\x1c\n" +
+	"\titeration\x18\x01 \x01(\x03R\titeration\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x02 \x01(\x03R\trequestId\x12.\n" +
+	"\brollouts\x18\x03 \x03(\v2\x12.troupe.v1.RolloutR\brollouts\"\"\n" +
+	"\bLogProbs\x12\x16\n" +
+	"\x06values\x18\x01 \x03(\x02R\x06values\"\xdb\x01\n" +
+	"\tRefResult\x12\x1c\n" +
+	"\titeration\x18\x01 \x01(\x03R\titeration\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x02 \x01(\x03R\trequestId\x12/\n" +
+	"\blogprobs\x18\x03 \x03(\v2\x13.troupe.v1.LogProbsR\blogprobs\x12\x16\n" +
+	"\x06member\x18\x04 \x01(\tR\x06member\x12\x18\n" +
+	"\aseconds\x18\x05 \x01(\x01R\aseconds\x12\x18\n" +
+	"\aretries\x18\x06 \x01(\x03R\aretries\x12\x14\n" +
+	"\x05error\x18\a \x01(\tR\x05error\"{\n" +
+	"\fScoreRequest\x12\x1c\n" +
+	"\titeration\x18\x01 \x01(\x03R\titeration\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x02 \x01(\x03R\trequestId\x12.\n" +
+	"\brollouts\x18\x03 \x03(\v2\x12.troupe.v1.RolloutR\brollouts\"\x98\x01\n" +
+	"\fRolloutScore\x12\x14\n" +
+	"\x05total\x18\x01 \x01(\x01R\x05total\x128\n" +
+	"\x05parts\x18\x02 \x03(\v2\".troupe.v1.RolloutScore.PartsEntryR\x05parts\x1a8\n" +
+	"\n" +
+	"PartsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\x01R\x05value:\x028\x01\"\xdd\x01\n" +
+	"\vScoreResult\x12\x1c\n" +
+	"\titeration\x18\x01 \x01(\x03R\titeration\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x02 \x01(\x03R\trequestId\x12/\n" +
+	"\x06scores\x18\x03 \x03(\v2\x17.troupe.v1.RolloutScoreR\x06scores\x12\x16\n" +
+	"\x06member\x18\x04 \x01(\tR\x06member\x12\x18\n" +
+	"\aseconds\x18\x05 \x01(\x01R\aseconds\x12\x18\n" +
+	"\aretries\x18\x06 \x01(\x03R\aretries\x12\x14\n" +
+	"\x05error\x18\a \x01(\tR\x05error\"4\n" +
+	"\n" +
+	"MemberLost\x12\x12\n" +
+	"\x04role\x18\x01 \x01(\tR\x04role\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04nameB-Z+github.com/troupe-rl/troupe/actors/messagesb\x06proto3"
 
 var (
 	file_troupe_proto_rawDescOnce sync.Once
@@ -453,23 +1370,42 @@ func file_troupe_proto_rawDescGZIP() []byte {
 	return file_troupe_proto_rawDescData
 }
 
-var file_troupe_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
+var file_troupe_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
 var file_troupe_proto_goTypes = []any{
 	(*WeightsAnnounce)(nil), // 0: troupe.v1.WeightsAnnounce
 	(*Stop)(nil),            // 1: troupe.v1.Stop
 	(*LearnerDone)(nil),     // 2: troupe.v1.LearnerDone
 	(*Sample)(nil),          // 3: troupe.v1.Sample
 	(*EvalDone)(nil),        // 4: troupe.v1.EvalDone
-	nil,                     // 5: troupe.v1.EvalDone.MetricsEntry
+	(*RLPrompt)(nil),        // 5: troupe.v1.RLPrompt
+	(*RolloutRequest)(nil),  // 6: troupe.v1.RolloutRequest
+	(*Rollout)(nil),         // 7: troupe.v1.Rollout
+	(*RolloutBatch)(nil),    // 8: troupe.v1.RolloutBatch
+	(*RefRequest)(nil),      // 9: troupe.v1.RefRequest
+	(*LogProbs)(nil),        // 10: troupe.v1.LogProbs
+	(*RefResult)(nil),       // 11: troupe.v1.RefResult
+	(*ScoreRequest)(nil),    // 12: troupe.v1.ScoreRequest
+	(*RolloutScore)(nil),    // 13: troupe.v1.RolloutScore
+	(*ScoreResult)(nil),     // 14: troupe.v1.ScoreResult
+	(*MemberLost)(nil),      // 15: troupe.v1.MemberLost
+	nil,                     // 16: troupe.v1.EvalDone.MetricsEntry
+	nil,                     // 17: troupe.v1.RolloutScore.PartsEntry
 }
 var file_troupe_proto_depIdxs = []int32{
-	5, // 0: troupe.v1.EvalDone.metrics:type_name -> troupe.v1.EvalDone.MetricsEntry
-	3, // 1: troupe.v1.EvalDone.samples:type_name -> troupe.v1.Sample
-	2, // [2:2] is the sub-list for method output_type
-	2, // [2:2] is the sub-list for method input_type
-	2, // [2:2] is the sub-list for extension type_name
-	2, // [2:2] is the sub-list for extension extendee
-	0, // [0:2] is the sub-list for field type_name
+	16, // 0: troupe.v1.EvalDone.metrics:type_name -> troupe.v1.EvalDone.MetricsEntry
+	3,  // 1: troupe.v1.EvalDone.samples:type_name -> troupe.v1.Sample
+	5,  // 2: troupe.v1.RolloutRequest.prompts:type_name -> troupe.v1.RLPrompt
+	7,  // 3: troupe.v1.RolloutBatch.rollouts:type_name -> troupe.v1.Rollout
+	7,  // 4: troupe.v1.RefRequest.rollouts:type_name -> troupe.v1.Rollout
+	10, // 5: troupe.v1.RefResult.logprobs:type_name -> troupe.v1.LogProbs
+	7,  // 6: troupe.v1.ScoreRequest.rollouts:type_name -> troupe.v1.Rollout
+	17, // 7: troupe.v1.RolloutScore.parts:type_name -> troupe.v1.RolloutScore.PartsEntry
+	13, // 8: troupe.v1.ScoreResult.scores:type_name -> troupe.v1.RolloutScore
+	9,  // [9:9] is the sub-list for method output_type
+	9,  // [9:9] is the sub-list for method input_type
+	9,  // [9:9] is the sub-list for extension type_name
+	9,  // [9:9] is the sub-list for extension extendee
+	0,  // [0:9] is the sub-list for field type_name
 }
 
 func init() { file_troupe_proto_init() }
@@ -483,7 +1419,7 @@ func file_troupe_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_troupe_proto_rawDesc), len(file_troupe_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   6,
+			NumMessages:   18,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

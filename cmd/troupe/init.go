@@ -15,8 +15,8 @@ import (
 func init() {
 	register(&command{
 		name:    "init",
-		usage:   "init [--stage pretrain|sft|rm|all] [--out DIR|-] [--force]",
-		summary: "write commented example run configs (pretrain on data/kjv.txt, sft and rm on `troupe data` files)",
+		usage:   "init [--stage pretrain|sft|rm|ppo|all] [--out DIR|-] [--force]",
+		summary: "write commented example run configs (pretrain on data/kjv.txt; sft, rm and ppo on `troupe data` files)",
 		run:     runInit,
 	})
 }
@@ -29,7 +29,7 @@ func init() {
 func runInit(args []string) error {
 	c := commands["init"]
 	fs := newFlags(c)
-	stage := fs.String("stage", "all", "which example: pretrain, sft, rm or all")
+	stage := fs.String("stage", "all", "which example: pretrain, sft, rm, ppo or all")
 	out := fs.String("out", "configs", "directory to write STAGE.yaml into, or - for stdout (one stage)")
 	force := fs.Bool("force", false, "overwrite existing files")
 	if err := parseFlags(fs, args); err != nil {

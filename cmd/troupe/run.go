@@ -129,14 +129,14 @@ func runStage(target string, o runOptions) error {
 
 	mc := cfg.Model
 	if mc.Init != "" {
-		if mc.Init, err = initCheckpoint(mc.Init); err != nil {
+		if mc.Init, err = initCheckpoint("model.init", mc.Init); err != nil {
 			return err
 		}
 		log.Info().Str("init", mc.Init).Msg("model starts from a checkpoint")
 	}
 	dev := kernels.NewCPU(cfg.Threads)
 	start := time.Now()
-	job, err := jobConstructors[cfg.Stage](mc, cfg.Data, cfg.Train, cfg.Seed, dev)
+	job, err := buildJob(cfg, mc, dev)
 	if err != nil {
 		return fmt.Errorf("building the %s job: %w", cfg.Stage, err)
 	}
@@ -146,8 +146,8 @@ func runStage(target string, o runOptions) error {
 		if err := job.Restore(ckptDir); err != nil {
 			return fmt.Errorf("resuming from %s: %w", ckptDir, err)
 		}
-		if job.StepsDone() != resumeStep {
-			return fmt.Errorf("resuming from %s: the checkpoint says step %d, its directory name step %d", ckptDir, job.StepsDone(), resumeStep)
+		if job.done() != resumeStep {
+			return fmt.Errorf("resuming from %s: the checkpoint says step %d, its directory name step %d", ckptDir, job.done(), resumeStep)
 		}
 		log.Info().Int("step", resumeStep).Str("checkpoint", ckptDir).Msg("resumed")
 	}
@@ -165,7 +165,7 @@ func runStage(target string, o runOptions) error {
 	// Progress: a live line on a terminal, which log lines then step around;
 	// periodic log lines otherwise.
 	logger := log
-	popt := actors.ProgressOptions{Logger: log, Stage: cfg.Stage, Total: job.TotalSteps(), Start: job.StepsDone()}
+	popt := actors.ProgressOptions{Logger: log, Stage: cfg.Stage, Total: job.total(), Start: job.done()}
 	if term.IsTerminal(int(os.Stderr.Fd())) {
 		popt.Terminal = os.Stderr
 	}
@@ -224,14 +224,28 @@ func runStage(target string, o runOptions) error {
 		}
 		sink.OnEval("initial", 0, 0, r)
 	}
-	runErr := actors.Run(ctx, actors.Options{
-		Job: job, Model: model,
-		NATSURL: cfg.NATS.URL, NATSDir: filepath.Join(cfg.RunDir, actors.NATSDir),
-		PublishEvery: cfg.Publish.Every, CheckpointEvery: cfg.Checkpoint.Every,
-		Evaluators: cfg.Evaluator.Replicas, EvalEvery: cfg.Evaluator.Every,
-		EvalOptions: evalOpts,
-		Sink:        sink, Logger: logger, StopTimeout: 2 * time.Minute,
-	})
+	var runErr error
+	switch j := job.(type) {
+	case rlStage:
+		runErr = actors.RunRL(ctx, actors.RLOptions{
+			Job: j.RLJob, Model: model,
+			NATSURL: cfg.NATS.URL, NATSDir: filepath.Join(cfg.RunDir, actors.NATSDir),
+			Generators: cfg.Generator.Replicas, References: cfg.Reference.Replicas, Rewards: cfg.Reward.Replicas,
+			Threads: cfg.Generator.Threads, CheckpointEvery: cfg.Checkpoint.Every,
+			Evaluators: cfg.Evaluator.Replicas, EvalEvery: cfg.Evaluator.Every, EvalOptions: evalOpts,
+			MaxStaleness: cfg.PPO.MaxStaleness,
+			Sink:         sink, Logger: logger, StopTimeout: 2 * time.Minute,
+		})
+	case lmStage:
+		runErr = actors.Run(ctx, actors.Options{
+			Job: j.Job, Model: model,
+			NATSURL: cfg.NATS.URL, NATSDir: filepath.Join(cfg.RunDir, actors.NATSDir),
+			PublishEvery: cfg.Publish.Every, CheckpointEvery: cfg.Checkpoint.Every,
+			Evaluators: cfg.Evaluator.Replicas, EvalEvery: cfg.Evaluator.Every,
+			EvalOptions: evalOpts,
+			Sink:        sink, Logger: logger, StopTimeout: 2 * time.Minute,
+		})
+	}
 	prog.Finish()
 	if err := rd.Close(); err != nil && runErr == nil {
 		runErr = err
@@ -247,6 +261,58 @@ func runStage(target string, o runOptions) error {
 		return runErr
 	}
 	return printFigures(o.stdout, cfg, report)
+}
+
+// stageJob is what runStage needs of a job, whatever the stage.
+type stageJob interface {
+	DataReport() learner.DataReport
+	Restore(dir string) error
+	NewEvaluator(learner.EvalOptions) (learner.Evaluator, error)
+	Weights() []float32
+	done() int  // optimizer steps (pretrain, sft, rm) or iterations (ppo) done
+	total() int // ... configured
+}
+
+type lmStage struct{ learner.Job }
+
+func (j lmStage) done() int  { return j.StepsDone() }
+func (j lmStage) total() int { return j.TotalSteps() }
+
+type rlStage struct{ learner.RLJob }
+
+func (j rlStage) done() int  { return j.IterationsDone() }
+func (j rlStage) total() int { return j.TotalIterations() }
+
+// buildJob builds the stage's job; mc is cfg.Model with init resolved.
+func buildJob(cfg actors.RunConfig, mc learner.ModelConfig, dev kernels.Device) (stageJob, error) {
+	if cfg.Stage != "ppo" {
+		j, err := jobConstructors[cfg.Stage](mc, cfg.Data, cfg.Train, cfg.Seed, dev)
+		if err != nil {
+			return nil, err
+		}
+		return lmStage{j}, nil
+	}
+	rc, cc := cfg.Reward, cfg.Critic
+	var err error
+	if rc.Model != "" {
+		if rc.Model, err = initCheckpoint("reward.model", rc.Model); err != nil {
+			return nil, err
+		}
+		log.Info().Str("reward_model", rc.Model).Msg("reward model")
+	}
+	if cc.Init != "policy" && cc.Init != "reward" {
+		if cc.Init, err = initCheckpoint("critic.init", cc.Init); err != nil {
+			return nil, err
+		}
+		if _, err := os.Stat(filepath.Join(cc.Init, learner.CriticDir)); err == nil {
+			cc.Init = filepath.Join(cc.Init, learner.CriticDir) // a ppo checkpoint: its critic
+		}
+	}
+	j, err := learner.NewPPO(learner.RLConfig{Model: mc, Data: cfg.Data, PPO: cfg.PPO, Critic: cc, Reward: rc, Seed: cfg.Seed}, dev)
+	if err != nil {
+		return nil, err
+	}
+	return rlStage{j}, nil
 }
 
 // loadForRun loads the config that target names: a CONFIG.yaml, or (with
@@ -283,7 +349,7 @@ func checkResumeConfig(cfg actors.RunConfig) error {
 		}
 		key, _, _ := strings.Cut(a.Type().Field(i).Tag.Get("yaml"), ",")
 		switch key {
-		case "stage", "seed", "model", "data", "train":
+		case "stage", "seed", "model", "data", "train", "ppo", "critic", "reward":
 			return fmt.Errorf("resuming %s: %s differs from the run's saved config.yaml; a checkpoint continues only the run that wrote it (run_dir names a new run to start one)", cfg.RunDir, key)
 		}
 		log.Warn().Str("section", key).Msg("resuming with a config that differs from the run's saved config.yaml; the new one is saved")
@@ -293,7 +359,7 @@ func checkResumeConfig(cfg actors.RunConfig) error {
 
 // initCheckpoint returns the checkpoint directory that model.init names: the
 // directory itself, or for a run directory its best checkpoint (else its latest).
-func initCheckpoint(dir string) (string, error) {
+func initCheckpoint(field, dir string) (string, error) {
 	if _, err := os.Stat(filepath.Join(dir, actors.CheckpointsDir)); err != nil {
 		return dir, nil // a checkpoint directory; the job checks it
 	}
@@ -302,7 +368,7 @@ func initCheckpoint(dir string) (string, error) {
 	}
 	ckpt, _, err := actors.LatestCheckpoint(dir)
 	if err != nil {
-		return "", fmt.Errorf("model.init: run directory %s has no checkpoint: %w", dir, err)
+		return "", fmt.Errorf("%s: run directory %s has no checkpoint: %w", field, dir, err)
 	}
 	return ckpt, nil
 }
@@ -359,6 +425,10 @@ func printFigures(w io.Writer, cfg actors.RunConfig, report learner.DataReport) 
 			if v, ok := last.Eval["val_accuracy"]; ok {
 				fmt.Fprintf(w, "  held-out pairwise accuracy %.2f%% (step %d)\n", 100*v, last.Step)
 			}
+		case "ppo":
+			if okFirst {
+				printRLComparison(w, first, last)
+			}
 		}
 		names := make([]string, 0, len(last.Eval))
 		for k := range last.Eval {
@@ -380,4 +450,28 @@ func printFigures(w io.Writer, cfg actors.RunConfig, report learner.DataReport) 
 		filepath.Join(cfg.RunDir, actors.PlotsDir, "overview.png"))
 	fmt.Fprintf(w, "  samples            %s\n", filepath.Join(cfg.RunDir, actors.SamplesFile))
 	return nil
+}
+
+// printRLComparison prints the starting policy (the first evaluation, of the
+// initial weights) and the trained one side by side on the held-out prompts.
+func printRLComparison(w io.Writer, first, last actors.EvalRecord) {
+	rows := []struct{ key, label string }{
+		{"val_exact_match", "exact-match accuracy (greedy)"},
+		{"val_score", "reward score (greedy)"},
+		{"val_score_rm", "reward-model score (greedy)"},
+		{"val_kl", "KL to the reference (nats/sample)"},
+		{"val_entropy", "entropy (nats/token)"},
+		{"val_distinct1", "distinct-1 of samples"},
+		{"val_distinct2", "distinct-2 of samples"},
+		{"val_response_len", "response length (tokens)"},
+	}
+	fmt.Fprintf(w, "  held-out prompts       %-34s %10s %10s %10s\n", "", "start", "trained", "change")
+	for _, r := range rows {
+		a, okA := first.Eval[r.key]
+		b, okB := last.Eval[r.key]
+		if !okA || !okB {
+			continue
+		}
+		fmt.Fprintf(w, "    %-53s %10.4f %10.4f %+10.4f\n", r.label, a, b, b-a)
+	}
 }

@@ -1,0 +1,596 @@
+package actors
+
+import (
+	"context"
+	"fmt"
+	"runtime/debug"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+	"github.com/rs/zerolog"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/troupe-rl/troupe/actors/messages"
+	"github.com/troupe-rl/troupe/learner"
+)
+
+// RLOptions is one RL (PPO) topology: an RL learner actor driving Job, pools
+// of generator, reference and reward actors it hands work to, N evaluators
+// that follow the policy weights over NATS, and a Sink that records what
+// happens (the run directory).
+type RLOptions struct {
+	Job   learner.RLJob
+	Model string // weights name on NATS, default "policy"
+
+	NATSURL string // "" = start an embedded nats-server with JetStream
+	NATSDir string // JetStream storage for the embedded server, e.g. RUN_DIR/nats
+
+	Generators int // generator replicas, e.g. 2 (0 = 1)
+	References int // reference replicas, e.g. 1 (0 = 1)
+	Rewards    int // reward replicas, e.g. 1 (0 = 1)
+	Threads    int // CPU threads of each role's model, e.g. 1 (0 = 1)
+
+	// CheckpointEvery: checkpoint every N iterations (and after the last / on
+	// stop), e.g. 10; <= 0 = only at the end.
+	CheckpointEvery int
+
+	Evaluators  int                 // evaluator replicas, e.g. 1 (0 = none)
+	EvalEvery   int                 // evaluate every k-th published version, default 1
+	EvalOptions learner.EvalOptions // what evaluators sample
+
+	// MaxStaleness k > 0 lets iteration j's rollouts be requested while
+	// iterations j-k..j-1 still train, sampled with weights at most k versions
+	// behind the ones j trains on (asynchronous); 0 = synchronous.
+	MaxStaleness int
+	// RolloutTimeout: a request (rollout, reference or reward) with no answer
+	// within it is re-sent to another member of the pool, default 10m.
+	RolloutTimeout time.Duration
+	// ChunkSize: prompts per generator request, default ceil(prompts of an
+	// iteration / Generators).
+	ChunkSize int
+
+	Fault FaultInjection // failures on purpose, for tests and demos (zero = none)
+
+	Sink   Sink
+	Logger zerolog.Logger
+	// StopTimeout bounds the final checkpoint and shutdown after a stop, and
+	// the wait for the evaluators' final evaluations, default 1m.
+	StopTimeout time.Duration
+}
+
+// FaultInjection makes pool members fail on purpose. Requests are counted
+// over the whole pool of a role as its members start them (a retried request
+// counts again); each fault fires once. The zero value injects nothing.
+type FaultInjection struct {
+	// PanicGeneratorAfter n: the n-th rollout request panics half-way through
+	// (after sampling half of its prompts); 0 = never.
+	PanicGeneratorAfter int
+	// StallGeneratorAfter n: the n-th rollout request answers only after
+	// sleeping Stall (a member that is slow or gone); 0 = never.
+	StallGeneratorAfter int
+	Stall               time.Duration
+	// PanicReferenceAfter, PanicRewardAfter n: the n-th reference / reward
+	// request panics before it computes; 0 = never.
+	PanicReferenceAfter int
+	PanicRewardAfter    int
+}
+
+// faults counts requests per role for FaultInjection; shared by every member.
+type faults struct {
+	opt                 FaultInjection
+	gens, refs, rewards atomic.Int64
+}
+
+// hit counts one request on c and says whether it is the after-th (after > 0).
+func hit(c *atomic.Int64, after int) bool { return c.Add(1) == int64(after) && after > 0 }
+
+// withDefaults validates opt and fills its zero values.
+func (opt RLOptions) withDefaults() (RLOptions, error) {
+	switch {
+	case opt.Job == nil:
+		return opt, fmt.Errorf("%w: RLOptions.Job is nil", ErrRun)
+	case opt.Sink == nil:
+		return opt, fmt.Errorf("%w: RLOptions.Sink is nil", ErrRun)
+	case opt.Evaluators < 0:
+		return opt, fmt.Errorf("%w: evaluator replicas must be >= 0, got %d", ErrRun, opt.Evaluators)
+	case opt.Generators < 0 || opt.References < 0 || opt.Rewards < 0:
+		return opt, fmt.Errorf("%w: generator, reference and reward replicas must be >= 1 (0 = 1), got %d, %d, %d",
+			ErrRun, opt.Generators, opt.References, opt.Rewards)
+	case opt.Threads < 0:
+		return opt, fmt.Errorf("%w: threads must be >= 0 (0 = 1), got %d", ErrRun, opt.Threads)
+	case opt.MaxStaleness < 0:
+		return opt, fmt.Errorf("%w: max_staleness must be >= 0 (0 = synchronous), got %d", ErrRun, opt.MaxStaleness)
+	case opt.ChunkSize < 0:
+		return opt, fmt.Errorf("%w: chunk size must be >= 0 (0 = prompts / generators), got %d", ErrRun, opt.ChunkSize)
+	}
+	if opt.Model == "" {
+		opt.Model = "policy"
+	}
+	if err := checkModel(opt.Model); err != nil {
+		return opt, err
+	}
+	opt.Generators, opt.References, opt.Rewards, opt.Threads = max(opt.Generators, 1), max(opt.References, 1), max(opt.Rewards, 1), max(opt.Threads, 1)
+	if opt.EvalEvery <= 0 {
+		opt.EvalEvery = 1
+	}
+	if opt.RolloutTimeout <= 0 {
+		opt.RolloutTimeout = 10 * time.Minute
+	}
+	if opt.StopTimeout <= 0 {
+		opt.StopTimeout = time.Minute
+	}
+	return opt, nil
+}
+
+// RunRL runs an RL topology until the job is done or ctx is cancelled: an
+// embedded nats-server (or opt.NATSURL), an actor system logging to
+// opt.Logger, and under one supervisor (one-for-one, 10 restarts a minute)
+// the generator, reference, reward and evaluator actors and the RL learner.
+//
+// Every iteration, the learner splits the job's prompts into chunks, has the
+// generators sample them with the current policy version (or, with
+// MaxStaleness k, one at most k versions older), the reference and reward
+// actors fill in reference log-probs and scores, trains on the whole batch,
+// and publishes the new weights on NATS, where generators and evaluators pick
+// them up. A member that crashes is restarted and retries its request; one
+// that does not answer within RolloutTimeout has its request re-sent to
+// another. Weights never travel in an actor message.
+//
+// When the job is done, RunRL waits (up to opt.StopTimeout) for every
+// evaluator to evaluate the final weights and returns nil. When ctx is
+// cancelled, the learner finishes the update in progress, writes a
+// checkpoint, and RunRL returns ctx.Err(). Everything RunRL started is stopped
+// before it returns.
+func RunRL(ctx context.Context, opt RLOptions) error {
+	opt, err := opt.withDefaults()
+	if err != nil {
+		return err
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	log := opt.Logger
+	job := opt.Job
+
+	url := opt.NATSURL
+	if url == "" {
+		nlog := log.With().Str("lib", "nats-server").Logger()
+		srv, u, err := startEmbeddedNATS(opt.NATSDir, &nlog)
+		if err != nil {
+			return err
+		}
+		defer ShutdownNATS(srv)
+		url = u
+		log.Debug().Str("url", url).Str("store", opt.NATSDir).Msg("embedded nats-server started")
+	}
+	nc, err := Connect(url)
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	setup, cancelSetup := context.WithTimeout(ctx, 30*time.Second)
+	pub, err := NewWeightPublisher(setup, nc, opt.Model)
+	cancelSetup()
+	if err != nil {
+		return err
+	}
+
+	// Every role is built here, before the learner trains: the job is not
+	// safe for concurrent use, the roles it returns each own their models.
+	var inflight sync.WaitGroup
+	fs := &faults{opt: opt.Fault}
+	evals := make([]*evalRun, opt.Evaluators)
+	for i := range evals {
+		ev, err := job.NewEvaluator(opt.EvalOptions)
+		if err != nil {
+			return fmt.Errorf("%w: evaluator %d: %w", ErrRun, i, err)
+		}
+		name := fmt.Sprintf("evaluator-%d", i)
+		evals[i] = &evalRun{
+			name: name, ev: ev, nc: nc, model: opt.Model, evalEvery: opt.EvalEvery,
+			log: log.With().Str("actor", name).Logger(), inflight: &inflight,
+		}
+	}
+	gens := make([]*genRun, opt.Generators)
+	for i := range gens {
+		name := fmt.Sprintf("generator-%d", i)
+		g, err := job.NewGenerator(name, opt.Threads)
+		if err != nil {
+			return fmt.Errorf("%w: %s: %w", ErrRun, name, err)
+		}
+		gens[i] = &genRun{name: name, gen: g, nc: nc, model: opt.Model, log: log.With().Str("actor", name).Logger(), inflight: &inflight, faults: fs}
+	}
+	refs := make([]*refRun, opt.References)
+	for i := range refs {
+		name := fmt.Sprintf("reference-%d", i)
+		ref, err := job.NewReference(opt.Threads)
+		if err != nil {
+			return fmt.Errorf("%w: %s: %w", ErrRun, name, err)
+		}
+		refs[i] = &refRun{name: name, ref: ref, log: log.With().Str("actor", name).Logger(), inflight: &inflight, faults: fs}
+	}
+	rewards := make([]*rewardRun, opt.Rewards)
+	for i := range rewards {
+		name := fmt.Sprintf("reward-%d", i)
+		sc, err := job.NewScoring(opt.Threads)
+		if err != nil {
+			return fmt.Errorf("%w: %s: %w", ErrRun, name, err)
+		}
+		rewards[i] = &rewardRun{name: name, sc: sc, log: log.With().Str("actor", name).Logger(), inflight: &inflight, faults: fs}
+	}
+	lrun := newRLRun(opt, pub, &inflight)
+
+	sys := actor.NewActorSystem(actor.WithLoggerFactory(actorLoggerFactory(log)))
+	defer sys.Shutdown()
+	supervision := sys.EventStream.Subscribe(func(evt any) {
+		if e, ok := evt.(*actor.SupervisorEvent); ok {
+			log.Warn().Str("actor", e.Child.GetId()).Str("directive", e.Directive.String()).Str("reason", fmt.Sprint(e.Reason)).Msg("actor failed")
+		}
+	})
+	defer sys.EventStream.Unsubscribe(supervision)
+
+	log.Info().Str("stage", job.Stage()).Str("algorithm", job.Algorithm()).Int("iteration", job.IterationsDone()).
+		Int("total", job.TotalIterations()).Int("generators", opt.Generators).Int("references", opt.References).
+		Int("rewards", opt.Rewards).Int("evaluators", opt.Evaluators).Int("max_staleness", opt.MaxStaleness).
+		Str("nats", url).Msg("rl run started")
+	result := make(chan topologyResult, 1)
+	decider := func(reason any) actor.Directive { return actor.RestartDirective }
+	props := actor.PropsFromProducer(func() actor.Actor {
+		return &rlTopology{opt: opt, learner: lrun, gens: gens, refs: refs, rewards: rewards, evals: evals, result: result}
+	}, actor.WithSupervisor(actor.NewOneForOneStrategy(maxRestarts, restartWindow, decider)))
+	pid, err := sys.Root.SpawnNamed(props, "troupe")
+	if err != nil {
+		return fmt.Errorf("%w: spawn topology: %v", ErrRun, err)
+	}
+
+	var res topologyResult
+	select {
+	case res = <-result:
+	case <-ctx.Done():
+		log.Info().Msg("stopping: final checkpoint")
+		sys.Root.Send(pid, &messages.Stop{Reason: "interrupted"})
+		timer := time.NewTimer(opt.StopTimeout)
+		select {
+		case res = <-result:
+		case <-timer.C:
+			res.err = fmt.Errorf("%w: the learner did not stop within %v", ErrRun, opt.StopTimeout)
+		}
+		timer.Stop()
+	}
+
+	// Tear down: actors (subscribers close on Stopping, request timers on the
+	// learner's Stopping), work still running on members' goroutines, then
+	// (deferred) the actor system, the connection, the server.
+	if _, err := sys.Root.StopFuture(pid).Result(); err != nil {
+		log.Warn().Err(err).Msg("topology did not stop in time")
+	}
+	if !waitTimeout(&inflight, opt.StopTimeout) {
+		log.Warn().Dur("timeout", opt.StopTimeout).Msg("rollouts or evaluations still running at shutdown")
+	}
+	switch {
+	case res.err != nil:
+		return res.err
+	case res.done.GetError() != "":
+		return fmt.Errorf("%w: learner: %s", ErrRun, res.done.GetError())
+	case res.done.GetStopped():
+		log.Info().Int64("iteration", res.done.GetStep()).Msg("rl run stopped")
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		return fmt.Errorf("%w: learner stopped at iteration %d", ErrRun, res.done.GetStep())
+	}
+	log.Info().Int64("iteration", res.done.GetStep()).Int64("version", res.done.GetVersion()).Msg("rl run finished")
+	return nil
+}
+
+// rlTopology is the RL run's root actor and the supervisor of every other
+// (RunRL gives its props the one-for-one strategy). It tells the learner
+// where the pools are, forwards a Stop to it, tells it about a member its
+// supervision gave up on, relays evaluations to the Sink, and ends the run as
+// topology does.
+type rlTopology struct {
+	opt     RLOptions
+	learner *rlRun
+	gens    []*genRun
+	refs    []*refRun
+	rewards []*rewardRun
+	evals   []*evalRun
+	result  chan<- topologyResult
+
+	learnerPID *actor.PID
+	members    map[string]*messages.MemberLost // pool members by PID id
+	evalPIDs   map[string]*actor.PID           // live evaluators by name
+	seen       map[string]int64                // newest version each evaluator reported
+	done       *messages.LearnerDone
+	drainTimer *time.Timer
+	stopping   bool
+	ended      bool
+}
+
+var _ actor.Actor = (*rlTopology)(nil)
+
+func (t *rlTopology) Receive(ctx actor.Context) {
+	switch msg := ctx.Message().(type) {
+	case *actor.Started:
+		t.start(ctx)
+	case *messages.Stop:
+		t.stopping = true
+		if t.done != nil {
+			t.end(topologyResult{done: t.done})
+			return
+		}
+		if t.learnerPID != nil {
+			ctx.Send(t.learnerPID, msg)
+		}
+	case *messages.LearnerDone:
+		t.done = msg
+		if msg.GetError() != "" || msg.GetStopped() || msg.GetFinalVersion() == 0 || t.stopping {
+			t.end(topologyResult{done: msg})
+			return
+		}
+		self, root := ctx.Self(), ctx.ActorSystem().Root
+		t.drainTimer = time.AfterFunc(t.opt.StopTimeout, func() { root.Send(self, &drainTimeout{}) })
+		t.checkDrained()
+	case *messages.EvalDone:
+		t.seen[msg.GetEvaluator()] = max(t.seen[msg.GetEvaluator()], msg.GetVersion())
+		r := learner.EvalResult{Metrics: msg.GetMetrics()}
+		for _, s := range msg.GetSamples() {
+			r.Samples = append(r.Samples, learner.Sample{Prompt: s.GetPrompt(), Completion: s.GetCompletion()})
+		}
+		if msg.GetError() == "" {
+			t.opt.Sink.OnEval(msg.GetEvaluator(), msg.GetVersion(), int(msg.GetStep()), r)
+		}
+		t.checkDrained()
+	case *drainTimeout:
+		t.opt.Logger.Warn().Dur("timeout", t.opt.StopTimeout).Msg("evaluators did not evaluate the final weights in time")
+		t.end(topologyResult{done: t.done})
+	case *actor.Terminated:
+		who := msg.GetWho()
+		switch {
+		case who.Equal(t.learnerPID):
+			if t.done == nil {
+				t.end(topologyResult{err: fmt.Errorf("%w: the RL learner crashed %d times within %v and was stopped", ErrRun, maxRestarts+1, restartWindow)})
+			}
+			return
+		case t.members[who.GetId()] != nil:
+			lost := t.members[who.GetId()]
+			delete(t.members, who.GetId())
+			if !t.ended && t.done == nil {
+				t.opt.Logger.Error().Str("actor", lost.GetName()).Msg("pool member stopped after repeated failures; its work goes to the others")
+				ctx.Send(t.learnerPID, lost)
+			}
+			return
+		}
+		for name, pid := range t.evalPIDs {
+			if who.Equal(pid) {
+				if !t.ended {
+					t.opt.Logger.Error().Str("actor", name).Msg("evaluator stopped after repeated failures; the run goes on without it")
+				}
+				delete(t.evalPIDs, name)
+			}
+		}
+		t.checkDrained()
+	case *actor.Stopping:
+		if t.drainTimer != nil {
+			t.drainTimer.Stop()
+		}
+	}
+}
+
+// start spawns evaluators and pool members, then the learner, which finds
+// the members' PIDs in its run state.
+func (t *rlTopology) start(ctx actor.Context) {
+	t.evalPIDs, t.seen, t.members = map[string]*actor.PID{}, map[string]int64{}, map[string]*messages.MemberLost{}
+	spawn := func(name string, p actor.Producer) *actor.PID {
+		pid, err := ctx.SpawnNamed(actor.PropsFromProducer(p), name)
+		if err != nil {
+			t.end(topologyResult{err: fmt.Errorf("%w: spawn %s: %v", ErrRun, name, err)})
+			return nil
+		}
+		return pid
+	}
+	for _, r := range t.evals {
+		pid := spawn(r.name, newEvaluatorProducer(r))
+		if pid == nil {
+			return
+		}
+		t.evalPIDs[r.name] = pid
+	}
+	add := func(p *rlPool, name string, pid *actor.PID) {
+		p.members = append(p.members, &poolMember{name: name, pid: pid})
+		t.members[pid.GetId()] = &messages.MemberLost{Role: p.role.String(), Name: name}
+	}
+	for _, r := range t.gens {
+		pid := spawn(r.name, newGeneratorProducer(r))
+		if pid == nil {
+			return
+		}
+		add(&t.learner.gens, r.name, pid)
+	}
+	for _, r := range t.refs {
+		pid := spawn(r.name, newReferenceProducer(r))
+		if pid == nil {
+			return
+		}
+		add(&t.learner.refs, r.name, pid)
+	}
+	for _, r := range t.rewards {
+		pid := spawn(r.name, newRewarderProducer(r))
+		if pid == nil {
+			return
+		}
+		add(&t.learner.rewards, r.name, pid)
+	}
+	t.learnerPID = spawn("learner", newRLLearnerProducer(t.learner))
+}
+
+// checkDrained ends the run once the learner is done and every live evaluator
+// has reported the final version (or a newer one).
+func (t *rlTopology) checkDrained() {
+	if t.done == nil || t.ended {
+		return
+	}
+	for name := range t.evalPIDs {
+		if t.seen[name] < t.done.GetFinalVersion() {
+			return
+		}
+	}
+	t.end(topologyResult{done: t.done})
+}
+
+func (t *rlTopology) end(r topologyResult) {
+	if t.ended {
+		return
+	}
+	t.ended = true
+	if t.drainTimer != nil {
+		t.drainTimer.Stop()
+	}
+	t.result <- r // buffered 1, sent once
+}
+
+// ---- what every pool member shares ----
+
+// memberJob is one request a pool member has received.
+type memberJob struct {
+	msg      proto.Message
+	replyTo  *actor.PID // the learner (the request's sender)
+	received time.Time
+	retries  int64 // times an incarnation of the member crashed while working on it
+}
+
+// memberQueue is a pool member's requests: the one in hand (kept in the
+// member's run state, so the incarnation after a crash retries it) and the
+// ones waiting behind it.
+type memberQueue struct {
+	current *memberJob
+	waiting []*memberJob
+}
+
+func (q *memberQueue) push(ctx actor.Context) {
+	q.waiting = append(q.waiting, &memberJob{msg: ctx.Message().(proto.Message), replyTo: ctx.Sender(), received: time.Now()})
+}
+
+// next is the request in hand, taking the oldest waiting one if none (nil if none).
+func (q *memberQueue) next() *memberJob {
+	if q.current == nil && len(q.waiting) > 0 {
+		q.current, q.waiting = q.waiting[0], q.waiting[1:]
+	}
+	return q.current
+}
+
+// reply answers the request in hand and drops it.
+func (q *memberQueue) reply(ctx actor.Context, log zerolog.Logger, answer proto.Message) {
+	if j := q.current; j.replyTo != nil {
+		ctx.Send(j.replyTo, answer)
+	} else {
+		log.Error().Str("request", fmt.Sprintf("%T", j.msg)).Msg("request without a sender: answer dropped")
+	}
+	q.current = nil
+}
+
+// Messages a pool member sends itself about the work it runs off its
+// goroutine; they carry Go values and never leave the process.
+type (
+	workDone     struct{ res any }
+	workPanicked struct {
+		reason any
+		stack  []byte
+	}
+)
+
+// goWork runs fn on its own goroutine (counted in wg) and sends the member a
+// workDone with fn's result, or a workPanicked.
+func goWork(ctx actor.Context, wg *sync.WaitGroup, fn func() any) {
+	self, root := ctx.Self(), ctx.ActorSystem().Root
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		defer func() {
+			if p := recover(); p != nil {
+				root.Send(self, &workPanicked{reason: p, stack: debug.Stack()})
+			}
+		}()
+		root.Send(self, &workDone{res: fn()})
+	}()
+}
+
+// maxMessageBytes is where an actor message gets too big to cross a process
+// comfortably (the remote transport is gRPC with a 4 MB limit).
+const maxMessageBytes = 1 << 20
+
+// warnIfLarge logs a message that could not cross a process.
+func warnIfLarge(log zerolog.Logger, m proto.Message) {
+	if n := proto.Size(m); n > maxMessageBytes {
+		log.Warn().Str("message", string(m.ProtoReflect().Descriptor().Name())).Int("bytes", n).
+			Msg("actor message over 1 MiB: use a smaller chunk_size before moving roles to other processes")
+	}
+}
+
+// ---- conversions between learner values and messages ----
+
+func promptsToProto(ps []learner.RLPrompt) []*messages.RLPrompt {
+	out := make([]*messages.RLPrompt, len(ps))
+	for i, p := range ps {
+		out[i] = &messages.RLPrompt{Id: p.ID, Text: p.Text, Tokens: p.Tokens, Answer: p.Answer}
+	}
+	return out
+}
+
+func promptsFromProto(ps []*messages.RLPrompt) []learner.RLPrompt {
+	out := make([]learner.RLPrompt, len(ps))
+	for i, p := range ps {
+		out[i] = learner.RLPrompt{ID: p.GetId(), Text: p.GetText(), Tokens: p.GetTokens(), Answer: p.GetAnswer()}
+	}
+	return out
+}
+
+// rolloutToProto carries what the generator fills in; withLogProbs false
+// leaves the behaviour log-probs out (the reference and reward roles do not
+// need them).
+func rolloutToProto(r *learner.Rollout, withLogProbs bool) *messages.Rollout {
+	m := &messages.Rollout{PromptId: r.PromptID, PromptText: r.PromptText, Answer: r.Answer, Prompt: r.Prompt,
+		Response: r.Response, Stopped: r.Stopped, Version: r.Version, Generator: r.Generator}
+	if withLogProbs {
+		m.Logprobs = r.LogProbs
+	}
+	return m
+}
+
+func rolloutFromProto(m *messages.Rollout) learner.Rollout {
+	return learner.Rollout{PromptID: m.GetPromptId(), PromptText: m.GetPromptText(), Answer: m.GetAnswer(), Prompt: m.GetPrompt(),
+		Response: m.GetResponse(), LogProbs: m.GetLogprobs(), Stopped: m.GetStopped(), Version: m.GetVersion(), Generator: m.GetGenerator()}
+}
+
+func rolloutsToProto(rs []learner.Rollout, withLogProbs bool) []*messages.Rollout {
+	out := make([]*messages.Rollout, len(rs))
+	for i := range rs {
+		out[i] = rolloutToProto(&rs[i], withLogProbs)
+	}
+	return out
+}
+
+func rolloutsFromProto(ms []*messages.Rollout) []learner.Rollout {
+	out := make([]learner.Rollout, len(ms))
+	for i, m := range ms {
+		out[i] = rolloutFromProto(m)
+	}
+	return out
+}
+
+// chunkSeed is the sampling seed of the chunk whose first prompt is the
+// iteration's first-th: the iteration's seed for the first chunk (so a single
+// chunk samples exactly what Generator.Rollout(prompts, RolloutSeed(it))
+// does), a splitmix64 mix of both otherwise, so chunks draw from unrelated
+// streams. Which generator runs a chunk does not change what it samples.
+func chunkSeed(seed uint64, first int) uint64 {
+	if first == 0 {
+		return seed
+	}
+	z := seed + uint64(first)*0x9E3779B97F4A7C15
+	z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9
+	z = (z ^ (z >> 27)) * 0x94D049BB133111EB
+	return z ^ (z >> 31)
+}

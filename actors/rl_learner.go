@@ -1,0 +1,842 @@
+package actors
+
+import (
+	"context"
+	"fmt"
+	"runtime/debug"
+	"sync"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+	"github.com/rs/zerolog"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/troupe-rl/troupe/actors/messages"
+	"github.com/troupe-rl/troupe/learner"
+)
+
+// rlRole names a pool.
+type rlRole int
+
+const (
+	roleGenerator rlRole = iota
+	roleReference
+	roleReward
+)
+
+func (r rlRole) String() string { return [...]string{"generator", "reference", "reward"}[r] }
+
+// poolMember is the learner's view of one member of a pool.
+type poolMember struct {
+	name string
+	pid  *actor.PID
+	busy int64 // request it is working on (0 = idle); it stays busy after a timeout until it answers
+	lost bool  // stopped for good by its supervisor
+}
+
+// rlPool is one role's members and the requests waiting for a free one.
+type rlPool struct {
+	role    rlRole
+	members []*poolMember
+	queue   []int64 // request ids, oldest first (a timed-out one goes to the front)
+}
+
+func (p *rlPool) member(name string) *poolMember {
+	for _, m := range p.members {
+		if m.name == name {
+			return m
+		}
+	}
+	return nil
+}
+
+// idle is a free member, preferring one other than avoid (nil if none).
+func (p *rlPool) idle(avoid string) *poolMember {
+	var fallback *poolMember
+	for _, m := range p.members {
+		if m.lost || m.busy != 0 {
+			continue
+		}
+		if m.name != avoid {
+			return m
+		}
+		fallback = m
+	}
+	return fallback
+}
+
+func (p *rlPool) live() int {
+	n := 0
+	for _, m := range p.members {
+		if !m.lost {
+			n++
+		}
+	}
+	return n
+}
+
+// rlRequest is one request the learner has made of a pool, until its first
+// answer arrives (later answers to it are discarded).
+type rlRequest struct {
+	id      int64
+	role    rlRole
+	iter    int // iteration
+	chunk   int // chunk of the iteration
+	msg     proto.Message
+	member  string // member it was last sent to ("" = waiting in the pool's queue)
+	avoid   string // member it timed out on or was lost with
+	attempt int    // sends so far
+	timer   *time.Timer
+}
+
+// rlChunk is a contiguous run of an iteration's prompts that one generator
+// request samples; its rollouts then go to one reference and one reward
+// request.
+type rlChunk struct {
+	first    int // index of prompts[0] in the iteration
+	prompts  []learner.RLPrompt
+	rollouts []learner.Rollout // SamplesPerPrompt per prompt, in prompt order, once generated
+	gen      bool              // rollouts sampled
+	ref      bool              // RefLogProbs filled
+	score    bool              // Score filled
+}
+
+// rlIteration is one iteration between its rollout requests and its update.
+type rlIteration struct {
+	it         int
+	minVersion int64 // oldest weights version its rollouts may come from
+	chunks     []*rlChunk
+	left       int // chunks not through all three stages
+
+	requested time.Time // first rollout request queued
+	generated time.Time // last rollout batch arrived
+	tokens    int       // response tokens sampled
+
+	genBusy, waitSec, refSec, scoreSec float64 // members' seconds, summed
+	retries                            int64   // requests retried after a crash, a timeout or a lost member
+}
+
+// rlRun is the RL learner's state that outlives one actor incarnation. Only
+// the learner actor's goroutine touches it; while training is true, the job
+// and the publisher belong to the training goroutine.
+type rlRun struct {
+	job      learner.RLJob
+	pub      *WeightPublisher
+	sink     Sink
+	log      zerolog.Logger
+	inflight *sync.WaitGroup
+
+	gens, refs, rewards rlPool // members filled in by the topology before the learner starts
+
+	maxStaleness    int
+	timeout         time.Duration
+	chunkSize       int // 0 = ceil(prompts / generators)
+	checkpointEvery int
+
+	phase          learnerPhase
+	stopReason     string
+	total, samples int   // iterations configured, completions per prompt
+	startIter      int   // iterations done when the run started
+	startVersion   int64 // version of the weights published at the start
+	version        int64 // last published version
+	finalVersion   int64 // version published with final=true (0 = none)
+	lastCheckpoint int   // iterations done at the last checkpoint (the resumed ones count)
+
+	trainNext int // next iteration to train
+	nextIter  int // next iteration to request rollouts for
+	iters     map[int]*rlIteration
+	reqs      map[int64]*rlRequest // outstanding requests by id
+	lastID    int64
+	training  bool  // a training goroutine is running (possibly started by a crashed incarnation)
+	discarded int64 // late answers discarded so far
+}
+
+func newRLRun(opt RLOptions, pub *WeightPublisher, inflight *sync.WaitGroup) *rlRun {
+	return &rlRun{
+		job: opt.Job, pub: pub, sink: opt.Sink, log: opt.Logger.With().Str("actor", "learner").Logger(), inflight: inflight,
+		gens: rlPool{role: roleGenerator}, refs: rlPool{role: roleReference}, rewards: rlPool{role: roleReward},
+		maxStaleness: opt.MaxStaleness, timeout: opt.RolloutTimeout, chunkSize: opt.ChunkSize, checkpointEvery: opt.CheckpointEvery,
+		iters: map[int]*rlIteration{}, reqs: map[int64]*rlRequest{},
+	}
+}
+
+func (r *rlRun) pool(role rlRole) *rlPool {
+	return [...]*rlPool{&r.gens, &r.refs, &r.rewards}[role]
+}
+
+// minVersion is the oldest version iteration j's rollouts may be sampled
+// with: the version j would train on synchronously, less MaxStaleness.
+func (r *rlRun) minVersion(j int) int64 {
+	return max(r.startVersion, r.startVersion+int64(j-r.startIter-r.maxStaleness))
+}
+
+// RLLearner drives a learner.RLJob: each iteration it asks the generator
+// pool for rollouts of the job's prompts, chunk by chunk, passes every chunk
+// on to the reference and reward pools as it arrives, trains once every
+// prompt has its rollouts, log-probs and scores, and publishes the new
+// weights. It keeps up to MaxStaleness iterations' rollouts in flight ahead
+// of the one training, and refuses (fails the run) to train on a rollout
+// more than MaxStaleness versions old. Requests go to idle members; one
+// unanswered after the timeout, or held by a member that is lost, is re-sent
+// to another, and the first answer wins.
+//
+// Training (Train, publish, checkpoint) runs off the actor's goroutine so
+// that rollouts of later iterations keep flowing; a panic there crashes the
+// actor and the restarted incarnation trains the same rollouts again.
+//
+// Behaviours: starting (publish the initial weights) → running → stopping
+// (final checkpoint once the update in progress is done).
+type RLLearner struct {
+	run      *rlRun
+	behavior actor.Behavior
+}
+
+var _ actor.Actor = (*RLLearner)(nil)
+
+// Messages the learner sends itself; they never leave the process.
+type (
+	requestTimeout struct {
+		id      int64
+		attempt int
+	}
+	trainDone struct {
+		it          int
+		m           learner.StepMetrics
+		err         error
+		announce    *messages.WeightsAnnounce
+		checkpoint  string // directory written, "" = none
+		done        bool   // the job is done
+		iterations  int    // iterations done after this update
+		train, pub  float64
+		ckptSeconds float64
+	}
+	trainPanicked struct {
+		it     int
+		reason any
+		stack  []byte
+	}
+)
+
+func newRLLearnerProducer(run *rlRun) actor.Producer {
+	return func() actor.Actor {
+		l := &RLLearner{run: run, behavior: actor.NewBehavior()}
+		l.behavior.Become(l.starting)
+		return l
+	}
+}
+
+// Receive stops the request timers on Stopping, then dispatches to the
+// behaviour.
+func (l *RLLearner) Receive(ctx actor.Context) {
+	if _, ok := ctx.Message().(*actor.Stopping); ok {
+		for _, q := range l.run.reqs {
+			if q.timer != nil {
+				q.timer.Stop()
+			}
+		}
+		return
+	}
+	l.behavior.Receive(ctx)
+}
+
+func (l *RLLearner) starting(ctx actor.Context) {
+	r := l.run
+	switch msg := ctx.Message().(type) {
+	case *actor.Started:
+		switch r.phase {
+		case phaseStarting:
+			r.total, r.samples = r.job.TotalIterations(), max(1, r.job.SamplesPerPrompt())
+			r.startIter = r.job.IterationsDone()
+			r.trainNext, r.nextIter, r.lastCheckpoint = r.startIter, r.startIter, r.startIter
+			if r.gens.live() == 0 || r.refs.live() == 0 || r.rewards.live() == 0 {
+				l.fail(ctx, fmt.Errorf("empty pool: %d generators, %d references, %d rewards", r.gens.live(), r.refs.live(), r.rewards.live()))
+				return
+			}
+			// Version 1 on a fresh store: the weights every iteration-0
+			// rollout is sampled with, and the evaluators' starting figures.
+			a, err := l.publish(r.job.IterationsDone(), r.job.Done())
+			if err != nil {
+				l.fail(ctx, err)
+				return
+			}
+			r.startVersion = a.Version
+			r.phase = phaseTraining
+			fallthrough
+		case phaseTraining:
+			l.behavior.Become(l.running)
+			l.advance(ctx)
+		case phaseStopping:
+			l.behavior.Become(l.stopping)
+			if !r.training {
+				l.stop(ctx)
+			}
+		case phaseFinished:
+			l.behavior.Become(l.stopping)
+		}
+	default:
+		r.log.Debug().Str("message", fmt.Sprintf("%T", msg)).Msg("learner: message before start ignored")
+	}
+}
+
+func (l *RLLearner) running(ctx actor.Context) {
+	r := l.run
+	switch msg := ctx.Message().(type) {
+	case *messages.RolloutBatch:
+		l.onRollouts(ctx, msg)
+	case *messages.RefResult:
+		l.onRef(ctx, msg)
+	case *messages.ScoreResult:
+		l.onScores(ctx, msg)
+	case *requestTimeout:
+		l.onTimeout(ctx, msg)
+	case *messages.MemberLost:
+		l.onLost(ctx, msg)
+	case *trainDone:
+		l.onTrained(ctx, msg)
+	case *trainPanicked:
+		r.training = false
+		panic(fmt.Errorf("learner: Train of iteration %d panicked: %v\n%s", msg.it, msg.reason, msg.stack))
+	case *messages.Stop:
+		r.phase, r.stopReason = phaseStopping, msg.GetReason()
+		l.behavior.Become(l.stopping)
+		if !r.training {
+			l.stop(ctx)
+		}
+	case *actor.Restarting:
+		r.log.Warn().Int("iteration", r.trainNext).Msg("learner restarting; its update is retried")
+	}
+}
+
+// stopping waits for the update in progress, then writes the stop
+// checkpoint; everything else is ignored.
+func (l *RLLearner) stopping(ctx actor.Context) {
+	r := l.run
+	switch msg := ctx.Message().(type) {
+	case *trainDone:
+		if !l.onTrained(ctx, msg) {
+			return
+		}
+		if r.phase == phaseStopping {
+			l.stop(ctx)
+		}
+	case *trainPanicked:
+		r.training = false
+		panic(fmt.Errorf("learner: Train of iteration %d panicked while stopping: %v\n%s", msg.it, msg.reason, msg.stack))
+	}
+}
+
+// advance is what the learner does whenever something changed: request the
+// rollouts now allowed, hand out queued requests, and train (or finish) when
+// the next iteration is complete.
+func (l *RLLearner) advance(ctx actor.Context) {
+	r := l.run
+	if r.phase != phaseTraining || r.training {
+		l.dispatchAll(ctx)
+		return
+	}
+	if r.job.Done() {
+		l.finish(ctx)
+		return
+	}
+	if err := l.schedule(); err != nil {
+		l.fail(ctx, err)
+		return
+	}
+	l.dispatchAll(ctx)
+	l.maybeTrain(ctx)
+}
+
+// schedule requests rollouts for every iteration allowed now: up to
+// MaxStaleness past the one to train next. Only while no update runs (it
+// asks the job for prompts).
+func (l *RLLearner) schedule() error {
+	r := l.run
+	for r.nextIter < r.total && r.nextIter <= r.trainNext+r.maxStaleness && r.minVersion(r.nextIter) <= r.version {
+		j := r.nextIter
+		prompts := r.job.Prompts(j)
+		if len(prompts) == 0 {
+			return fmt.Errorf("iteration %d has no prompts", j)
+		}
+		it := &rlIteration{it: j, minVersion: r.minVersion(j), requested: time.Now()}
+		size := r.chunkSize
+		if size <= 0 {
+			size = (len(prompts) + len(r.gens.members) - 1) / len(r.gens.members)
+		}
+		seed := r.job.RolloutSeed(j)
+		for first := 0; first < len(prompts); first += size {
+			ch := &rlChunk{first: first, prompts: prompts[first:min(first+size, len(prompts))]}
+			it.chunks = append(it.chunks, ch)
+			id := l.newRequest(roleGenerator, j, len(it.chunks)-1)
+			r.reqs[id].msg = &messages.RolloutRequest{Iteration: int64(j), RequestId: id, Prompts: promptsToProto(ch.prompts),
+				Seed: chunkSeed(seed, first), MinVersion: it.minVersion, FirstIndex: int64(first)}
+		}
+		it.left = len(it.chunks)
+		r.iters[j] = it
+		r.nextIter++
+		r.log.Debug().Int("iteration", j).Int("prompts", len(prompts)).Int("chunks", len(it.chunks)).
+			Int64("min_version", it.minVersion).Int64("version", r.version).Msg("rollouts requested")
+	}
+	return nil
+}
+
+// newRequest queues a request (its message set by the caller) on role's pool.
+func (l *RLLearner) newRequest(role rlRole, iter, chunk int) int64 {
+	r := l.run
+	r.lastID++
+	r.reqs[r.lastID] = &rlRequest{id: r.lastID, role: role, iter: iter, chunk: chunk}
+	p := r.pool(role)
+	p.queue = append(p.queue, r.lastID)
+	return r.lastID
+}
+
+func (l *RLLearner) dispatchAll(ctx actor.Context) {
+	for _, p := range []*rlPool{&l.run.gens, &l.run.refs, &l.run.rewards} {
+		l.dispatch(ctx, p)
+	}
+}
+
+// dispatch sends p's queued requests to its idle members, each with a
+// timeout.
+func (l *RLLearner) dispatch(ctx actor.Context, p *rlPool) {
+	r := l.run
+	self, root := ctx.Self(), ctx.ActorSystem().Root
+	for len(p.queue) > 0 {
+		q := r.reqs[p.queue[0]]
+		if q == nil || q.member != "" { // answered meanwhile
+			p.queue = p.queue[1:]
+			continue
+		}
+		m := p.idle(q.avoid)
+		if m == nil {
+			return
+		}
+		p.queue = p.queue[1:]
+		m.busy, q.member = q.id, m.name
+		q.attempt++
+		ctx.Request(m.pid, q.msg)
+		id, attempt := q.id, q.attempt
+		q.timer = time.AfterFunc(r.timeout, func() { root.Send(self, &requestTimeout{id: id, attempt: attempt}) })
+	}
+}
+
+// answered records an answer to request id from member: the member is free
+// again, and the request is returned, or nil when it was answered before
+// (the answer is a duplicate and is discarded).
+func (l *RLLearner) answered(p *rlPool, id int64, member string) *rlRequest {
+	r := l.run
+	if m := p.member(member); m != nil && m.busy == id {
+		m.busy = 0
+	}
+	q := r.reqs[id]
+	if q == nil || q.role != p.role {
+		r.discarded++
+		r.log.Debug().Str("role", p.role.String()).Str("member", member).Int64("request", id).Msg("late answer discarded")
+		return nil
+	}
+	if q.timer != nil {
+		q.timer.Stop()
+	}
+	delete(r.reqs, id)
+	return q
+}
+
+func (l *RLLearner) onRollouts(ctx actor.Context, b *messages.RolloutBatch) {
+	r := l.run
+	q := l.answered(&r.gens, b.GetRequestId(), b.GetGenerator())
+	if q == nil {
+		l.advance(ctx)
+		return
+	}
+	it := r.iters[q.iter]
+	ch := it.chunks[q.chunk]
+	if b.GetError() != "" {
+		l.fail(ctx, fmt.Errorf("%s: iteration %d, prompts %d..%d: %s", b.GetGenerator(), q.iter, ch.first, ch.first+len(ch.prompts)-1, b.GetError()))
+		return
+	}
+	rs := rolloutsFromProto(b.GetRollouts())
+	if err := l.checkRollouts(it, ch, b.GetGenerator(), rs); err != nil {
+		l.fail(ctx, err)
+		return
+	}
+	ch.rollouts, ch.gen = rs, true
+	it.generated = time.Now()
+	for i := range rs {
+		it.tokens += len(rs[i].Response)
+	}
+	it.genBusy += b.GetSeconds()
+	it.waitSec += b.GetWaitSeconds()
+	it.retries += b.GetRetries()
+
+	id := l.newRequest(roleReference, q.iter, q.chunk)
+	r.reqs[id].msg = &messages.RefRequest{Iteration: int64(q.iter), RequestId: id, Rollouts: refRollouts(rs)}
+	id = l.newRequest(roleReward, q.iter, q.chunk)
+	r.reqs[id].msg = &messages.ScoreRequest{Iteration: int64(q.iter), RequestId: id, Rollouts: rolloutsToProto(rs, false)}
+	l.advance(ctx)
+}
+
+// refRollouts is what a reference needs of each rollout: its tokens.
+func refRollouts(rs []learner.Rollout) []*messages.Rollout {
+	out := make([]*messages.Rollout, len(rs))
+	for i := range rs {
+		out[i] = &messages.Rollout{PromptId: rs[i].PromptID, Prompt: rs[i].Prompt, Response: rs[i].Response}
+	}
+	return out
+}
+
+// checkRollouts refuses a batch that does not match its request: every prompt
+// SamplesPerPrompt times, in order, sampled with min_version or newer.
+func (l *RLLearner) checkRollouts(it *rlIteration, ch *rlChunk, gen string, rs []learner.Rollout) error {
+	r := l.run
+	if len(rs) != len(ch.prompts)*r.samples {
+		return fmt.Errorf("%s: iteration %d: %d rollouts for %d prompts × %d samples", gen, it.it, len(rs), len(ch.prompts), r.samples)
+	}
+	for i := range rs {
+		switch {
+		case rs[i].PromptID != ch.prompts[i/r.samples].ID:
+			return fmt.Errorf("%s: iteration %d: rollout %d is for prompt %d, want %d", gen, it.it, i, rs[i].PromptID, ch.prompts[i/r.samples].ID)
+		case rs[i].Version < it.minVersion:
+			return fmt.Errorf("%s: iteration %d: rollout sampled with version %d, older than the %d requested", gen, it.it, rs[i].Version, it.minVersion)
+		case len(rs[i].LogProbs) != len(rs[i].Response):
+			return fmt.Errorf("%s: iteration %d: %d log-probs for %d response tokens", gen, it.it, len(rs[i].LogProbs), len(rs[i].Response))
+		}
+	}
+	return nil
+}
+
+func (l *RLLearner) onRef(ctx actor.Context, res *messages.RefResult) {
+	r := l.run
+	q := l.answered(&r.refs, res.GetRequestId(), res.GetMember())
+	if q == nil {
+		l.advance(ctx)
+		return
+	}
+	it := r.iters[q.iter]
+	ch := it.chunks[q.chunk]
+	if res.GetError() != "" {
+		l.fail(ctx, fmt.Errorf("%s: iteration %d: %s", res.GetMember(), q.iter, res.GetError()))
+		return
+	}
+	lps := res.GetLogprobs()
+	if len(lps) != len(ch.rollouts) {
+		l.fail(ctx, fmt.Errorf("%s: iteration %d: %d log-prob rows for %d rollouts", res.GetMember(), q.iter, len(lps), len(ch.rollouts)))
+		return
+	}
+	for i, lp := range lps {
+		if len(lp.GetValues()) != len(ch.rollouts[i].Response) {
+			l.fail(ctx, fmt.Errorf("%s: iteration %d: %d reference log-probs for %d response tokens", res.GetMember(), q.iter, len(lp.GetValues()), len(ch.rollouts[i].Response)))
+			return
+		}
+		ch.rollouts[i].RefLogProbs = lp.GetValues()
+	}
+	ch.ref = true
+	it.refSec += res.GetSeconds()
+	it.retries += res.GetRetries()
+	l.chunkStage(it, ch)
+	l.advance(ctx)
+}
+
+func (l *RLLearner) onScores(ctx actor.Context, res *messages.ScoreResult) {
+	r := l.run
+	q := l.answered(&r.rewards, res.GetRequestId(), res.GetMember())
+	if q == nil {
+		l.advance(ctx)
+		return
+	}
+	it := r.iters[q.iter]
+	ch := it.chunks[q.chunk]
+	if res.GetError() != "" {
+		l.fail(ctx, fmt.Errorf("%s: iteration %d: %s", res.GetMember(), q.iter, res.GetError()))
+		return
+	}
+	if len(res.GetScores()) != len(ch.rollouts) {
+		l.fail(ctx, fmt.Errorf("%s: iteration %d: %d scores for %d rollouts", res.GetMember(), q.iter, len(res.GetScores()), len(ch.rollouts)))
+		return
+	}
+	for i, s := range res.GetScores() {
+		ch.rollouts[i].Score, ch.rollouts[i].ScoreParts = s.GetTotal(), s.GetParts()
+	}
+	ch.score = true
+	it.scoreSec += res.GetSeconds()
+	it.retries += res.GetRetries()
+	l.chunkStage(it, ch)
+	l.advance(ctx)
+}
+
+// chunkStage counts ch as complete once all three stages are in.
+func (l *RLLearner) chunkStage(it *rlIteration, ch *rlChunk) {
+	if ch.gen && ch.ref && ch.score {
+		it.left--
+	}
+}
+
+// onTimeout re-sends a request its member has not answered in time. The
+// member stays busy until it answers (its answer may still come first).
+func (l *RLLearner) onTimeout(ctx actor.Context, msg *requestTimeout) {
+	r := l.run
+	q := r.reqs[msg.id]
+	if q == nil || q.attempt != msg.attempt || q.member == "" {
+		return
+	}
+	r.log.Warn().Str("role", q.role.String()).Str("member", q.member).Int64("request", q.id).Int("iteration", q.iter).
+		Dur("timeout", r.timeout).Msg("no answer in time; request re-sent to another member")
+	l.requeue(q)
+	l.advance(ctx)
+}
+
+// requeue puts q at the front of its pool's queue, away from its member.
+func (l *RLLearner) requeue(q *rlRequest) {
+	r := l.run
+	if q.timer != nil {
+		q.timer.Stop()
+		q.timer = nil
+	}
+	r.iters[q.iter].retries++
+	q.avoid, q.member = q.member, ""
+	p := r.pool(q.role)
+	p.queue = append([]int64{q.id}, p.queue...)
+}
+
+// onLost takes a member out of its pool; its request goes to another.
+func (l *RLLearner) onLost(ctx actor.Context, msg *messages.MemberLost) {
+	r := l.run
+	var p *rlPool
+	for _, c := range []*rlPool{&r.gens, &r.refs, &r.rewards} {
+		if c.role.String() == msg.GetRole() {
+			p = c
+		}
+	}
+	if p == nil {
+		return
+	}
+	m := p.member(msg.GetName())
+	if m == nil || m.lost {
+		return
+	}
+	m.lost = true
+	if q := r.reqs[m.busy]; q != nil && q.member == m.name {
+		l.requeue(q)
+	}
+	m.busy = 0
+	if p.live() == 0 {
+		l.fail(ctx, fmt.Errorf("every %s stopped after repeated failures", p.role))
+		return
+	}
+	l.advance(ctx)
+}
+
+// maybeTrain starts the update of the next iteration once it is complete.
+func (l *RLLearner) maybeTrain(ctx actor.Context) {
+	r := l.run
+	it := r.iters[r.trainNext]
+	if it == nil || it.left > 0 {
+		return
+	}
+	rs := make([]learner.Rollout, 0, len(it.chunks)*r.samples)
+	for _, ch := range it.chunks {
+		rs = append(rs, ch.rollouts...)
+	}
+	// The PPO ratio is taken against each rollout's own behaviour log-probs,
+	// so a stale rollout is fine up to the bound, and an error past it.
+	for i := range rs {
+		if lag := r.version - rs[i].Version; lag < 0 || lag > int64(r.maxStaleness) {
+			l.fail(ctx, fmt.Errorf("iteration %d: rollout of prompt %d sampled with version %d, the learner is at %d: lag %d outside 0..%d (max_staleness)",
+				it.it, rs[i].PromptID, rs[i].Version, r.version, lag, r.maxStaleness))
+			return
+		}
+	}
+	r.training = true
+	job, pub, sink, version, every := r.job, r.pub, r.sink, r.version, r.checkpointEvery
+	self, root, n := ctx.Self(), ctx.ActorSystem().Root, it.it
+	r.inflight.Add(1)
+	go func() {
+		defer r.inflight.Done()
+		defer func() {
+			if p := recover(); p != nil {
+				root.Send(self, &trainPanicked{it: n, reason: p, stack: debug.Stack()})
+			}
+		}()
+		d := &trainDone{it: n}
+		start := time.Now()
+		d.m, d.err = job.Train(n, rs, version)
+		d.train = time.Since(start).Seconds()
+		if d.err != nil {
+			root.Send(self, d)
+			return
+		}
+		d.done, d.iterations = job.Done(), job.IterationsDone()
+		start = time.Now()
+		d.announce, d.err = publishWeights(pub, d.iterations, d.done, job.Weights())
+		d.pub = time.Since(start).Seconds()
+		if d.err != nil {
+			root.Send(self, d)
+			return
+		}
+		if d.done || (every > 0 && d.iterations%every == 0) {
+			start = time.Now()
+			dir := sink.CheckpointDir(d.iterations)
+			if err := job.SaveCheckpoint(dir); err != nil {
+				d.err = fmt.Errorf("checkpoint iteration %d: %w", d.iterations, err)
+			} else {
+				d.checkpoint = dir
+			}
+			d.ckptSeconds = time.Since(start).Seconds()
+		}
+		root.Send(self, d)
+	}()
+}
+
+// publishWeights stores and announces w. Unlike the single-learner run, a
+// failed publish ends the run: generators wait for every version.
+func publishWeights(pub *WeightPublisher, step int, final bool, w []float32) (*messages.WeightsAnnounce, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), publishTimeout)
+	defer cancel()
+	a, err := pub.Publish(ctx, step, final, w)
+	if a != nil {
+		// Stored and announced; only an old blob's delete failed.
+		return a, nil
+	}
+	return nil, fmt.Errorf("publish weights after iteration %d: %w", step, err)
+}
+
+// onTrained records an update: reports it, then asks for what comes next. It
+// returns false when the update failed (the run is ending).
+func (l *RLLearner) onTrained(ctx actor.Context, d *trainDone) bool {
+	r := l.run
+	r.training = false
+	if d.err != nil {
+		l.fail(ctx, fmt.Errorf("iteration %d: %w", d.it, d.err))
+		return false
+	}
+	it := r.iters[d.it]
+	trainedOn := r.version
+	r.version = d.announce.Version
+	if d.announce.Final {
+		r.finalVersion = d.announce.Version
+	}
+	delete(r.iters, d.it)
+	r.trainNext++
+
+	m := d.m
+	if m.Extra == nil {
+		m.Extra = map[string]float64{}
+	}
+	var maxLag, sumLag int64
+	n := 0
+	for _, ch := range it.chunks {
+		for i := range ch.rollouts {
+			lag := trainedOn - ch.rollouts[i].Version
+			maxLag, sumLag, n = max(maxLag, lag), sumLag+lag, n+1
+		}
+	}
+	genWall := it.generated.Sub(it.requested).Seconds()
+	for k, v := range map[string]float64{
+		"rollouts":              float64(n),
+		"rollout_tokens":        float64(it.tokens),
+		"rollout_tokens_per_s":  float64(it.tokens) / max(genWall, 1e-9),
+		"generate_seconds":      genWall,
+		"generate_busy_seconds": it.genBusy,
+		"weights_wait_seconds":  it.waitSec,
+		"reference_seconds":     it.refSec,
+		"reward_seconds":        it.scoreSec,
+		"train_seconds":         d.train,
+		"publish_seconds":       d.pub,
+		"iteration_seconds":     time.Since(it.requested).Seconds(),
+		"weights_version":       float64(trainedOn),
+		"max_version_lag":       float64(maxLag),
+		"mean_version_lag":      float64(sumLag) / float64(max(n, 1)),
+		"retries":               float64(it.retries),
+		"discarded_answers":     float64(r.discarded),
+	} {
+		m.Extra[k] = v
+	}
+	r.sink.OnStep(m, r.version)
+	r.sink.OnPublish(d.announce.Version, d.iterations, int(d.announce.Size), d.announce.Sha256)
+	if d.checkpoint != "" {
+		r.lastCheckpoint = d.iterations
+		r.sink.OnCheckpoint(d.iterations, d.checkpoint)
+	}
+	r.log.Info().Int("iteration", d.it).Int64("version", r.version).Int64("max_lag", maxLag).Int64("retries", it.retries).
+		Float64("tokens_per_s", m.Extra["rollout_tokens_per_s"]).Float64("train_s", d.train).Float64("loss", m.Loss).Msg("iteration trained")
+	if r.phase == phaseTraining {
+		l.advance(ctx)
+	}
+	return true
+}
+
+// checkpoint writes the job's checkpoint (once per iteration count).
+func (l *RLLearner) checkpoint() error {
+	r := l.run
+	done := r.job.IterationsDone()
+	if r.lastCheckpoint == done {
+		return nil
+	}
+	dir := r.sink.CheckpointDir(done)
+	if err := r.job.SaveCheckpoint(dir); err != nil {
+		return fmt.Errorf("checkpoint iteration %d: %w", done, err)
+	}
+	r.lastCheckpoint = done
+	r.sink.OnCheckpoint(done, dir)
+	return nil
+}
+
+// publish publishes the current weights from the actor (initial and final
+// ones only; updates publish from the training goroutine).
+func (l *RLLearner) publish(iterations int, final bool) (*messages.WeightsAnnounce, error) {
+	r := l.run
+	a, err := publishWeights(r.pub, iterations, final, r.job.Weights())
+	if err != nil {
+		return nil, err
+	}
+	r.version = a.Version
+	if final {
+		r.finalVersion = a.Version
+	}
+	r.sink.OnPublish(a.Version, iterations, int(a.Size), a.Sha256)
+	return a, nil
+}
+
+// stop writes the stop checkpoint and tells the parent.
+func (l *RLLearner) stop(ctx actor.Context) {
+	r := l.run
+	r.log.Info().Int("iteration", r.job.IterationsDone()).Str("reason", r.stopReason).Msg("learner stopping")
+	done := &messages.LearnerDone{Step: int64(r.job.IterationsDone()), Version: r.version, Stopped: true, FinalVersion: r.finalVersion}
+	if r.job.IterationsDone() > 0 {
+		if err := l.checkpoint(); err != nil {
+			done.Error = err.Error()
+		}
+	}
+	r.phase = phaseFinished
+	ctx.Send(ctx.Parent(), done)
+}
+
+// finish is the end of a job that ran all its iterations.
+func (l *RLLearner) finish(ctx actor.Context) {
+	r := l.run
+	l.behavior.Become(l.stopping)
+	done := &messages.LearnerDone{Step: int64(r.job.IterationsDone())}
+	if r.finalVersion == 0 {
+		if _, err := l.publish(r.job.IterationsDone(), true); err != nil {
+			done.Error = err.Error()
+		}
+	}
+	if err := l.checkpoint(); err != nil && done.Error == "" {
+		done.Error = err.Error()
+	}
+	done.Version, done.FinalVersion = r.version, r.finalVersion
+	r.phase = phaseFinished
+	ctx.Send(ctx.Parent(), done)
+}
+
+// fail ends the run with an error (not a panic: errors are not retried). An
+// update still running finishes on its own; its result is ignored.
+func (l *RLLearner) fail(ctx actor.Context, err error) {
+	r := l.run
+	r.log.Error().Err(err).Msg("rl learner failed")
+	l.behavior.Become(l.failed)
+	r.phase = phaseFinished
+	// r.trainNext, not the job: an update may still be running on it.
+	ctx.Send(ctx.Parent(), &messages.LearnerDone{Step: int64(r.trainNext), Version: r.version, Error: err.Error(), FinalVersion: r.finalVersion})
+}
+
+// failed ignores everything.
+func (l *RLLearner) failed(actor.Context) {}
