@@ -322,6 +322,14 @@ func leakCheck(t *testing.T) func() {
 				if strings.Contains(stack, "resetPendingAcksOnReconnect") {
 					continue
 				}
+				// nats.go v1.55 bug: ObjectStore.Get returns an error when its
+				// chunk subscription fails to start, dropping the result whose
+				// pipe its chunk callback may already be writing to; that
+				// callback then blocks forever (about 1 run in 120 here). The
+				// caller never gets a result to Close. Not ours to fix.
+				if strings.Contains(stack, "jetstream.(*obs).Get.func") && strings.Contains(stack, "io.(*pipe).write") {
+					continue
+				}
 				if _, ok := before[id]; !ok {
 					extra = append(extra, stack)
 				}

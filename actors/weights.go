@@ -229,7 +229,7 @@ type Weights struct {
 type WeightSubscriber struct {
 	model     string
 	obj       jetstream.ObjectStore
-	sub       *nats.Subscription
+	sub       jetstream.ConsumeContext
 	onWeights func(Weights)
 	log       zerolog.Logger
 
@@ -261,25 +261,28 @@ func SubscribeWeights(nc *nats.Conn, model string, log zerolog.Logger, onWeights
 		return nil, err
 	}
 	s := &WeightSubscriber{model: model, obj: obj, onWeights: onWeights, log: log, wake: make(chan struct{}, 1), done: make(chan struct{})}
-	// Subscribe before reading the latest, so no announcement falls between.
-	s.sub, err = nc.Subscribe(WeightsSubject(model), func(m *nats.Msg) {
+	// An ordered JetStream consumer on the announcements: the last one stored,
+	// then every later one as the stream stores it, so none falls between
+	// "the latest" and "the next" (a plain subscription plus a read of the
+	// latest misses an announcement the stream has not stored yet when the
+	// subscription starts). It re-creates itself after a reconnect.
+	cons, err := st.OrderedConsumer(setup, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{WeightsSubject(model)},
+		DeliverPolicy:  jetstream.DeliverLastPerSubjectPolicy,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("%w: subscribe %s: %v", ErrNATS, WeightsSubject(model), err)
+	}
+	s.sub, err = cons.Consume(func(m jetstream.Msg) {
 		a := &messages.WeightsAnnounce{}
-		if err := proto.Unmarshal(m.Data, a); err != nil {
-			s.log.Warn().Err(err).Str("subject", m.Subject).Msg("weights announcement refused")
+		if err := proto.Unmarshal(m.Data(), a); err != nil {
+			s.log.Warn().Err(err).Str("subject", m.Subject()).Msg("weights announcement refused")
 			return
 		}
 		s.offer(a)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("%w: subscribe %s: %v", ErrNATS, WeightsSubject(model), err)
-	}
-	last, err := lastAnnounce(setup, st, model)
-	if err != nil {
-		s.sub.Unsubscribe()
-		return nil, err
-	}
-	if last != nil {
-		s.offer(last)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	s.cancel = cancel
@@ -463,6 +466,6 @@ func VerifyWeights(a *messages.WeightsAnnounce, blob []byte) ([]float32, error) 
 // not called after Stop returns. Safe to call more than once.
 func (s *WeightSubscriber) Stop() {
 	s.cancel()
-	s.sub.Unsubscribe()
+	s.sub.Stop()
 	<-s.done
 }
