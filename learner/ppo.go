@@ -113,7 +113,7 @@ func NewPPO(cfg RLConfig, dev kernels.Device) (RLJob, error) {
 			return nil, fmt.Errorf("%w: ppo.ptx_data: hashing the tokenizer: %w", ErrConfig, err)
 		}
 		dc := cfg.Data
-		dc.Train, dc.Val, dc.ValFraction = pc.PtxData, nil, 0
+		dc.Train, dc.Val, dc.ValFraction = pc.PtxData, nil, 0.01 // the held-out 1% is not used
 		tc := TrainConfig{BatchSize: pc.PtxBatch, SeqLen: min(pc.PtxSeqLen, m.Config.MaxSeqLen)}
 		d, rep, err := loadTextData(dc, tc, tok, hash, cfg.Seed^0x707478) // "ptx"
 		if err != nil {

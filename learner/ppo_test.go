@@ -1,7 +1,9 @@
 package learner
 
 import (
+	"errors"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/troupe-rl/troupe/kernels"
@@ -103,5 +105,62 @@ func TestPPOLearns(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestPPOResumeEquality: a run saved after 2 iterations and restored into a
+// fresh job continues exactly as the uninterrupted run (policy, critic, both
+// optimizers, β and the PPO-ptx data position all restored).
+func TestPPOResumeEquality(t *testing.T) {
+	cfg := rlSetup(t, "ppo")
+	cfg.PPO.TargetKL, cfg.PPO.NormalizeReward = 1, true // state that must survive too
+	text, _ := lmCorpus(t)
+	cfg.PPO.PtxCoef, cfg.PPO.PtxData, cfg.PPO.PtxSeqLen = 0.5, []string{text}, 16
+	cfg.Data.CacheDir = filepath.Join(t.TempDir(), "cache")
+	a, err := NewPPO(cfg, kernels.NewCPU(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := rlIterate(t, a, 4)
+	if want[3].Extra["ptx_loss"] <= 0 {
+		t.Fatalf("ptx_loss %v: PPO-ptx not mixed in", want[3].Extra["ptx_loss"])
+	}
+	b, err := NewPPO(cfg, kernels.NewCPU(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rlIterate(t, b, 2)
+	dir := filepath.Join(t.TempDir(), "step-2")
+	if err := b.SaveCheckpoint(dir); err != nil {
+		t.Fatal(err)
+	}
+	c, err := NewPPO(cfg, kernels.NewCPU(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Restore(dir); err != nil {
+		t.Fatal(err)
+	}
+	if c.IterationsDone() != 2 {
+		t.Fatalf("restored at iteration %d", c.IterationsDone())
+	}
+	got := rlIterate(t, c, 2)
+	for i, g := range got {
+		w := want[2+i]
+		for _, k := range []string{"score_mean", "kl", "kl_coef", "policy_loss", "value_loss", "ptx_loss"} {
+			if g.Extra[k] != w.Extra[k] {
+				t.Fatalf("iteration %d: %s %v after resume, %v uninterrupted", g.Step, k, g.Extra[k], w.Extra[k])
+			}
+		}
+	}
+	// A checkpoint of another config is refused with the reason.
+	other := cfg
+	other.PPO.Clip = 0.3
+	d, err := NewPPO(other, kernels.NewCPU(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Restore(dir); !errors.Is(err, ErrCheckpoint) || !strings.Contains(err.Error(), "ppo") {
+		t.Fatalf("restore under another ppo config: %v", err)
 	}
 }

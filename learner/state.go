@@ -168,7 +168,9 @@ func readState(dir, stage, kind string, want map[string]string, steps int) (lmSt
 		}
 		return st, badCheckpoint(dir, "written for another config: %s", strings.Join(diffs, "; "))
 	}
-	if st.Step < 0 || st.Step > steps || st.AdamWStep != st.Step {
+	// An RL checkpoint's step counts iterations and its adamw_step the
+	// minibatch updates; the other stages take one AdamW step per step.
+	if st.Step < 0 || st.Step > steps || st.AdamWStep < 0 || (stage != "ppo" && st.AdamWStep != st.Step) {
 		return st, badCheckpoint(dir, "step %d (adamw_step %d) out of range [0, %d]", st.Step, st.AdamWStep, steps)
 	}
 	return st, nil

@@ -401,7 +401,11 @@ func printFigures(w io.Writer, cfg actors.RunConfig, report learner.DataReport) 
 	fmt.Fprintf(w, "%s run finished: %s\n", cfg.Stage, cfg.RunDir)
 	if n := len(m.Steps); n > 0 {
 		s := m.Steps[n-1]
-		fmt.Fprintf(w, "  steps %d, final train loss %.4f, %.1f s of training\n", s.Step, s.Loss, s.Elapsed)
+		if cfg.Stage == "ppo" {
+			fmt.Fprintf(w, "  iterations %d, final reward %.4f (score %.4f, KL %.4f), %.1f s\n", s.Step, s.Extra["reward_mean"], s.Extra["score_mean"], s.Extra["kl"], s.Elapsed)
+		} else {
+			fmt.Fprintf(w, "  steps %d, final train loss %.4f, %.1f s of training\n", s.Step, s.Loss, s.Elapsed)
+		}
 	}
 	if !okLast {
 		fmt.Fprintf(w, "  no evaluations (evaluator.replicas is 0)\n")

@@ -216,3 +216,94 @@ func TestRunResume(t *testing.T) {
 		})
 	}
 }
+
+// ppoConfig writes a tiny PPO config: a fresh policy rewarded for answering
+// with digits (a format rule) and for the right sum, 2 generators.
+func (f runFixture) ppoConfig(t *testing.T, name string, iterations int) string {
+	t.Helper()
+	var rl bytes.Buffer
+	for i := 0; i < 64; i++ {
+		a, b := 13*i%97, 29*i%89
+		json.NewEncoder(&rl).Encode(map[string]string{"prompt": fmt.Sprintf("%d+%d=", a, b), "answer": fmt.Sprint(a + b)})
+	}
+	os.WriteFile(filepath.Join(f.dir, "rl.jsonl"), rl.Bytes(), 0o644)
+	src := fmt.Sprintf(`stage: ppo
+run_dir: runs/%s
+threads: 1
+model: {shape: tiny, n_layer: 1, n_head: 2, n_embd: 32, n_positions: 32, tokenizer: tok}
+data: {train: [rl.jsonl], val_fraction: 0.25}
+ppo: {iterations: %d, prompts_per_iter: 16, max_new_tokens: 4, lr: 0.003, minibatches: 2, eval_prompts: 16}
+critic: {init: policy, lr: 0.003}
+reward: {rules: [{type: format, pattern: "^[0-9]"}, {type: exact_match}], missing_eos_penalty: 0}
+generator: {replicas: 2}
+checkpoint: {every: 2, keep: 1}
+evaluator: {replicas: 1, every: 2, prompts: ["1+2="], max_new_tokens: 4, temperature: 0}
+`, name, iterations)
+	path := filepath.Join(f.dir, name+".yaml")
+	if err := os.WriteFile(path, []byte(src), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// TestRunPPO runs the RL stage from the CLI (learning itself is
+// learner.TestPPOLearns's): the start-vs-trained comparison is printed, every
+// iteration metric is recorded, and an interrupted run resumed from its
+// directory trains exactly as an uninterrupted one.
+func TestRunPPO(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end runs: skipped with -short")
+	}
+	f := newRunFixture(t)
+	const its = 8
+	out, err := runCapture(t, f.ppoConfig(t, "ppo-full", its), runOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"ppo run finished", "start    trained", "exact-match accuracy (greedy)", "KL to the reference", "entropy", "distinct-1"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("ppo output lacks %q:\n%s", want, out)
+		}
+	}
+	runDir := filepath.Join(f.dir, "runs", "ppo-full")
+	want := readSteps(t, runDir)
+	if len(want) != its {
+		t.Fatalf("metrics.jsonl has %d iterations, want %d", len(want), its)
+	}
+	for _, k := range []string{"reward_mean", "score_mean", "kl", "entropy", "clip_frac", "approx_kl", "value_loss", "explained_variance",
+		"response_length", "rollout_tokens_per_s", "generate_seconds", "reference_seconds", "reward_seconds", "train_seconds", "weights_version", "max_version_lag"} {
+		if _, ok := want[its-1].Extra[k]; !ok {
+			t.Errorf("iteration metrics lack %s", k)
+		}
+	}
+	for _, p := range []string{"plots/reward.png", "plots/kl.svg", "checkpoints/step-8/critic/model.safetensors"} {
+		if _, err := os.Stat(filepath.Join(runDir, p)); err != nil {
+			t.Errorf("run directory: %v", err)
+		}
+	}
+
+	part := f.ppoConfig(t, "ppo-part", its)
+	partDir := filepath.Join(f.dir, "runs", "ppo-part")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	_, err = runCapture(t, part, runOptions{ctx: ctx, afterStep: func(it int) {
+		if it == 3 {
+			cancel()
+		}
+	}})
+	if err == nil || !strings.Contains(err.Error(), "interrupted") {
+		t.Fatalf("interrupted run: %v", err)
+	}
+	if _, err := runCapture(t, partDir, runOptions{resume: true}); err != nil {
+		t.Fatal(err)
+	}
+	got := readSteps(t, partDir)
+	if len(got) != its {
+		t.Fatalf("resumed run has %d iteration records, want %d", len(got), its)
+	}
+	for i := range want {
+		if got[i].Loss != want[i].Loss || got[i].Extra["score_mean"] != want[i].Extra["score_mean"] {
+			t.Errorf("iteration %d: loss %v score %v, uninterrupted %v %v", want[i].Step, got[i].Loss, got[i].Extra["score_mean"], want[i].Loss, want[i].Extra["score_mean"])
+		}
+	}
+}
