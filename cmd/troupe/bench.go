@@ -29,7 +29,7 @@ var benchTorchScript []byte
 func init() {
 	register(&command{
 		name:    "bench",
-		usage:   "bench --config tiny|small|gpt2[,...] [--torch auto|on|off] [--repeats N]",
+		usage:   "bench --config tiny|small|gpt2[,...] [--device cpu|cuda] [--torch auto|on|off] [--repeats N]",
 		summary: "measure training, generation and scoring tokens/s (and PyTorch's, side by side)",
 		run:     runBench,
 	})
@@ -79,8 +79,19 @@ func runBench(args []string) error {
 	torchMode := fs.String("torch", "auto", "run the PyTorch reference beside troupe: auto (if torch is installed), on, off")
 	python := fs.String("python", "/usr/bin/python3", "python with torch for the reference")
 	threads := fs.Int("threads", runtime.NumCPU(), "threads for troupe and PyTorch")
+	device := fs.String("device", "cpu", "where troupe runs: cpu, or cuda (GPU 0, a build with -tags cuda)")
+	batch := fs.Int("batch", 0, "training batch in rows of the config's length; 0 = the config's (times 8 on cuda)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
+	}
+	if *device != "cpu" && *device != "cuda" {
+		return fmt.Errorf("%w: --device %q: allowed values are cpu, cuda", errUsage, *device)
+	}
+	if *batch < 0 {
+		return fmt.Errorf("%w: --batch must be >= 0 (0 = the config's)", errUsage)
+	}
+	if *device != "cpu" && *torchMode == "auto" {
+		*torchMode = "off" // the reference runs PyTorch on the CPU: beside a GPU run it only costs time
 	}
 	if *steps < 1 || *warmup < 0 || *repeats < 1 || *threads < 1 {
 		return fmt.Errorf("%w: --steps, --repeats and --threads must be >= 1 and --warmup >= 0", errUsage)
@@ -113,10 +124,15 @@ func runBench(args []string) error {
 		if err != nil {
 			return err
 		}
+		if *batch > 0 {
+			shape.batch = *batch
+		} else if *device != "cpu" {
+			shape.batch *= gpuBatchScale
+		}
 		ours := map[string][]benchResult{}
 		theirs := map[string][]benchResult{}
 		for r := 0; r < *repeats; r++ {
-			res, err := benchTroupe(name, shape, whats, *steps, *warmup, *threads)
+			res, err := benchTroupe(name, shape, whats, *steps, *warmup, *threads, *device)
 			if err != nil {
 				return err
 			}
@@ -173,6 +189,7 @@ func medianOf(rs []benchResult, key string) float64 {
 
 func round1(x float64) float64 { return float64(int64(x*10+0.5)) / 10 }
 func round2(x float64) float64 { return float64(int64(x*100+0.5)) / 100 }
+func round3(x float64) float64 { return float64(int64(x*1000+0.5)) / 1000 }
 
 func medianDuration(d []time.Duration) time.Duration {
 	d = slices.Clone(d)
@@ -198,8 +215,23 @@ func timeSteps(warmup, steps int, fn func() error) (time.Duration, error) {
 	return medianDuration(ts), nil
 }
 
-func benchTroupe(name string, s benchShape, whats []string, steps, warmup, threads int) ([]benchResult, error) {
-	dev := kernels.NewCPU(threads)
+// gpuBatchScale multiplies the configs' CPU training batch on a GPU, which the
+// CPU's batch (1024 tokens for gpt2) leaves mostly idle between kernel launches.
+const gpuBatchScale = 8
+
+// benchDevice opens the device named by --device.
+func benchDevice(name string, threads int) (kernels.Device, error) {
+	if name == "cuda" {
+		return newCUDABenchDevice() // bench_cuda.go, or bench_nocuda.go's error
+	}
+	return kernels.NewCPU(threads), nil
+}
+
+func benchTroupe(name string, s benchShape, whats []string, steps, warmup, threads int, device string) ([]benchResult, error) {
+	dev, err := benchDevice(device, threads)
+	if err != nil {
+		return nil, err
+	}
 	m, err := policy.New(s.cfg, dev)
 	if err != nil {
 		return nil, err
@@ -228,6 +260,7 @@ func benchTroupe(name string, s benchShape, whats []string, steps, warmup, threa
 			m.ZeroGrad()
 			m.LossAndBackward(x, y, nil, s.batch, s.seq)
 			opt.Update(m, 3e-4)
+			dev.Sync() // a GPU step is done when its queued kernels are
 			return nil
 		})
 		if err != nil {
@@ -242,6 +275,13 @@ func benchTroupe(name string, s benchShape, whats []string, steps, warmup, threa
 		r["ms_per_step"] = round1(float64(med.Microseconds()) / 1e3)
 		r["tokens_per_s"] = round1(tps)
 		r["model_gflops_per_s"] = round1(flops * tps / 1e9)
+		if peak, gpu := devicePeak(dev); gpu != "" {
+			r["gpu"] = gpu
+			if peak > 0 {
+				r["peak_tf32_tflops"] = round1(peak / 1e12)
+				r["mfu"] = round3(flops * tps / peak)
+			}
+		}
 		res = append(res, r)
 	}
 	var seqs [][]int32

@@ -1,0 +1,1012 @@
+//go:build cuda
+
+package kernels
+
+// The CUDA backend, built with `-tags cuda` on gorgonia.org/cu: device memory and
+// a stream through its driver-API bindings, matrix products through its cuBLAS
+// bindings (TF32 tensor cores on), and every other op as a CUDA kernel compiled
+// at start-up with NVRTC (cuda_kernels.go). Tensors are device memory: Ptr is the
+// address, F is nil. The model code is the CPU's, through the Device interface;
+// a weight broadcast is one Download of the flat parameter buffer.
+//
+// CUDA 13 changed five driver calls that gorgonia.org/cu v0.9.6 uses; build with
+// CGO_CFLAGS="-I$PWD/kernels/cuda/cu13shim $CGO_CFLAGS" there (see that header,
+// and `make test-cuda`). Importing gorgonia.org/cu initialises the driver at
+// program start and exits when there is none, so a `-tags cuda` binary needs an
+// NVIDIA driver even to run on the CPU device.
+//
+// Ordering: kernels, memsets, device copies and cuBLAS run in order on one stream
+// (created blocking, so it also orders with the legacy default stream). Uploads
+// and downloads are the synchronous copies on the legacy default stream, so they
+// wait for the work queued before them and the work queued after waits for them:
+// a host slice may be reused as soon as Upload returns, and Download returns the
+// values every earlier op wrote.
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"runtime"
+	"slices"
+	"sync"
+	"unsafe"
+
+	"gonum.org/v1/gonum/blas"
+	"gorgonia.org/cu"
+	cublas "gorgonia.org/cu/blas"
+	"gorgonia.org/cu/nvrtc"
+)
+
+// ErrCUDA wraps failures of the CUDA driver, NVRTC or cuBLAS.
+var ErrCUDA = errors.New("kernels: cuda")
+
+// cudaDevice is a Device on one NVIDIA GPU. Its methods may be called from any
+// goroutine; they take turns (one stream, shared scratch buffers).
+type cudaDevice struct {
+	mu      sync.Mutex
+	ordinal int
+	dev     cu.Device
+	ctx     cu.CUContext // the device's primary context (the one cuBLAS's runtime uses)
+	stream  cu.Stream
+	mod     cu.Module
+	fn      map[string]cu.Function
+	blas    *cublas.Standard
+	handle  uintptr // blas's cuBLAS handle, for the calls gorgonia does not wrap
+	tf32    bool    // FP32 products on TF32 tensor cores (the default)
+
+	name      string     // e.g. "NVIDIA H100 80GB HBM3"
+	ccMajor   int        // compute capability, e.g. 9
+	ccMinor   int        // e.g. 0
+	sms       int        // multiprocessors, e.g. 132
+	driver    int        // CUDA driver API version, e.g. 13000
+	nvrtcVer  string     // e.g. "13.0"
+	work      Tensor     // float scratch for attention's intermediates, grown on demand
+	trans     transposed // a product operand stored transposed (see Gemm)
+	vals      Tensor     // float scratch for host slices an op uploads (dlogp, dent)
+	partial   cu.DevicePtr
+	ints      [intSlots]intSlot // recent int32 uploads, reused when the same ids come again
+	intsClock int
+}
+
+// intSlots is how many recent int32 uploads stay on the device: a training step
+// uploads tokens+positions and targets, and reads each twice (forward, backward);
+// a decode step reuses its slots and positions in every layer.
+const intSlots = 4
+
+// intSlot is one cached int32 upload: its host copy and its device buffer.
+type intSlot struct {
+	host []int32
+	ptr  cu.DevicePtr
+	cap  int // int32s the buffer holds
+	used int // clock of last use
+}
+
+// transposed is the transpose of a stored matrix, kept while the matrix is
+// unchanged: the LM head's backward reads dlogits in two products.
+type transposed struct {
+	buf            Tensor
+	src            uintptr // address of the matrix; 0 when buf holds nothing valid
+	rows, cols, ld int     // the matrix as stored: (rows,cols) at row stride ld
+}
+
+// sumsqBlocks is the fixed number of partial sums SumSquares forms: fixed, so
+// the result depends on n only.
+const sumsqBlocks = 1024
+
+var _ Device = (*cudaDevice)(nil)
+
+// NewCUDA opens GPU `ordinal` (0 for the first) as a Device: it takes the
+// device's primary context, creates a stream and a cuBLAS handle on it, and
+// compiles the kernels with NVRTC for the GPU's compute capability.
+func NewCUDA(ordinal int) (Device, error) {
+	return newCUDA(ordinal)
+}
+
+func newCUDA(ordinal int) (*cudaDevice, error) {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	n, err := cu.NumDevices()
+	if err != nil {
+		return nil, fmt.Errorf("%w: counting devices: %v", ErrCUDA, err)
+	}
+	if ordinal < 0 || ordinal >= n {
+		return nil, fmt.Errorf("%w: device %d requested, %d present", ErrCUDA, ordinal, n)
+	}
+	d := &cudaDevice{ordinal: ordinal, tf32: true, driver: cu.Version()}
+	if d.dev, err = cu.GetDevice(ordinal); err != nil {
+		return nil, fmt.Errorf("%w: device %d: %v", ErrCUDA, ordinal, err)
+	}
+	if d.name, err = d.dev.Name(); err != nil {
+		return nil, fmt.Errorf("%w: device %d name: %v", ErrCUDA, ordinal, err)
+	}
+	for _, a := range []struct {
+		attr cu.DeviceAttribute
+		dst  *int
+	}{{cu.ComputeCapabilityMajor, &d.ccMajor}, {cu.ComputeCapabilityMinor, &d.ccMinor}, {cu.MultiprocessorCount, &d.sms}} {
+		if *a.dst, err = d.dev.Attribute(a.attr); err != nil {
+			return nil, fmt.Errorf("%w: device %d attributes: %v", ErrCUDA, ordinal, err)
+		}
+	}
+	if d.ctx, err = d.dev.RetainPrimaryCtx(); err != nil {
+		return nil, fmt.Errorf("%w: device %d context: %v", ErrCUDA, ordinal, err)
+	}
+	if err = cu.SetCurrentContext(d.ctx); err != nil {
+		return nil, fmt.Errorf("%w: device %d context: %v", ErrCUDA, ordinal, err)
+	}
+	if d.stream, err = cu.MakeStream(cu.DefaultStream); err != nil {
+		return nil, fmt.Errorf("%w: stream: %v", ErrCUDA, err)
+	}
+	if err = d.compile(); err != nil {
+		return nil, err
+	}
+	if d.partial, err = cu.MemAlloc(sumsqBlocks * 8); err != nil {
+		return nil, fmt.Errorf("%w: alloc: %v", ErrCUDA, err)
+	}
+	d.blas = cublas.New()
+	// gorgonia's Standard keeps its cublasHandle_t in its first field and offers no
+	// accessor; TF32 math and the stream must be set on that very handle.
+	d.handle = *(*uintptr)(unsafe.Pointer(d.blas))
+	if d.handle == 0 {
+		return nil, fmt.Errorf("%w: cuBLAS handle is nil", ErrCUDA)
+	}
+	if err = cublasSetStream(d.handle, *(*uintptr)(unsafe.Pointer(&d.stream))); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrCUDA, err)
+	}
+	if err = cublasSetTF32(d.handle, true); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrCUDA, err)
+	}
+	return d, nil
+}
+
+// compile builds cudaSource with NVRTC for this GPU and loads its kernels.
+func (d *cudaDevice) compile() error {
+	if maj, min, err := nvrtc.Version(); err == nil {
+		d.nvrtcVer = fmt.Sprintf("%d.%d", maj, min)
+	}
+	prog, err := nvrtc.CreateProgram(cudaSource, "troupe_kernels.cu")
+	if err != nil {
+		return fmt.Errorf("%w: nvrtc: %v", ErrCUDA, err)
+	}
+	defer prog.Destroy()
+	arch := fmt.Sprintf("--gpu-architecture=compute_%d%d", d.ccMajor, d.ccMinor)
+	if err := prog.Compile(arch); err != nil {
+		log, _ := prog.GetLog()
+		return fmt.Errorf("%w: nvrtc %s: %v\n%s", ErrCUDA, arch, err, log)
+	}
+	ptx, err := prog.GetPTX()
+	if err != nil {
+		return fmt.Errorf("%w: nvrtc ptx: %v", ErrCUDA, err)
+	}
+	if d.mod, err = cu.LoadData(ptx); err != nil {
+		return fmt.Errorf("%w: loading the kernels' PTX: %v", ErrCUDA, err)
+	}
+	d.fn = make(map[string]cu.Function, len(cudaKernelNames))
+	for _, name := range cudaKernelNames {
+		f, err := d.mod.Function(name)
+		if err != nil {
+			return fmt.Errorf("%w: kernel %s: %v", ErrCUDA, name, err)
+		}
+		d.fn[name] = f
+	}
+	return nil
+}
+
+// Name implements Device: "cuda:0".
+func (d *cudaDevice) Name() string { return fmt.Sprintf("cuda:%d", d.ordinal) }
+
+// Backend describes the GPU and the software under it, for logs.
+func (d *cudaDevice) Backend() string {
+	math := "FP32"
+	if d.tf32 {
+		math = "TF32 tensor cores"
+	}
+	return fmt.Sprintf("%s, sm_%d%d, %d SMs, CUDA driver %d.%d, NVRTC %s, cuBLAS %s",
+		d.name, d.ccMajor, d.ccMinor, d.sms, d.driver/1000, d.driver%1000/10, d.nvrtcVer, math)
+}
+
+// GPUName is the device's marketing name, e.g. "NVIDIA H100 80GB HBM3".
+func (d *cudaDevice) GPUName() string { return d.name }
+
+// setTF32 switches the FP32 products between TF32 tensor cores and full FP32.
+func (d *cudaDevice) setTF32(on bool) {
+	defer d.enter()()
+	d.check(cublasSetTF32(d.handle, on), "math mode")
+	d.tf32 = on
+}
+
+// enter makes the device current on this goroutine's OS thread and takes the
+// device for one op; call the function it returns when the op is queued. CUDA
+// contexts are per thread, so the goroutine stays on its thread meanwhile. Any
+// op but a product may write anywhere, so the kept transpose is dropped.
+func (d *cudaDevice) enter() func() {
+	done := d.enterGemm()
+	d.trans.src = 0
+	return done
+}
+
+// enterGemm is enter for Gemm, which drops the kept transpose only when it
+// overwrites its matrix.
+func (d *cudaDevice) enterGemm() func() {
+	d.mu.Lock()
+	runtime.LockOSThread()
+	if err := cu.SetCurrentContext(d.ctx); err != nil {
+		runtime.UnlockOSThread()
+		d.mu.Unlock()
+		panic(fmt.Errorf("%w: making the context current: %v", ErrCUDA, err))
+	}
+	return func() {
+		runtime.UnlockOSThread()
+		d.mu.Unlock()
+	}
+}
+
+// check panics on a CUDA failure: the Device interface has no error results, and
+// a failed launch or copy leaves the device's state unknown.
+func (d *cudaDevice) check(err error, what string) {
+	if err != nil {
+		panic(fmt.Errorf("%w: %s: %v", ErrCUDA, what, err))
+	}
+}
+
+// dneed panics with ErrShape unless t is a device tensor of at least n values.
+func dneed(t Tensor, n int, what string) {
+	if n < 0 || t.N < n || (n > 0 && t.Ptr == 0) {
+		panic(fmt.Errorf("%w: %s has N=%d (device address %#x), need %d device values", ErrShape, what, t.N, t.Ptr, n))
+	}
+}
+
+// devPtr is t's address for a kernel argument; 0 (null) for an empty tensor.
+func devPtr(t Tensor) cu.DevicePtr { return cu.DevicePtr(t.Ptr) }
+
+// launch queues kernel name on the stream with grid (gx,gy) of blocks (bx,by)
+// and shmem bytes of dynamic shared memory. Every argument travels in an 8-byte
+// slot (gorgonia's Launch copies 8 bytes per argument): a kernel's int or float
+// parameter reads the low 4 bytes, so Go ints serve for C ints and long longs.
+func (d *cudaDevice) launch(name string, gx, gy, bx, by, shmem int, args ...any) {
+	fn, ok := d.fn[name]
+	if !ok {
+		panic(fmt.Errorf("%w: no kernel %q", ErrCUDA, name))
+	}
+	var vals [24]uint64
+	ptrs := make([]unsafe.Pointer, len(args))
+	for i, a := range args {
+		switch v := a.(type) {
+		case cu.DevicePtr:
+			vals[i] = uint64(v)
+		case int:
+			vals[i] = uint64(int64(v))
+		case int64:
+			vals[i] = uint64(v)
+		case float32:
+			vals[i] = uint64(math.Float32bits(v))
+		default:
+			panic(fmt.Errorf("%w: kernel %s argument %d has type %T", ErrCUDA, name, i, a))
+		}
+		ptrs[i] = unsafe.Pointer(&vals[i])
+	}
+	d.check(fn.Launch(gx, gy, 1, bx, by, 1, shmem, d.stream, ptrs), "launching "+name)
+}
+
+// grid1 is the block count of a grid-stride loop over n values, 256 threads a block.
+func (d *cudaDevice) grid1(n int) int {
+	return max(1, min((n+255)/256, d.sms*32))
+}
+
+// launch1 runs a grid-stride kernel over n values.
+func (d *cudaDevice) launch1(name string, n int, args ...any) {
+	if n <= 0 {
+		return
+	}
+	d.launch(name, d.grid1(n), 1, 256, 1, 0, args...)
+}
+
+// launchRC runs a ROWS_COLS kernel over a (rows, cols) index space.
+func (d *cudaDevice) launchRC(name string, rows, cols int, args ...any) {
+	if rows <= 0 || cols <= 0 {
+		return
+	}
+	bx := min(256, (cols+31)/32*32)
+	d.launch(name, (cols+bx-1)/bx, min(rows, 65535), bx, 1, 0, args...)
+}
+
+// launchRows runs a kernel with one warp per row, 8 rows a block.
+func (d *cudaDevice) launchRows(name string, rows int, args ...any) {
+	if rows <= 0 {
+		return
+	}
+	d.launch(name, (rows+7)/8, 1, 256, 1, 0, args...)
+}
+
+// rowThreads is the block size of the one-block-per-row kernels over V values.
+func rowThreads(V int) int {
+	if V >= 8192 {
+		return 1024
+	}
+	return 256
+}
+
+// allocRaw returns n uninitialised floats of device memory.
+func (d *cudaDevice) allocRaw(n int) Tensor {
+	if n <= 0 {
+		return Tensor{}
+	}
+	p, err := cu.MemAlloc(int64(n) * 4)
+	d.check(err, fmt.Sprintf("allocating %d floats (%.1f MiB)", n, float64(n)*4/(1<<20)))
+	return Tensor{Ptr: uintptr(p), N: n}
+}
+
+// freeRaw releases a buffer once the queued work that may read it is done.
+func (d *cudaDevice) freeRaw(t Tensor) {
+	if t.Ptr == 0 {
+		return
+	}
+	d.check(d.stream.Synchronize(), "synchronizing before a free")
+	d.check(cu.MemFree(cu.DevicePtr(t.Ptr)), "freeing device memory")
+}
+
+// scratch returns d.work grown to at least n floats (contents undefined).
+func (d *cudaDevice) scratch(n int) Tensor {
+	if d.work.N < n {
+		d.freeRaw(d.work)
+		d.work = d.allocRaw(max(n, d.work.N*5/4))
+	}
+	return d.work
+}
+
+// uploadVals copies a host float slice to a device scratch buffer.
+func (d *cudaDevice) uploadVals(v []float32) cu.DevicePtr {
+	if d.vals.N < len(v) {
+		d.freeRaw(d.vals)
+		d.vals = d.allocRaw(max(len(v), 1024))
+	}
+	if len(v) > 0 {
+		d.check(cu.MemcpyHtoD(cu.DevicePtr(d.vals.Ptr), unsafe.Pointer(&v[0]), int64(len(v))*4), "uploading values")
+	}
+	return cu.DevicePtr(d.vals.Ptr)
+}
+
+// uploadInts puts the concatenation of parts on the device and returns the
+// address of each part. The last intSlots uploads are kept: ids equal to one of
+// them (the backward pass's tokens, a decode step's positions in every layer) are
+// not copied again, which also spares the wait for the queue that a copy from
+// pageable memory implies.
+func (d *cudaDevice) uploadInts(parts ...[]int32) []cu.DevicePtr {
+	total := 0
+	for _, p := range parts {
+		total += len(p)
+	}
+	d.intsClock++
+	match := -1
+	for i := range d.ints {
+		s := &d.ints[i]
+		if s.ptr != 0 && len(s.host) == total && equalParts(s.host, parts) {
+			match = i
+			break
+		}
+	}
+	if match < 0 {
+		match = 0
+		for i := range d.ints {
+			if d.ints[i].used < d.ints[match].used {
+				match = i
+			}
+		}
+		s := &d.ints[match]
+		if s.cap < total {
+			if s.ptr != 0 {
+				d.freeRaw(Tensor{Ptr: uintptr(s.ptr), N: s.cap})
+			}
+			s.cap = max(total, 1024)
+			t := d.allocRaw(s.cap)
+			s.ptr = cu.DevicePtr(t.Ptr)
+		}
+		s.host = s.host[:0]
+		for _, p := range parts {
+			s.host = append(s.host, p...)
+		}
+		if total > 0 {
+			d.check(cu.MemcpyHtoD(s.ptr, unsafe.Pointer(&s.host[0]), int64(total)*4), "uploading ids")
+		}
+	}
+	s := &d.ints[match]
+	s.used = d.intsClock
+	out := make([]cu.DevicePtr, len(parts))
+	off := 0
+	for i, p := range parts {
+		out[i] = s.ptr + cu.DevicePtr(off*4)
+		off += len(p)
+	}
+	return out
+}
+
+// equalParts reports whether host is the concatenation of parts.
+func equalParts(host []int32, parts [][]int32) bool {
+	off := 0
+	for _, p := range parts {
+		if !slices.Equal(host[off:off+len(p)], p) {
+			return false
+		}
+		off += len(p)
+	}
+	return true
+}
+
+// ---- memory ----
+
+// Alloc implements Device: n zeroed floats of device memory.
+func (d *cudaDevice) Alloc(n int) Tensor {
+	defer d.enter()()
+	t := d.allocRaw(n)
+	if n > 0 {
+		d.check(cu.MemsetD32Async(cu.DevicePtr(t.Ptr), 0, int64(n), d.stream), "zeroing")
+	}
+	return t
+}
+
+// Free implements Device: releases an Alloc'd tensor.
+func (d *cudaDevice) Free(t Tensor) {
+	defer d.enter()()
+	d.freeRaw(t)
+}
+
+// Upload implements Device: dst = src (host to device).
+func (d *cudaDevice) Upload(dst Tensor, src []float32) {
+	if len(src) != dst.N {
+		panic(fmt.Errorf("%w: Upload of %d values into N=%d", ErrShape, len(src), dst.N))
+	}
+	dneed(dst, len(src), "Upload dst")
+	if len(src) == 0 {
+		return
+	}
+	defer d.enter()()
+	d.check(cu.MemcpyHtoD(devPtr(dst), unsafe.Pointer(&src[0]), int64(len(src))*4), "Upload")
+}
+
+// Download implements Device: dst = src (len(dst) values, device to host), after
+// every op queued before it.
+func (d *cudaDevice) Download(dst []float32, src Tensor) {
+	dneed(src, len(dst), "Download src")
+	if len(dst) == 0 {
+		return
+	}
+	defer d.enter()()
+	d.check(cu.MemcpyDtoH(unsafe.Pointer(&dst[0]), devPtr(src), int64(len(dst))*4), "Download")
+}
+
+// Copy implements Device: dst = src, both N values.
+func (d *cudaDevice) Copy(dst, src Tensor) {
+	if dst.N != src.N {
+		panic(fmt.Errorf("%w: Copy N=%d into N=%d", ErrShape, src.N, dst.N))
+	}
+	dneed(dst, dst.N, "Copy dst")
+	dneed(src, src.N, "Copy src")
+	if dst.N == 0 {
+		return
+	}
+	defer d.enter()()
+	d.check(cu.MemcpyDtoDAsync(devPtr(dst), devPtr(src), int64(dst.N)*4, d.stream), "Copy")
+}
+
+// Zero implements Device: t = 0.
+func (d *cudaDevice) Zero(t Tensor) {
+	dneed(t, t.N, "Zero")
+	if t.N == 0 {
+		return
+	}
+	defer d.enter()()
+	d.check(cu.MemsetD32Async(devPtr(t), 0, int64(t.N), d.stream), "Zero")
+}
+
+// Sync implements Device: waits for every queued op and reports a failed one.
+func (d *cudaDevice) Sync() {
+	defer d.enter()()
+	d.check(d.stream.Synchronize(), "Sync")
+}
+
+// ---- elementwise and reductions ----
+
+// Scale implements Device: t *= s.
+func (d *cudaDevice) Scale(t Tensor, s float32) {
+	dneed(t, t.N, "Scale")
+	defer d.enter()()
+	d.launch1("scale_kernel", t.N, devPtr(t), s, t.N)
+}
+
+// AddInto implements Device: dst += src.
+func (d *cudaDevice) AddInto(dst, src Tensor) {
+	if dst.N != src.N {
+		panic(fmt.Errorf("%w: AddInto N=%d into N=%d", ErrShape, src.N, dst.N))
+	}
+	dneed(dst, dst.N, "AddInto dst")
+	dneed(src, src.N, "AddInto src")
+	defer d.enter()()
+	d.launch1("add_into_kernel", dst.N, devPtr(dst), devPtr(src), dst.N)
+}
+
+// Add implements Device: out = a + b; out may alias a or b.
+func (d *cudaDevice) Add(out, a, b Tensor) {
+	if out.N != a.N || out.N != b.N {
+		panic(fmt.Errorf("%w: Add N=%d,%d into N=%d", ErrShape, a.N, b.N, out.N))
+	}
+	dneed(out, out.N, "Add out")
+	dneed(a, a.N, "Add a")
+	dneed(b, b.N, "Add b")
+	defer d.enter()()
+	d.launch1("add_kernel", out.N, devPtr(out), devPtr(a), devPtr(b), out.N)
+}
+
+// SumSquares implements Device: sum of t^2, in double on the GPU (sumsqBlocks
+// partial sums at most) and in float64 on the host.
+func (d *cudaDevice) SumSquares(t Tensor) float64 {
+	dneed(t, t.N, "SumSquares")
+	if t.N == 0 {
+		return 0
+	}
+	defer d.enter()()
+	blocks := min(sumsqBlocks, (t.N+255)/256)
+	d.launch("sumsq_partial_kernel", blocks, 1, 256, 1, 0, devPtr(t), t.N, d.partial)
+	host := make([]float64, blocks)
+	d.check(cu.MemcpyDtoH(unsafe.Pointer(&host[0]), d.partial, int64(blocks)*8), "SumSquares download")
+	var s float64
+	for _, p := range host {
+		s += p
+	}
+	return s
+}
+
+// ---- matrix products ----
+
+// checkGemmDevice is checkGemm for device tensors (sizes from N).
+func checkGemmDevice(transA, transB bool, m, n, k int, a Tensor, lda int, b Tensor, ldb int, cc Tensor, ldc int) {
+	ar, ac := m, k
+	if transA {
+		ar, ac = k, m
+	}
+	br, bc := k, n
+	if transB {
+		br, bc = n, k
+	}
+	bad := m < 0 || n < 0 || k < 0 || lda < max(1, ac) || ldb < max(1, bc) || ldc < max(1, n)
+	if bad || a.N < gemmStored(ar, ac, lda) || b.N < gemmStored(br, bc, ldb) || cc.N < gemmStored(m, n, ldc) {
+		panic(fmt.Errorf("%w: Gemm(transA=%v, transB=%v, m=%d, n=%d, k=%d, lda=%d, ldb=%d, ldc=%d) on A %d, B %d, C %d values",
+			ErrShape, transA, transB, m, n, k, lda, ldb, ldc, a.N, b.N, cc.N))
+	}
+}
+
+// Gemm implements Device: C (m,n) = alpha*op(A) @ op(B) + beta*C, row-major, on
+// cuBLAS through gorgonia.org/cu/blas. cuBLAS is column-major, and a row-major
+// (r,c) matrix is its column-major transpose, so the call computes
+// C^T = op(B)^T op(A)^T: the operands swap, and m with n.
+//
+// cuBLAS's TF32 rate depends on the layout (TestCUDAGemmRates, H200, GPT-2's
+// shapes at B*T = 8192): A^T B with a long k ran at 117-136 TFLOP/s for the
+// weight gradients with m < n (768x3072) and the LM head's (m = 50257), where
+// A B ran at 300-356; and A B with GPT-2's odd k = 50257 (the LM head's input
+// gradient) at 130 where A^T B ran at 262. So for those a long-k (>= 2048) A is
+// transposed first, in one read and one write of it, and the transpose is kept
+// for the next product while A is unchanged (the LM head's two backward products
+// read dlogits, one each way). For 3072x768 and 768x768 weight gradients the
+// transpose cost more than it saved, measured in a training step. The forward
+// LM head product (n = 50257, ~125 TFLOP/s in every layout) would need the
+// vocabulary padded.
+func (d *cudaDevice) Gemm(transA, transB bool, m, n, k int, alpha float32, a Tensor, lda int,
+	b Tensor, ldb int, beta float32, cc Tensor, ldc int) {
+	checkGemmDevice(transA, transB, m, n, k, a, lda, b, ldb, cc, ldc)
+	if m == 0 || n == 0 {
+		return
+	}
+	dneed(cc, 1, "Gemm C")
+	defer d.enterGemm()()
+	defer d.forgetTransposed(cc.Ptr, gemmStored(m, n, ldc))
+	if k == 0 || alpha == 0 {
+		d.launchRC("scale2d_kernel", m, n, devPtr(cc), m, n, ldc, beta)
+		return
+	}
+	dneed(a, 1, "Gemm A")
+	dneed(b, 1, "Gemm B")
+	ap := a.Ptr
+	switch {
+	case transA && !transB && k >= 2048 && m >= 256 && (m < n || m%8 != 0) && k < 1<<21:
+		ap, lda, transA = d.transposeOf(a.Ptr, k, m, lda), k, false // A stored (k,m) -> (m,k)
+	case !transA && !transB && k >= 2048 && k%4 != 0 && m*k >= 1<<22 && m < 1<<21:
+		ap, lda, transA = d.transposeOf(a.Ptr, m, k, lda), m, true // A stored (m,k) -> (k,m)
+	}
+	op := func(t bool) blas.Transpose {
+		if t {
+			return blas.Trans
+		}
+		return blas.NoTrans
+	}
+	d.blas.Sgemm(op(transB), op(transA), n, m, k, alpha, devSlice(b), ldb,
+		devSlice(Tensor{Ptr: ap, N: 1}), lda, beta, devSlice(cc), ldc)
+	d.check(d.blas.Err(), "cuBLAS Sgemm")
+}
+
+// transposeOf returns the transpose, (cols,rows) at row stride rows, of the
+// (rows,cols) matrix stored at src with row stride ld: the kept one when it is
+// of this very matrix, else a fresh one that is kept.
+func (d *cudaDevice) transposeOf(src uintptr, rows, cols, ld int) uintptr {
+	t := &d.trans
+	if t.src != src || t.rows != rows || t.cols != cols || t.ld != ld {
+		if t.buf.N < rows*cols {
+			d.freeRaw(t.buf)
+			t.buf = d.allocRaw(rows * cols)
+		}
+		d.launch("transpose_kernel", (cols+31)/32, (rows+31)/32, 32, 8, 0, devPtr(t.buf), rows, cu.DevicePtr(src), ld, rows, cols)
+		t.src, t.rows, t.cols, t.ld = src, rows, cols, ld
+	}
+	return t.buf.Ptr
+}
+
+// forgetTransposed drops the kept transpose when its matrix overlaps the n
+// floats just written at dst.
+func (d *cudaDevice) forgetTransposed(dst uintptr, n int) {
+	t := &d.trans
+	if t.src == 0 {
+		return
+	}
+	end := t.src + uintptr(gemmStored(t.rows, t.cols, t.ld))*4
+	if dst < end && t.src < dst+uintptr(n)*4 {
+		t.src = 0
+	}
+}
+
+// devSlice presents device memory as the []float32 that gorgonia's blas takes;
+// only its first element's address is used (passed to cuBLAS, never read by Go).
+func devSlice(t Tensor) []float32 {
+	p := t.Ptr
+	return unsafe.Slice((*float32)(*(*unsafe.Pointer)(unsafe.Pointer(&p))), t.N)
+}
+
+// gemmStrided is Gemm over count products at strides sa, sb, sc floats, through
+// cublasSgemmStridedBatched (row-major, the same operand swap as Gemm).
+func (d *cudaDevice) gemmStrided(transA, transB bool, m, n, k int, alpha float32, a uintptr, lda int, sa int,
+	b uintptr, ldb int, sb int, beta float32, c uintptr, ldc int, sc int, count int) {
+	d.check(cublasSgemmStridedBatched(d.handle, transB, transA, n, m, k, alpha,
+		b, ldb, int64(sb), a, lda, int64(sa), beta, c, ldc, int64(sc), count), "batched product")
+}
+
+// AddBias implements Device: out (N,OC) += bias (OC).
+func (d *cudaDevice) AddBias(out, bias Tensor, N, OC int) {
+	dneed(out, N*OC, "AddBias out")
+	dneed(bias, OC, "AddBias bias")
+	defer d.enter()()
+	d.launchRC("add_bias_kernel", N, OC, devPtr(out), devPtr(bias), N, OC)
+}
+
+// BiasBackward implements Device: dbias (OC) += column sums of dout (N,OC).
+func (d *cudaDevice) BiasBackward(dbias, dout Tensor, N, OC int) {
+	dneed(dout, N*OC, "BiasBackward dout")
+	dneed(dbias, OC, "BiasBackward dbias")
+	if N <= 0 || OC <= 0 {
+		return
+	}
+	defer d.enter()()
+	// Enough blocks to keep ~32 warps a multiprocessor loading: each block sums a
+	// band of rows for its 32 columns, and the bands meet in dbias by atomicAdd.
+	gx := (OC + 31) / 32
+	gy := max(1, min((N+7)/8, 32*d.sms/gx, 65535))
+	d.launch("bias_backward_kernel", gx, gy, 32, 8, 0, devPtr(dbias), devPtr(dout), N, OC)
+}
+
+// ---- embeddings ----
+
+// checkEncoder panics unless tokens and positions index wte (V,C) and wpe (maxT,C).
+func checkEncoder(op string, tokens, pos []int32, N, V, maxT int, checkTok, checkPos bool) {
+	if len(tokens) < N || len(pos) < N {
+		panic(fmt.Errorf("%w: %s has %d tokens, %d positions for N=%d", ErrShape, op, len(tokens), len(pos), N))
+	}
+	for i := 0; i < N; i++ {
+		if t := int(tokens[i]); checkTok && (t < 0 || t >= V) {
+			panic(fmt.Errorf("%w: %s row %d: token %d of %d", ErrShape, op, i, t, V))
+		}
+		if p := int(pos[i]); checkPos && (p < 0 || p >= maxT) {
+			panic(fmt.Errorf("%w: %s row %d: pos %d of %d", ErrShape, op, i, p, maxT))
+		}
+	}
+}
+
+// EncoderForward implements Device: out (N,C) = wte[tokens[i]] + wpe[pos[i]].
+func (d *cudaDevice) EncoderForward(out Tensor, tokens, pos []int32, wte, wpe Tensor, N, C int) {
+	dneed(out, N*C, "EncoderForward out")
+	checkEncoder("EncoderForward", tokens, pos, N, wte.N/C, wpe.N/C, true, true)
+	if N == 0 {
+		return
+	}
+	defer d.enter()()
+	p := d.uploadInts(tokens[:N], pos[:N])
+	d.launchRC("encoder_forward_kernel", N, C, devPtr(out), p[0], p[1], devPtr(wte), devPtr(wpe), N, C)
+}
+
+// EncoderBackward implements Device: scatter-add dout (N,C) into dwte rows
+// tokens[i] and dwpe rows pos[i] (atomicAdd); either gradient may be empty.
+func (d *cudaDevice) EncoderBackward(dwte, dwpe, dout Tensor, tokens, pos []int32, N, C int) {
+	dneed(dout, N*C, "EncoderBackward dout")
+	checkEncoder("EncoderBackward", tokens, pos, N, dwte.N/C, dwpe.N/C, !dwte.Empty(), !dwpe.Empty())
+	if N == 0 || (dwte.Empty() && dwpe.Empty()) {
+		return
+	}
+	defer d.enter()()
+	p := d.uploadInts(tokens[:N], pos[:N])
+	d.launchRC("encoder_backward_kernel", N, C, devPtr(dwte), devPtr(dwpe), devPtr(dout), p[0], p[1], N, C)
+}
+
+// ---- layernorm ----
+
+// LayerNormForward implements Device; mean and rstd may be empty.
+func (d *cudaDevice) LayerNormForward(out, mean, rstd, inp, weight, bias Tensor, N, C int, eps float32) {
+	dneed(out, N*C, "LayerNormForward out")
+	dneed(inp, N*C, "LayerNormForward inp")
+	dneed(weight, C, "LayerNormForward weight")
+	dneed(bias, C, "LayerNormForward bias")
+	if !mean.Empty() {
+		dneed(mean, N, "LayerNormForward mean")
+	}
+	if !rstd.Empty() {
+		dneed(rstd, N, "LayerNormForward rstd")
+	}
+	defer d.enter()()
+	d.launchRows("layernorm_forward_kernel", N, devPtr(out), devPtr(mean), devPtr(rstd), devPtr(inp),
+		devPtr(weight), devPtr(bias), N, C, eps)
+}
+
+// LayerNormBackward implements Device; any gradient output may be empty.
+func (d *cudaDevice) LayerNormBackward(dinp, dweight, dbias, dout, inp, weight, mean, rstd Tensor, N, C int) {
+	dneed(dout, N*C, "LayerNormBackward dout")
+	dneed(inp, N*C, "LayerNormBackward inp")
+	dneed(weight, C, "LayerNormBackward weight")
+	dneed(mean, N, "LayerNormBackward mean")
+	dneed(rstd, N, "LayerNormBackward rstd")
+	if !dinp.Empty() {
+		dneed(dinp, N*C, "LayerNormBackward dinp")
+	}
+	if !dweight.Empty() {
+		dneed(dweight, C, "LayerNormBackward dweight")
+	}
+	if !dbias.Empty() {
+		dneed(dbias, C, "LayerNormBackward dbias")
+	}
+	if N <= 0 || (dinp.Empty() && dweight.Empty() && dbias.Empty()) {
+		return
+	}
+	shmem := 2 * C * 4
+	if shmem > 48<<10 {
+		panic(fmt.Errorf("%w: LayerNormBackward on C=%d: the cuda kernel keeps 2*C floats in 48 KiB of shared memory", ErrShape, C))
+	}
+	defer d.enter()()
+	blocks := max(1, min((N+7)/8, 4*d.sms)) // 32 warps a multiprocessor; each block adds 2*C atomics
+	d.launch("layernorm_backward_kernel", blocks, 1, 256, 1, shmem, devPtr(dinp), devPtr(dweight), devPtr(dbias),
+		devPtr(dout), devPtr(inp), devPtr(weight), devPtr(mean), devPtr(rstd), N, C)
+}
+
+// ---- gelu ----
+
+// GeluForward implements Device: out = gelu_new(inp), n values.
+func (d *cudaDevice) GeluForward(out, inp Tensor, n int) {
+	dneed(out, n, "GeluForward out")
+	dneed(inp, n, "GeluForward inp")
+	defer d.enter()()
+	d.launch1("gelu_forward_kernel", n, devPtr(out), devPtr(inp), n)
+}
+
+// GeluBackward implements Device: dinp += gelu'(inp) * dout.
+func (d *cudaDevice) GeluBackward(dinp, inp, dout Tensor, n int) {
+	dneed(dinp, n, "GeluBackward dinp")
+	dneed(inp, n, "GeluBackward inp")
+	dneed(dout, n, "GeluBackward dout")
+	defer d.enter()()
+	d.launch1("gelu_backward_kernel", n, devPtr(dinp), devPtr(inp), devPtr(dout), n)
+}
+
+// ---- attention ----
+
+// AttentionForward implements Device, as llm.c's CUDA version does it: q, k, v
+// are permuted to (B,NH,T,hs), preatt = q k^T / sqrt(hs) is one strided batched
+// product (B*NH of them) written straight into att, the causal softmax runs in
+// place, y = att v is a second batched product, and y is permuted back to
+// (B,T,C). The full T×T products waste the upper triangle, but on tensor cores
+// that costs less than anything that skips it.
+func (d *cudaDevice) AttentionForward(out, att, qkv Tensor, B, T, C, NH int) {
+	checkAttention(B, T, C, NH)
+	dneed(out, B*T*C, "AttentionForward out")
+	dneed(att, B*NH*T*T, "AttentionForward att")
+	dneed(qkv, B*T*3*C, "AttentionForward qkv")
+	if B == 0 || T == 0 {
+		return
+	}
+	defer d.enter()()
+	hs, NC := C/NH, B*T*C
+	w := d.scratch(4 * NC)
+	q, k, v, y := w.Ptr, w.Ptr+uintptr(NC)*4, w.Ptr+uintptr(2*NC)*4, w.Ptr+uintptr(3*NC)*4
+	d.launchRC("permute_qkv_kernel", B*T, C, cu.DevicePtr(q), cu.DevicePtr(k), cu.DevicePtr(v), devPtr(qkv), B, T, NH, hs)
+	scale := float32(1 / math.Sqrt(float64(hs)))
+	// preatt (T,T) = scale * q (T,hs) @ k^T, per (b,h)
+	d.gemmStrided(false, true, T, T, hs, scale, q, hs, T*hs, k, hs, T*hs, 0, att.Ptr, T, T*T, B*NH)
+	d.launchRows("softmax_causal_kernel", B*NH*T, devPtr(att), B*NH*T, T)
+	// y (T,hs) = att (T,T) @ v (T,hs)
+	d.gemmStrided(false, false, T, hs, T, 1, att.Ptr, T, T*T, v, hs, T*hs, 0, y, hs, T*hs, B*NH)
+	d.launchRC("unpermute_kernel", B*T, C, devPtr(out), cu.DevicePtr(y), B, T, NH, hs)
+}
+
+// AttentionBackward implements Device: with dy = dout permuted to (B,NH,T,hs),
+//
+//	datt = dy v^T;  dv = att^T dy;  dpre = att*(datt - rowsum(att*datt)) / sqrt(hs)
+//	dq = dpre k;    dk = dpre^T q
+//
+// as batched products, then dq, dk, dv are added into dqkv (B,T,3C).
+func (d *cudaDevice) AttentionBackward(dqkv, dout, qkv, att Tensor, B, T, C, NH int) {
+	checkAttention(B, T, C, NH)
+	dneed(dqkv, B*T*3*C, "AttentionBackward dqkv")
+	dneed(dout, B*T*C, "AttentionBackward dout")
+	dneed(qkv, B*T*3*C, "AttentionBackward qkv")
+	dneed(att, B*NH*T*T, "AttentionBackward att")
+	if B == 0 || T == 0 {
+		return
+	}
+	defer d.enter()()
+	hs, NC := C/NH, B*T*C
+	w := d.scratch(7*NC + B*NH*T*T)
+	at := func(i int) uintptr { return w.Ptr + uintptr(i*NC)*4 }
+	q, k, v, dy, dq, dk, dv, datt := at(0), at(1), at(2), at(3), at(4), at(5), at(6), at(7)
+	d.launchRC("permute_qkv_kernel", B*T, C, cu.DevicePtr(q), cu.DevicePtr(k), cu.DevicePtr(v), devPtr(qkv), B, T, NH, hs)
+	d.launchRC("permute_btc_kernel", B*T, C, cu.DevicePtr(dy), devPtr(dout), B, T, NH, hs)
+	tt, th := T*T, T*hs
+	// datt (T,T) = dy (T,hs) @ v^T
+	d.gemmStrided(false, true, T, T, hs, 1, dy, hs, th, v, hs, th, 0, datt, T, tt, B*NH)
+	// dv (T,hs) = att^T (T,T) @ dy (T,hs)
+	d.gemmStrided(true, false, T, hs, T, 1, att.Ptr, T, tt, dy, hs, th, 0, dv, hs, th, B*NH)
+	scale := float32(1 / math.Sqrt(float64(hs)))
+	d.launchRows("softmax_causal_backward_kernel", B*NH*T, cu.DevicePtr(datt), devPtr(att), B*NH*T, T, scale)
+	// dq (T,hs) = dpre (T,T) @ k (T,hs); dk (T,hs) = dpre^T @ q
+	d.gemmStrided(false, false, T, hs, T, 1, datt, T, tt, k, hs, th, 0, dq, hs, th, B*NH)
+	d.gemmStrided(true, false, T, hs, T, 1, datt, T, tt, q, hs, th, 0, dk, hs, th, B*NH)
+	d.launchRC("unpermute_add_qkv_kernel", B*T, C, devPtr(dqkv), cu.DevicePtr(dq), cu.DevicePtr(dk), cu.DevicePtr(dv), B, T, NH, hs)
+}
+
+// AttentionCached implements Device: the KV-cache path. When every slot's
+// positions increase down the rows (a prefill, decode steps, or both), no row
+// reads what a later row writes, so one kernel writes every row's k and v and a
+// second attends every (row, head), a block each. Otherwise rows go one at a
+// time, in order, as the contract reads.
+func (d *cudaDevice) AttentionCached(out, qkv, kcache, vcache Tensor, slot, pos []int32, N, C, NH, maxT int) {
+	checkAttention(1, maxT, C, NH)
+	dneed(out, N*C, "AttentionCached out")
+	dneed(qkv, N*3*C, "AttentionCached qkv")
+	if maxT <= 0 || kcache.N != vcache.N || kcache.N%(maxT*C) != 0 || len(slot) < N || len(pos) < N {
+		panic(fmt.Errorf("%w: AttentionCached caches %d/%d values, maxT=%d C=%d, %d slots %d positions for N=%d",
+			ErrShape, kcache.N, vcache.N, maxT, C, len(slot), len(pos), N))
+	}
+	dneed(kcache, kcache.N, "AttentionCached kcache")
+	dneed(vcache, vcache.N, "AttentionCached vcache")
+	S := kcache.N / (maxT * C)
+	last := make([]int32, S)
+	for s := range last {
+		last[s] = -1
+	}
+	inOrder := true
+	for i := 0; i < N; i++ {
+		s, p := slot[i], pos[i]
+		if s < 0 || int(s) >= S || p < 0 || int(p) >= maxT {
+			panic(fmt.Errorf("%w: AttentionCached row %d: slot %d of %d, pos %d of %d", ErrShape, i, s, S, p, maxT))
+		}
+		if p <= last[s] {
+			inOrder = false
+		}
+		last[s] = p
+	}
+	if N == 0 {
+		return
+	}
+	defer d.enter()()
+	hs := C / NH
+	scale := float32(1 / math.Sqrt(float64(hs)))
+	threads := 128
+	if hs > threads {
+		threads = min(1024, (hs+31)/32*32)
+	}
+	G := threads / hs
+	shmem := (hs + maxT + 64 + G*hs) * 4
+	if shmem > 48<<10 {
+		panic(fmt.Errorf("%w: AttentionCached with maxT=%d, head size %d needs %d bytes of shared memory, over 48 KiB", ErrShape, maxT, hs, shmem))
+	}
+	p := d.uploadInts(slot[:N], pos[:N])
+	run := func(r0, r1 int) {
+		d.launchRC("cached_write_kernel", r1-r0, C, devPtr(kcache), devPtr(vcache), devPtr(qkv), p[0], p[1], r0, r1, C, maxT)
+		d.launch("cached_attend_kernel", (r1-r0)*NH, 1, threads, 1, shmem, devPtr(out), devPtr(qkv), devPtr(kcache), devPtr(vcache),
+			p[0], p[1], r0, C, NH, maxT, scale)
+	}
+	if inOrder {
+		run(0, N)
+		return
+	}
+	for i := 0; i < N; i++ {
+		run(i, i+1)
+	}
+}
+
+// ---- log-probabilities and entropy ----
+
+// LogProbForward implements Device: logp[i] = log softmax(logits[i,:])[targets[i]].
+func (d *cudaDevice) LogProbForward(logp, logits Tensor, targets []int32, N, V int) {
+	dneed(logp, N, "LogProbForward logp")
+	dneed(logits, N*V, "LogProbForward logits")
+	checkTargets(targets, N, V)
+	if N == 0 {
+		return
+	}
+	defer d.enter()()
+	p := d.uploadInts(targets[:N])
+	d.launch("logprob_forward_kernel", N, 1, rowThreads(V), 1, 0, devPtr(logp), devPtr(logits), p[0], N, V)
+}
+
+// LogProbBackward implements Device: dlogits[i,:] += dlogp[i]*(onehot - softmax);
+// rows with dlogp[i] == 0 are skipped.
+func (d *cudaDevice) LogProbBackward(dlogits, logits Tensor, targets []int32, dlogp []float32, N, V int) {
+	dneed(dlogits, N*V, "LogProbBackward dlogits")
+	dneed(logits, N*V, "LogProbBackward logits")
+	checkTargets(targets, N, V)
+	if len(dlogp) < N {
+		panic(fmt.Errorf("%w: LogProbBackward has %d dlogp for N=%d", ErrShape, len(dlogp), N))
+	}
+	if N == 0 {
+		return
+	}
+	defer d.enter()()
+	p := d.uploadInts(targets[:N])
+	g := d.uploadVals(dlogp[:N])
+	d.launch("logprob_backward_kernel", N, 1, rowThreads(V), 1, 0, devPtr(dlogits), devPtr(logits), p[0], g, N, V)
+}
+
+// EntropyForward: ent (N) [i] = -sum_j p_ij log p_ij with p = softmax(logits[i,:])
+// for logits (N,V).
+func (d *cudaDevice) EntropyForward(ent, logits Tensor, N, V int) {
+	dneed(ent, N, "EntropyForward ent")
+	dneed(logits, N*V, "EntropyForward logits")
+	if N == 0 {
+		return
+	}
+	if V <= 0 {
+		panic(fmt.Errorf("%w: EntropyForward with V=%d", ErrShape, V))
+	}
+	defer d.enter()()
+	d.launch("entropy_forward_kernel", N, 1, rowThreads(V), 1, 0, devPtr(ent), devPtr(logits), N, V)
+}
+
+// EntropyBackward: dlogits (N,V) [i,:] += dent[i] * (-p_ij (log p_ij + ent_i));
+// rows with dent[i] == 0 are skipped.
+func (d *cudaDevice) EntropyBackward(dlogits, logits Tensor, dent []float32, N, V int) {
+	dneed(dlogits, N*V, "EntropyBackward dlogits")
+	dneed(logits, N*V, "EntropyBackward logits")
+	if len(dent) < N {
+		panic(fmt.Errorf("%w: EntropyBackward has %d dent for N=%d", ErrShape, len(dent), N))
+	}
+	if N == 0 {
+		return
+	}
+	if V <= 0 {
+		panic(fmt.Errorf("%w: EntropyBackward with V=%d", ErrShape, V))
+	}
+	defer d.enter()()
+	g := d.uploadVals(dent[:N])
+	d.launch("entropy_backward_kernel", N, 1, rowThreads(V), 1, 0, devPtr(dlogits), devPtr(logits), g, N, V)
+}
+
+// ---- optimizer ----
+
+// AdamW implements Device: one AdamW step over the flat buffers, the bias
+// corrections formed in float64 as on the CPU.
+func (d *cudaDevice) AdamW(params, grads, m, v Tensor, step int, lr, beta1, beta2, eps, weightDecay float32) {
+	n := params.N
+	if grads.N != n || m.N != n || v.N != n || step < 1 {
+		panic(fmt.Errorf("%w: AdamW on params %d, grads %d, m %d, v %d values at step %d",
+			ErrShape, n, grads.N, m.N, v.N, step))
+	}
+	for _, t := range []Tensor{params, grads, m, v} {
+		dneed(t, n, "AdamW")
+	}
+	defer d.enter()()
+	bc1 := float32(1 - math.Pow(float64(beta1), float64(step)))
+	bc2 := float32(1 - math.Pow(float64(beta2), float64(step)))
+	d.launch1("adamw_kernel", n, devPtr(params), devPtr(grads), devPtr(m), devPtr(v), n,
+		lr, beta1, beta2, eps, weightDecay, 1/bc1, 1/bc2)
+}
