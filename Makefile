@@ -69,3 +69,30 @@ CUDA_ENV  := CGO_CFLAGS="-I$(CURDIR)/kernels/cuda/cu13shim -I/usr/local/cuda/inc
 .PHONY: test-cuda
 test-cuda:
 	$(CUDA_ENV) $(GO) test -tags $(CUDA_TAGS) -count=1 -run CUDA -v ./kernels
+
+# fuzz: every fuzz target for FUZZTIME past its seeds (`make test` runs only
+# the seeds: f.Add and testdata/fuzz/). A failure is written to the package's
+# testdata/fuzz/<target>/; commit it with the fix so that it stays a test.
+# A short -fuzzminimizetime keeps slow targets from stalling on minimisation.
+FUZZTIME ?= 10s
+FUZZ_TARGETS := policy:FuzzReadSafetensors policy:FuzzLoadCheckpoint \
+                policy/tokenizer:FuzzEncodeDecode policy/tokenizer:FuzzLoadTokenizer \
+                actors:FuzzParseRunConfig reward:FuzzLoad \
+                learner:FuzzLoadSFTData learner:FuzzLoadPrefData learner:FuzzLoadPrompts learner:FuzzLoadTextData
+.PHONY: fuzz
+fuzz: deps
+	@set -e; for t in $(FUZZ_TARGETS); do \
+		pkg=$${t%%:*}; name=$${t#*:}; \
+		echo "== $$pkg $$name ($(FUZZTIME))"; \
+		$(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 5s ./$$pkg; \
+	done
+
+# check-long: the multi-process cluster runs on 127.0.0.x (issue 5): a NATS
+# server process, a learner (`troupe run`) and generator workers (`troupe
+# worker`), each its own process, complete PPO runs; a worker killed -9
+# mid-rollout, the NATS server restarted, the learner killed -9 and resumed;
+# rollout tokens/s with 1 and 2 worker processes printed. About 2 minutes
+# on 2 cores. `make test` runs these too (they skip only with -short).
+.PHONY: check-long
+check-long: deps
+	$(GO) test -count=1 -timeout 20m -v -run 'TestCluster|TestRLWorkersInCluster|TestWorkerRefusesOtherRun' ./cmd/troupe ./actors

@@ -61,6 +61,7 @@ type RunConfig struct {
 	Publish    PublishConfig    `yaml:"publish"`
 	Evaluator  EvaluatorConfig  `yaml:"evaluator"`
 	NATS       NATSConfig       `yaml:"nats"`
+	Cluster    ClusterConfig    `yaml:"cluster"`
 }
 
 // CheckpointConfig says when checkpoints are written and how many are kept.
@@ -74,7 +75,7 @@ type CheckpointConfig struct {
 
 // PoolConfig sizes a pool of RL role actors (generator, reference).
 type PoolConfig struct {
-	Replicas int `yaml:"replicas"` // actors in the pool, default 1
+	Replicas int `yaml:"replicas"` // actors in the pool, default 1; 0 with cluster.enabled = only workers host them
 	Threads  int `yaml:"threads"`  // CPU threads for each actor's model, default 1
 }
 
@@ -94,11 +95,81 @@ type EvaluatorConfig struct {
 	Temperature  float64  `yaml:"temperature"`    // sampling temperature, 0 = greedy, default 0.8
 }
 
-// NATSConfig says where weights are broadcast.
+// NATSConfig says where weights are broadcast and how to log in there.
+// Each field may also come from the environment variable named beside it,
+// which fills it in where the file leaves it empty. Password and token are
+// secrets: SaveRunConfig never writes them, and nothing logs them.
 type NATSConfig struct {
-	// URL of an external NATS server with JetStream, e.g. nats://10.0.0.5:4222.
-	// Empty (the default) = an embedded server in this process.
+	// URL of an external NATS server with JetStream, e.g. nats://10.0.0.5:4222,
+	// or a comma-separated list of a cluster's servers
+	// (nats://a:4222,nats://b:4222). Empty (the default) = an embedded server
+	// in this process. Credentials go in the fields below, not in the URL.
+	// Env TROUPE_NATS_URL.
 	URL string `yaml:"url"`
+	// User and Password log in with a user name and password, default none.
+	// Env TROUPE_NATS_USER, TROUPE_NATS_PASSWORD (secret).
+	User     string `yaml:"user"`
+	Password string `yaml:"password"`
+	// Token logs in with a token, default none. Env TROUPE_NATS_TOKEN (secret).
+	Token string `yaml:"token"`
+	// Creds is a credentials file (a user JWT and its nkey seed, from `nsc`),
+	// default none. Env TROUPE_NATS_CREDS.
+	Creds string `yaml:"creds"`
+	// NkeySeed is a file holding an nkey seed (SU...), default none. Env
+	// TROUPE_NATS_NKEY_SEED.
+	NkeySeed string `yaml:"nkey_seed"`
+	// TLS: ca verifies the server (tls:// URLs, or any URL when set); cert and
+	// key are a client certificate for servers that verify clients. Env
+	// TROUPE_NATS_TLS_CA, TROUPE_NATS_TLS_CERT, TROUPE_NATS_TLS_KEY.
+	TLS TLSConfig `yaml:"tls"`
+}
+
+// TLSConfig names PEM files for one side of a TLS connection. All empty (the
+// default) = no TLS.
+type TLSConfig struct {
+	Cert string `yaml:"cert"` // this process's certificate, e.g. certs/worker.pem
+	Key  string `yaml:"key"`  // its private key, e.g. certs/worker-key.pem
+	CA   string `yaml:"ca"`   // CA bundle that peers' certificates must chain to, e.g. certs/ca.pem
+}
+
+// ClusterConfig spreads an RL run over processes and hosts: `troupe worker`
+// processes host generator, reference and reward actors and join the run
+// through protoactor-go's cluster support (gRPC remoting; the automanaged
+// provider on the static Members list); the learner (`troupe run`) routes
+// work to them beside its own pools. Weights reach workers over NATS, so
+// nats.url must name a server every process can reach.
+type ClusterConfig struct {
+	// Enabled turns the cluster on, default false (every role in one process).
+	Enabled bool `yaml:"enabled"`
+	// Host the actor remoting (gRPC) and a worker's membership endpoint listen
+	// on, default 127.0.0.1 (this machine only); an interface's address, or
+	// 0.0.0.0 with advertised_host, to reach other hosts. `troupe worker
+	// --host` overrides it.
+	Host string `yaml:"host"`
+	// AdvertisedHost is the address other processes reach this one at, when
+	// it differs from host (NAT, say), default host, or the host name when
+	// host is 0.0.0.0.
+	AdvertisedHost string `yaml:"advertised_host"`
+	// Port of the actor remoting, default 0 = any free port (members tell
+	// each other their address). `troupe worker --port` overrides it.
+	Port int `yaml:"port"`
+	// HealthPort is where a worker answers the automanaged provider's
+	// membership polls (HTTP GET /_health on host), default 7701; every
+	// worker's host:health_port is one of Members. `troupe worker
+	// --health-port` overrides it.
+	HealthPort int `yaml:"health_port"`
+	// Members lists every worker's host:health_port, e.g. ["10.0.0.7:7701",
+	// "10.0.0.8:7701"]: the static host list the automanaged provider polls
+	// (every 2 s). A listed worker that is not running is simply absent.
+	Members []string `yaml:"members"`
+	// RunID names the run; the learner and its workers must agree (every
+	// request carries it, and a worker of another run is refused), default
+	// run_dir's base name, e.g. "ppo".
+	RunID string `yaml:"run_id"`
+	// TLS for the gRPC remoting, default off. cert and key: this process's
+	// certificate (server and client side); ca: the CA both sides verify the
+	// other's certificate against (mutual TLS). All three, or none.
+	TLS TLSConfig `yaml:"tls"`
 }
 
 // DefaultRunConfig returns the defaults documented on RunConfig; Stage and
@@ -117,6 +188,7 @@ func DefaultRunConfig() RunConfig {
 		Reward:     learner.DefaultRewardConfig(),
 		Generator:  PoolConfig{Replicas: 1, Threads: 1},
 		Reference:  PoolConfig{Replicas: 1, Threads: 1},
+		Cluster:    ClusterConfig{Host: "127.0.0.1", HealthPort: 7701},
 	}
 }
 
@@ -199,7 +271,8 @@ func ParseRunConfig(path string, src []byte) (RunConfig, error) {
 
 	// An empty list and an absent one mean the same; keep one form so that a
 	// saved and reloaded config compares equal.
-	for _, l := range []*[]string{&cfg.Data.Train, &cfg.Data.Val, &cfg.Evaluator.Prompts} {
+	cfg.NATS.fromEnv(os.Getenv)
+	for _, l := range []*[]string{&cfg.Data.Train, &cfg.Data.Val, &cfg.Evaluator.Prompts, &cfg.Cluster.Members} {
 		if len(*l) == 0 {
 			*l = nil
 		}
@@ -427,6 +500,16 @@ func (c *RunConfig) mapPaths(f func(yamlPath, p string) string) {
 	if ci := c.Critic.Init; ci != "policy" && ci != "reward" {
 		c.Critic.Init = f("critic.init", ci)
 	}
+	c.NATS.Creds = f("nats.creds", c.NATS.Creds)
+	c.NATS.NkeySeed = f("nats.nkey_seed", c.NATS.NkeySeed)
+	for _, t := range []struct {
+		path string
+		tls  *TLSConfig
+	}{{"nats.tls", &c.NATS.TLS}, {"cluster.tls", &c.Cluster.TLS}} {
+		t.tls.Cert = f(t.path+".cert", t.tls.Cert)
+		t.tls.Key = f(t.path+".key", t.tls.Key)
+		t.tls.CA = f(t.path+".ca", t.tls.CA)
+	}
 }
 
 // Validate checks every field, naming the bad one by its YAML path and the
@@ -462,12 +545,16 @@ func (c RunConfig) Validate() error {
 				return learnerErr(sec.path, sec.err)
 			}
 		}
+		minReplicas := 1
+		if c.Cluster.Enabled {
+			minReplicas = 0 // workers may host them all
+		}
 		for _, p := range []struct {
 			path string
 			pc   PoolConfig
 		}{{"generator", c.Generator}, {"reference", c.Reference}} {
-			if p.pc.Replicas < 1 || p.pc.Replicas > 64 {
-				return bad(p.path+".replicas", "must be in [1, 64], got %d", p.pc.Replicas)
+			if p.pc.Replicas < minReplicas || p.pc.Replicas > 64 {
+				return bad(p.path+".replicas", "must be in [%d, 64], got %d", minReplicas, p.pc.Replicas)
 			}
 			if p.pc.Threads < 0 || p.pc.Threads > 4096 {
 				return bad(p.path+".threads", "must be in [0, 4096] (0 = 1), got %d", p.pc.Threads)
@@ -500,16 +587,10 @@ func (c RunConfig) Validate() error {
 	if !(c.Evaluator.Temperature >= 0 && c.Evaluator.Temperature <= 10) {
 		return bad("evaluator.temperature", "must be in [0, 10] (0 = greedy), got %g", c.Evaluator.Temperature)
 	}
-	if u := c.NATS.URL; u != "" {
-		scheme, _, ok := strings.Cut(u, "://")
-		switch {
-		case !ok:
-			return bad("nats.url", "%q is not a URL; want e.g. nats://host:4222, or empty for an embedded server", u)
-		case scheme != "nats" && scheme != "tls" && scheme != "ws" && scheme != "wss":
-			return bad("nats.url", "scheme %q; allowed: nats, tls, ws, wss (or empty for an embedded server)", scheme)
-		}
+	if err := c.NATS.validate(); err != nil {
+		return err
 	}
-	return nil
+	return c.Cluster.validate(c.Stage, c.NATS.URL)
 }
 
 // learnerErr turns a learner Validate error ("learner: bad config: train.lr:
@@ -581,6 +662,7 @@ func SaveRunConfig(path string, cfg RunConfig, header string) error {
 	}
 	cfg.Data.Train = append([]string(nil), cfg.Data.Train...)
 	cfg.Data.Val = append([]string(nil), cfg.Data.Val...)
+	cfg.NATS = cfg.NATS.withoutSecrets()
 	cfg.mapPaths(func(_, p string) string {
 		if p == "" || !filepath.IsAbs(p) || topDir(p) != topDir(dir) {
 			return p // a path elsewhere on the machine stays absolute
@@ -608,7 +690,9 @@ func SaveRunConfig(path string, cfg RunConfig, header string) error {
 // pathKeys are the YAML paths of RunConfig's path fields (lists included).
 // critic.init is one too unless it says policy or reward.
 var pathKeys = map[string]bool{"run_dir": true, "model.init": true, "model.tokenizer": true,
-	"data.train": true, "data.val": true, "data.cache_dir": true, "reward.model": true, "ppo.ptx_data": true, "critic.init": true}
+	"data.train": true, "data.val": true, "data.cache_dir": true, "reward.model": true, "ppo.ptx_data": true, "critic.init": true,
+	"nats.creds": true, "nats.nkey_seed": true, "nats.tls.cert": true, "nats.tls.key": true, "nats.tls.ca": true,
+	"cluster.tls.cert": true, "cluster.tls.key": true, "cluster.tls.ca": true}
 
 // RelocateConfig rewrites the relative paths that a run config's text sets
 // (see RunConfig) so that, read from a file in toDir, they name the same

@@ -95,7 +95,7 @@ func TestLoadRunConfigErrors(t *testing.T) {
 		want string // the whole message after "run.yaml: "
 	}{
 		{"unknown top-level key", minimalConfig + "stpes: 3\n",
-			"line 4: stpes: unknown key; allowed: stage, run_dir, seed, threads, model, data, train, ppo, critic, reward, generator, reference, checkpoint, publish, evaluator, nats"},
+			"line 4: stpes: unknown key; allowed: stage, run_dir, seed, threads, model, data, train, ppo, critic, reward, generator, reference, checkpoint, publish, evaluator, nats, cluster"},
 		{"unknown key in a section", minimalConfig + "train:\n  steps: 10\n  lrr: 0.1\n",
 			"line 6: train.lrr: unknown key; allowed: steps, batch_size, seq_len, grad_accum, lr, min_lr, warmup_steps, weight_decay, beta1, beta2, grad_clip, eval_batches"},
 		{"unknown key in a flow mapping", minimalConfig + "checkpoint: {every: 10, kept: 2}\n",

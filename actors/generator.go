@@ -10,6 +10,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/troupe-rl/troupe/actors/messages"
 	"github.com/troupe-rl/troupe/learner"
@@ -19,7 +20,8 @@ import (
 // incarnation. Only the generator actor's goroutine touches it (the rollout
 // goroutine uses gen while busy, and nothing else does meanwhile).
 type genRun struct {
-	name     string             // e.g. "generator-1"
+	name     string             // e.g. "generator-1", or "generator@10.0.0.7:7711" on a worker
+	runID    string             // requests of another run are refused ("" = the local run's)
 	gen      *learner.Generator // built by RunRL (the job is not safe for concurrent use)
 	nc       *nats.Conn
 	model    string
@@ -105,6 +107,13 @@ func (g *Generator) Receive(ctx actor.Context) {
 		g.poll = nil
 		g.checkAnnouncements(ctx)
 		return
+	case *messages.RolloutRequest:
+		if id := msg.GetRunId(); id != g.run.runID {
+			g.run.log.Error().Str("run_id", id).Str("want", g.run.runID).Str("from", ctx.Sender().GetAddress()).Msg("rollout request of another run refused")
+			ctx.Respond(&messages.RolloutBatch{Iteration: msg.GetIteration(), RequestId: msg.GetRequestId(), Generator: g.run.name,
+				Refused: fmt.Sprintf("%s serves run %q, not %q", g.run.name, g.run.runID, id)})
+			return
+		}
 	case *latestAnnounce:
 		if a := msg.a; a != nil && g.sub != nil && a.Version > g.sub.newest() {
 			g.run.log.Warn().Int64("version", a.Version).Msg("weights announcement missed by the subscriber; fetching it")
@@ -242,8 +251,18 @@ func (g *Generator) sampling(ctx actor.Context) {
 			b.Error = res.err.Error()
 			r.log.Error().Err(res.err).Int64("request", req.GetRequestId()).Msg("rollout failed")
 		}
-		warnIfLarge(r.log, b)
-		r.q.reply(ctx, r.log, b)
+		parts := splitRolloutBatch(b)
+		if len(parts) > 1 {
+			r.log.Info().Int64("request", req.GetRequestId()).Int("bytes", proto.Size(b)).Int("parts", len(parts)).
+				Msg("rollout answer over 1 MiB: sent in parts")
+		}
+		r.log.Debug().Int64("request", req.GetRequestId()).Int("rollouts", len(b.Rollouts)).Int64("version", res.version).Msg("rollouts sent")
+		answers := make([]proto.Message, len(parts))
+		for i, p := range parts {
+			warnIfLarge(r.log, p)
+			answers[i] = p
+		}
+		r.q.reply(ctx, r.log, answers...)
 		if g.pending != nil {
 			w := *g.pending
 			g.pending = nil
@@ -296,6 +315,7 @@ func (g *Generator) tryStart(ctx actor.Context) {
 	}
 	r.busy = true
 	g.behavior.Become(g.sampling)
+	r.log.Debug().Int64("request", req.GetRequestId()).Int("prompts", len(req.GetPrompts())).Int64("version", r.gen.Version()).Msg("sampling")
 	prompts := promptsFromProto(req.GetPrompts())
 	seed, gen, fs, wait := req.GetSeed(), r.gen, r.faults, time.Since(j.received).Seconds()
 	goWork(ctx, r.inflight, func() any {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -36,6 +37,8 @@ type tinyJob struct {
 
 	stepDelay  time.Duration // sleep inside every step (a slower learner)
 	panicSteps map[int]int   // step number -> panics left to inject before it runs
+	nanSteps   map[int]int   // step number -> tries left whose gradients are made NaN
+	saveErr    map[int]error // step number -> error SaveCheckpoint fails with, after writing the model
 
 	hooks *evalHooks // shared with every evaluator the job builds
 }
@@ -60,7 +63,7 @@ func newJob(t testing.TB, total int, cfg policy.Config, B, T int) *tinyJob {
 		t.Fatalf("policy.New: %v", err)
 	}
 	m.Init(1)
-	j := &tinyJob{cfg: cfg, model: m, B: B, T: T, total: total, lr: 1e-2, panicSteps: map[int]int{}, hooks: &evalHooks{}}
+	j := &tinyJob{cfg: cfg, model: m, B: B, T: T, total: total, lr: 1e-2, panicSteps: map[int]int{}, nanSteps: map[int]int{}, saveErr: map[int]error{}, hooks: &evalHooks{}}
 	j.opt = policy.NewAdamW(m, policy.AdamWConfig{LR: j.lr, GradClip: 1})
 	rng := rand.New(rand.NewPCG(7, 7))
 	rows := func(n int) [][]int32 {
@@ -107,6 +110,16 @@ func (j *tinyJob) Step() (learner.StepMetrics, error) {
 	tokens, targets := j.batch(j.train, j.opt.Step*j.B)
 	j.model.ZeroGrad()
 	loss := j.model.LossAndBackward(tokens, targets, nil, j.B, j.T)
+	// A non-finite step is refused before the update, as the learner's jobs
+	// do (learner.Job.Step); this job's data position is the step, so the
+	// retry sees the same batch.
+	if j.nanSteps[next] > 0 {
+		j.nanSteps[next]--
+		j.model.Dev.Scale(j.model.Grads, float32(math.NaN()))
+	}
+	if n := math.Sqrt(j.model.Dev.SumSquares(j.model.Grads)); math.IsNaN(n) || math.IsInf(n, 0) {
+		return learner.StepMetrics{}, fmt.Errorf("%w: step %d: grad norm %g; update skipped", learner.ErrNonFinite, next, n)
+	}
 	gn := j.opt.Update(j.model, j.lr)
 	return learner.StepMetrics{Step: j.opt.Step, Loss: float64(loss), LR: float64(j.lr), GradNorm: float64(gn), Tokens: j.B * j.T}, nil
 }
@@ -117,6 +130,9 @@ type tinyState struct {
 
 func (j *tinyJob) SaveCheckpoint(dir string) error {
 	if err := j.model.Save(dir); err != nil {
+		return err
+	}
+	if err := j.saveErr[j.opt.Step]; err != nil {
 		return err
 	}
 	err := policy.WriteSafetensors(filepath.Join(dir, "optimizer.safetensors"), []policy.SafeTensor{
@@ -245,10 +261,11 @@ func (s *recordSink) CheckpointDir(step int) string {
 	return filepath.Join(s.dir, "checkpoints", fmt.Sprintf("step-%d", step))
 }
 
-func (s *recordSink) OnCheckpoint(step int, dir string) {
+func (s *recordSink) OnCheckpoint(step int, dir string) (string, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.checkpoints = append(s.checkpoints, step)
+	return dir, nil
 }
 
 func (s *recordSink) snapshot() *recordSink {

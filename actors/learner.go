@@ -2,7 +2,9 @@ package actors
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"os"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -14,6 +16,10 @@ import (
 
 // publishTimeout bounds one weights publish (put + announce).
 const publishTimeout = 5 * time.Minute
+
+// defaultMaxNonFinite is Options.MaxNonFinite's default: one bad batch is
+// noise worth skipping, five in a row mean the model has diverged.
+const defaultMaxNonFinite = 5
 
 // learnerPhase is where a learner run stands. It lives in learnerRun, not in
 // the actor, so that an incarnation started after a crash resumes the phase
@@ -37,13 +43,16 @@ type learnerRun struct {
 	log             zerolog.Logger
 	publishEvery    int // <= 0: only the initial and the final weights
 	checkpointEvery int // <= 0: only the final / stop checkpoint
+	maxNonFinite    int // non-finite steps in a row that end the run, e.g. 5
 
 	phase          learnerPhase
 	stopReason     string
-	version        int64 // last published weights version (0 = none)
-	finalVersion   int64 // version published with final=true (0 = none)
-	lastPublish    int   // step of the last publish (-1 = none)
-	lastCheckpoint int   // step of the last checkpoint (the resumed step counts)
+	version        int64  // last published weights version (0 = none)
+	finalVersion   int64  // version published with final=true (0 = none)
+	lastPublish    int    // step of the last publish (-1 = none)
+	lastCheckpoint int    // step of the last checkpoint (the resumed step counts)
+	lastCkptDir    string // where the last checkpoint this run wrote lives ("" = none yet)
+	nonFinite      int    // steps refused in a row for a non-finite loss or gradient
 }
 
 // Learner drives a learner.Job one optimizer step per message to itself, so
@@ -112,10 +121,15 @@ func (l *Learner) training(ctx actor.Context) {
 			return
 		}
 		m, err := r.job.Step()
+		if errors.Is(err, learner.ErrNonFinite) {
+			l.skipNonFinite(ctx, err)
+			return
+		}
 		if err != nil {
 			l.fail(ctx, fmt.Errorf("step %d: %w", r.job.StepsDone()+1, err))
 			return
 		}
+		r.nonFinite = 0
 		step, done := r.job.StepsDone(), r.job.Done()
 		r.sink.OnStep(m, r.version)
 		if done || (r.publishEvery > 0 && step%r.publishEvery == 0) {
@@ -139,6 +153,36 @@ func (l *Learner) training(ctx actor.Context) {
 	case *actor.Restarting:
 		r.log.Warn().Int("step", r.job.StepsDone()).Msg("learner restarting; the failed step is retried")
 	}
+}
+
+// skipNonFinite handles a step the job refused for a NaN or Inf loss or
+// gradient norm: no update was applied (the parameters are the last good
+// ones; only the data position moved on), so it is logged and the step is
+// tried again on the next batch, up to maxNonFinite times in a row. Then
+// the run ends with no checkpoint of this state, naming the last good one.
+func (l *Learner) skipNonFinite(ctx actor.Context, err error) {
+	r := l.run
+	r.nonFinite++
+	step := r.job.StepsDone() + 1
+	if r.nonFinite < r.maxNonFinite {
+		r.log.Warn().Err(err).Int("step", step).Int("in_a_row", r.nonFinite).Int("max", r.maxNonFinite).
+			Msg("non-finite step skipped; its batch is spent and the step is retried on the next one")
+		ctx.Send(ctx.Self(), &nextStep{})
+		return
+	}
+	l.fail(ctx, fmt.Errorf("%d consecutive non-finite steps at step %d; last good checkpoint: %s: %w", r.nonFinite, step, l.lastGood(), err))
+}
+
+// lastGood names the last checkpoint written (or resumed from), for errors.
+func (l *Learner) lastGood() string {
+	r := l.run
+	switch {
+	case r.lastCkptDir != "":
+		return r.lastCkptDir
+	case r.lastCheckpoint > 0:
+		return fmt.Sprintf("the one this run resumed from (step %d)", r.lastCheckpoint)
+	}
+	return "none (no checkpoint written yet)"
 }
 
 // stopping ignores everything: a queued nextStep, a second Stop.
@@ -178,11 +222,19 @@ func (l *Learner) checkpoint(step int) error {
 	dir := r.sink.CheckpointDir(step)
 	start := time.Now()
 	if err := r.job.SaveCheckpoint(dir); err != nil {
-		return fmt.Errorf("checkpoint step %d: %w", step, err)
+		// Never committed, so nothing points at it: give its space back (the
+		// error may be a full disk). The previous checkpoint stays the latest.
+		if rerr := os.RemoveAll(dir); rerr != nil {
+			r.log.Warn().Err(rerr).Str("dir", dir).Msg("partial checkpoint not removed")
+		}
+		return fmt.Errorf("checkpoint step %d not written (the last good one stays: %s): %w", step, l.lastGood(), err)
 	}
-	r.lastCheckpoint = step
-	r.log.Debug().Int("step", step).Str("dir", dir).Dur("took", time.Since(start)).Msg("checkpoint written")
-	r.sink.OnCheckpoint(step, dir)
+	committed, err := r.sink.OnCheckpoint(step, dir)
+	if err != nil {
+		return fmt.Errorf("checkpoint step %d not committed (the last good one stays: %s): %w", step, l.lastGood(), err)
+	}
+	r.lastCheckpoint, r.lastCkptDir = step, committed
+	r.log.Debug().Int("step", step).Str("dir", committed).Dur("took", time.Since(start)).Msg("checkpoint written")
 	return nil
 }
 

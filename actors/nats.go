@@ -88,18 +88,20 @@ func ShutdownNATS(srv *server.Server) {
 	}
 }
 
-// Connect connects to the NATS server at url with reconnects (the weights
-// stream tolerates a short outage: a subscriber catches up on the latest
-// version). Close the connection with Close (or Drain).
-func Connect(url string) (*nats.Conn, error) {
-	nc, err := nats.Connect(url,
+// Connect connects to the NATS server at url (or a comma-separated list of
+// a cluster's servers) with reconnects (the weights stream tolerates a short
+// outage: a subscriber catches up on the latest version). opts add
+// credentials and TLS (NATSConfig.Options). Close the connection with Close
+// (or Drain).
+func Connect(url string, opts ...nats.Option) (*nats.Conn, error) {
+	nc, err := nats.Connect(url, append([]nats.Option{
 		nats.Name("troupe"),
-		nats.Timeout(5*time.Second),
+		nats.Timeout(5 * time.Second),
 		nats.MaxReconnects(60),
 		nats.ReconnectWait(time.Second),
-	)
+	}, opts...)...)
 	if err != nil {
-		return nil, fmt.Errorf("%w: connect %s: %v", ErrNATS, url, err)
+		return nil, fmt.Errorf("%w: connect %s: %v", ErrNATS, RedactURL(url), err)
 	}
 	return nc, nil
 }

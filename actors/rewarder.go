@@ -16,6 +16,7 @@ import (
 type rewardRun struct {
 	name     string           // e.g. "reward-0"
 	sc       *learner.Scoring // reward model and/or rules, built by RunRL
+	runID    string           // requests of another run are refused ("" = the local run's)
 	log      zerolog.Logger
 	inflight *sync.WaitGroup
 	faults   *faults
@@ -53,6 +54,12 @@ func newRewarderProducer(run *rewardRun) actor.Producer {
 
 // Receive handles Started, then dispatches to the behaviour.
 func (a *Rewarder) Receive(ctx actor.Context) {
+	if msg, ok := ctx.Message().(*messages.ScoreRequest); ok && msg.GetRunId() != a.run.runID {
+		a.run.log.Error().Str("run_id", msg.GetRunId()).Str("want", a.run.runID).Str("from", ctx.Sender().GetAddress()).Msg("request of another run refused")
+		ctx.Respond(&messages.ScoreResult{Iteration: msg.GetIteration(), RequestId: msg.GetRequestId(), Member: a.run.name,
+			Refused: fmt.Sprintf("%s serves run %q, not %q", a.run.name, a.run.runID, msg.GetRunId())})
+		return
+	}
 	if _, ok := ctx.Message().(*actor.Started); ok {
 		if a.run.busy {
 			a.behavior.Become(a.scoring)

@@ -4,11 +4,14 @@ import (
 	"context"
 	"fmt"
 	"runtime/debug"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
+	"github.com/asynkron/protoactor-go/cluster"
+	"github.com/nats-io/nats.go"
 	"github.com/rs/zerolog"
 	"google.golang.org/protobuf/proto"
 
@@ -24,12 +27,20 @@ type RLOptions struct {
 	Job   learner.RLJob
 	Model string // weights name on NATS, default "policy"
 
-	NATSURL string // "" = start an embedded nats-server with JetStream
-	NATSDir string // JetStream storage for the embedded server, e.g. RUN_DIR/nats
+	NATSURL     string        // "" = start an embedded nats-server with JetStream
+	NATSDir     string        // JetStream storage for the embedded server, e.g. RUN_DIR/nats
+	NATSOptions []nats.Option // credentials and TLS for NATSURL (NATSConfig.Options)
 
-	Generators int // generator replicas, e.g. 2 (0 = 1)
-	References int // reference replicas, e.g. 1 (0 = 1)
-	Rewards    int // reward replicas, e.g. 1 (0 = 1)
+	// Cluster, when set, lets `troupe worker` processes join the run (see
+	// ClusterConfig; its RunID must be set, e.g. RunIDOf): the learner joins
+	// the cluster as a client, and every worker that joins adds its role
+	// actors to the pools beside the local ones until it leaves. nil = every
+	// role in this process.
+	Cluster *ClusterConfig
+
+	Generators int // generator replicas, e.g. 2 (0 = 1; with Cluster, 0 = none here)
+	References int // reference replicas, e.g. 1 (0 = 1; with Cluster, 0 = none here)
+	Rewards    int // reward replicas, e.g. 1 (0 = 1; with Cluster, 0 = none here)
 	Threads    int // CPU threads of each role's model, e.g. 1 (0 = 1)
 
 	// CheckpointEvery: checkpoint every N iterations (and after the last / on
@@ -50,6 +61,11 @@ type RLOptions struct {
 	// ChunkSize: prompts per generator request, default ceil(prompts of an
 	// iteration / Generators).
 	ChunkSize int
+
+	// MaxNonFinite is how many iterations in a row may be refused for a NaN
+	// or Inf (learner.ErrNonFinite: skipped, logged) before the run stops,
+	// default 5.
+	MaxNonFinite int
 
 	Fault FaultInjection // failures on purpose, for tests and demos (zero = none)
 
@@ -100,6 +116,8 @@ func (opt RLOptions) withDefaults() (RLOptions, error) {
 			ErrRun, opt.Generators, opt.References, opt.Rewards)
 	case opt.Threads < 0:
 		return opt, fmt.Errorf("%w: threads must be >= 0 (0 = 1), got %d", ErrRun, opt.Threads)
+	case opt.MaxNonFinite < 0:
+		return opt, fmt.Errorf("%w: MaxNonFinite must be >= 0 (0 = %d), got %d", ErrRun, defaultMaxNonFinite, opt.MaxNonFinite)
 	case opt.MaxStaleness < 0:
 		return opt, fmt.Errorf("%w: max_staleness must be >= 0 (0 = synchronous), got %d", ErrRun, opt.MaxStaleness)
 	case opt.ChunkSize < 0:
@@ -111,9 +129,22 @@ func (opt RLOptions) withDefaults() (RLOptions, error) {
 	if err := checkModel(opt.Model); err != nil {
 		return opt, err
 	}
-	opt.Generators, opt.References, opt.Rewards, opt.Threads = max(opt.Generators, 1), max(opt.References, 1), max(opt.Rewards, 1), max(opt.Threads, 1)
+	if c := opt.Cluster; c != nil {
+		switch {
+		case !validRunID.MatchString(c.RunID):
+			return opt, fmt.Errorf("%w: cluster run id %q: want 1 to 64 letters, digits, '.', '-' or '_'", ErrRun, c.RunID)
+		case opt.NATSURL == "":
+			return opt, fmt.Errorf("%w: a cluster needs an external NATS server (workers fetch the weights there)", ErrRun)
+		}
+	} else {
+		opt.Generators, opt.References, opt.Rewards = max(opt.Generators, 1), max(opt.References, 1), max(opt.Rewards, 1)
+	}
+	opt.Threads = max(opt.Threads, 1)
 	if opt.EvalEvery <= 0 {
 		opt.EvalEvery = 1
+	}
+	if opt.MaxNonFinite == 0 {
+		opt.MaxNonFinite = defaultMaxNonFinite
 	}
 	if opt.RolloutTimeout <= 0 {
 		opt.RolloutTimeout = 10 * time.Minute
@@ -122,6 +153,14 @@ func (opt RLOptions) withDefaults() (RLOptions, error) {
 		opt.StopTimeout = time.Minute
 	}
 	return opt, nil
+}
+
+// runID is what every request carries: the cluster's run id, "" without one.
+func (opt RLOptions) runID() string {
+	if opt.Cluster == nil {
+		return ""
+	}
+	return opt.Cluster.RunID
 }
 
 // RunRL runs an RL topology until the job is done or ctx is cancelled: an
@@ -165,7 +204,7 @@ func RunRL(ctx context.Context, opt RLOptions) error {
 		url = u
 		log.Debug().Str("url", url).Str("store", opt.NATSDir).Msg("embedded nats-server started")
 	}
-	nc, err := Connect(url)
+	nc, err := Connect(url, slices.Concat(opt.NATSOptions, natsLogging(log))...)
 	if err != nil {
 		return err
 	}
@@ -200,7 +239,7 @@ func RunRL(ctx context.Context, opt RLOptions) error {
 		if err != nil {
 			return fmt.Errorf("%w: %s: %w", ErrRun, name, err)
 		}
-		gens[i] = &genRun{name: name, gen: g, nc: nc, model: opt.Model, log: log.With().Str("actor", name).Logger(), inflight: &inflight, faults: fs}
+		gens[i] = &genRun{name: name, runID: opt.runID(), gen: g, nc: nc, model: opt.Model, log: log.With().Str("actor", name).Logger(), inflight: &inflight, faults: fs}
 	}
 	refs := make([]*refRun, opt.References)
 	for i := range refs {
@@ -209,7 +248,7 @@ func RunRL(ctx context.Context, opt RLOptions) error {
 		if err != nil {
 			return fmt.Errorf("%w: %s: %w", ErrRun, name, err)
 		}
-		refs[i] = &refRun{name: name, ref: ref, log: log.With().Str("actor", name).Logger(), inflight: &inflight, faults: fs}
+		refs[i] = &refRun{name: name, runID: opt.runID(), ref: ref, log: log.With().Str("actor", name).Logger(), inflight: &inflight, faults: fs}
 	}
 	rewards := make([]*rewardRun, opt.Rewards)
 	for i := range rewards {
@@ -218,12 +257,24 @@ func RunRL(ctx context.Context, opt RLOptions) error {
 		if err != nil {
 			return fmt.Errorf("%w: %s: %w", ErrRun, name, err)
 		}
-		rewards[i] = &rewardRun{name: name, sc: sc, log: log.With().Str("actor", name).Logger(), inflight: &inflight, faults: fs}
+		rewards[i] = &rewardRun{name: name, runID: opt.runID(), sc: sc, log: log.With().Str("actor", name).Logger(), inflight: &inflight, faults: fs}
 	}
 	lrun := newRLRun(opt, pub, &inflight)
 
-	sys := actor.NewActorSystem(actor.WithLoggerFactory(actorLoggerFactory(log)))
+	loggers := actorLoggerFactory(log)
+	if opt.Cluster != nil {
+		loggers = quietClusterLogs(log)
+	}
+	sys := actor.NewActorSystem(actor.WithLoggerFactory(loggers))
 	defer sys.Shutdown()
+	var node *clusterNode
+	if opt.Cluster != nil {
+		// Before any actor is spawned: their PIDs take the remoting address.
+		if node, err = startCluster(sys, *opt.Cluster, false); err != nil {
+			return err
+		}
+		defer node.stop()
+	}
 	supervision := sys.EventStream.Subscribe(func(evt any) {
 		if e, ok := evt.(*actor.SupervisorEvent); ok {
 			log.Warn().Str("actor", e.Child.GetId()).Str("directive", e.Directive.String()).Str("reason", fmt.Sprint(e.Reason)).Msg("actor failed")
@@ -234,7 +285,7 @@ func RunRL(ctx context.Context, opt RLOptions) error {
 	log.Info().Str("stage", job.Stage()).Str("algorithm", job.Algorithm()).Int("iteration", job.IterationsDone()).
 		Int("total", job.TotalIterations()).Int("generators", opt.Generators).Int("references", opt.References).
 		Int("rewards", opt.Rewards).Int("evaluators", opt.Evaluators).Int("max_staleness", opt.MaxStaleness).
-		Str("nats", url).Msg("rl run started")
+		Str("nats", RedactURL(url)).Msg("rl run started")
 	result := make(chan topologyResult, 1)
 	decider := func(reason any) actor.Directive { return actor.RestartDirective }
 	props := actor.PropsFromProducer(func() actor.Actor {
@@ -243,6 +294,19 @@ func RunRL(ctx context.Context, opt RLOptions) error {
 	pid, err := sys.Root.SpawnNamed(props, "troupe")
 	if err != nil {
 		return fmt.Errorf("%w: spawn topology: %v", ErrRun, err)
+	}
+	if node != nil {
+		// Membership changes from now on, and the members there already are
+		// (the topology greets each member once).
+		sub := sys.EventStream.Subscribe(func(evt any) {
+			if ct, ok := evt.(*cluster.ClusterTopology); ok {
+				sys.Root.Send(pid, &clusterChanged{joined: ct.GetJoined(), left: ct.GetLeft()})
+			}
+		})
+		defer sys.EventStream.Unsubscribe(sub)
+		sys.Root.Send(pid, &clusterChanged{joined: node.members()})
+		log.Info().Str("address", node.Address()).Strs("members", opt.Cluster.Members).Str("run_id", opt.Cluster.RunID).
+			Msg("cluster client started: workers join as they come")
 	}
 
 	var res topologyResult
@@ -299,6 +363,8 @@ type rlTopology struct {
 	evals   []*evalRun
 	result  chan<- topologyResult
 
+	greeted map[string]bool // cluster members greeted (or being greeted), by member id
+
 	learnerPID *actor.PID
 	members    map[string]*messages.MemberLost // pool members by PID id
 	evalPIDs   map[string]*actor.PID           // live evaluators by name
@@ -343,6 +409,12 @@ func (t *rlTopology) Receive(ctx actor.Context) {
 			t.opt.Sink.OnEval(msg.GetEvaluator(), msg.GetVersion(), int(msg.GetStep()), r)
 		}
 		t.checkDrained()
+	case *clusterChanged:
+		t.onClusterChanged(ctx, msg)
+	case *helloRetry:
+		if t.greeted[msg.m.GetId()] && !t.ended {
+			t.hello(ctx, msg.m, msg.try)
+		}
 	case *drainTimeout:
 		t.opt.Logger.Warn().Dur("timeout", t.opt.StopTimeout).Msg("evaluators did not evaluate the final weights in time")
 		t.end(topologyResult{done: t.done})
@@ -383,6 +455,7 @@ func (t *rlTopology) Receive(ctx actor.Context) {
 // the members' PIDs in its run state.
 func (t *rlTopology) start(ctx actor.Context) {
 	t.evalPIDs, t.seen, t.members = map[string]*actor.PID{}, map[string]int64{}, map[string]*messages.MemberLost{}
+	t.greeted = map[string]bool{}
 	spawn := func(name string, p actor.Producer) *actor.PID {
 		pid, err := ctx.SpawnNamed(actor.PropsFromProducer(p), name)
 		if err != nil {
@@ -424,6 +497,73 @@ func (t *rlTopology) start(ctx actor.Context) {
 		add(&t.learner.rewards, r.name, pid)
 	}
 	t.learnerPID = spawn("learner", newRLLearnerProducer(t.learner))
+}
+
+// Messages about the cluster, in this process only.
+type (
+	clusterChanged struct{ joined, left []*cluster.Member }
+	helloRetry     struct {
+		m   *cluster.Member
+		try int
+	}
+	// workerJoined and workerLeft tell the learner about a worker's actors.
+	workerJoined struct {
+		node, addr string
+		actors     []*messages.WorkerActor
+	}
+	workerLeft struct{ node string }
+)
+
+// onClusterChanged greets members that joined and tells the learner about
+// greeted ones that left.
+func (t *rlTopology) onClusterChanged(ctx actor.Context, msg *clusterChanged) {
+	for _, m := range msg.left {
+		if t.greeted[m.GetId()] {
+			delete(t.greeted, m.GetId())
+			if t.learnerPID != nil {
+				ctx.Send(t.learnerPID, &workerLeft{node: m.GetId()})
+			}
+		}
+	}
+	for _, m := range msg.joined {
+		if !t.greeted[m.GetId()] && !t.ended {
+			t.greeted[m.GetId()] = true
+			t.hello(ctx, m, 1)
+		}
+	}
+}
+
+// hello greets member m's worker actor with this run's id; a welcome adds
+// its actors to the learner's pools, a refusal (or another run's welcome) is
+// logged, silence is retried a few times.
+func (t *rlTopology) hello(ctx actor.Context, m *cluster.Member, try int) {
+	log := t.opt.Logger
+	pid := actor.NewPID(m.Address(), workerActorID)
+	runID := t.opt.runID()
+	f := ctx.RequestFuture(pid, &messages.WorkerHello{RunId: runID, Learner: ctx.Self().GetAddress()}, helloTimeout)
+	ctx.ReenterAfter(f, func(res any, err error) {
+		if !t.greeted[m.GetId()] || t.ended {
+			return
+		}
+		w, ok := res.(*messages.WorkerWelcome)
+		switch {
+		case err != nil || !ok:
+			if try < helloTries {
+				self, root := ctx.Self(), ctx.ActorSystem().Root
+				time.AfterFunc(time.Second, func() { root.Send(self, &helloRetry{m: m, try: try + 1}) })
+				return
+			}
+			log.Warn().Str("worker", m.Address()).Err(err).Msg("cluster member does not answer as a troupe worker: left out")
+		case w.GetError() != "":
+			log.Error().Str("worker", m.Address()).Str("why", w.GetError()).Msg("worker refused this run")
+		case w.GetRunId() != runID:
+			log.Error().Str("worker", m.Address()).Str("worker_run_id", w.GetRunId()).Str("run_id", runID).Msg("worker of another run refused")
+		default:
+			if t.learnerPID != nil {
+				ctx.Send(t.learnerPID, &workerJoined{node: m.GetId(), addr: m.Address(), actors: w.GetActors()})
+			}
+		}
+	})
 }
 
 // checkDrained ends the run once the learner is done and every live evaluator
@@ -481,10 +621,12 @@ func (q *memberQueue) next() *memberJob {
 	return q.current
 }
 
-// reply answers the request in hand and drops it.
-func (q *memberQueue) reply(ctx actor.Context, log zerolog.Logger, answer proto.Message) {
+// reply answers the request in hand (in one message, or in parts) and drops it.
+func (q *memberQueue) reply(ctx actor.Context, log zerolog.Logger, answers ...proto.Message) {
 	if j := q.current; j.replyTo != nil {
-		ctx.Send(j.replyTo, answer)
+		for _, a := range answers {
+			ctx.Send(j.replyTo, a)
+		}
 	} else {
 		log.Error().Str("request", fmt.Sprintf("%T", j.msg)).Msg("request without a sender: answer dropped")
 	}

@@ -39,6 +39,7 @@ type rlTestJob struct {
 
 	trainDelay time.Duration // sleep inside every Train (a slower learner)
 	panicTrain map[int]int   // iteration -> panics left to inject in its Train
+	nanTrain   map[int]bool  // iterations whose Train reports learner.ErrNonFinite (counted, nothing trained)
 
 	mu        sync.Mutex
 	done      int
@@ -115,6 +116,13 @@ func (j *rlTestJob) Train(it int, rs []learner.Rollout, version int64) (learner.
 	}
 	if j.trainDelay > 0 {
 		time.Sleep(j.trainDelay)
+	}
+	if j.nanTrain[it] { // as the PPO job: the iteration counts, the weights stay
+		j.mu.Lock()
+		defer j.mu.Unlock()
+		j.done++
+		j.weightsAt = append(j.weightsAt, append([]float32(nil), j.model.Params.F...))
+		return learner.StepMetrics{}, fmt.Errorf("%w: iteration %d: policy loss NaN", learner.ErrNonFinite, it+1)
 	}
 	var score float64
 	tokens := 0

@@ -2,7 +2,9 @@ package actors
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"os"
 	"runtime/debug"
 	"sync"
 	"time"
@@ -30,8 +32,9 @@ func (r rlRole) String() string { return [...]string{"generator", "reference", "
 type poolMember struct {
 	name string
 	pid  *actor.PID
-	busy int64 // request it is working on (0 = idle); it stays busy after a timeout until it answers
-	lost bool  // stopped for good by its supervisor
+	busy int64  // request it is working on (0 = idle); it stays busy after a timeout until it answers
+	lost bool   // stopped for good by its supervisor, gone from the cluster, or refusing this run
+	node string // cluster member id of the worker hosting it ("" = in this process)
 }
 
 // rlPool is one role's members and the requests waiting for a free one.
@@ -82,10 +85,12 @@ type rlRequest struct {
 	role    rlRole
 	iter    int // iteration
 	chunk   int // chunk of the iteration
+	lo, hi  int // the chunk's rollouts a reference or reward request covers
 	msg     proto.Message
-	member  string // member it was last sent to ("" = waiting in the pool's queue)
-	avoid   string // member it timed out on or was lost with
-	attempt int    // sends so far
+	parts   map[string]*rolloutParts // a generator's answer arriving in parts, by member
+	member  string                   // member it was last sent to ("" = waiting in the pool's queue)
+	avoid   string                   // member it timed out on or was lost with
+	attempt int                      // sends so far
 	timer   *time.Timer
 }
 
@@ -99,6 +104,9 @@ type rlChunk struct {
 	gen      bool              // rollouts sampled
 	ref      bool              // RefLogProbs filled
 	score    bool              // Score filled
+	// reference and reward requests not answered yet (a chunk's rollouts go
+	// in more than one when a request would pass maxMessageBytes)
+	refLeft, scoreLeft int
 }
 
 // rlIteration is one iteration between its rollout requests and its update.
@@ -126,9 +134,15 @@ type rlRun struct {
 	log      zerolog.Logger
 	inflight *sync.WaitGroup
 
-	gens, refs, rewards rlPool // members filled in by the topology before the learner starts
+	gens, refs, rewards rlPool // members filled in by the topology before the learner starts (workers' ones as they join)
+	runID               string // carried by every request ("" = a run in one process)
+	clustered           bool   // workers may join: an empty pool waits for them instead of failing
+	waitNoted           int    // 1 + the iteration whose wait for a generator was logged
 
 	maxStaleness    int
+	maxNonFinite    int // consecutive non-finite iterations that end the run
+	nonFinite       int // consecutive non-finite iterations so far
+	lastGoodCkpt    string
 	timeout         time.Duration
 	chunkSize       int // 0 = ceil(prompts / generators)
 	checkpointEvery int
@@ -155,8 +169,9 @@ func newRLRun(opt RLOptions, pub *WeightPublisher, inflight *sync.WaitGroup) *rl
 	return &rlRun{
 		job: opt.Job, pub: pub, sink: opt.Sink, log: opt.Logger.With().Str("actor", "learner").Logger(), inflight: inflight,
 		gens: rlPool{role: roleGenerator}, refs: rlPool{role: roleReference}, rewards: rlPool{role: roleReward},
-		maxStaleness: opt.MaxStaleness, timeout: opt.RolloutTimeout, chunkSize: opt.ChunkSize, checkpointEvery: opt.CheckpointEvery,
+		maxStaleness: opt.MaxStaleness, maxNonFinite: opt.MaxNonFinite, timeout: opt.RolloutTimeout, chunkSize: opt.ChunkSize, checkpointEvery: opt.CheckpointEvery,
 		iters: map[int]*rlIteration{}, reqs: map[int64]*rlRequest{},
+		runID: opt.runID(), clustered: opt.Cluster != nil,
 	}
 }
 
@@ -203,6 +218,7 @@ type (
 		it          int
 		m           learner.StepMetrics
 		err         error
+		skipped     error // a learner.ErrNonFinite iteration: nothing trained, the run goes on
 		announce    *messages.WeightsAnnounce
 		checkpoint  string // directory written, "" = none
 		done        bool   // the job is done
@@ -248,7 +264,7 @@ func (l *RLLearner) starting(ctx actor.Context) {
 			r.total, r.samples = r.job.TotalIterations(), max(1, r.job.SamplesPerPrompt())
 			r.startIter = r.job.IterationsDone()
 			r.trainNext, r.nextIter, r.lastCheckpoint = r.startIter, r.startIter, r.startIter
-			if r.gens.live() == 0 || r.refs.live() == 0 || r.rewards.live() == 0 {
+			if !r.clustered && (r.gens.live() == 0 || r.refs.live() == 0 || r.rewards.live() == 0) {
 				l.fail(ctx, fmt.Errorf("empty pool: %d generators, %d references, %d rewards", r.gens.live(), r.refs.live(), r.rewards.live()))
 				return
 			}
@@ -291,6 +307,10 @@ func (l *RLLearner) running(ctx actor.Context) {
 		l.onTimeout(ctx, msg)
 	case *messages.MemberLost:
 		l.onLost(ctx, msg)
+	case *workerJoined:
+		l.onWorkerJoined(ctx, msg)
+	case *workerLeft:
+		l.onWorkerLeft(ctx, msg)
 	case *trainDone:
 		l.onTrained(ctx, msg)
 	case *trainPanicked:
@@ -352,6 +372,14 @@ func (l *RLLearner) advance(ctx actor.Context) {
 func (l *RLLearner) schedule() error {
 	r := l.run
 	for r.nextIter < r.total && r.nextIter <= r.trainNext+r.maxStaleness && r.minVersion(r.nextIter) <= r.version {
+		if r.clustered && r.gens.live() == 0 {
+			// Chunks are sized by the generators there are: wait for one.
+			if r.waitNoted != r.nextIter+1 {
+				r.waitNoted = r.nextIter + 1
+				r.log.Info().Int("iteration", r.nextIter).Msg("waiting for a generator: none in this process, no worker has joined")
+			}
+			return nil
+		}
 		j := r.nextIter
 		prompts := r.job.Prompts(j)
 		if len(prompts) == 0 {
@@ -360,15 +388,31 @@ func (l *RLLearner) schedule() error {
 		it := &rlIteration{it: j, minVersion: r.minVersion(j), requested: time.Now()}
 		size := r.chunkSize
 		if size <= 0 {
-			size = (len(prompts) + len(r.gens.members) - 1) / len(r.gens.members)
+			// Every generator there is (the local ones, lost or not, as
+			// before workers existed; the workers' live ones).
+			n := 0
+			for _, m := range r.gens.members {
+				if m.node == "" || !m.lost {
+					n++
+				}
+			}
+			size = (len(prompts) + n - 1) / max(n, 1)
 		}
 		seed := r.job.RolloutSeed(j)
+		req := func(ps []learner.RLPrompt, first int) *messages.RolloutRequest {
+			return &messages.RolloutRequest{Iteration: int64(j), Prompts: promptsToProto(ps),
+				Seed: chunkSeed(seed, first), MinVersion: it.minVersion, FirstIndex: int64(first), RunId: r.runID}
+		}
+		for size > 1 && proto.Size(req(prompts[:size], 0)) > maxMessageBytes-messageSlack {
+			size = (size + 1) / 2
+		}
 		for first := 0; first < len(prompts); first += size {
 			ch := &rlChunk{first: first, prompts: prompts[first:min(first+size, len(prompts))]}
 			it.chunks = append(it.chunks, ch)
 			id := l.newRequest(roleGenerator, j, len(it.chunks)-1)
-			r.reqs[id].msg = &messages.RolloutRequest{Iteration: int64(j), RequestId: id, Prompts: promptsToProto(ch.prompts),
-				Seed: chunkSeed(seed, first), MinVersion: it.minVersion, FirstIndex: int64(first)}
+			m := req(ch.prompts, first)
+			m.RequestId = id
+			r.reqs[id].msg = m
 		}
 		it.left = len(it.chunks)
 		r.iters[j] = it
@@ -442,6 +486,28 @@ func (l *RLLearner) answered(p *rlPool, id int64, member string) *rlRequest {
 
 func (l *RLLearner) onRollouts(ctx actor.Context, b *messages.RolloutBatch) {
 	r := l.run
+	if b.GetRefused() != "" {
+		l.onRefused(ctx, &r.gens, b.GetGenerator(), b.GetRequestId(), b.GetRefused())
+		return
+	}
+	if b.GetTotal() > 0 {
+		// A part: keep it until the member's whole answer is in.
+		q := r.reqs[b.GetRequestId()]
+		if q == nil || q.role != roleGenerator {
+			return // a part of an answer already had (the whole is discarded when its last part comes)
+		}
+		if q.parts == nil {
+			q.parts = map[string]*rolloutParts{}
+		}
+		rp := q.parts[b.GetGenerator()]
+		if rp == nil {
+			rp = &rolloutParts{}
+			q.parts[b.GetGenerator()] = rp
+		}
+		if b = rp.add(b); b == nil {
+			return
+		}
+	}
 	q := l.answered(&r.gens, b.GetRequestId(), b.GetGenerator())
 	if q == nil {
 		l.advance(ctx)
@@ -467,10 +533,22 @@ func (l *RLLearner) onRollouts(ctx actor.Context, b *messages.RolloutBatch) {
 	it.waitSec += b.GetWaitSeconds()
 	it.retries += b.GetRetries()
 
-	id := l.newRequest(roleReference, q.iter, q.chunk)
-	r.reqs[id].msg = &messages.RefRequest{Iteration: int64(q.iter), RequestId: id, Rollouts: refRollouts(rs)}
-	id = l.newRequest(roleReward, q.iter, q.chunk)
-	r.reqs[id].msg = &messages.ScoreRequest{Iteration: int64(q.iter), RequestId: id, Rollouts: rolloutsToProto(rs, false)}
+	// One reference and one reward request per chunk, or more where one
+	// would pass maxMessageBytes.
+	refs := refRollouts(rs)
+	for _, rg := range requestRanges(roleReference, refs) {
+		id := l.newRequest(roleReference, q.iter, q.chunk)
+		r.reqs[id].lo, r.reqs[id].hi = rg[0], rg[1]
+		r.reqs[id].msg = &messages.RefRequest{Iteration: int64(q.iter), RequestId: id, Rollouts: refs[rg[0]:rg[1]], RunId: r.runID}
+		ch.refLeft++
+	}
+	scored := rolloutsToProto(rs, false)
+	for _, rg := range requestRanges(roleReward, scored) {
+		id := l.newRequest(roleReward, q.iter, q.chunk)
+		r.reqs[id].lo, r.reqs[id].hi = rg[0], rg[1]
+		r.reqs[id].msg = &messages.ScoreRequest{Iteration: int64(q.iter), RequestId: id, Rollouts: scored[rg[0]:rg[1]], RunId: r.runID}
+		ch.scoreLeft++
+	}
 	l.advance(ctx)
 }
 
@@ -505,6 +583,10 @@ func (l *RLLearner) checkRollouts(it *rlIteration, ch *rlChunk, gen string, rs [
 
 func (l *RLLearner) onRef(ctx actor.Context, res *messages.RefResult) {
 	r := l.run
+	if res.GetRefused() != "" {
+		l.onRefused(ctx, &r.refs, res.GetMember(), res.GetRequestId(), res.GetRefused())
+		return
+	}
 	q := l.answered(&r.refs, res.GetRequestId(), res.GetMember())
 	if q == nil {
 		l.advance(ctx)
@@ -517,18 +599,20 @@ func (l *RLLearner) onRef(ctx actor.Context, res *messages.RefResult) {
 		return
 	}
 	lps := res.GetLogprobs()
-	if len(lps) != len(ch.rollouts) {
-		l.fail(ctx, fmt.Errorf("%s: iteration %d: %d log-prob rows for %d rollouts", res.GetMember(), q.iter, len(lps), len(ch.rollouts)))
+	rs := ch.rollouts[q.lo:q.hi]
+	if len(lps) != len(rs) {
+		l.fail(ctx, fmt.Errorf("%s: iteration %d: %d log-prob rows for %d rollouts", res.GetMember(), q.iter, len(lps), len(rs)))
 		return
 	}
 	for i, lp := range lps {
-		if len(lp.GetValues()) != len(ch.rollouts[i].Response) {
-			l.fail(ctx, fmt.Errorf("%s: iteration %d: %d reference log-probs for %d response tokens", res.GetMember(), q.iter, len(lp.GetValues()), len(ch.rollouts[i].Response)))
+		if len(lp.GetValues()) != len(rs[i].Response) {
+			l.fail(ctx, fmt.Errorf("%s: iteration %d: %d reference log-probs for %d response tokens", res.GetMember(), q.iter, len(lp.GetValues()), len(rs[i].Response)))
 			return
 		}
-		ch.rollouts[i].RefLogProbs = lp.GetValues()
+		rs[i].RefLogProbs = lp.GetValues()
 	}
-	ch.ref = true
+	ch.refLeft--
+	ch.ref = ch.refLeft == 0
 	it.refSec += res.GetSeconds()
 	it.retries += res.GetRetries()
 	l.chunkStage(it, ch)
@@ -537,6 +621,10 @@ func (l *RLLearner) onRef(ctx actor.Context, res *messages.RefResult) {
 
 func (l *RLLearner) onScores(ctx actor.Context, res *messages.ScoreResult) {
 	r := l.run
+	if res.GetRefused() != "" {
+		l.onRefused(ctx, &r.rewards, res.GetMember(), res.GetRequestId(), res.GetRefused())
+		return
+	}
 	q := l.answered(&r.rewards, res.GetRequestId(), res.GetMember())
 	if q == nil {
 		l.advance(ctx)
@@ -548,21 +636,24 @@ func (l *RLLearner) onScores(ctx actor.Context, res *messages.ScoreResult) {
 		l.fail(ctx, fmt.Errorf("%s: iteration %d: %s", res.GetMember(), q.iter, res.GetError()))
 		return
 	}
-	if len(res.GetScores()) != len(ch.rollouts) {
-		l.fail(ctx, fmt.Errorf("%s: iteration %d: %d scores for %d rollouts", res.GetMember(), q.iter, len(res.GetScores()), len(ch.rollouts)))
+	rs := ch.rollouts[q.lo:q.hi]
+	if len(res.GetScores()) != len(rs) {
+		l.fail(ctx, fmt.Errorf("%s: iteration %d: %d scores for %d rollouts", res.GetMember(), q.iter, len(res.GetScores()), len(rs)))
 		return
 	}
 	for i, s := range res.GetScores() {
-		ch.rollouts[i].Score, ch.rollouts[i].ScoreParts = s.GetTotal(), s.GetParts()
+		rs[i].Score, rs[i].ScoreParts = s.GetTotal(), s.GetParts()
 	}
-	ch.score = true
+	ch.scoreLeft--
+	ch.score = ch.scoreLeft == 0
 	it.scoreSec += res.GetSeconds()
 	it.retries += res.GetRetries()
 	l.chunkStage(it, ch)
 	l.advance(ctx)
 }
 
-// chunkStage counts ch as complete once all three stages are in.
+// chunkStage counts ch as complete once all three stages are in (ref and
+// score turn true with the last of their requests' answers).
 func (l *RLLearner) chunkStage(it *rlIteration, ch *rlChunk) {
 	if ch.gen && ch.ref && ch.score {
 		it.left--
@@ -591,6 +682,7 @@ func (l *RLLearner) requeue(q *rlRequest) {
 		q.timer = nil
 	}
 	r.iters[q.iter].retries++
+	delete(q.parts, q.member) // what it sent of an answer in parts
 	q.avoid, q.member = q.member, ""
 	p := r.pool(q.role)
 	p.queue = append([]int64{q.id}, p.queue...)
@@ -618,10 +710,98 @@ func (l *RLLearner) onLost(ctx actor.Context, msg *messages.MemberLost) {
 	}
 	m.busy = 0
 	if p.live() == 0 {
-		l.fail(ctx, fmt.Errorf("every %s stopped after repeated failures", p.role))
-		return
+		if !r.clustered {
+			l.fail(ctx, fmt.Errorf("every %s stopped after repeated failures", p.role))
+			return
+		}
+		r.log.Warn().Str("role", p.role.String()).Msg("no live member left in this pool: its work waits for a worker to join")
 	}
 	l.advance(ctx)
+}
+
+// onRefused takes out of its pool a member that refused a request (it
+// serves another run); the request goes to another.
+func (l *RLLearner) onRefused(ctx actor.Context, p *rlPool, name string, id int64, why string) {
+	r := l.run
+	r.log.Error().Str("role", p.role.String()).Str("member", name).Str("why", why).Msg("member refused this run's request: taken out of the pool")
+	if m := p.member(name); m != nil && !m.lost {
+		l.onLost(ctx, &messages.MemberLost{Role: p.role.String(), Name: name})
+		return
+	}
+	if q := r.reqs[id]; q != nil && q.member == name {
+		l.requeue(q)
+	}
+	l.advance(ctx)
+}
+
+// onWorkerJoined adds a worker's role actors to their pools (a worker that
+// comes back under the same name takes its old place), then hands them work.
+func (l *RLLearner) onWorkerJoined(ctx actor.Context, w *workerJoined) {
+	r := l.run
+	var names []string
+	for _, a := range w.actors {
+		p := r.poolNamed(a.GetRole())
+		if p == nil {
+			r.log.Warn().Str("role", a.GetRole()).Str("worker", w.addr).Msg("worker hosts a role this learner does not use")
+			continue
+		}
+		pid := actor.NewPID(w.addr, a.GetId())
+		if m := p.member(a.GetName()); m != nil {
+			// The same name again: a restarted worker on the same address.
+			// Whatever its previous incarnation held is not coming back.
+			if q := r.reqs[m.busy]; q != nil && q.member == m.name {
+				l.requeue(q)
+			}
+			m.pid, m.node, m.lost, m.busy = pid, w.node, false, 0
+		} else {
+			p.members = append(p.members, &poolMember{name: a.GetName(), pid: pid, node: w.node})
+		}
+		names = append(names, a.GetName())
+	}
+	r.log.Info().Str("worker", w.addr).Strs("members", names).Msg("worker joined: its actors take work")
+	l.advance(ctx)
+}
+
+// onWorkerLeft takes a worker's actors out of their pools at once: the
+// cluster says it is gone, so its requests go to the others now rather than
+// after RolloutTimeout.
+func (l *RLLearner) onWorkerLeft(ctx actor.Context, w *workerLeft) {
+	r := l.run
+	requeued := 0
+	var names []string
+	for _, p := range []*rlPool{&r.gens, &r.refs, &r.rewards} {
+		for _, m := range p.members {
+			if m.node != w.node || m.lost {
+				continue
+			}
+			m.lost = true
+			if q := r.reqs[m.busy]; q != nil && q.member == m.name {
+				l.requeue(q)
+				requeued++
+			}
+			m.busy = 0
+			names = append(names, m.name)
+		}
+	}
+	if len(names) == 0 {
+		return
+	}
+	r.log.Warn().Strs("members", names).Int("requeued", requeued).Msg("worker left the cluster: its requests go to the others")
+	for _, p := range []*rlPool{&r.gens, &r.refs, &r.rewards} {
+		if p.live() == 0 {
+			r.log.Warn().Str("role", p.role.String()).Msg("no live member left in this pool: its work waits for a worker to join")
+		}
+	}
+	l.advance(ctx)
+}
+
+func (r *rlRun) poolNamed(role string) *rlPool {
+	for _, p := range []*rlPool{&r.gens, &r.refs, &r.rewards} {
+		if p.role.String() == role {
+			return p
+		}
+	}
+	return nil
 }
 
 // maybeTrain starts the update of the next iteration once it is complete.
@@ -659,23 +839,30 @@ func (l *RLLearner) maybeTrain(ctx actor.Context) {
 		start := time.Now()
 		d.m, d.err = job.Train(n, rs, version)
 		d.train = time.Since(start).Seconds()
+		if errors.Is(d.err, learner.ErrNonFinite) {
+			// The iteration counts (its prompts are used up) and its version is
+			// published as usual, since versions pace the generators; it is not
+			// checkpointed.
+			d.skipped, d.err = d.err, nil
+		}
 		if d.err != nil {
 			root.Send(self, d)
 			return
 		}
 		d.done, d.iterations = job.Done(), job.IterationsDone()
 		start = time.Now()
-		d.announce, d.err = publishWeights(pub, d.iterations, d.done, job.Weights())
+		d.announce, d.err = publishWeights(r.log, pub, d.iterations, d.done, job.Weights())
 		d.pub = time.Since(start).Seconds()
 		if d.err != nil {
 			root.Send(self, d)
 			return
 		}
-		if d.done || (every > 0 && d.iterations%every == 0) {
+		if d.skipped == nil && (d.done || (every > 0 && d.iterations%every == 0)) {
 			start = time.Now()
 			dir := sink.CheckpointDir(d.iterations)
 			if err := job.SaveCheckpoint(dir); err != nil {
-				d.err = fmt.Errorf("checkpoint iteration %d: %w", d.iterations, err)
+				os.RemoveAll(dir) // a staging directory: the last good checkpoint stays
+				d.err = fmt.Errorf("checkpoint iteration %d not written: %w", d.iterations, err)
 			} else {
 				d.checkpoint = dir
 			}
@@ -685,17 +872,35 @@ func (l *RLLearner) maybeTrain(ctx actor.Context) {
 	}()
 }
 
+// publishTry bounds one try of a weights publish; a failed try (NATS down
+// or restarting: nats.go reconnects meanwhile) is retried until
+// publishTimeout has passed.
+const (
+	publishTry     = time.Minute
+	publishBackoff = time.Second
+)
+
 // publishWeights stores and announces w. Unlike the single-learner run, a
-// failed publish ends the run: generators wait for every version.
-func publishWeights(pub *WeightPublisher, step int, final bool, w []float32) (*messages.WeightsAnnounce, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), publishTimeout)
-	defer cancel()
-	a, err := pub.Publish(ctx, step, final, w)
-	if a != nil {
-		// Stored and announced; only an old blob's delete failed.
-		return a, nil
+// publish that keeps failing ends the run: generators wait for every version.
+// A retried try stores the same version again (the object is replaced); an
+// announcement that went out twice is the same version, which subscribers
+// take once.
+func publishWeights(log zerolog.Logger, pub *WeightPublisher, step int, final bool, w []float32) (*messages.WeightsAnnounce, error) {
+	deadline := time.Now().Add(publishTimeout)
+	for try := 1; ; try++ {
+		ctx, cancel := context.WithTimeout(context.Background(), min(publishTry, time.Until(deadline)))
+		a, err := pub.Publish(ctx, step, final, w)
+		cancel()
+		if a != nil {
+			// Stored and announced; only an old blob's delete may have failed.
+			return a, nil
+		}
+		if time.Until(deadline) < publishBackoff {
+			return nil, fmt.Errorf("publish weights after iteration %d: %w", step, err)
+		}
+		log.Warn().Err(err).Int("try", try).Int("iteration", step).Msg("weights publish failed; retrying (NATS unreachable?)")
+		time.Sleep(publishBackoff)
 	}
-	return nil, fmt.Errorf("publish weights after iteration %d: %w", step, err)
 }
 
 // onTrained records an update: reports it, then asks for what comes next. It
@@ -706,6 +911,20 @@ func (l *RLLearner) onTrained(ctx actor.Context, d *trainDone) bool {
 	if d.err != nil {
 		l.fail(ctx, fmt.Errorf("iteration %d: %w", d.it, d.err))
 		return false
+	}
+	if d.skipped != nil {
+		r.nonFinite++
+		if r.nonFinite >= r.maxNonFinite {
+			last := r.lastGoodCkpt
+			if last == "" {
+				last = "none"
+			}
+			l.fail(ctx, fmt.Errorf("%d consecutive non-finite iterations at iteration %d; last good checkpoint: %s: %w", r.nonFinite, d.iterations, last, d.skipped))
+			return false
+		}
+		r.log.Warn().Err(d.skipped).Int("iteration", d.it).Int("in_a_row", r.nonFinite).Msg("iteration skipped: non-finite loss or gradients")
+	} else {
+		r.nonFinite = 0
 	}
 	it := r.iters[d.it]
 	trainedOn := r.version
@@ -749,11 +968,17 @@ func (l *RLLearner) onTrained(ctx actor.Context, d *trainDone) bool {
 	} {
 		m.Extra[k] = v
 	}
-	r.sink.OnStep(m, r.version)
+	if d.skipped == nil { // a skipped iteration has no figures (NaN is not JSON)
+		r.sink.OnStep(m, r.version)
+	}
 	r.sink.OnPublish(d.announce.Version, d.iterations, int(d.announce.Size), d.announce.Sha256)
 	if d.checkpoint != "" {
-		r.lastCheckpoint = d.iterations
-		r.sink.OnCheckpoint(d.iterations, d.checkpoint)
+		committed, err := r.sink.OnCheckpoint(d.iterations, d.checkpoint)
+		if err != nil {
+			l.fail(ctx, fmt.Errorf("checkpoint iteration %d not committed (the last good one stays: %s): %w", d.iterations, r.lastGoodCkpt, err))
+			return false
+		}
+		r.lastCheckpoint, r.lastGoodCkpt = d.iterations, committed
 	}
 	r.log.Info().Int("iteration", d.it).Int64("version", r.version).Int64("max_lag", maxLag).Int64("retries", it.retries).
 		Float64("tokens_per_s", m.Extra["rollout_tokens_per_s"]).Float64("train_s", d.train).Float64("loss", m.Loss).Msg("iteration trained")
@@ -772,10 +997,14 @@ func (l *RLLearner) checkpoint() error {
 	}
 	dir := r.sink.CheckpointDir(done)
 	if err := r.job.SaveCheckpoint(dir); err != nil {
-		return fmt.Errorf("checkpoint iteration %d: %w", done, err)
+		os.RemoveAll(dir) // a staging directory: the last good checkpoint stays
+		return fmt.Errorf("checkpoint iteration %d not written (the last good one stays: %s): %w", done, r.lastGoodCkpt, err)
 	}
-	r.lastCheckpoint = done
-	r.sink.OnCheckpoint(done, dir)
+	committed, err := r.sink.OnCheckpoint(done, dir)
+	if err != nil {
+		return fmt.Errorf("checkpoint iteration %d not committed (the last good one stays: %s): %w", done, r.lastGoodCkpt, err)
+	}
+	r.lastCheckpoint, r.lastGoodCkpt = done, committed
 	return nil
 }
 
@@ -783,7 +1012,7 @@ func (l *RLLearner) checkpoint() error {
 // ones only; updates publish from the training goroutine).
 func (l *RLLearner) publish(iterations int, final bool) (*messages.WeightsAnnounce, error) {
 	r := l.run
-	a, err := publishWeights(r.pub, iterations, final, r.job.Weights())
+	a, err := publishWeights(r.log, r.pub, iterations, final, r.job.Weights())
 	if err != nil {
 		return nil, err
 	}

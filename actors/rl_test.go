@@ -450,3 +450,30 @@ func TestRLStartRace(t *testing.T) {
 	}
 	t.Logf("%d of 60 runs recovered a missed announcement", missed)
 }
+
+// TestRLNonFiniteIterations: one iteration refused for a NaN is skipped and
+// logged and the run completes; MaxNonFinite in a row end it with a clear
+// error naming the last good checkpoint, which stays the latest.
+func TestRLNonFiniteIterations(t *testing.T) {
+	defer leakCheck(t)()
+	job := newRLTestJob(t, 4, 4, 1)
+	job.nanTrain = map[int]bool{1: true}
+	sink := newRecordSink(t)
+	log, logs := testLogger()
+	opt := rlOptions(t, job, sink, log)
+	runRL(t, opt, logs)
+	if !strings.Contains(logs.String(), "iteration skipped: non-finite") {
+		t.Fatalf("skip not logged:\n%s", logs.String())
+	}
+
+	job = newRLTestJob(t, 6, 4, 1)
+	job.nanTrain = map[int]bool{2: true, 3: true, 4: true}
+	sink = newRecordSink(t)
+	log, logs = testLogger()
+	opt = rlOptions(t, job, sink, log)
+	opt.MaxNonFinite = 3
+	err := RunRL(context.Background(), opt)
+	if err == nil || !strings.Contains(err.Error(), "3 consecutive non-finite iterations") || !strings.Contains(err.Error(), "last good checkpoint") {
+		t.Fatalf("got %v, want the run stopped after 3 non-finite iterations", err)
+	}
+}

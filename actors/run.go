@@ -7,6 +7,7 @@ package actors
 import (
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/rs/zerolog"
 
 	"github.com/troupe-rl/troupe/learner"
@@ -19,8 +20,9 @@ type Options struct {
 	Job   learner.Job
 	Model string // weights name on NATS, e.g. "policy" or "reward"
 
-	NATSURL string // "" = start an embedded nats-server with JetStream
-	NATSDir string // JetStream storage for the embedded server, e.g. RUN_DIR/nats
+	NATSURL     string        // "" = start an embedded nats-server with JetStream
+	NATSDir     string        // JetStream storage for the embedded server, e.g. RUN_DIR/nats
+	NATSOptions []nats.Option // credentials and TLS for NATSURL (NATSConfig.Options)
 
 	PublishEvery    int // publish weights every N optimizer steps (and after the last), e.g. 50
 	CheckpointEvery int // checkpoint every N optimizer steps (and after the last / on stop), e.g. 200
@@ -34,6 +36,12 @@ type Options struct {
 
 	// StopTimeout bounds the final checkpoint and shutdown after a stop, e.g. 1m.
 	StopTimeout time.Duration
+
+	// MaxNonFinite is how many steps in a row may be refused for a NaN or Inf
+	// loss or gradient norm (learner.ErrNonFinite: each is logged and
+	// skipped, its data spent) before the run stops with an error naming the
+	// last good checkpoint, e.g. 5; 0 = 5.
+	MaxNonFinite int
 }
 
 // Sink receives the run's events, from the actors' goroutines: implementations
@@ -46,9 +54,16 @@ type Sink interface {
 	OnPublish(version int64, step int, size int, sha256 string)
 	// OnEval is called for every evaluation an evaluator finishes.
 	OnEval(evaluator string, version int64, step int, r learner.EvalResult)
-	// CheckpointDir returns the directory for the checkpoint after step
-	// (e.g. RUN_DIR/checkpoints/step-200); the learner writes it, then calls
-	// OnCheckpoint, after which the sink may rotate old ones.
+	// CheckpointDir returns a directory, not yet existing, to write the
+	// checkpoint after step into; the run directory's is a hidden staging
+	// directory beside the checkpoints (RUN_DIR/checkpoints/.step-200.tmp-…).
+	// The learner writes it whole, then calls OnCheckpoint with it; if
+	// writing fails, the learner removes it and does not call OnCheckpoint.
 	CheckpointDir(step int) string
-	OnCheckpoint(step int, dir string)
+	// OnCheckpoint commits the checkpoint written into dir and returns where
+	// it now is: the run directory syncs it, renames it to
+	// RUN_DIR/checkpoints/step-N, then points checkpoints/latest at it and
+	// rotates old ones. On an error nothing was committed: the previous
+	// checkpoint stays the latest, and the learner stops the run.
+	OnCheckpoint(step int, dir string) (committed string, err error)
 }

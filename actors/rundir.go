@@ -8,12 +8,14 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -32,9 +34,13 @@ import (
 //	samples.jsonl      one SampleRecord per sampled prompt per evaluation
 //	events.jsonl       publishes, checkpoints and rotations, one EventRecord each
 //	checkpoints/step-N the learner's checkpoints; the last K and the best by
-//	                   held-out figure are kept
+//	                   held-out figure are kept. Each is written into a hidden
+//	                   checkpoints/.step-N.tmp-XXXXXXXX and renamed to step-N
+//	                   once whole, so a crash or a full disk mid-checkpoint
+//	                   leaves no step-N (OpenRunDir removes the staging ones)
 //	checkpoints/latest the name of the newest complete checkpoint ("step-N"),
-//	                   replaced atomically after it is written: what --resume reads
+//	                   replaced atomically after it is renamed into place:
+//	                   what --resume reads
 //	checkpoints/best   the name of the kept checkpoint with the best figure
 //	plots/             PNG and SVG curves (WritePlots), refreshed during the run
 //	nats/              JetStream storage of the embedded NATS server
@@ -129,6 +135,9 @@ type RunDir struct {
 	plotStop  chan struct{}
 	plotDone  chan struct{}
 	closeOnce sync.Once
+
+	// rename is os.Rename; tests make it fail as a full disk would.
+	rename func(oldpath, newpath string) error
 }
 
 var _ Sink = (*RunDir)(nil)
@@ -145,14 +154,65 @@ func IsEmptyDir(dir string) (bool, error) {
 	return len(ents) == 0, err
 }
 
-// OpenRunDir opens dir for writing a run (see RunDirOptions.Resume).
+// CheckRunDir reports whether dir can hold a run, before anything is built
+// or written: it must be a directory or be creatable as one (its nearest
+// existing ancestor a directory), and a file must be creatable there. It
+// leaves nothing behind. Errors wrap ErrRunDir and name dir.
+func CheckRunDir(dir string) error {
+	at := dir
+	for {
+		st, err := os.Stat(at)
+		if err == nil {
+			if !st.IsDir() {
+				return fmt.Errorf("%w %s cannot be created: %s is a file, not a directory", ErrRunDir, dir, at)
+			}
+			break
+		}
+		// ENOTDIR: a file on the way up, found by the next round.
+		if !errors.Is(err, os.ErrNotExist) && !errors.Is(err, syscall.ENOTDIR) {
+			return fmt.Errorf("%w %s: %v", ErrRunDir, dir, err)
+		}
+		up := filepath.Dir(at)
+		if up == at {
+			return fmt.Errorf("%w %s: %v", ErrRunDir, dir, err)
+		}
+		at = up
+	}
+	if err := probeWritable(at); err != nil {
+		return fmt.Errorf("%w %s is not writable: %v", ErrRunDir, dir, err)
+	}
+	return nil
+}
+
+// probeWritable creates and removes a hidden file in dir.
+func probeWritable(dir string) error {
+	f, err := os.CreateTemp(dir, ".troupe-probe-*")
+	if err != nil {
+		return err
+	}
+	f.Close()
+	return os.Remove(f.Name())
+}
+
+// OpenRunDir opens dir for writing a run (see RunDirOptions.Resume). It
+// fails, naming dir, when dir or its checkpoints directory is not writable,
+// and removes staging directories a killed process left in checkpoints/.
 func OpenRunDir(dir string, opt RunDirOptions) (*RunDir, error) {
 	if opt.Keep < 1 {
 		opt.Keep = 1
 	}
-	r := &RunDir{Dir: dir, opt: opt, figures: map[int]float64{}, latest: -1, best: -1, start: time.Now()}
-	if err := os.MkdirAll(filepath.Join(dir, CheckpointsDir), 0o755); err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrRunDir, err)
+	r := &RunDir{Dir: dir, opt: opt, figures: map[int]float64{}, latest: -1, best: -1, start: time.Now(), rename: os.Rename}
+	ckpts := filepath.Join(dir, CheckpointsDir)
+	if err := os.MkdirAll(ckpts, 0o755); err != nil {
+		return nil, fmt.Errorf("%w %s is not writable: %v", ErrRunDir, dir, err)
+	}
+	for _, d := range []string{dir, ckpts} {
+		if err := probeWritable(d); err != nil {
+			return nil, fmt.Errorf("%w %s is not writable: %v", ErrRunDir, dir, err)
+		}
+	}
+	if err := r.removeStaging(); err != nil {
+		return nil, err
 	}
 	flags := os.O_CREATE | os.O_WRONLY | os.O_APPEND
 	if opt.Resume {
@@ -174,7 +234,7 @@ func OpenRunDir(dir string, opt RunDirOptions) (*RunDir, error) {
 	r.metrics, r.samples, r.events = open(MetricsFile), open(SamplesFile), open(EventsFile)
 	if err != nil {
 		r.closeFiles()
-		return nil, fmt.Errorf("%w: %v", ErrRunDir, err)
+		return nil, fmt.Errorf("%w %s: %v", ErrRunDir, dir, err)
 	}
 	r.lastStep = r.start
 	ev := EventRecord{Event: "start"}
@@ -227,7 +287,7 @@ func (r *RunDir) truncateAfter(step int) error {
 	}
 	for _, s := range steps {
 		if s > step {
-			if err := os.RemoveAll(r.CheckpointDir(s)); err != nil {
+			if err := os.RemoveAll(r.StepDir(s)); err != nil {
 				return fmt.Errorf("%w: %v", ErrRunDir, err)
 			}
 		}
@@ -297,22 +357,95 @@ func (r *RunDir) OnEval(evaluator string, version int64, step int, res learner.E
 	}
 }
 
-// CheckpointDir is RUN_DIR/checkpoints/step-N.
-func (r *RunDir) CheckpointDir(step int) string {
+// StepDir is RUN_DIR/checkpoints/step-N: where the checkpoint after step
+// lives once committed.
+func (r *RunDir) StepDir(step int) string {
 	return filepath.Join(r.Dir, CheckpointsDir, "step-"+strconv.Itoa(step))
 }
 
-// OnCheckpoint points checkpoints/latest at the new checkpoint and rotates.
-func (r *RunDir) OnCheckpoint(step int, dir string) {
+// stagingPrefix starts the name of every staging directory (and of
+// WriteFileAtomic's temporary files) in checkpoints/; no checkpoint name does.
+const stagingPrefix = "."
+
+// CheckpointDir returns a new staging directory for the checkpoint after
+// step, RUN_DIR/checkpoints/.step-N.tmp-XXXXXXXX (not yet created: the job's
+// SaveCheckpoint creates it). It is hidden from rotation, LatestCheckpoint
+// and globbing readers until OnCheckpoint renames it to step-N. Safe to call
+// from any goroutine.
+func (r *RunDir) CheckpointDir(step int) string {
+	return filepath.Join(r.Dir, CheckpointsDir, fmt.Sprintf("%sstep-%d.tmp-%08x", stagingPrefix, step, rand.Uint32()))
+}
+
+// OnCheckpoint commits the checkpoint written into dir (a CheckpointDir
+// staging directory; dir already at StepDir(step) is taken as it is): it
+// syncs dir, renames it to StepDir(step) and syncs checkpoints/, then points
+// checkpoints/latest at it and rotates. On an error nothing points at the
+// new checkpoint: dir is removed and checkpoints/latest and the previous
+// checkpoint are as they were.
+func (r *RunDir) OnCheckpoint(step int, dir string) (string, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	final := r.StepDir(step)
+	if filepath.Clean(dir) != final {
+		if err := r.commit(step, dir, final); err != nil {
+			if rerr := os.RemoveAll(dir); rerr != nil {
+				r.opt.Logger.Warn().Err(rerr).Str("dir", dir).Msg("staging checkpoint not removed")
+			}
+			return "", fmt.Errorf("%w: committing checkpoint step-%d: %v", ErrRunDir, step, err)
+		}
+	}
+	// The checkpoint is whole under its name; until this pointer moves, the
+	// previous one is still what --resume reads.
 	if err := writePointer(filepath.Join(r.Dir, CheckpointsDir, "latest"), step); err != nil {
-		r.fail(err)
-		return
+		return "", fmt.Errorf("%w: pointing checkpoints/latest at step-%d: %v", ErrRunDir, step, err)
 	}
 	r.latest = step
-	r.event(EventRecord{Event: "checkpoint", Step: step, Dir: dir})
+	r.event(EventRecord{Event: "checkpoint", Step: step, Dir: final})
 	r.rotate()
+	return final, nil
+}
+
+// commit renames the staging directory dir to final. Its files were synced
+// as they were written (WriteFileAtomic); syncing dir makes their names
+// durable, the rename publishes them all at once, and syncing checkpoints/
+// makes the rename durable. Callers hold r.mu.
+func (r *RunDir) commit(step int, dir, final string) error {
+	if step <= r.latest {
+		return fmt.Errorf("checkpoints/latest is step-%d already: step-%d is not newer", r.latest, step)
+	}
+	if err := policy.SyncDir(dir); err != nil {
+		return err
+	}
+	// A step-N newer than latest: left by a process killed between the
+	// rename and the pointer (a resume removes those too). Nothing reads it.
+	if err := os.RemoveAll(final); err != nil {
+		return err
+	}
+	if err := r.rename(dir, final); err != nil {
+		return err
+	}
+	return policy.SyncDir(filepath.Dir(final))
+}
+
+// removeStaging removes what an earlier process left half-written in
+// checkpoints/: staging directories and temporary pointer files.
+func (r *RunDir) removeStaging() error {
+	ckpts := filepath.Join(r.Dir, CheckpointsDir)
+	ents, err := os.ReadDir(ckpts)
+	if err != nil {
+		return fmt.Errorf("%w %s: %v", ErrRunDir, r.Dir, err)
+	}
+	for _, e := range ents {
+		if !strings.HasPrefix(e.Name(), stagingPrefix) || !strings.Contains(e.Name(), ".tmp-") {
+			continue
+		}
+		p := filepath.Join(ckpts, e.Name())
+		if err := os.RemoveAll(p); err != nil {
+			return fmt.Errorf("%w %s: removing a partial checkpoint: %v", ErrRunDir, r.Dir, err)
+		}
+		r.opt.Logger.Warn().Str("path", p).Msg("removed a partial checkpoint an earlier process left")
+	}
+	return nil
 }
 
 // FigureName is the held-out figure that ranks checkpoints, and whether higher is better.
@@ -382,7 +515,7 @@ func (r *RunDir) rotate() {
 		if i >= len(steps)-r.opt.Keep || s == r.best || s == r.latest {
 			continue
 		}
-		dir := r.CheckpointDir(s)
+		dir := r.StepDir(s)
 		if err := os.RemoveAll(dir); err != nil {
 			r.fail(err)
 			continue

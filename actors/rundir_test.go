@@ -26,7 +26,9 @@ func fakeCheckpoint(t *testing.T, r *RunDir, step int) {
 		t.Fatal(err)
 	}
 	os.WriteFile(filepath.Join(dir, "model.safetensors"), []byte("x"), 0o644)
-	r.OnCheckpoint(step, dir)
+	if got, err := r.OnCheckpoint(step, dir); err != nil || got != r.StepDir(step) {
+		t.Fatalf("OnCheckpoint(%d): got %q, %v; want %s", step, got, err, r.StepDir(step))
+	}
 }
 
 func checkpointNames(t *testing.T, runDir string) []string {
@@ -68,15 +70,16 @@ func TestRunDirRotationKeepsLastAndBest(t *testing.T) {
 				r.OnEval("evaluator-0", int64(step/10), step, learner.EvalResult{Metrics: c.fig(step)})
 				fakeCheckpoint(t, r, step)
 			}
-			// A checkpoint being written (newer than latest) is left alone.
-			os.MkdirAll(r.CheckpointDir(90), 0o755)
+			// A checkpoint being written (in its staging directory) is left alone.
+			staging := r.CheckpointDir(90)
+			os.MkdirAll(staging, 0o755)
 			r.OnEval("evaluator-0", 9, 85, learner.EvalResult{Metrics: c.fig(85)})
-			want := []string{c.best, "step-70", "step-80", "step-90"}
+			want := []string{c.best, "step-70", "step-80", filepath.Base(staging)}
 			sort.Strings(want)
 			if got := checkpointNames(t, dir); !reflect.DeepEqual(got, want) {
 				t.Fatalf("got %v, want %v", got, want)
 			}
-			if d, s, err := LatestCheckpoint(dir); err != nil || s != 80 || d != r.CheckpointDir(80) {
+			if d, s, err := LatestCheckpoint(dir); err != nil || s != 80 || d != r.StepDir(80) {
 				t.Fatalf("latest: got %q %d %v, want step 80", d, s, err)
 			}
 			if _, s, err := BestCheckpoint(dir); err != nil || "step-"+fmt.Sprint(s) != c.best {

@@ -26,8 +26,8 @@ const (
 var ErrRun = errors.New("actors: run")
 
 // withDefaults validates opt and fills its zero values: Model "policy",
-// EvalEvery 1, StopTimeout 1m. PublishEvery or CheckpointEvery <= 0 mean
-// "only at the start/end".
+// EvalEvery 1, StopTimeout 1m, MaxNonFinite 5. PublishEvery or
+// CheckpointEvery <= 0 mean "only at the start/end".
 func (opt Options) withDefaults() (Options, error) {
 	switch {
 	case opt.Job == nil:
@@ -36,6 +36,8 @@ func (opt Options) withDefaults() (Options, error) {
 		return opt, fmt.Errorf("%w: Options.Sink is nil", ErrRun)
 	case opt.Evaluators < 0:
 		return opt, fmt.Errorf("%w: evaluator replicas must be >= 0, got %d", ErrRun, opt.Evaluators)
+	case opt.MaxNonFinite < 0:
+		return opt, fmt.Errorf("%w: Options.MaxNonFinite must be >= 0 (0 = %d), got %d", ErrRun, defaultMaxNonFinite, opt.MaxNonFinite)
 	}
 	if opt.Model == "" {
 		opt.Model = "policy"
@@ -48,6 +50,9 @@ func (opt Options) withDefaults() (Options, error) {
 	}
 	if opt.StopTimeout <= 0 {
 		opt.StopTimeout = time.Minute
+	}
+	if opt.MaxNonFinite == 0 {
+		opt.MaxNonFinite = defaultMaxNonFinite
 	}
 	return opt, nil
 }
@@ -84,7 +89,7 @@ func Run(ctx context.Context, opt Options) error {
 		url = u
 		log.Debug().Str("url", url).Str("store", opt.NATSDir).Msg("embedded nats-server started")
 	}
-	nc, err := Connect(url)
+	nc, err := Connect(url, opt.NATSOptions...)
 	if err != nil {
 		return err
 	}
@@ -113,7 +118,7 @@ func Run(ctx context.Context, opt Options) error {
 	}
 	lrun := &learnerRun{
 		job: opt.Job, pub: pub, sink: opt.Sink, log: log.With().Str("actor", "learner").Logger(),
-		publishEvery: opt.PublishEvery, checkpointEvery: opt.CheckpointEvery,
+		publishEvery: opt.PublishEvery, checkpointEvery: opt.CheckpointEvery, maxNonFinite: opt.MaxNonFinite,
 		lastPublish: -1, lastCheckpoint: opt.Job.StepsDone(),
 	}
 
@@ -128,7 +133,7 @@ func Run(ctx context.Context, opt Options) error {
 
 	// The job belongs to the learner actor from here on.
 	log.Info().Str("stage", opt.Job.Stage()).Int("step", opt.Job.StepsDone()).Int("total", opt.Job.TotalSteps()).
-		Int("evaluators", opt.Evaluators).Str("nats", url).Msg("run started")
+		Int("evaluators", opt.Evaluators).Str("nats", RedactURL(url)).Msg("run started")
 	result := make(chan topologyResult, 1)
 	decider := func(reason any) actor.Directive { return actor.RestartDirective }
 	props := actor.PropsFromProducer(func() actor.Actor {

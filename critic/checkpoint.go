@@ -73,6 +73,11 @@ func Load(dir string, dev kernels.Device) (*Model, error) {
 	}
 
 	path := filepath.Join(dir, policy.ModelFile)
+	// A hostile config.json (n_layer 2e9) must not allocate the model before
+	// the weights file is seen to hold it.
+	if err := policy.CheckParamsFit(path, cfg); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrBadCheckpoint, err)
+	}
 	tensors, err := policy.ReadSafetensors(path)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrBadCheckpoint, err)

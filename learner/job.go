@@ -11,6 +11,9 @@ var (
 	ErrConfig     = errors.New("learner: bad config")
 	ErrData       = errors.New("learner: bad data")
 	ErrCheckpoint = errors.New("learner: bad checkpoint")
+	// ErrNonFinite marks a step (or an RL iteration) refused because its loss
+	// or gradient norm was NaN or ±Inf: no update was applied.
+	ErrNonFinite = errors.New("learner: non-finite loss or gradients")
 )
 
 // Job is one single-learner training stage (pretrain, sft, rm). A training loop
@@ -27,6 +30,13 @@ type Job interface {
 
 	// Step takes one optimizer step: GradAccum micro-batches of forward+backward,
 	// grad clipping, LR from the schedule, AdamW.
+	//
+	// A step whose loss or gradient norm is NaN or ±Inf is refused before
+	// AdamW runs: the parameters and both moments are untouched and
+	// StepsDone does not advance, but the step's batches stay consumed, so
+	// the next call takes the same step number on new data. The error wraps
+	// ErrNonFinite and names the step and the figures. What to do about a
+	// run of them is the caller's choice (the learner actor stops after a few).
 	Step() (StepMetrics, error)
 
 	// Weights returns a host copy of every trainable parameter as one flat

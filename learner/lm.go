@@ -144,10 +144,12 @@ func (j *lmJob) Weights() []float32 {
 
 // Step takes one optimizer step: GradAccum micro-batches of forward and
 // backward whose gradients add up, scaled by 1/GradAccum so the step follows
-// the mean loss; then clipping and AdamW at the scheduled rate.
+// the mean loss; then clipping and AdamW at the scheduled rate. A non-finite
+// loss or gradient norm skips the update (see Job.Step).
 func (j *lmJob) Step() (StepMetrics, error) {
 	m, b := j.model, &j.batch
-	lr := LRAt(j.tc, j.opt.Step+1)
+	step := j.opt.Step + 1
+	lr := LRAt(j.tc, step)
 	var loss float64
 	tokens, lossTokens := 0, 0
 	m.ZeroGrad()
@@ -160,6 +162,12 @@ func (j *lmJob) Step() (StepMetrics, error) {
 	k := float64(j.tc.GradAccum)
 	if j.tc.GradAccum > 1 {
 		m.Dev.Scale(m.Grads, float32(1/k))
+	}
+	maybePoison(m, step)
+	// The batches stay consumed (the data position moved on) whether or not
+	// the update is applied.
+	if err := checkFinite(fmt.Sprintf("step %d", step), figure{"loss", loss / k}, figure{"grad norm", gradNorm(m)}); err != nil {
+		return StepMetrics{}, err
 	}
 	gn := j.opt.Update(m, float32(lr))
 	sm := StepMetrics{Step: j.opt.Step, Loss: loss / k, LR: lr, GradNorm: float64(gn), Tokens: tokens}

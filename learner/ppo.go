@@ -2,6 +2,7 @@ package learner
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math"
 	"math/rand/v2"
@@ -158,6 +159,9 @@ func (j *ppoJob) loadPrompts() error {
 		j.report.Lines += vrep.Lines
 		j.report.Bad += vrep.Bad
 		j.report.BadLines = append(j.report.BadLines, vrep.BadLines...)
+		if len(j.report.BadLines) > 100 { // the first 100, as DataReport says
+			j.report.BadLines = j.report.BadLines[:100]
+		}
 	} else {
 		n := int(math.Round(float64(len(recs)) * dc.ValFraction))
 		recs, val = recs[:len(recs)-n], recs[len(recs)-n:]
@@ -323,7 +327,11 @@ type sample struct {
 	adv, ret []float64
 }
 
-// Train runs one PPO (or A2C) update on the iteration's rollouts.
+// Train runs one PPO (or A2C) update on the iteration's rollouts. A
+// minibatch whose losses or gradient norms are not finite is skipped (no
+// policy and no critic update; counted in Extra["skipped_minibatches"]); if
+// every minibatch is skipped, Train returns an ErrNonFinite error, with the
+// weights and optimizers as they were but the iteration counted (see RLJob.Train).
 func (j *ppoJob) Train(it int, rs []Rollout, version int64) (StepMetrics, error) {
 	if it != j.it {
 		return StepMetrics{}, fmt.Errorf("learner: Train(%d) after %d iterations", it, j.it)
@@ -413,8 +421,10 @@ func (j *ppoJob) Train(it int, rs []Rollout, version int64) (StepMetrics, error)
 	lr := j.lrAt(pc.LR, j.it+1)
 	clr := j.lrAt(j.cfg.Critic.LR, j.it+1)
 	var agg ppoAgg
+	var tried, skipped int
+	var firstSkip error
 	rng := rand.New(rand.NewPCG(j.seed^0x6d62, uint64(it)))
-	for range epochs {
+	for ep := range epochs {
 		order := rng.Perm(len(ss))
 		M := pc.Minibatches
 		for mb := range M {
@@ -428,14 +438,29 @@ func (j *ppoJob) Train(it int, rs []Rollout, version int64) (StepMetrics, error)
 			if len(batch) == 0 {
 				continue
 			}
-			if err := j.minibatch(batch, lr, clr, &agg); err != nil {
-				return StepMetrics{}, fmt.Errorf("iteration %d: %w", it+1, err)
+			tried++
+			where := fmt.Sprintf("iteration %d, epoch %d, minibatch %d", it+1, ep+1, mb+1)
+			if err := j.minibatch(where, batch, lr, clr, &agg); err != nil {
+				if !errors.Is(err, ErrNonFinite) {
+					return StepMetrics{}, err
+				}
+				skipped++
+				if firstSkip == nil {
+					firstSkip = err
+				}
 			}
 		}
 	}
+	// The iteration counts even when no update was applied: its prompts are
+	// spent, as a refused step's batches are (see Job.Step), and the KL
+	// controller and the score statistics take in its rollouts, which were
+	// finite.
 	meanKL, _ := meanStd(seqKL)
 	j.kl.update(meanKL, len(ss))
 	j.it++
+	if skipped > 0 && skipped == tried {
+		return StepMetrics{}, fmt.Errorf("iteration %d: all %d minibatch updates skipped, the first: %w", it+1, tried, firstSkip)
+	}
 
 	rMean, rStd := meanStd(totalReward)
 	sMean, sStd := meanStd(scores)
@@ -450,6 +475,9 @@ func (j *ppoJob) Train(it int, rs []Rollout, version int64) (StepMetrics, error)
 	}
 	if j.ptx != nil {
 		extra["ptx_loss"] = agg.ptxLoss / math.Max(1, agg.updates)
+	}
+	if skipped > 0 {
+		extra["skipped_minibatches"] = float64(skipped)
 	}
 	for name, v := range partMeans(rs) {
 		extra["score_"+name] = v
@@ -529,21 +557,29 @@ func (j *ppoJob) values(ss []sample, old bool) {
 	}
 }
 
-// minibatch is one policy and one critic update.
-func (j *ppoJob) minibatch(batch []*sample, lr, clr float64, agg *ppoAgg) error {
+// minibatch is one policy and one critic update, or neither: both backward
+// passes run first (the critic reads only its own parameters, so the order
+// changes no figure), then a non-finite policy loss, log-prob, PPO-ptx loss,
+// value loss or gradient norm skips both updates with an ErrNonFinite error
+// naming where and the figures; agg is then left as it was (the PPO-ptx batch
+// stays consumed).
+func (j *ppoJob) minibatch(where string, batch []*sample, lr, clr float64, agg *ppoAgg) error {
 	pc := j.pc
 	tokens, targets, B, T := pack(batch)
 	var ntok float64
 	for _, s := range batch {
 		ntok += float64(len(s.old))
 	}
+	before := *agg
 	// Policy.
 	m := j.policy
 	m.ZeroGrad()
+	ptxLoss := 0.0
 	if j.ptx != nil {
 		b := &j.ptxB
 		j.ptx.next(b)
-		agg.ptxLoss += float64(m.LossAndBackward(b.Tokens, b.Targets, b.Mask, b.B, b.T))
+		ptxLoss = float64(m.LossAndBackward(b.Tokens, b.Targets, b.Mask, b.B, b.T))
+		agg.ptxLoss += ptxLoss
 		m.Dev.Scale(m.Grads, float32(pc.PtxCoef))
 	}
 	logp, ent := m.ForwardLogProbs(tokens, targets, B, T, float32(pc.Temperature), true)
@@ -552,12 +588,14 @@ func (j *ppoJob) minibatch(batch []*sample, lr, clr float64, agg *ppoAgg) error 
 	if pc.EntropyCoef > 0 {
 		dent = make([]float32, B*T)
 	}
+	badLogProb := 0.0 // the first non-finite log-prob (0: none)
+	pgLoss := 0.0
 	for b, s := range batch {
 		for t := range s.old {
 			row := b*T + s.p - 1 + t
 			lp := float64(logp[row])
-			if math.IsNaN(lp) || math.IsInf(lp, 0) {
-				return fmt.Errorf("policy log-prob %g (diverged)", lp)
+			if (math.IsNaN(lp) || math.IsInf(lp, 0)) && badLogProb == 0 {
+				badLogProb = lp
 			}
 			var loss, d float64
 			if pc.Algorithm == "a2c" {
@@ -576,16 +614,18 @@ func (j *ppoJob) minibatch(batch []*sample, lr, clr float64, agg *ppoAgg) error 
 			diff := lp - s.old[t]
 			agg.approxKL += 0.5 * diff * diff
 			agg.pgLoss += loss
+			pgLoss += loss
 			agg.entropy += float64(ent[row])
 		}
 	}
 	m.BackwardLogProbs(dlogp, dent)
-	agg.pGrad += float64(j.popt.Update(m, float32(lr)))
+	maybePoison(m, j.popt.Step+1)
 	// Critic.
 	c := j.critic
 	c.ZeroGrad()
 	v := c.Values(tokens, B, T)
 	dv := make([]float32, B*T)
+	vLoss := 0.0
 	for b, s := range batch {
 		for t := range s.old {
 			row := b*T + s.p - 1 + t
@@ -594,11 +634,26 @@ func (j *ppoJob) minibatch(batch []*sample, lr, clr float64, agg *ppoAgg) error 
 				agg.vClipped++
 			}
 			agg.vLoss += loss
+			vLoss += loss
 			dv[row] = float32(pc.VFCoef * d / ntok)
 		}
 	}
 	c.Backward(dv)
-	agg.cGrad += float64(j.copt.Update(c.Optim(), float32(clr)))
+	cm := c.Optim()
+	figs := []figure{{"policy loss", pgLoss / ntok}, {"policy grad norm", gradNorm(m)},
+		{"value loss", vLoss / ntok}, {"critic grad norm", gradNorm(cm)}}
+	if j.ptx != nil {
+		figs = append(figs, figure{"ptx loss", ptxLoss})
+	}
+	if badLogProb != 0 {
+		figs = append(figs, figure{"policy log-prob", badLogProb})
+	}
+	if err := checkFinite(where, figs...); err != nil {
+		*agg = before
+		return err
+	}
+	agg.pGrad += float64(j.popt.Update(m, float32(lr)))
+	agg.cGrad += float64(j.copt.Update(cm, float32(clr)))
 	agg.tokens += ntok
 	agg.updates++
 	return nil

@@ -167,6 +167,13 @@ type RLJob interface {
 	// a2c) on iteration it's rollouts, each with reference log-probs and a
 	// score, and the learner's current weights version; it returns the
 	// iteration's metrics (reward, KL, clip fraction, ...).
+	//
+	// A minibatch with a NaN or ±Inf loss or gradient norm is skipped (no
+	// policy or critic update; Extra["skipped_minibatches"] counts them). When
+	// every minibatch of the iteration is skipped, Train returns an error
+	// wrapping ErrNonFinite; the weights and both optimizers are as they were,
+	// but the iteration counts (IterationsDone advances), so the next Train is
+	// for iteration it+1 on new prompts.
 	Train(it int, rs []Rollout, version int64) (StepMetrics, error)
 
 	// Weights is a host copy of the policy's parameters (the blob broadcast to

@@ -125,7 +125,9 @@ func (j *rmJob) pairAt(k int64) int {
 	return j.perm[k%n]
 }
 
-// Step takes one optimizer step over GradAccum micro-batches of BatchSize pairs.
+// Step takes one optimizer step over GradAccum micro-batches of BatchSize
+// pairs. A non-finite loss or gradient norm skips the update, the pairs
+// stay consumed (see Job.Step).
 func (j *rmJob) Step() (StepMetrics, error) {
 	step := j.opt.Step + 1
 	lr := LRAt(j.tc, step)
@@ -150,9 +152,15 @@ func (j *rmJob) Step() (StepMetrics, error) {
 		acc += st.Accuracy
 		margin += st.Margin
 	}
-	gn := j.opt.Update(j.model.Optim(), float32(lr))
-	j.consumed = pos // committed only once the step is whole, so a retried step redraws the same pairs
 	k := float64(j.tc.GradAccum)
+	om := j.model.Optim()
+	maybePoison(om, step)
+	if err := checkFinite(fmt.Sprintf("step %d", step), figure{"loss", loss / k}, figure{"grad norm", gradNorm(om)}); err != nil {
+		j.consumed = pos // a refused step's pairs are spent: the next try draws new ones
+		return StepMetrics{}, err
+	}
+	gn := j.opt.Update(om, float32(lr))
+	j.consumed = pos // committed only once the step is whole, so a retried (panicked) step redraws the same pairs
 	return StepMetrics{
 		Step: j.opt.Step, Loss: loss / k, LR: lr, GradNorm: float64(gn), Tokens: tokens,
 		Extra: map[string]float64{"accuracy": acc / k, "margin": margin / k},

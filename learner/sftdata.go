@@ -342,6 +342,7 @@ func loadSFTData(dc DataConfig, tc TrainConfig, tok *tokenizer.Tokenizer, seed u
 		if dc.ValFraction > 0 {
 			nv = max(nv, 1)
 		}
+		nv = min(nv, len(all)) // none at all when every line was bad (max_bad_fraction 1)
 		d.train, d.val = all[:len(all)-nv], all[len(all)-nv:]
 		fmt.Fprintf(fp, "split %d", nv)
 	}

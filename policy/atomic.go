@@ -57,13 +57,13 @@ func WriteFileAtomic(path string, write func(io.Writer) error) (err error) {
 		return err
 	}
 	committed = true
-	return syncDir(dir)
+	return SyncDir(dir)
 }
 
-// syncDir fsyncs a directory so that a rename into it is durable. File systems
-// that cannot sync a directory (EINVAL on some) are not an error: there is
-// nothing more we can do there.
-func syncDir(dir string) error {
+// SyncDir fsyncs a directory so that a rename into it (or out of it) is
+// durable. File systems that cannot sync a directory (EINVAL on some) are not
+// an error: there is nothing more we can do there.
+func SyncDir(dir string) error {
 	d, err := os.Open(dir)
 	if err != nil {
 		return err

@@ -35,6 +35,9 @@ func Load(dir string, dev kernels.Device) (*Model, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := CheckParamsFit(filepath.Join(dir, ModelFile), cfg); err != nil {
+		return nil, err
+	}
 	m, err := New(cfg, dev)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %s: %w", ErrBadCheckpoint, filepath.Join(dir, ConfigFile), err)

@@ -297,9 +297,11 @@ func (s *stFile) each(e stEntry, fn func(off int, vals []float32) error) error {
 		return badFile(s.path, "tensor %s has dtype %s; only F32, F16 and BF16 can be read", e.name, e.dtype)
 	}
 	elem := int(dtypeSize[e.dtype])
-	raw := make([]byte, chunkFloats*elem)
-	vals := make([]float32, chunkFloats)
 	n := e.numel()
+	// Buffers no larger than the tensor: a header listing thousands of empty
+	// tensors must not cost a full chunk each.
+	raw := make([]byte, min(chunkFloats, n)*elem)
+	vals := make([]float32, min(chunkFloats, n))
 	for off := 0; off < n; off += chunkFloats {
 		k := min(chunkFloats, n-off)
 		b := raw[:k*elem]
@@ -369,6 +371,13 @@ func ReadSafetensors(path string) (map[string]SafeTensor, error) {
 		return nil, err
 	}
 	defer s.Close()
+	// Refuse before allocating: a non-float tensor of n bytes would otherwise
+	// cost 4n bytes of float32 first.
+	for _, e := range s.entries {
+		if !floatDType(e.dtype) {
+			return nil, badFile(s.path, "tensor %s has dtype %s; only F32, F16 and BF16 can be read", e.name, e.dtype)
+		}
+	}
 	out := make(map[string]SafeTensor, len(s.entries))
 	for _, e := range s.entries {
 		t := SafeTensor{Name: e.name, DType: e.dtype, Shape: e.shape, Data: make([]float32, e.numel())}
@@ -454,4 +463,40 @@ func WriteSafetensors(path string, tensors []SafeTensor, metadata map[string]str
 		}
 		return nil
 	})
+}
+
+// CheckParamsFit refuses cfg, with an error wrapping ErrBadCheckpoint, when
+// its model has more parameters than the safetensors file at path could hold
+// (2 bytes a value, F16 or BF16, at the least). Checkpoint loaders call it
+// before allocating the model, so that a hostile or mistyped config.json
+// (n_layer: 2000000000) costs an error, not the memory.
+func CheckParamsFit(path string, cfg Config) error {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrBadCheckpoint, err)
+	}
+	switch n, ok := paramCount(cfg); {
+	case !ok:
+		return badFile(path, "config.json describes a model of 2^53 or more parameters")
+	case n > fi.Size()/2:
+		return badFile(path, "config.json describes a model of %d parameters, more than the %d-byte file can hold (does config.json match the weights?)", n, fi.Size())
+	}
+	return nil
+}
+
+// paramCount is the number of parameters of a model of cfg (NewLayout's
+// Total), computed without building the layout; ok is false when it is
+// absurd (2^53 or more, or a field not positive), so that a hostile
+// config.json can be checked against the file before anything is allocated.
+func paramCount(cfg Config) (n int64, ok bool) {
+	V, T, L, C := float64(cfg.VocabSize), float64(cfg.MaxSeqLen), float64(cfg.NumLayers), float64(cfg.Channels)
+	if V <= 0 || T <= 0 || L <= 0 || C <= 0 {
+		return 0, false
+	}
+	// Each term is an integer below the total, so float64 is exact below 2^53.
+	f := V*C + T*C + L*(12*C*C+13*C) + 2*C
+	if f >= 1<<53 {
+		return 0, false
+	}
+	return int64(f), true
 }

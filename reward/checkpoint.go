@@ -113,6 +113,9 @@ func Load(dir string, dev kernels.Device) (*Model, error) {
 	}
 
 	path := filepath.Join(dir, policy.ModelFile)
+	if err := policy.CheckParamsFit(path, cfg); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrBadCheckpoint, err)
+	}
 	tensors, err := policy.ReadSafetensors(path)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrBadCheckpoint, err)

@@ -482,6 +482,7 @@ type RolloutRequest struct {
 	Seed          uint64                 `protobuf:"varint,4,opt,name=seed,proto3" json:"seed,omitempty"`                               // sampling seed of this chunk (derived from the iteration's seed and first_index)
 	MinVersion    int64                  `protobuf:"varint,5,opt,name=min_version,json=minVersion,proto3" json:"min_version,omitempty"` // oldest weights version the rollouts may be sampled with
 	FirstIndex    int64                  `protobuf:"varint,6,opt,name=first_index,json=firstIndex,proto3" json:"first_index,omitempty"` // index of prompts[0] among the iteration's prompts
+	RunId         string                 `protobuf:"bytes,7,opt,name=run_id,json=runId,proto3" json:"run_id,omitempty"`                 // the run asking; a member of another run refuses the request
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -556,6 +557,13 @@ func (x *RolloutRequest) GetFirstIndex() int64 {
 		return x.FirstIndex
 	}
 	return 0
+}
+
+func (x *RolloutRequest) GetRunId() string {
+	if x != nil {
+		return x.RunId
+	}
+	return ""
 }
 
 // Rollout is one sampled completion (learner.Rollout without the fields the
@@ -671,16 +679,21 @@ func (x *Rollout) GetGenerator() string {
 // RolloutBatch answers a RolloutRequest: samples_per_prompt rollouts per
 // prompt, in prompt order.
 type RolloutBatch struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Iteration     int64                  `protobuf:"varint,1,opt,name=iteration,proto3" json:"iteration,omitempty"`
-	RequestId     int64                  `protobuf:"varint,2,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
-	Rollouts      []*Rollout             `protobuf:"bytes,3,rep,name=rollouts,proto3" json:"rollouts,omitempty"`
-	Generator     string                 `protobuf:"bytes,4,opt,name=generator,proto3" json:"generator,omitempty"`                          // the member that sampled them
-	Version       int64                  `protobuf:"varint,5,opt,name=version,proto3" json:"version,omitempty"`                             // weights version they were sampled with
-	Seconds       float64                `protobuf:"fixed64,6,opt,name=seconds,proto3" json:"seconds,omitempty"`                            // sampling wall time
-	WaitSeconds   float64                `protobuf:"fixed64,7,opt,name=wait_seconds,json=waitSeconds,proto3" json:"wait_seconds,omitempty"` // receipt to sampling start: waiting for min_version (or behind a re-sent request)
-	Retries       int64                  `protobuf:"varint,8,opt,name=retries,proto3" json:"retries,omitempty"`                             // times the request was restarted after the generator crashed
-	Error         string                 `protobuf:"bytes,9,opt,name=error,proto3" json:"error,omitempty"`                                  // non-empty when sampling failed (not retried)
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Iteration   int64                  `protobuf:"varint,1,opt,name=iteration,proto3" json:"iteration,omitempty"`
+	RequestId   int64                  `protobuf:"varint,2,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	Rollouts    []*Rollout             `protobuf:"bytes,3,rep,name=rollouts,proto3" json:"rollouts,omitempty"`
+	Generator   string                 `protobuf:"bytes,4,opt,name=generator,proto3" json:"generator,omitempty"`                          // the member that sampled them
+	Version     int64                  `protobuf:"varint,5,opt,name=version,proto3" json:"version,omitempty"`                             // weights version they were sampled with
+	Seconds     float64                `protobuf:"fixed64,6,opt,name=seconds,proto3" json:"seconds,omitempty"`                            // sampling wall time
+	WaitSeconds float64                `protobuf:"fixed64,7,opt,name=wait_seconds,json=waitSeconds,proto3" json:"wait_seconds,omitempty"` // receipt to sampling start: waiting for min_version (or behind a re-sent request)
+	Retries     int64                  `protobuf:"varint,8,opt,name=retries,proto3" json:"retries,omitempty"`                             // times the request was restarted after the generator crashed
+	Error       string                 `protobuf:"bytes,9,opt,name=error,proto3" json:"error,omitempty"`                                  // non-empty when sampling failed (not retried)
+	Refused     string                 `protobuf:"bytes,10,opt,name=refused,proto3" json:"refused,omitempty"`                             // non-empty when the member refused the request (another run's): nothing was sampled
+	// An answer over 1 MiB travels in parts: rollouts[0] is the first-th of
+	// the whole answer's total (0 = this message is the whole answer).
+	First         int64 `protobuf:"varint,11,opt,name=first,proto3" json:"first,omitempty"`
+	Total         int64 `protobuf:"varint,12,opt,name=total,proto3" json:"total,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -778,6 +791,27 @@ func (x *RolloutBatch) GetError() string {
 	return ""
 }
 
+func (x *RolloutBatch) GetRefused() string {
+	if x != nil {
+		return x.Refused
+	}
+	return ""
+}
+
+func (x *RolloutBatch) GetFirst() int64 {
+	if x != nil {
+		return x.First
+	}
+	return 0
+}
+
+func (x *RolloutBatch) GetTotal() int64 {
+	if x != nil {
+		return x.Total
+	}
+	return 0
+}
+
 // RefRequest asks a reference actor for the log-probs of each rollout's
 // response under the frozen initial policy. Only prompt and response of each
 // rollout are set.
@@ -786,6 +820,7 @@ type RefRequest struct {
 	Iteration     int64                  `protobuf:"varint,1,opt,name=iteration,proto3" json:"iteration,omitempty"`
 	RequestId     int64                  `protobuf:"varint,2,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
 	Rollouts      []*Rollout             `protobuf:"bytes,3,rep,name=rollouts,proto3" json:"rollouts,omitempty"`
+	RunId         string                 `protobuf:"bytes,4,opt,name=run_id,json=runId,proto3" json:"run_id,omitempty"` // see RolloutRequest.run_id
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -839,6 +874,13 @@ func (x *RefRequest) GetRollouts() []*Rollout {
 		return x.Rollouts
 	}
 	return nil
+}
+
+func (x *RefRequest) GetRunId() string {
+	if x != nil {
+		return x.RunId
+	}
+	return ""
 }
 
 // LogProbs is one response's per-token log-probs.
@@ -896,6 +938,7 @@ type RefResult struct {
 	Seconds       float64                `protobuf:"fixed64,5,opt,name=seconds,proto3" json:"seconds,omitempty"`
 	Retries       int64                  `protobuf:"varint,6,opt,name=retries,proto3" json:"retries,omitempty"` // times the request was restarted after the member crashed
 	Error         string                 `protobuf:"bytes,7,opt,name=error,proto3" json:"error,omitempty"`
+	Refused       string                 `protobuf:"bytes,8,opt,name=refused,proto3" json:"refused,omitempty"` // see RolloutBatch.refused
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -979,12 +1022,20 @@ func (x *RefResult) GetError() string {
 	return ""
 }
 
+func (x *RefResult) GetRefused() string {
+	if x != nil {
+		return x.Refused
+	}
+	return ""
+}
+
 // ScoreRequest asks a reward actor to score each rollout (logprobs unset).
 type ScoreRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Iteration     int64                  `protobuf:"varint,1,opt,name=iteration,proto3" json:"iteration,omitempty"`
 	RequestId     int64                  `protobuf:"varint,2,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
 	Rollouts      []*Rollout             `protobuf:"bytes,3,rep,name=rollouts,proto3" json:"rollouts,omitempty"`
+	RunId         string                 `protobuf:"bytes,4,opt,name=run_id,json=runId,proto3" json:"run_id,omitempty"` // see RolloutRequest.run_id
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1038,6 +1089,13 @@ func (x *ScoreRequest) GetRollouts() []*Rollout {
 		return x.Rollouts
 	}
 	return nil
+}
+
+func (x *ScoreRequest) GetRunId() string {
+	if x != nil {
+		return x.RunId
+	}
+	return ""
 }
 
 // RolloutScore is one rollout's sequence reward and its parts.
@@ -1103,6 +1161,7 @@ type ScoreResult struct {
 	Seconds       float64                `protobuf:"fixed64,5,opt,name=seconds,proto3" json:"seconds,omitempty"`
 	Retries       int64                  `protobuf:"varint,6,opt,name=retries,proto3" json:"retries,omitempty"`
 	Error         string                 `protobuf:"bytes,7,opt,name=error,proto3" json:"error,omitempty"`
+	Refused       string                 `protobuf:"bytes,8,opt,name=refused,proto3" json:"refused,omitempty"` // see RolloutBatch.refused
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1186,6 +1245,13 @@ func (x *ScoreResult) GetError() string {
 	return ""
 }
 
+func (x *ScoreResult) GetRefused() string {
+	if x != nil {
+		return x.Refused
+	}
+	return ""
+}
+
 // MemberLost tells the RL learner that a pool member was stopped for good
 // (its supervisor gave up on it): its requests go to the others.
 type MemberLost struct {
@@ -1240,6 +1306,183 @@ func (x *MemberLost) GetName() string {
 	return ""
 }
 
+// WorkerHello is the learner's greeting to a cluster member that joined (sent
+// to its "worker" actor): which run it is.
+type WorkerHello struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	RunId         string                 `protobuf:"bytes,1,opt,name=run_id,json=runId,proto3" json:"run_id,omitempty"`
+	Learner       string                 `protobuf:"bytes,2,opt,name=learner,proto3" json:"learner,omitempty"` // the learner's actor address, for the worker's log
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WorkerHello) Reset() {
+	*x = WorkerHello{}
+	mi := &file_troupe_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WorkerHello) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WorkerHello) ProtoMessage() {}
+
+func (x *WorkerHello) ProtoReflect() protoreflect.Message {
+	mi := &file_troupe_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WorkerHello.ProtoReflect.Descriptor instead.
+func (*WorkerHello) Descriptor() ([]byte, []int) {
+	return file_troupe_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *WorkerHello) GetRunId() string {
+	if x != nil {
+		return x.RunId
+	}
+	return ""
+}
+
+func (x *WorkerHello) GetLearner() string {
+	if x != nil {
+		return x.Learner
+	}
+	return ""
+}
+
+// WorkerActor is one role actor a worker hosts.
+type WorkerActor struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Role          string                 `protobuf:"bytes,1,opt,name=role,proto3" json:"role,omitempty"` // "generator", "reference" or "reward"
+	Id            string                 `protobuf:"bytes,2,opt,name=id,proto3" json:"id,omitempty"`     // its actor id on the worker, e.g. "worker/generator"
+	Name          string                 `protobuf:"bytes,3,opt,name=name,proto3" json:"name,omitempty"` // its pool member name, e.g. "generator@10.0.0.7:7711"
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WorkerActor) Reset() {
+	*x = WorkerActor{}
+	mi := &file_troupe_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WorkerActor) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WorkerActor) ProtoMessage() {}
+
+func (x *WorkerActor) ProtoReflect() protoreflect.Message {
+	mi := &file_troupe_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WorkerActor.ProtoReflect.Descriptor instead.
+func (*WorkerActor) Descriptor() ([]byte, []int) {
+	return file_troupe_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *WorkerActor) GetRole() string {
+	if x != nil {
+		return x.Role
+	}
+	return ""
+}
+
+func (x *WorkerActor) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *WorkerActor) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+// WorkerWelcome answers a WorkerHello: the worker's run and role actors, or
+// why it refuses the learner (another run's).
+type WorkerWelcome struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	RunId         string                 `protobuf:"bytes,1,opt,name=run_id,json=runId,proto3" json:"run_id,omitempty"`
+	Actors        []*WorkerActor         `protobuf:"bytes,2,rep,name=actors,proto3" json:"actors,omitempty"`
+	Error         string                 `protobuf:"bytes,3,opt,name=error,proto3" json:"error,omitempty"` // non-empty = refused
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WorkerWelcome) Reset() {
+	*x = WorkerWelcome{}
+	mi := &file_troupe_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WorkerWelcome) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WorkerWelcome) ProtoMessage() {}
+
+func (x *WorkerWelcome) ProtoReflect() protoreflect.Message {
+	mi := &file_troupe_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WorkerWelcome.ProtoReflect.Descriptor instead.
+func (*WorkerWelcome) Descriptor() ([]byte, []int) {
+	return file_troupe_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *WorkerWelcome) GetRunId() string {
+	if x != nil {
+		return x.RunId
+	}
+	return ""
+}
+
+func (x *WorkerWelcome) GetActors() []*WorkerActor {
+	if x != nil {
+		return x.Actors
+	}
+	return nil
+}
+
+func (x *WorkerWelcome) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
 var File_troupe_proto protoreflect.FileDescriptor
 
 const file_troupe_proto_rawDesc = "" +
@@ -1282,7 +1525,7 @@ const file_troupe_proto_rawDesc = "" +
 	"\x02id\x18\x01 \x01(\x03R\x02id\x12\x12\n" +
 	"\x04text\x18\x02 \x01(\tR\x04text\x12\x16\n" +
 	"\x06tokens\x18\x03 \x03(\x05R\x06tokens\x12\x16\n" +
-	"\x06answer\x18\x04 \x01(\tR\x06answer\"\xd2\x01\n" +
+	"\x06answer\x18\x04 \x01(\tR\x06answer\"\xe9\x01\n" +
 	"\x0eRolloutRequest\x12\x1c\n" +
 	"\titeration\x18\x01 \x01(\x03R\titeration\x12\x1d\n" +
 	"\n" +
@@ -1292,7 +1535,8 @@ const file_troupe_proto_rawDesc = "" +
 	"\vmin_version\x18\x05 \x01(\x03R\n" +
 	"minVersion\x12\x1f\n" +
 	"\vfirst_index\x18\x06 \x01(\x03R\n" +
-	"firstIndex\"\x81\x02\n" +
+	"firstIndex\x12\x15\n" +
+	"\x06run_id\x18\a \x01(\tR\x05runId\"\x81\x02\n" +
 	"\aRollout\x12\x1b\n" +
 	"\tprompt_id\x18\x01 \x01(\x03R\bpromptId\x12\x1f\n" +
 	"\vprompt_text\x18\x02 \x01(\tR\n" +
@@ -1303,7 +1547,7 @@ const file_troupe_proto_rawDesc = "" +
 	"\blogprobs\x18\x06 \x03(\x02R\blogprobs\x12\x18\n" +
 	"\astopped\x18\a \x01(\bR\astopped\x12\x18\n" +
 	"\aversion\x18\b \x01(\x03R\aversion\x12\x1c\n" +
-	"\tgenerator\x18\t \x01(\tR\tgenerator\"\xa0\x02\n" +
+	"\tgenerator\x18\t \x01(\tR\tgenerator\"\xe6\x02\n" +
 	"\fRolloutBatch\x12\x1c\n" +
 	"\titeration\x18\x01 \x01(\x03R\titeration\x12\x1d\n" +
 	"\n" +
@@ -1314,15 +1558,20 @@ const file_troupe_proto_rawDesc = "" +
 	"\aseconds\x18\x06 \x01(\x01R\aseconds\x12!\n" +
 	"\fwait_seconds\x18\a \x01(\x01R\vwaitSeconds\x12\x18\n" +
 	"\aretries\x18\b \x01(\x03R\aretries\x12\x14\n" +
-	"\x05error\x18\t \x01(\tR\x05error\"y\n" +
+	"\x05error\x18\t \x01(\tR\x05error\x12\x18\n" +
+	"\arefused\x18\n" +
+	" \x01(\tR\arefused\x12\x14\n" +
+	"\x05first\x18\v \x01(\x03R\x05first\x12\x14\n" +
+	"\x05total\x18\f \x01(\x03R\x05total\"\x90\x01\n" +
 	"\n" +
 	"RefRequest\x12\x1c\n" +
 	"\titeration\x18\x01 \x01(\x03R\titeration\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x02 \x01(\x03R\trequestId\x12.\n" +
-	"\brollouts\x18\x03 \x03(\v2\x12.troupe.v1.RolloutR\brollouts\"\"\n" +
+	"\brollouts\x18\x03 \x03(\v2\x12.troupe.v1.RolloutR\brollouts\x12\x15\n" +
+	"\x06run_id\x18\x04 \x01(\tR\x05runId\"\"\n" +
 	"\bLogProbs\x12\x16\n" +
-	"\x06values\x18\x01 \x03(\x02R\x06values\"\xdb\x01\n" +
+	"\x06values\x18\x01 \x03(\x02R\x06values\"\xf5\x01\n" +
 	"\tRefResult\x12\x1c\n" +
 	"\titeration\x18\x01 \x01(\x03R\titeration\x12\x1d\n" +
 	"\n" +
@@ -1331,19 +1580,21 @@ const file_troupe_proto_rawDesc = "" +
 	"\x06member\x18\x04 \x01(\tR\x06member\x12\x18\n" +
 	"\aseconds\x18\x05 \x01(\x01R\aseconds\x12\x18\n" +
 	"\aretries\x18\x06 \x01(\x03R\aretries\x12\x14\n" +
-	"\x05error\x18\a \x01(\tR\x05error\"{\n" +
+	"\x05error\x18\a \x01(\tR\x05error\x12\x18\n" +
+	"\arefused\x18\b \x01(\tR\arefused\"\x92\x01\n" +
 	"\fScoreRequest\x12\x1c\n" +
 	"\titeration\x18\x01 \x01(\x03R\titeration\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x02 \x01(\x03R\trequestId\x12.\n" +
-	"\brollouts\x18\x03 \x03(\v2\x12.troupe.v1.RolloutR\brollouts\"\x98\x01\n" +
+	"\brollouts\x18\x03 \x03(\v2\x12.troupe.v1.RolloutR\brollouts\x12\x15\n" +
+	"\x06run_id\x18\x04 \x01(\tR\x05runId\"\x98\x01\n" +
 	"\fRolloutScore\x12\x14\n" +
 	"\x05total\x18\x01 \x01(\x01R\x05total\x128\n" +
 	"\x05parts\x18\x02 \x03(\v2\".troupe.v1.RolloutScore.PartsEntryR\x05parts\x1a8\n" +
 	"\n" +
 	"PartsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\x01R\x05value:\x028\x01\"\xdd\x01\n" +
+	"\x05value\x18\x02 \x01(\x01R\x05value:\x028\x01\"\xf7\x01\n" +
 	"\vScoreResult\x12\x1c\n" +
 	"\titeration\x18\x01 \x01(\x03R\titeration\x12\x1d\n" +
 	"\n" +
@@ -1352,11 +1603,23 @@ const file_troupe_proto_rawDesc = "" +
 	"\x06member\x18\x04 \x01(\tR\x06member\x12\x18\n" +
 	"\aseconds\x18\x05 \x01(\x01R\aseconds\x12\x18\n" +
 	"\aretries\x18\x06 \x01(\x03R\aretries\x12\x14\n" +
-	"\x05error\x18\a \x01(\tR\x05error\"4\n" +
+	"\x05error\x18\a \x01(\tR\x05error\x12\x18\n" +
+	"\arefused\x18\b \x01(\tR\arefused\"4\n" +
 	"\n" +
 	"MemberLost\x12\x12\n" +
 	"\x04role\x18\x01 \x01(\tR\x04role\x12\x12\n" +
-	"\x04name\x18\x02 \x01(\tR\x04nameB-Z+github.com/troupe-rl/troupe/actors/messagesb\x06proto3"
+	"\x04name\x18\x02 \x01(\tR\x04name\">\n" +
+	"\vWorkerHello\x12\x15\n" +
+	"\x06run_id\x18\x01 \x01(\tR\x05runId\x12\x18\n" +
+	"\alearner\x18\x02 \x01(\tR\alearner\"E\n" +
+	"\vWorkerActor\x12\x12\n" +
+	"\x04role\x18\x01 \x01(\tR\x04role\x12\x0e\n" +
+	"\x02id\x18\x02 \x01(\tR\x02id\x12\x12\n" +
+	"\x04name\x18\x03 \x01(\tR\x04name\"l\n" +
+	"\rWorkerWelcome\x12\x15\n" +
+	"\x06run_id\x18\x01 \x01(\tR\x05runId\x12.\n" +
+	"\x06actors\x18\x02 \x03(\v2\x16.troupe.v1.WorkerActorR\x06actors\x12\x14\n" +
+	"\x05error\x18\x03 \x01(\tR\x05errorB-Z+github.com/troupe-rl/troupe/actors/messagesb\x06proto3"
 
 var (
 	file_troupe_proto_rawDescOnce sync.Once
@@ -1370,7 +1633,7 @@ func file_troupe_proto_rawDescGZIP() []byte {
 	return file_troupe_proto_rawDescData
 }
 
-var file_troupe_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
+var file_troupe_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
 var file_troupe_proto_goTypes = []any{
 	(*WeightsAnnounce)(nil), // 0: troupe.v1.WeightsAnnounce
 	(*Stop)(nil),            // 1: troupe.v1.Stop
@@ -1388,24 +1651,28 @@ var file_troupe_proto_goTypes = []any{
 	(*RolloutScore)(nil),    // 13: troupe.v1.RolloutScore
 	(*ScoreResult)(nil),     // 14: troupe.v1.ScoreResult
 	(*MemberLost)(nil),      // 15: troupe.v1.MemberLost
-	nil,                     // 16: troupe.v1.EvalDone.MetricsEntry
-	nil,                     // 17: troupe.v1.RolloutScore.PartsEntry
+	(*WorkerHello)(nil),     // 16: troupe.v1.WorkerHello
+	(*WorkerActor)(nil),     // 17: troupe.v1.WorkerActor
+	(*WorkerWelcome)(nil),   // 18: troupe.v1.WorkerWelcome
+	nil,                     // 19: troupe.v1.EvalDone.MetricsEntry
+	nil,                     // 20: troupe.v1.RolloutScore.PartsEntry
 }
 var file_troupe_proto_depIdxs = []int32{
-	16, // 0: troupe.v1.EvalDone.metrics:type_name -> troupe.v1.EvalDone.MetricsEntry
+	19, // 0: troupe.v1.EvalDone.metrics:type_name -> troupe.v1.EvalDone.MetricsEntry
 	3,  // 1: troupe.v1.EvalDone.samples:type_name -> troupe.v1.Sample
 	5,  // 2: troupe.v1.RolloutRequest.prompts:type_name -> troupe.v1.RLPrompt
 	7,  // 3: troupe.v1.RolloutBatch.rollouts:type_name -> troupe.v1.Rollout
 	7,  // 4: troupe.v1.RefRequest.rollouts:type_name -> troupe.v1.Rollout
 	10, // 5: troupe.v1.RefResult.logprobs:type_name -> troupe.v1.LogProbs
 	7,  // 6: troupe.v1.ScoreRequest.rollouts:type_name -> troupe.v1.Rollout
-	17, // 7: troupe.v1.RolloutScore.parts:type_name -> troupe.v1.RolloutScore.PartsEntry
+	20, // 7: troupe.v1.RolloutScore.parts:type_name -> troupe.v1.RolloutScore.PartsEntry
 	13, // 8: troupe.v1.ScoreResult.scores:type_name -> troupe.v1.RolloutScore
-	9,  // [9:9] is the sub-list for method output_type
-	9,  // [9:9] is the sub-list for method input_type
-	9,  // [9:9] is the sub-list for extension type_name
-	9,  // [9:9] is the sub-list for extension extendee
-	0,  // [0:9] is the sub-list for field type_name
+	17, // 9: troupe.v1.WorkerWelcome.actors:type_name -> troupe.v1.WorkerActor
+	10, // [10:10] is the sub-list for method output_type
+	10, // [10:10] is the sub-list for method input_type
+	10, // [10:10] is the sub-list for extension type_name
+	10, // [10:10] is the sub-list for extension extendee
+	0,  // [0:10] is the sub-list for field type_name
 }
 
 func init() { file_troupe_proto_init() }
@@ -1419,7 +1686,7 @@ func file_troupe_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_troupe_proto_rawDesc), len(file_troupe_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   18,
+			NumMessages:   21,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

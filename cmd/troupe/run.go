@@ -101,8 +101,17 @@ func runStage(target string, o runOptions) error {
 		return err
 	}
 
-	// The run directory: fresh runs need it empty; --resume on an empty one
-	// starts afresh (so a script can always pass --resume).
+	natsOpts, err := cfg.NATS.Options()
+	if err != nil {
+		return err
+	}
+
+	// The run directory: usable (checked now, before the job is built, which
+	// may take minutes of data loading); fresh runs need it empty; --resume
+	// on an empty one starts afresh (so a script can always pass --resume).
+	if err := actors.CheckRunDir(cfg.RunDir); err != nil {
+		return err
+	}
 	empty, err := actors.IsEmptyDir(cfg.RunDir)
 	if err != nil {
 		return err
@@ -224,12 +233,18 @@ func runStage(target string, o runOptions) error {
 		}
 		sink.OnEval("initial", 0, 0, r)
 	}
+	var cluster *actors.ClusterConfig
+	if cfg.Cluster.Enabled {
+		cc := cfg.Cluster
+		cc.RunID = actors.RunIDOf(cfg)
+		cluster = &cc
+	}
 	var runErr error
 	switch j := job.(type) {
 	case rlStage:
 		runErr = actors.RunRL(ctx, actors.RLOptions{
 			Job: j.RLJob, Model: model,
-			NATSURL: cfg.NATS.URL, NATSDir: filepath.Join(cfg.RunDir, actors.NATSDir),
+			NATSURL: cfg.NATS.URL, NATSDir: filepath.Join(cfg.RunDir, actors.NATSDir), NATSOptions: natsOpts, Cluster: cluster,
 			Generators: cfg.Generator.Replicas, References: cfg.Reference.Replicas, Rewards: cfg.Reward.Replicas,
 			Threads: cfg.Generator.Threads, CheckpointEvery: cfg.Checkpoint.Every,
 			Evaluators: cfg.Evaluator.Replicas, EvalEvery: cfg.Evaluator.Every, EvalOptions: evalOpts,
@@ -239,7 +254,7 @@ func runStage(target string, o runOptions) error {
 	case lmStage:
 		runErr = actors.Run(ctx, actors.Options{
 			Job: j.Job, Model: model,
-			NATSURL: cfg.NATS.URL, NATSDir: filepath.Join(cfg.RunDir, actors.NATSDir),
+			NATSURL: cfg.NATS.URL, NATSDir: filepath.Join(cfg.RunDir, actors.NATSDir), NATSOptions: natsOpts,
 			PublishEvery: cfg.Publish.Every, CheckpointEvery: cfg.Checkpoint.Every,
 			Evaluators: cfg.Evaluator.Replicas, EvalEvery: cfg.Evaluator.Every,
 			EvalOptions: evalOpts,

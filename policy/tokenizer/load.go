@@ -260,6 +260,11 @@ func build(src string, vocab map[string]int64, merges []mergeSpec, added []added
 	owner := make(map[int64]string, len(vocab)+len(added))
 	for _, k := range keys {
 		id := vocab[k]
+		if k == "" {
+			// It would become a special token that matches everywhere, and
+			// Encode would loop on it forever.
+			return nil, fmt.Errorf("%w: %s: id %d is the empty string", ErrBadTokenizer, src, id)
+		}
 		if id < 0 || id >= math.MaxInt32 {
 			return nil, fmt.Errorf("%w: %s: token %q has id %d, out of range", ErrBadTokenizer, src, k, id)
 		}
