@@ -44,6 +44,10 @@ type RunConfig struct {
 	Seed uint64 `yaml:"seed"`
 	// Threads for the CPU kernels, 0 (the default) = every core.
 	Threads int `yaml:"threads"`
+	// MaxNonFinite: a step (ppo: an iteration) whose loss or gradients are
+	// NaN or Inf is skipped and logged; this many in a row stop the run,
+	// default 5.
+	MaxNonFinite int `yaml:"max_non_finite"`
 
 	Model learner.ModelConfig `yaml:"model"`
 	Data  learner.DataConfig  `yaml:"data"`
@@ -176,19 +180,20 @@ type ClusterConfig struct {
 // Data.Train have none.
 func DefaultRunConfig() RunConfig {
 	return RunConfig{
-		Seed:       1,
-		Model:      learner.DefaultModelConfig(),
-		Data:       learner.DefaultDataConfig(),
-		Train:      learner.DefaultTrainConfig(),
-		Checkpoint: CheckpointConfig{Every: 200, Keep: 3},
-		Publish:    PublishConfig{Every: 50},
-		Evaluator:  EvaluatorConfig{Replicas: 1, Every: 1, MaxNewTokens: 48, Temperature: 0.8},
-		PPO:        learner.DefaultPPOConfig(),
-		Critic:     learner.DefaultCriticConfig(),
-		Reward:     learner.DefaultRewardConfig(),
-		Generator:  PoolConfig{Replicas: 1, Threads: 1},
-		Reference:  PoolConfig{Replicas: 1, Threads: 1},
-		Cluster:    ClusterConfig{Host: "127.0.0.1", HealthPort: 7701},
+		Seed:         1,
+		MaxNonFinite: 5,
+		Model:        learner.DefaultModelConfig(),
+		Data:         learner.DefaultDataConfig(),
+		Train:        learner.DefaultTrainConfig(),
+		Checkpoint:   CheckpointConfig{Every: 200, Keep: 3},
+		Publish:      PublishConfig{Every: 50},
+		Evaluator:    EvaluatorConfig{Replicas: 1, Every: 1, MaxNewTokens: 48, Temperature: 0.8},
+		PPO:          learner.DefaultPPOConfig(),
+		Critic:       learner.DefaultCriticConfig(),
+		Reward:       learner.DefaultRewardConfig(),
+		Generator:    PoolConfig{Replicas: 1, Threads: 1},
+		Reference:    PoolConfig{Replicas: 1, Threads: 1},
+		Cluster:      ClusterConfig{Host: "127.0.0.1", HealthPort: 7701},
 	}
 }
 
@@ -569,6 +574,7 @@ func (c RunConfig) Validate() error {
 		max    int // 0 = no upper bound
 	}{
 		{"threads", c.Threads, 0, 4096},
+		{"max_non_finite", c.MaxNonFinite, 1, 0},
 		{"checkpoint.every", c.Checkpoint.Every, 1, 0},
 		{"checkpoint.keep", c.Checkpoint.Keep, 1, 0},
 		{"publish.every", c.Publish.Every, 1, 0},

@@ -248,14 +248,14 @@ func runStage(target string, o runOptions) error {
 			Generators: cfg.Generator.Replicas, References: cfg.Reference.Replicas, Rewards: cfg.Reward.Replicas,
 			Threads: cfg.Generator.Threads, CheckpointEvery: cfg.Checkpoint.Every,
 			Evaluators: cfg.Evaluator.Replicas, EvalEvery: cfg.Evaluator.Every, EvalOptions: evalOpts,
-			MaxStaleness: cfg.PPO.MaxStaleness,
-			Sink:         sink, Logger: logger, StopTimeout: 2 * time.Minute,
+			MaxStaleness: cfg.PPO.MaxStaleness, MaxNonFinite: cfg.MaxNonFinite,
+			Sink: sink, Logger: logger, StopTimeout: 2 * time.Minute,
 		})
 	case lmStage:
 		runErr = actors.Run(ctx, actors.Options{
 			Job: j.Job, Model: model,
 			NATSURL: cfg.NATS.URL, NATSDir: filepath.Join(cfg.RunDir, actors.NATSDir), NATSOptions: natsOpts,
-			PublishEvery: cfg.Publish.Every, CheckpointEvery: cfg.Checkpoint.Every,
+			PublishEvery: cfg.Publish.Every, CheckpointEvery: cfg.Checkpoint.Every, MaxNonFinite: cfg.MaxNonFinite,
 			Evaluators: cfg.Evaluator.Replicas, EvalEvery: cfg.Evaluator.Every,
 			EvalOptions: evalOpts,
 			Sink:        sink, Logger: logger, StopTimeout: 2 * time.Minute,
