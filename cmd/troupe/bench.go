@@ -29,7 +29,7 @@ var benchTorchScript []byte
 func init() {
 	register(&command{
 		name:    "bench",
-		usage:   "bench --config tiny|small|gpt2[,...] [--device cpu|cuda] [--torch auto|on|off] [--repeats N]",
+		usage:   "bench --config tiny|small|gpt2[,...] [--device cpu|cuda] [--torch auto|on|off] [--repeats N] | bench --broadcast N [--subscribers K]",
 		summary: "measure training, generation and scoring tokens/s (and PyTorch's, side by side)",
 		run:     runBench,
 	})
@@ -81,8 +81,16 @@ func runBench(args []string) error {
 	threads := fs.Int("threads", runtime.NumCPU(), "threads for troupe and PyTorch")
 	device := fs.String("device", "cpu", "where troupe runs: cpu, or cuda (GPU 0, a build with -tags cuda)")
 	batch := fs.Int("batch", 0, "training batch in rows of the config's length; 0 = the config's (times 8 on cuda)")
+	broadcast := fs.Int("broadcast", 0, "only time a weight broadcast of this many float32 parameters (e.g. 124439808 for gpt2) against one loopback TCP copy; 0 = skip")
+	subscribers := fs.Int("subscribers", 4, "weight subscribers for --broadcast, each on its own NATS connection")
 	if err := parseFlags(fs, args); err != nil {
 		return err
+	}
+	if *broadcast < 0 || *subscribers < 1 {
+		return fmt.Errorf("%w: --broadcast must be >= 0 (0 = skip) and --subscribers >= 1", errUsage)
+	}
+	if *broadcast > 0 {
+		return runBroadcastBench(*broadcast, *subscribers, os.Stdout, os.Stderr) // bench_broadcast.go
 	}
 	if *device != "cpu" && *device != "cuda" {
 		return fmt.Errorf("%w: --device %q: allowed values are cpu, cuda", errUsage, *device)

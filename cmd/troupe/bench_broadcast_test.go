@@ -1,0 +1,61 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestBenchBroadcast runs the broadcast benchmark small (1 Mi values, 2
+// subscribers) and checks that it prints its figures; the timings themselves
+// are not asserted (a loaded CI machine makes them anything).
+func TestBenchBroadcast(t *testing.T) {
+	if testing.Short() {
+		t.Skip("embedded NATS and 5 x 4 MiB through the object store: skipped with -short")
+	}
+	before := runtime.NumGoroutine()
+	var js, table bytes.Buffer
+	if err := runBroadcastBench(1<<20, 2, &js, &table); err != nil {
+		t.Fatal(err)
+	}
+	var line map[string]any
+	if err := json.Unmarshal(js.Bytes(), &line); err != nil {
+		t.Fatalf("JSON line %q: %v", js.String(), err)
+	}
+	for key, want := range map[string]any{"bench": "broadcast", "params": float64(1 << 20), "bytes": float64(4 << 20), "subscribers": float64(2), "rounds": float64(3)} {
+		if got := line[key]; got != want {
+			t.Errorf("%s: got %v, want %v", key, got, want)
+		}
+	}
+	for _, key := range []string{"broadcast_ms_min", "broadcast_ms_median", "copy_ms_min", "copy_ms_median", "ratio", "broadcast_gb_per_s", "copy_gb_per_s"} {
+		if v, ok := line[key].(float64); !ok || v < 0 {
+			t.Errorf("%s: got %v, want a number >= 0", key, line[key])
+		}
+	}
+	for _, want := range []string{"publish -> all 2 hold v+1", "one copy, loopback TCP", "broadcast / copy (medians):"} {
+		if !strings.Contains(table.String(), want) {
+			t.Errorf("table lacks %q:\n%s", want, table.String())
+		}
+	}
+	t.Logf("\n%s%s", js.String(), table.String())
+	// Everything it started (server, connections, subscribers, copy goroutines)
+	// is gone; the NATS client's goroutines take a moment to wind down.
+	deadline := time.Now().Add(10 * time.Second)
+	for runtime.NumGoroutine() > before && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	if n := runtime.NumGoroutine(); n > before {
+		t.Errorf("goroutines: got %d after the benchmark, want <= %d before it", n, before)
+	}
+}
+
+func TestBenchBroadcastFlags(t *testing.T) {
+	for _, args := range [][]string{{"--broadcast", "-1"}, {"--broadcast", "10", "--subscribers", "0"}} {
+		if err := runBench(args); err == nil || !strings.Contains(err.Error(), "usage") {
+			t.Errorf("bench %v: got %v, want a usage error", args, err)
+		}
+	}
+}
