@@ -1,14 +1,12 @@
 package actors
 
 import (
-	"context"
 	"fmt"
 	"sync"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 	"google.golang.org/protobuf/proto"
 
@@ -47,25 +45,9 @@ type Generator struct {
 	run      *genRun
 	behavior actor.Behavior
 	sub      *WeightSubscriber
-	loaded   bool        // this incarnation has loaded a weights version
-	pending  *Weights    // newest version received while sampling
-	poll     *time.Timer // next weightsPoll while a request waits for weights
+	loaded   bool     // this incarnation has loaded a weights version
+	pending  *Weights // newest version received while sampling
 }
-
-// weightsPollEvery is how often a generator whose request waits for weights
-// checks the announcement stream itself. A subscriber that starts while the
-// learner publishes can miss that announcement (the core subscription is
-// registered after the publish was routed, and the stream had not stored it
-// when the subscriber read the latest): a generator waiting for exactly that
-// version would wait for ever. The check hands the latest announcement to
-// the subscriber, which fetches it as usual.
-const weightsPollEvery = time.Second
-
-// Messages about that check; never leave the process.
-type (
-	weightsPoll    struct{}
-	latestAnnounce struct{ a *messages.WeightsAnnounce }
-)
 
 var _ actor.Actor = (*Generator)(nil)
 
@@ -86,26 +68,18 @@ func newGeneratorProducer(run *genRun) actor.Producer {
 	}
 }
 
-// Receive handles lifecycle messages and the weights check, then
-// dispatches to the behaviour.
+// Receive handles lifecycle messages and refuses other runs' requests,
+// then dispatches to the behaviour.
 func (g *Generator) Receive(ctx actor.Context) {
 	switch msg := ctx.Message().(type) {
 	case *actor.Started:
 		g.start(ctx)
 		return
 	case *actor.Stopping, *actor.Restarting:
-		if g.poll != nil {
-			g.poll.Stop()
-			g.poll = nil
-		}
 		if g.sub != nil {
 			g.sub.Stop()
 			g.sub = nil
 		}
-		return
-	case *weightsPoll:
-		g.poll = nil
-		g.checkAnnouncements(ctx)
 		return
 	case *messages.RolloutRequest:
 		if id := msg.GetRunId(); id != g.run.runID {
@@ -114,72 +88,8 @@ func (g *Generator) Receive(ctx actor.Context) {
 				Refused: fmt.Sprintf("%s serves run %q, not %q", g.run.name, g.run.runID, id)})
 			return
 		}
-	case *latestAnnounce:
-		if a := msg.a; a != nil && g.sub != nil && a.Version > g.sub.newest() {
-			g.run.log.Warn().Int64("version", a.Version).Msg("weights announcement missed by the subscriber; fetching it")
-			g.sub.offer(a)
-		}
-		return
 	}
 	g.behavior.Receive(ctx)
-}
-
-// waiting says whether a request waits for weights this generator lacks.
-func (g *Generator) waiting() bool {
-	r := g.run
-	if r.busy {
-		return false
-	}
-	j := r.q.current
-	if j == nil && len(r.q.waiting) > 0 {
-		j = r.q.waiting[0]
-	}
-	return j != nil && (!g.loaded || r.gen.Version() < j.msg.(*messages.RolloutRequest).GetMinVersion())
-}
-
-// schedulePoll arranges a weights check while a request waits.
-func (g *Generator) schedulePoll(ctx actor.Context) {
-	if g.poll != nil || !g.waiting() {
-		return
-	}
-	self, root := ctx.Self(), ctx.ActorSystem().Root
-	g.poll = time.AfterFunc(weightsPollEvery, func() { root.Send(self, &weightsPoll{}) })
-}
-
-// checkAnnouncements reads the latest announcement off the actor's goroutine
-// (see weightsPollEvery), then polls again while the request still waits.
-func (g *Generator) checkAnnouncements(ctx actor.Context) {
-	if !g.waiting() {
-		return
-	}
-	r := g.run
-	self, root := ctx.Self(), ctx.ActorSystem().Root
-	r.inflight.Add(1)
-	go func() {
-		defer r.inflight.Done()
-		a, err := latestAnnouncement(r.nc, r.model)
-		if err != nil {
-			r.log.Debug().Err(err).Msg("weights check failed")
-		}
-		root.Send(self, &latestAnnounce{a: a})
-	}()
-	g.schedulePoll(ctx)
-}
-
-// latestAnnouncement is the newest announcement of model in the weights
-// stream (nil if none).
-func latestAnnouncement(nc *nats.Conn, model string) (*messages.WeightsAnnounce, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return nil, err
-	}
-	st, err := js.Stream(ctx, weightsStream)
-	if err != nil {
-		return nil, err
-	}
-	return lastAnnounce(ctx, st, model)
 }
 
 func (g *Generator) start(ctx actor.Context) {
@@ -201,14 +111,12 @@ func (g *Generator) start(ctx actor.Context) {
 		panic(fmt.Errorf("%s: subscribe to %s weights: %w", r.name, r.model, err))
 	}
 	g.sub = sub
-	g.schedulePoll(ctx)
 }
 
 func (g *Generator) loading(ctx actor.Context) {
 	switch msg := ctx.Message().(type) {
 	case *messages.RolloutRequest:
 		g.run.q.push(ctx)
-		g.schedulePoll(ctx)
 	case *weightsArrived:
 		g.load(msg.w)
 		if g.loaded {
@@ -273,7 +181,6 @@ func (g *Generator) sampling(ctx actor.Context) {
 			g.tryStart(ctx)
 		} else {
 			g.behavior.Become(g.loading)
-			g.schedulePoll(ctx)
 		}
 	case *workPanicked:
 		r.busy = false
@@ -310,7 +217,6 @@ func (g *Generator) tryStart(ctx actor.Context) {
 	if r.gen.Version() < req.GetMinVersion() {
 		r.log.Debug().Int64("request", req.GetRequestId()).Int64("have", r.gen.Version()).Int64("want", req.GetMinVersion()).
 			Msg("request waits for newer weights")
-		g.schedulePoll(ctx)
 		return
 	}
 	r.busy = true

@@ -309,44 +309,7 @@ func RunRL(ctx context.Context, opt RLOptions) error {
 			Msg("cluster client started: workers join as they come")
 	}
 
-	var res topologyResult
-	select {
-	case res = <-result:
-	case <-ctx.Done():
-		log.Info().Msg("stopping: final checkpoint")
-		sys.Root.Send(pid, &messages.Stop{Reason: "interrupted"})
-		timer := time.NewTimer(opt.StopTimeout)
-		select {
-		case res = <-result:
-		case <-timer.C:
-			res.err = fmt.Errorf("%w: the learner did not stop within %v", ErrRun, opt.StopTimeout)
-		}
-		timer.Stop()
-	}
-
-	// Tear down: actors (subscribers close on Stopping, request timers on the
-	// learner's Stopping), work still running on members' goroutines, then
-	// (deferred) the actor system, the connection, the server.
-	if _, err := sys.Root.StopFuture(pid).Result(); err != nil {
-		log.Warn().Err(err).Msg("topology did not stop in time")
-	}
-	if !waitTimeout(&inflight, opt.StopTimeout) {
-		log.Warn().Dur("timeout", opt.StopTimeout).Msg("rollouts or evaluations still running at shutdown")
-	}
-	switch {
-	case res.err != nil:
-		return res.err
-	case res.done.GetError() != "":
-		return fmt.Errorf("%w: learner: %s", ErrRun, res.done.GetError())
-	case res.done.GetStopped():
-		log.Info().Int64("iteration", res.done.GetStep()).Msg("rl run stopped")
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		return fmt.Errorf("%w: learner stopped at iteration %d", ErrRun, res.done.GetStep())
-	}
-	log.Info().Int64("iteration", res.done.GetStep()).Int64("version", res.done.GetVersion()).Msg("rl run finished")
-	return nil
+	return awaitEnd(ctx, sys, pid, result, &inflight, opt.StopTimeout, log, "iteration")
 }
 
 // rlTopology is the RL run's root actor and the supervisor of every other

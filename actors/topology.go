@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
+	"github.com/rs/zerolog"
 
 	"github.com/troupe-rl/troupe/actors/messages"
 	"github.com/troupe-rl/troupe/learner"
@@ -144,28 +145,39 @@ func Run(ctx context.Context, opt Options) error {
 		return fmt.Errorf("%w: spawn topology: %v", ErrRun, err)
 	}
 
+	return awaitEnd(ctx, sys, pid, result, &inflight, opt.StopTimeout, log, "step")
+}
+
+// awaitEnd waits for a topology's result (or, once ctx is cancelled, asks it
+// to stop and waits at most stopTimeout), tears it down (actors, then work
+// still running on members' goroutines), and turns the learner's LearnerDone
+// into the run's error. unit names what LearnerDone's step counts ("step",
+// "iteration").
+func awaitEnd(ctx context.Context, sys *actor.ActorSystem, pid *actor.PID, result <-chan topologyResult,
+	inflight *sync.WaitGroup, stopTimeout time.Duration, log zerolog.Logger, unit string) error {
 	var res topologyResult
 	select {
 	case res = <-result:
 	case <-ctx.Done():
 		log.Info().Msg("stopping: final checkpoint")
 		sys.Root.Send(pid, &messages.Stop{Reason: "interrupted"})
-		timer := time.NewTimer(opt.StopTimeout)
+		timer := time.NewTimer(stopTimeout)
 		select {
 		case res = <-result:
 		case <-timer.C:
-			res.err = fmt.Errorf("%w: the learner did not stop within %v", ErrRun, opt.StopTimeout)
+			res.err = fmt.Errorf("%w: the learner did not stop within %v", ErrRun, stopTimeout)
 		}
 		timer.Stop()
 	}
 
-	// Tear down: actors (subscribers close on Stopping), evaluations still
-	// running, then (deferred) the actor system, the connection, the server.
+	// Tear down: actors (subscribers close on Stopping, request timers on the
+	// learner's Stopping), work still running, then (deferred by the caller)
+	// the actor system, the connection, the server.
 	if _, err := sys.Root.StopFuture(pid).Result(); err != nil {
 		log.Warn().Err(err).Msg("topology did not stop in time")
 	}
-	if !waitTimeout(&inflight, opt.StopTimeout) {
-		log.Warn().Dur("timeout", opt.StopTimeout).Msg("evaluations still running at shutdown")
+	if !waitTimeout(inflight, stopTimeout) {
+		log.Warn().Dur("timeout", stopTimeout).Msg("rollouts or evaluations still running at shutdown")
 	}
 	switch {
 	case res.err != nil:
@@ -173,13 +185,13 @@ func Run(ctx context.Context, opt Options) error {
 	case res.done.GetError() != "":
 		return fmt.Errorf("%w: learner: %s", ErrRun, res.done.GetError())
 	case res.done.GetStopped():
-		log.Info().Int64("step", res.done.GetStep()).Msg("run stopped")
+		log.Info().Int64(unit, res.done.GetStep()).Msg("run stopped")
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		return fmt.Errorf("%w: learner stopped at step %d", ErrRun, res.done.GetStep())
+		return fmt.Errorf("%w: learner stopped at %s %d", ErrRun, unit, res.done.GetStep())
 	}
-	log.Info().Int64("step", res.done.GetStep()).Int64("version", res.done.GetVersion()).Msg("run finished")
+	log.Info().Int64(unit, res.done.GetStep()).Int64("version", res.done.GetVersion()).Msg("run finished")
 	return nil
 }
 

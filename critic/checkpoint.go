@@ -32,8 +32,8 @@ func (m *Model) Save(dir string) error {
 		return err
 	}
 	host := m.Weights()
-	tensors := make([]policy.SafeTensor, len(m.layout.Specs))
-	for i, s := range m.layout.Specs {
+	tensors := make([]policy.SafeTensor, len(m.Layout().Specs))
+	for i, s := range m.Layout().Specs {
 		tensors[i] = policy.SafeTensor{Name: s.Name, DType: "F32", Shape: s.Shape, Data: host[s.Offset : s.Offset+s.Size]}
 	}
 	if err := policy.WriteSafetensors(filepath.Join(dir, policy.ModelFile), tensors, map[string]string{"format": "pt"}); err != nil {
@@ -95,11 +95,11 @@ func Load(dir string, dev kernels.Device) (*Model, error) {
 		return nil, fmt.Errorf("%w: %s: %w", ErrBadCheckpoint, cpath, err)
 	}
 	byName := map[string]int{}
-	for i, s := range m.layout.Specs {
+	for i, s := range m.Layout().Specs {
 		byName[s.Name] = i
 	}
 	host := make([]float32, m.Params.N)
-	seen := make([]string, len(m.layout.Specs)) // the file's name for each spec
+	seen := make([]string, len(m.Layout().Specs)) // the file's name for each spec
 	var unexpected []string
 	for name, t := range tensors {
 		canon := name
@@ -114,7 +114,7 @@ func Load(dir string, dev kernels.Device) (*Model, error) {
 			unexpected = append(unexpected, name)
 			continue
 		}
-		s := m.layout.Specs[i]
+		s := m.Layout().Specs[i]
 		if !slices.Equal(t.Shape, s.Shape) {
 			return nil, fmt.Errorf("%w: %s: tensor %s has shape %v, want %v", ErrBadCheckpoint, path, name, t.Shape, s.Shape)
 		}
@@ -127,7 +127,7 @@ func Load(dir string, dev kernels.Device) (*Model, error) {
 	var missing []string
 	for i, name := range seen {
 		if name == "" {
-			missing = append(missing, m.layout.Specs[i].Name)
+			missing = append(missing, m.Layout().Specs[i].Name)
 		}
 	}
 	slices.Sort(unexpected)

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
-	"slices"
 
 	"github.com/troupe-rl/troupe/kernels"
 	"github.com/troupe-rl/troupe/policy"
@@ -39,12 +38,9 @@ const HeadInitScale = reward.HeadInitScale
 // the trunk's own Params and Grads are views of the first Trunk.Layout.Total
 // values, as in reward.Model.
 type Model struct {
-	Trunk  *policy.Model  // GPT-2 trunk; only ForwardHidden/BackwardHidden are used
-	Dev    kernels.Device // Trunk.Dev
-	Params kernels.Tensor // (Trunk.Layout.Total + C + 1) trunk, value_head.weight (1,C), value_head.bias (1)
-	Grads  kernels.Tensor // same layout; allocated by ZeroGrad or the first Backward
-
-	layout policy.Layout // the trunk's specs plus the head's, for the optimizer and checkpoints
+	// Trunk, Dev, Params (trunk, value_head.weight (1,C), value_head.bias (1)),
+	// Grads, and Layout, ZeroGrad, Optim, Weights, NumParams.
+	*policy.Headed
 
 	// The last Values call, for Backward, and working memory grown on demand
 	// (a Model is not safe for concurrent use).
@@ -56,22 +52,15 @@ type Model struct {
 // New allocates a value model with zeroed parameters on dev. Use FromPolicy or
 // FromReward for a model to train, or Load a checkpoint.
 func New(cfg policy.Config, dev kernels.Device) (*Model, error) {
-	trunk, err := policy.New(cfg, dev)
+	C := cfg.Channels
+	// The head weight decays as reward's score head does; a bias never does.
+	h, err := policy.NewHeaded(cfg, dev,
+		policy.ParamSpec{Name: HeadWeightName, Shape: []int{1, C}, Size: C, Decay: true},
+		policy.ParamSpec{Name: HeadBiasName, Shape: []int{1}, Size: 1, Decay: false})
 	if err != nil {
 		return nil, err
 	}
-	total, C := trunk.Layout.Total, cfg.Channels
-	m := &Model{Trunk: trunk, Dev: dev}
-	m.Params = dev.Alloc(total + C + 1)
-	dev.Free(trunk.Params)
-	trunk.Params = m.Params.Slice(0, total)
-	m.layout = trunk.Layout
-	// The head weight decays as reward's score head does; a bias never does.
-	m.layout.Specs = append(slices.Clone(trunk.Layout.Specs),
-		policy.ParamSpec{Name: HeadWeightName, Shape: []int{1, C}, Offset: total, Size: C, Decay: true},
-		policy.ParamSpec{Name: HeadBiasName, Shape: []int{1}, Offset: total + C, Size: 1, Decay: false})
-	m.layout.Total = total + C + 1
-	return m, nil
+	return &Model{Headed: h}, nil
 }
 
 // FromPolicy starts a value model from a language model (the SFT policy, say):
@@ -124,40 +113,6 @@ func (m *Model) HeadBias() kernels.Tensor {
 	return m.Params.Slice(m.Trunk.Layout.Total+m.Trunk.Config.Channels, 1)
 }
 
-// NumParams is the number of float32 parameters: the trunk's plus C + 1.
-func (m *Model) NumParams() int { return m.Params.N }
-
-// Layout is the flat layout: the trunk's specs followed by the head's two.
-func (m *Model) Layout() policy.Layout { return m.layout }
-
-// ZeroGrad sets every gradient (trunk and head) to zero, allocating on first use.
-func (m *Model) ZeroGrad() {
-	if m.Grads.Empty() {
-		m.allocGrads()
-		return
-	}
-	m.Dev.Zero(m.Grads)
-}
-
-func (m *Model) allocGrads() {
-	m.Grads = m.Dev.Alloc(m.Params.N)
-	if !m.Trunk.Grads.Empty() {
-		m.Dev.Free(m.Trunk.Grads)
-	}
-	m.Trunk.Grads = m.Grads.Slice(0, m.Trunk.Layout.Total)
-}
-
-// Optim returns a policy.Model that spans the whole value model, for
-// policy.NewAdamW and (*policy.AdamW).Update: its Layout is the trunk's plus the
-// head's and its Params and Grads are the whole flat buffers. Only the optimizer
-// may use it (it has no forward). Grads are allocated if need be.
-func (m *Model) Optim() *policy.Model {
-	if m.Grads.Empty() {
-		m.allocGrads()
-	}
-	return &policy.Model{Config: m.Trunk.Config, Layout: m.layout, Dev: m.Dev, Params: m.Params, Grads: m.Grads}
-}
-
 // SetWeights loads a flat weights buffer (the layout of Params, e.g. a
 // broadcast blob) into the model.
 func (m *Model) SetWeights(w []float32) error {
@@ -167,13 +122,6 @@ func (m *Model) SetWeights(w []float32) error {
 	}
 	m.Dev.Upload(m.Params, w)
 	return nil
-}
-
-// Weights returns a host copy of Params (trunk then head).
-func (m *Model) Weights() []float32 {
-	w := make([]float32, m.Params.N)
-	m.Dev.Download(w, m.Params)
-	return w
 }
 
 // views carves the working memory for N rows: the values (N), their upstream
@@ -218,9 +166,7 @@ func (m *Model) Backward(dvalues []float32) {
 	if len(dvalues) != N {
 		panic(fmt.Errorf("%w: Backward has %d dvalues for the last Values' %d", kernels.ErrShape, len(dvalues), N))
 	}
-	if m.Grads.Empty() {
-		m.allocGrads()
-	}
+	m.EnsureGrads()
 	_, dv, dh := m.views(N)
 	m.Dev.Upload(dv, dvalues)
 	m.Dev.Zero(dh)

@@ -95,8 +95,13 @@ func CrossEntropyBackward(d Device, dlogits, logits Tensor, targets []int32, mas
 // disables clipping) and returns the norm before clipping.
 func ClipGradNorm(d Device, grads Tensor, maxNorm float32) float32 {
 	norm := math.Sqrt(d.SumSquares(grads))
+	ClipToNorm(d, grads, norm, maxNorm)
+	return float32(norm)
+}
+
+// ClipToNorm is ClipGradNorm for grads whose norm the caller already took.
+func ClipToNorm(d Device, grads Tensor, norm float64, maxNorm float32) {
 	if maxNorm > 0 && norm > float64(maxNorm) {
 		d.Scale(grads, float32(float64(maxNorm)/(norm+1e-6)))
 	}
-	return float32(norm)
 }

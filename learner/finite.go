@@ -22,12 +22,6 @@ func maybePoison(m *policy.Model, step int) {
 	}
 }
 
-// gradNorm is the global L2 norm of m's gradients before clipping, the figure
-// AdamW.Update clips by and returns. Update takes it again: one more pass
-// over the gradients (cheap next to a backward pass) buys refusing a
-// non-finite step before Update touches the parameters or the moments.
-func gradNorm(m *policy.Model) float64 { return math.Sqrt(m.Dev.SumSquares(m.Grads)) }
-
 // figure is one named number a non-finite check looks at.
 type figure struct {
 	name string // e.g. "loss", "grad norm"

@@ -166,10 +166,11 @@ func (j *lmJob) Step() (StepMetrics, error) {
 	maybePoison(m, step)
 	// The batches stay consumed (the data position moved on) whether or not
 	// the update is applied.
-	if err := checkFinite(fmt.Sprintf("step %d", step), figure{"loss", loss / k}, figure{"grad norm", gradNorm(m)}); err != nil {
+	norm := policy.GradNorm(m)
+	if err := checkFinite(fmt.Sprintf("step %d", step), figure{"loss", loss / k}, figure{"grad norm", norm}); err != nil {
 		return StepMetrics{}, err
 	}
-	gn := j.opt.Update(m, float32(lr))
+	gn := j.opt.UpdateWithNorm(m, float32(lr), norm)
 	sm := StepMetrics{Step: j.opt.Step, Loss: loss / k, LR: lr, GradNorm: float64(gn), Tokens: tokens}
 	if j.stage == "sft" {
 		sm.Extra = map[string]float64{"loss_tokens": float64(lossTokens)}

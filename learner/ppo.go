@@ -390,7 +390,7 @@ func (j *ppoJob) Train(it int, rs []Rollout, version int64) (StepMetrics, error)
 		shaped[i] = x
 	}
 	// Old values, rewards, GAE.
-	j.values(ss, true)
+	j.values(ss)
 	beta := j.kl.Beta
 	seqKL, totalReward := make([]float64, len(ss)), make([]float64, len(ss))
 	allAdv, allV, allR := make([][]float64, len(ss)), make([][]float64, len(ss)), make([][]float64, len(ss))
@@ -538,7 +538,7 @@ func pack(batch []*sample) (tokens, targets []int32, B, T int) {
 
 // values sets oldV (old = true) of every sample with the critic, in chunks of
 // at most a minibatch.
-func (j *ppoJob) values(ss []sample, old bool) {
+func (j *ppoJob) values(ss []sample) {
 	chunk := max(1, (len(ss)+j.pc.Minibatches-1)/j.pc.Minibatches)
 	for lo := 0; lo < len(ss); lo += chunk {
 		var batch []*sample
@@ -640,8 +640,9 @@ func (j *ppoJob) minibatch(where string, batch []*sample, lr, clr float64, agg *
 	}
 	c.Backward(dv)
 	cm := c.Optim()
-	figs := []figure{{"policy loss", pgLoss / ntok}, {"policy grad norm", gradNorm(m)},
-		{"value loss", vLoss / ntok}, {"critic grad norm", gradNorm(cm)}}
+	pNorm, cNorm := policy.GradNorm(m), policy.GradNorm(cm)
+	figs := []figure{{"policy loss", pgLoss / ntok}, {"policy grad norm", pNorm},
+		{"value loss", vLoss / ntok}, {"critic grad norm", cNorm}}
 	if j.ptx != nil {
 		figs = append(figs, figure{"ptx loss", ptxLoss})
 	}
@@ -652,8 +653,8 @@ func (j *ppoJob) minibatch(where string, batch []*sample, lr, clr float64, agg *
 		*agg = before
 		return err
 	}
-	agg.pGrad += float64(j.popt.Update(m, float32(lr)))
-	agg.cGrad += float64(j.copt.Update(cm, float32(clr)))
+	agg.pGrad += float64(j.popt.UpdateWithNorm(m, float32(lr), pNorm))
+	agg.cGrad += float64(j.copt.UpdateWithNorm(cm, float32(clr), cNorm))
 	agg.tokens += ntok
 	agg.updates++
 	return nil

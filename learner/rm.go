@@ -155,11 +155,12 @@ func (j *rmJob) Step() (StepMetrics, error) {
 	k := float64(j.tc.GradAccum)
 	om := j.model.Optim()
 	maybePoison(om, step)
-	if err := checkFinite(fmt.Sprintf("step %d", step), figure{"loss", loss / k}, figure{"grad norm", gradNorm(om)}); err != nil {
+	norm := policy.GradNorm(om)
+	if err := checkFinite(fmt.Sprintf("step %d", step), figure{"loss", loss / k}, figure{"grad norm", norm}); err != nil {
 		j.consumed = pos // a refused step's pairs are spent: the next try draws new ones
 		return StepMetrics{}, err
 	}
-	gn := j.opt.Update(om, float32(lr))
+	gn := j.opt.UpdateWithNorm(om, float32(lr), norm)
 	j.consumed = pos // committed only once the step is whole, so a retried (panicked) step redraws the same pairs
 	return StepMetrics{
 		Step: j.opt.Step, Loss: loss / k, LR: lr, GradNorm: float64(gn), Tokens: tokens,

@@ -1,6 +1,10 @@
 package policy
 
-import "github.com/troupe-rl/troupe/kernels"
+import (
+	"math"
+
+	"github.com/troupe-rl/troupe/kernels"
+)
 
 // AdamWConfig holds AdamW's hyper-parameters. Zero Beta1, Beta2 and Eps are read
 // as their defaults; zero WeightDecay and GradClip mean "off".
@@ -46,8 +50,22 @@ func NewAdamW(m *Model, cfg AdamWConfig) *AdamW {
 // tensors whose ParamSpec.Decay is set. Returns the global gradient norm before
 // clipping. The gradients are left clipped, not zeroed.
 func (o *AdamW) Update(m *Model, lr float32) (gradNorm float32) {
+	return o.UpdateWithNorm(m, lr, GradNorm(m))
+}
+
+// GradNorm is the global L2 norm of m.Grads (one pass over them), e.g. to
+// refuse a non-finite step before UpdateWithNorm.
+func GradNorm(m *Model) float64 {
 	m.ensureGrads()
-	gradNorm = kernels.ClipGradNorm(m.Dev, m.Grads, o.Config.GradClip)
+	return math.Sqrt(m.Dev.SumSquares(m.Grads))
+}
+
+// UpdateWithNorm is Update given the gradients' norm from GradNorm, so a
+// caller that checks the norm first does not take it twice.
+func (o *AdamW) UpdateWithNorm(m *Model, lr float32, norm float64) (gradNorm float32) {
+	m.ensureGrads()
+	kernels.ClipToNorm(m.Dev, m.Grads, norm, o.Config.GradClip)
+	gradNorm = float32(norm)
 	o.Step++
 	c := o.Config
 	// One kernel call per run of neighbouring tensors with the same decay flag.

@@ -39,7 +39,7 @@ func (m *Model) Save(dir string, tok *tokenizer.Tokenizer) error {
 		return err
 	}
 	host := m.Weights()
-	specs := m.layout.Specs
+	specs := m.Layout().Specs
 	tensors := make([]policy.SafeTensor, len(specs))
 	for i, s := range specs {
 		tensors[i] = policy.SafeTensor{Name: s.Name, DType: "F32", Shape: s.Shape, Data: host[s.Offset : s.Offset+s.Size]}
@@ -129,11 +129,11 @@ func Load(dir string, dev kernels.Device) (*Model, error) {
 		return nil, fmt.Errorf("%w: %s: %w", ErrBadCheckpoint, cpath, err)
 	}
 	byName := map[string]int{}
-	for i, s := range m.layout.Specs {
+	for i, s := range m.Layout().Specs {
 		byName[s.Name] = i
 	}
 	host := make([]float32, m.Params.N)
-	seen := make([]bool, len(m.layout.Specs))
+	seen := make([]bool, len(m.Layout().Specs))
 	var unexpected []string
 	for name, t := range tensors {
 		canon := name
@@ -148,7 +148,7 @@ func Load(dir string, dev kernels.Device) (*Model, error) {
 			unexpected = append(unexpected, name)
 			continue
 		}
-		s := m.layout.Specs[i]
+		s := m.Layout().Specs[i]
 		if !slices.Equal(t.Shape, s.Shape) {
 			return nil, fmt.Errorf("%w: %s: tensor %s has shape %v, want %v", ErrBadCheckpoint, path, name, t.Shape, s.Shape)
 		}
@@ -161,7 +161,7 @@ func Load(dir string, dev kernels.Device) (*Model, error) {
 	var missing []string
 	for i, ok := range seen {
 		if !ok {
-			missing = append(missing, m.layout.Specs[i].Name)
+			missing = append(missing, m.Layout().Specs[i].Name)
 		}
 	}
 	slices.Sort(unexpected)

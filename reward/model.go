@@ -36,18 +36,15 @@ const HeadName = "score.weight"
 // own Params and Grads are views of the first Trunk.Layout.Total values, so a
 // broadcast, a checksum and an AdamW update each cover the whole model at once.
 type Model struct {
-	Trunk  *policy.Model  // GPT-2 trunk; only ForwardHidden/BackwardHidden are used
-	Dev    kernels.Device // Trunk.Dev
-	Params kernels.Tensor // (Trunk.Layout.Total + C) trunk parameters, then score.weight (1,C)
-	Grads  kernels.Tensor // same layout; allocated by ZeroGrad or the first backward
+	// Trunk, Dev, Params (trunk parameters, then score.weight (1,C)), Grads,
+	// and Layout, ZeroGrad, Optim, Weights, NumParams.
+	*policy.Headed
 
 	// PadID is the pad_token_id written to config.json: the tokenizer's
 	// end-of-text id (GPT-2 has no pad token). Hugging Face scores the last
 	// token that is not PadID, so inputs must not contain it (see Encode in
 	// package learner's RM data: prompt + response, no end-of-text).
 	PadID int32
-
-	layout policy.Layout // the trunk's specs plus score.weight, for the optimizer
 
 	// Working memory of the pairwise loss, grown on demand (a Model is not safe
 	// for concurrent use).
@@ -59,21 +56,12 @@ type Model struct {
 // tokenizer's end-of-text id (-1 if unknown). Call InitHead (and the trunk's
 // Init) for a fresh model, or load a checkpoint into it.
 func New(cfg policy.Config, dev kernels.Device, padID int32) (*Model, error) {
-	trunk, err := policy.New(cfg, dev)
+	C := cfg.Channels
+	h, err := policy.NewHeaded(cfg, dev, policy.ParamSpec{Name: HeadName, Shape: []int{1, C}, Size: C, Decay: true})
 	if err != nil {
 		return nil, err
 	}
-	total := trunk.Layout.Total
-	C := cfg.Channels
-	m := &Model{Trunk: trunk, Dev: dev, PadID: padID}
-	m.Params = dev.Alloc(total + C)
-	dev.Free(trunk.Params)
-	trunk.Params = m.Params.Slice(0, total)
-	m.layout = trunk.Layout
-	m.layout.Specs = append(slices.Clone(trunk.Layout.Specs),
-		policy.ParamSpec{Name: HeadName, Shape: []int{1, C}, Offset: total, Size: C, Decay: true})
-	m.layout.Total = total + C
-	return m, nil
+	return &Model{Headed: h, PadID: padID}, nil
 }
 
 // FromPolicy starts a reward model from a language model (an SFT checkpoint, say):
@@ -131,41 +119,6 @@ func (m *Model) HeadGrad() kernels.Tensor {
 	return m.Grads.Slice(m.Trunk.Layout.Total, m.Trunk.Config.Channels)
 }
 
-// NumParams is the number of float32 parameters: the trunk's plus C.
-func (m *Model) NumParams() int { return m.Params.N }
-
-// Layout is the flat layout: the trunk's specs followed by score.weight.
-func (m *Model) Layout() policy.Layout { return m.layout }
-
-// ZeroGrad sets every gradient (trunk and head) to zero, allocating on first use.
-func (m *Model) ZeroGrad() {
-	if m.Grads.Empty() {
-		m.allocGrads()
-		return
-	}
-	m.Dev.Zero(m.Grads)
-}
-
-func (m *Model) allocGrads() {
-	m.Grads = m.Dev.Alloc(m.Params.N)
-	if !m.Trunk.Grads.Empty() {
-		m.Dev.Free(m.Trunk.Grads)
-	}
-	m.Trunk.Grads = m.Grads.Slice(0, m.Trunk.Layout.Total)
-}
-
-// Optim returns a policy.Model that spans the whole reward model, for
-// policy.NewAdamW and (*policy.AdamW).Update: its Layout is the trunk's plus
-// score.weight and its Params and Grads are the whole flat buffers. Only the
-// optimizer may use it (it has no forward: its Config is the trunk's, which
-// does not describe the extra tensor). Grads are allocated if need be.
-func (m *Model) Optim() *policy.Model {
-	if m.Grads.Empty() {
-		m.allocGrads()
-	}
-	return &policy.Model{Config: m.Trunk.Config, Layout: m.layout, Dev: m.Dev, Params: m.Params, Grads: m.Grads}
-}
-
 // SetWeights loads a flat weights buffer (the layout of Params, e.g. a
 // broadcast blob) into the model.
 func (m *Model) SetWeights(w []float32) error {
@@ -174,13 +127,6 @@ func (m *Model) SetWeights(w []float32) error {
 	}
 	m.Dev.Upload(m.Params, w)
 	return nil
-}
-
-// Weights returns a host copy of Params (trunk then head).
-func (m *Model) Weights() []float32 {
-	w := make([]float32, m.Params.N)
-	m.Dev.Download(w, m.Params)
-	return w
 }
 
 // Encode returns the tokens a reward model scores for a prompt (already
@@ -382,9 +328,7 @@ func (m *Model) PairLossAndBackward(chosen, rejected [][]int32, scale float32) (
 	if err != nil {
 		return PairStats{}, err
 	}
-	if m.Grads.Empty() {
-		m.allocGrads()
-	}
+	m.EnsureGrads()
 	C := m.Trunk.Config.Channels
 	P := len(chosen)
 	N := 2 * P * T
