@@ -96,3 +96,15 @@ fuzz: deps
 .PHONY: check-long
 check-long: deps
 	$(GO) test -count=1 -timeout 20m -v -run 'TestCluster|TestRLWorkersInCluster|TestWorkerRefusesOtherRun' ./cmd/troupe ./actors
+
+# demo-cluster: the PPO stage of `make demo` (configs/ppo-cluster.yaml: the
+# settings of configs/ppo.yaml, its generators on workers) across processes
+# on 127.0.0.1: a NATS server (`troupe nats`), the learner (`troupe run`) and
+# 2 generator workers (`troupe worker`). Worker 2 joins the running learner
+# after 15 iterations (JOIN_AFTER=N to change); the rollout tokens/s with 1
+# and with 2 worker processes are printed. Needs runs/sft and runs/rm (`make
+# demo`); about 2 minutes on 2 cores; every process is stopped on exit or
+# Ctrl-C. Logs in runs/ppo-cluster.logs/.
+.PHONY: demo-cluster
+demo-cluster: data
+	BIN=$(BIN) scripts/demo-cluster.sh

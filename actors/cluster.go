@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -53,6 +54,9 @@ type clusterNode struct {
 	provider *automanaged.AutoManagedProvider
 	health   *echo.Echo
 	member   bool
+	// rejoins counts this member's new identities (rejoin): the id its
+	// health endpoint reports is the actor system's, suffixed after a rejoin.
+	rejoins atomic.Int64
 }
 
 // remoteOptions are the gRPC remoting's options for cc: the listen address
@@ -133,7 +137,7 @@ func startCluster(sys *actor.ActorSystem, cc ClusterConfig, member bool) (n *clu
 			if err != nil {
 				return ctx.NoContent(http.StatusServiceUnavailable)
 			}
-			return ctx.JSON(http.StatusOK, automanaged.NewNode(clusterName, sys.ID, host, port, cc.HealthPort, n.c.GetClusterKinds()))
+			return ctx.JSON(http.StatusOK, automanaged.NewNode(clusterName, n.memberID(), host, port, cc.HealthPort, n.c.GetClusterKinds()))
 		})
 	}
 	// The library panics where it fails to start (a port in use, say).
@@ -155,6 +159,32 @@ func startCluster(sys *actor.ActorSystem, cc ClusterConfig, member bool) (n *clu
 
 // Address is this process's remoting address, host:port.
 func (n *clusterNode) Address() string { return n.c.ActorSystem.Address() }
+
+// memberID is the id this member's health endpoint reports, which the
+// provider takes as its member id: the actor system's id, then after each
+// rejoin the same with "~N". (The remoting identifies connections by the
+// actor system's id, which never changes; troupe addresses a worker's actors
+// by address and name, so only the membership sees the new id.)
+func (n *clusterNode) memberID() string {
+	id := n.c.ActorSystem.ID
+	if r := n.rejoins.Load(); r > 0 {
+		id += "~" + strconv.FormatInt(r, 10)
+	}
+	return id
+}
+
+// rejoin gives this member a new member id, and returns it. protoactor's
+// automanaged provider takes a member out for good when one health poll of
+// it fails (2 s timeout): its id goes on the cluster's block list, which
+// nothing ever empties, so a worker that was paused past a poll (SIGSTOP, a
+// stall of the machine) would get no work again. Under a new id the learner
+// sees a member join at its next poll, greets it and hands it work; if the
+// old id had not been dropped, the learner sees it leave in the same poll
+// (its request in hand is re-queued, its answer discarded as late).
+func (n *clusterNode) rejoin() string {
+	n.rejoins.Add(1)
+	return n.memberID()
+}
 
 // members is the current membership (the learner's view).
 func (n *clusterNode) members() []*cluster.Member { return n.c.MemberList.Members().Members() }

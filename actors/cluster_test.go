@@ -21,6 +21,7 @@ import (
 	"github.com/asynkron/protoactor-go/actor"
 
 	"github.com/troupe-rl/troupe/actors/messages"
+	"github.com/troupe-rl/troupe/learner"
 )
 
 // freePort is a TCP port free on host a moment ago.
@@ -351,4 +352,70 @@ func settleCluster(t *testing.T) {
 			return
 		}
 	}
+}
+
+// A worker hosting an evaluator and the generator (reached over gRPC
+// remoting like any cluster member; reference and reward are the learner's
+// own): the evaluator follows the weights on NATS, and its evaluations reach
+// the learner's sink under its name, the final version included (the
+// learner waits for it at the end), beside the learner's own evaluator's.
+func TestClusterWorkerEvaluator(t *testing.T) {
+	if testing.Short() {
+		t.Skip("cluster formation takes seconds")
+	}
+	defer settleCluster(t)
+	srv, url, err := StartEmbeddedNATS("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ShutdownNATS(srv)
+	const iterations = 4
+	job := newRLTestJob(t, iterations, 8, 2)
+	sink := newRecordSink(t)
+	log, logs := testLogger()
+	port := freePort(t, "127.0.0.2")
+	cc := ClusterConfig{RunID: "eval-test", Host: "127.0.0.1", Members: []string{net.JoinHostPort("127.0.0.2", itoa(port))}}
+	wc := cc
+	wc.Host, wc.HealthPort = "127.0.0.2", port
+	ev, err := job.NewEvaluator(learner.EvalOptions{MaxNewTokens: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr, stop := startWorker(t, WorkerOptions{Roles: job, Generator: true, Evaluator: ev, NATSURL: url, Cluster: wc,
+		Logger: log.With().Str("worker", "127.0.0.2").Logger()})
+	defer stop()
+
+	opt := rlOptions(t, job, sink, log)
+	opt.NATSURL, opt.NATSDir, opt.Cluster, opt.Generators = url, "", &cc, 0
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if err := RunRL(ctx, opt); err != nil {
+		t.Fatalf("RunRL: %v\nlogs:\n%s", err, logs.String())
+	}
+	sink.mu.Lock()
+	evals := map[string][]int64{}
+	for k, v := range sink.evals {
+		evals[k] = append([]int64(nil), v...)
+	}
+	sink.mu.Unlock()
+	remote := "evaluator@" + addr
+	got := evals[remote]
+	final := int64(iterations + 1)
+	if len(got) == 0 || got[len(got)-1] != final {
+		t.Fatalf("the worker's evaluator %s reported versions %v, want up to the final %d (all: %v)\nlogs:\n%s", remote, got, final, evals, logs.String())
+	}
+	for i := 1; i < len(got); i++ {
+		if got[i] <= got[i-1] {
+			t.Fatalf("the worker's evaluator reported versions %v: not increasing", got)
+		}
+	}
+	if len(evals["evaluator-0"]) == 0 {
+		t.Fatalf("the learner's own evaluator reported nothing: %v", evals)
+	}
+	for _, want := range []string{"worker's evaluator joined", `"message":"evaluation done"`} {
+		if !strings.Contains(logs.String(), want) {
+			t.Fatalf("%q not logged:\n%s", want, logs.String())
+		}
+	}
+	t.Logf("evaluations by evaluator: %v", evals)
 }

@@ -291,7 +291,7 @@ func RunRL(ctx context.Context, opt RLOptions) error {
 	props := actor.PropsFromProducer(func() actor.Actor {
 		return &rlTopology{opt: opt, learner: lrun, gens: gens, refs: refs, rewards: rewards, evals: evals, result: result}
 	}, actor.WithSupervisor(actor.NewOneForOneStrategy(maxRestarts, restartWindow, decider)))
-	pid, err := sys.Root.SpawnNamed(props, "troupe")
+	pid, err := sys.Root.SpawnNamed(props, rlTopologyID)
 	if err != nil {
 		return fmt.Errorf("%w: spawn topology: %v", ErrRun, err)
 	}
@@ -327,6 +327,10 @@ type rlTopology struct {
 	result  chan<- topologyResult
 
 	greeted map[string]bool // cluster members greeted (or being greeted), by member id
+	// remoteEvals are workers' evaluators (from their welcomes): member id
+	// by name; early holds evaluations from ones not yet welcomed.
+	remoteEvals map[string]string
+	early       []*messages.EvalDone
 
 	learnerPID *actor.PID
 	members    map[string]*messages.MemberLost // pool members by PID id
@@ -363,15 +367,16 @@ func (t *rlTopology) Receive(ctx actor.Context) {
 		t.drainTimer = time.AfterFunc(t.opt.StopTimeout, func() { root.Send(self, &drainTimeout{}) })
 		t.checkDrained()
 	case *messages.EvalDone:
-		t.seen[msg.GetEvaluator()] = max(t.seen[msg.GetEvaluator()], msg.GetVersion())
-		r := learner.EvalResult{Metrics: msg.GetMetrics()}
-		for _, s := range msg.GetSamples() {
-			r.Samples = append(r.Samples, learner.Sample{Prompt: s.GetPrompt(), Completion: s.GetCompletion()})
+		name := msg.GetEvaluator()
+		if t.evalPIDs[name] == nil && t.remoteEvals[name] == "" {
+			// A worker's evaluator whose welcome is still on its way (or
+			// a stranger's: never welcomed, never recorded).
+			if len(t.early) < maxHeldEvals {
+				t.early = append(t.early, msg)
+			}
+			return
 		}
-		if msg.GetError() == "" {
-			t.opt.Sink.OnEval(msg.GetEvaluator(), msg.GetVersion(), int(msg.GetStep()), r)
-		}
-		t.checkDrained()
+		t.onEvalDone(msg)
 	case *clusterChanged:
 		t.onClusterChanged(ctx, msg)
 	case *helloRetry:
@@ -414,11 +419,24 @@ func (t *rlTopology) Receive(ctx actor.Context) {
 	}
 }
 
+// onEvalDone records an evaluation from a known evaluator.
+func (t *rlTopology) onEvalDone(msg *messages.EvalDone) {
+	t.seen[msg.GetEvaluator()] = max(t.seen[msg.GetEvaluator()], msg.GetVersion())
+	r := learner.EvalResult{Metrics: msg.GetMetrics()}
+	for _, s := range msg.GetSamples() {
+		r.Samples = append(r.Samples, learner.Sample{Prompt: s.GetPrompt(), Completion: s.GetCompletion()})
+	}
+	if msg.GetError() == "" {
+		t.opt.Sink.OnEval(msg.GetEvaluator(), msg.GetVersion(), int(msg.GetStep()), r)
+	}
+	t.checkDrained()
+}
+
 // start spawns evaluators and pool members, then the learner, which finds
 // the members' PIDs in its run state.
 func (t *rlTopology) start(ctx actor.Context) {
 	t.evalPIDs, t.seen, t.members = map[string]*actor.PID{}, map[string]int64{}, map[string]*messages.MemberLost{}
-	t.greeted = map[string]bool{}
+	t.greeted, t.remoteEvals = map[string]bool{}, map[string]string{}
 	spawn := func(name string, p actor.Producer) *actor.PID {
 		pid, err := ctx.SpawnNamed(actor.PropsFromProducer(p), name)
 		if err != nil {
@@ -486,8 +504,16 @@ func (t *rlTopology) onClusterChanged(ctx actor.Context, msg *clusterChanged) {
 			if t.learnerPID != nil {
 				ctx.Send(t.learnerPID, &workerLeft{node: m.GetId()})
 			}
+			for name, node := range t.remoteEvals {
+				if node == m.GetId() {
+					// Not waited for at the end any more.
+					delete(t.remoteEvals, name)
+					t.opt.Logger.Warn().Str("actor", name).Msg("worker's evaluator left the cluster")
+				}
+			}
 		}
 	}
+	t.checkDrained()
 	for _, m := range msg.joined {
 		if !t.greeted[m.GetId()] && !t.ended {
 			t.greeted[m.GetId()] = true
@@ -522,8 +548,28 @@ func (t *rlTopology) hello(ctx actor.Context, m *cluster.Member, try int) {
 		case w.GetRunId() != runID:
 			log.Error().Str("worker", m.Address()).Str("worker_run_id", w.GetRunId()).Str("run_id", runID).Msg("worker of another run refused")
 		default:
-			if t.learnerPID != nil {
-				ctx.Send(t.learnerPID, &workerJoined{node: m.GetId(), addr: m.Address(), actors: w.GetActors()})
+			// A worker's evaluator reports to this actor; the rest are pool
+			// members of the learner.
+			var pool []*messages.WorkerActor
+			for _, a := range w.GetActors() {
+				if a.GetRole() != evaluatorRole {
+					pool = append(pool, a)
+					continue
+				}
+				t.remoteEvals[a.GetName()] = m.GetId()
+				log.Info().Str("actor", a.GetName()).Msg("worker's evaluator joined: its evaluations go to metrics.jsonl")
+				early := t.early
+				t.early = nil
+				for _, d := range early {
+					if t.remoteEvals[d.GetEvaluator()] != "" {
+						t.onEvalDone(d)
+					} else {
+						t.early = append(t.early, d)
+					}
+				}
+			}
+			if len(pool) > 0 && t.learnerPID != nil {
+				ctx.Send(t.learnerPID, &workerJoined{node: m.GetId(), addr: m.Address(), actors: pool})
 			}
 		}
 	})
@@ -536,6 +582,11 @@ func (t *rlTopology) checkDrained() {
 		return
 	}
 	for name := range t.evalPIDs {
+		if t.seen[name] < t.done.GetFinalVersion() {
+			return
+		}
+	}
+	for name := range t.remoteEvals {
 		if t.seen[name] < t.done.GetFinalVersion() {
 			return
 		}

@@ -36,6 +36,17 @@ type WorkerOptions struct {
 	Threads                      int    // CPU threads of each role's model, e.g. 1 (0 = 1)
 	Model                        string // weights name on NATS, default "policy"
 
+	// Evaluator, if set, is hosted as an evaluator actor: it follows the
+	// weights on NATS (every EvalEvery-th version, the first and the final
+	// one, skipping to the newest when behind, as the learner's own
+	// evaluators) and sends each result to the learner that greeted the
+	// worker, which writes it to RUN_DIR/metrics.jsonl (and samples.jsonl)
+	// under the evaluator's name, "evaluator@host:port". Results finished
+	// before a learner greets the worker wait for it (the newest
+	// maxHeldEvals).
+	Evaluator learner.Evaluator
+	EvalEvery int // default 1
+
 	NATSURL     string        // the run's NATS server(s), required
 	NATSOptions []nats.Option // credentials and TLS (NATSConfig.Options)
 
@@ -63,8 +74,8 @@ func RunWorker(ctx context.Context, opt WorkerOptions) error {
 	switch {
 	case opt.Roles == nil:
 		return fmt.Errorf("%w: no roles builder", ErrWorker)
-	case !opt.Generator && !opt.Reference && !opt.Reward:
-		return fmt.Errorf("%w: no role to host: want generator, reference or reward", ErrWorker)
+	case !opt.Generator && !opt.Reference && !opt.Reward && opt.Evaluator == nil:
+		return fmt.Errorf("%w: no role to host: want generator, reference, reward or evaluator", ErrWorker)
 	case opt.NATSURL == "":
 		return fmt.Errorf("%w: nats.url is required: the learner publishes the weights there", ErrWorker)
 	case !validRunID.MatchString(opt.Cluster.RunID):
@@ -78,6 +89,9 @@ func RunWorker(ctx context.Context, opt WorkerOptions) error {
 	}
 	if opt.StopTimeout <= 0 {
 		opt.StopTimeout = 30 * time.Second
+	}
+	if opt.EvalEvery <= 0 {
+		opt.EvalEvery = 1
 	}
 	log := opt.Logger
 	threads := max(opt.Threads, 1)
@@ -116,6 +130,10 @@ func RunWorker(ctx context.Context, opt WorkerOptions) error {
 		}
 		rew = &rewardRun{runID: w.runID, sc: sc, inflight: &inflight, faults: fs}
 	}
+	var ev *evalRun
+	if opt.Evaluator != nil {
+		ev = &evalRun{ev: opt.Evaluator, nc: nc, model: opt.Model, evalEvery: opt.EvalEvery, inflight: &inflight}
+	}
 
 	sys := actor.NewActorSystem(actor.WithLoggerFactory(quietClusterLogs(log)))
 	defer sys.Shutdown()
@@ -135,20 +153,24 @@ func RunWorker(ctx context.Context, opt WorkerOptions) error {
 		return name, log.With().Str("actor", name).Logger()
 	}
 	if gen != nil {
-		gen.name, gen.log = named("generator")
+		gen.name, gen.log = named(roleGenerator.String())
 		gen.gen.Name = gen.name
-		w.actors = append(w.actors, workerChild{role: roleGenerator, producer: newGeneratorProducer(gen)})
+		w.actors = append(w.actors, workerChild{role: roleGenerator.String(), producer: newGeneratorProducer(gen)})
 	}
 	if ref != nil {
-		ref.name, ref.log = named("reference")
-		w.actors = append(w.actors, workerChild{role: roleReference, producer: newReferenceProducer(ref)})
+		ref.name, ref.log = named(roleReference.String())
+		w.actors = append(w.actors, workerChild{role: roleReference.String(), producer: newReferenceProducer(ref)})
 	}
 	if rew != nil {
-		rew.name, rew.log = named("reward")
-		w.actors = append(w.actors, workerChild{role: roleReward, producer: newRewarderProducer(rew)})
+		rew.name, rew.log = named(roleReward.String())
+		w.actors = append(w.actors, workerChild{role: roleReward.String(), producer: newRewarderProducer(rew)})
+	}
+	if ev != nil {
+		ev.name, ev.log = named(evaluatorRole)
+		w.actors = append(w.actors, workerChild{role: evaluatorRole, producer: newEvaluatorProducer(ev)})
 	}
 	for i := range w.actors {
-		w.actors[i].name, _ = named(w.actors[i].role.String())
+		w.actors[i].name, _ = named(w.actors[i].role)
 	}
 
 	supervision := sys.EventStream.Subscribe(func(evt any) {
@@ -168,6 +190,14 @@ func RunWorker(ctx context.Context, opt WorkerOptions) error {
 	for _, a := range w.actors {
 		roles = append(roles, a.name)
 	}
+	// A pause long enough to miss a health poll: rejoin under a new id.
+	watchCtx, stopWatch := context.WithCancel(ctx)
+	defer stopWatch()
+	go watchPauses(watchCtx, pauseTick, pauseThreshold, time.Now, func(gap time.Duration) {
+		id := node.rejoin()
+		log.Warn().Dur("paused", gap).Str("member_id", id).
+			Msg("worker was paused past a health poll: rejoining the cluster under a new member id")
+	})
 	log.Info().Str("address", addr).Strs("actors", roles).Str("run_id", w.runID).Strs("members", opt.Cluster.Members).
 		Int("health_port", opt.Cluster.HealthPort).Str("nats", RedactURL(opt.NATSURL)).Msg("worker serving")
 	if opt.Serving != nil {
@@ -175,6 +205,7 @@ func RunWorker(ctx context.Context, opt WorkerOptions) error {
 	}
 
 	<-ctx.Done()
+	stopWatch()
 	log.Info().Msg("worker stopping: leaving the cluster")
 	node.stop() // the learner sees it leave at its next poll
 	stopped = true
@@ -193,14 +224,27 @@ type workerRun struct {
 	log     zerolog.Logger
 	actors  []workerChild
 	learner string // address of the last learner that greeted it
+
+	held []*messages.EvalDone // evaluations waiting for a learner, oldest first
 }
 
 type workerChild struct {
-	role     rlRole
+	role     string // "generator", "reference", "reward" or "evaluator"
 	name     string // e.g. "generator@10.0.0.7:7711"
 	producer actor.Producer
 	pid      *actor.PID
 }
+
+// evaluatorRole is the role name of a worker's evaluator (WorkerActor.role).
+const evaluatorRole = "evaluator"
+
+// rlTopologyID is the actor id of the RL run's root actor in the learner's
+// process (RunRL spawns it): where a worker's evaluations go.
+const rlTopologyID = "troupe"
+
+// maxHeldEvals bounds the evaluations a worker keeps while no learner is
+// attached.
+const maxHeldEvals = 64
 
 // workerActor is a worker process's root: the supervisor of its role actors
 // (one-for-one, as in the learner's process), and the actor a learner greets
@@ -216,7 +260,7 @@ func (a *workerActor) Receive(ctx actor.Context) {
 	case *actor.Started:
 		for i := range w.actors {
 			c := &w.actors[i]
-			pid, err := ctx.SpawnNamed(actor.PropsFromProducer(c.producer), c.role.String())
+			pid, err := ctx.SpawnNamed(actor.PropsFromProducer(c.producer), c.role)
 			if err != nil {
 				panic(fmt.Errorf("worker: spawn %s: %w", c.role, err))
 			}
@@ -237,9 +281,32 @@ func (a *workerActor) Receive(ctx actor.Context) {
 		welcome := &messages.WorkerWelcome{RunId: w.runID}
 		for _, c := range w.actors {
 			if c.pid != nil {
-				welcome.Actors = append(welcome.Actors, &messages.WorkerActor{Role: c.role.String(), Id: c.pid.GetId(), Name: c.name})
+				welcome.Actors = append(welcome.Actors, &messages.WorkerActor{Role: c.role, Id: c.pid.GetId(), Name: c.name})
 			}
 		}
 		ctx.Respond(welcome)
+		// Evaluations that waited for a learner go to this one (after the
+		// welcome, which tells it this worker's evaluator).
+		for _, d := range w.held {
+			ctx.Send(actor.NewPID(w.learner, rlTopologyID), d)
+		}
+		w.held = nil
+	case *messages.EvalDone:
+		// From this worker's evaluator: to the learner of the run.
+		ev := w.log.Info()
+		if msg.GetError() != "" {
+			ev = w.log.Warn().Str("error", msg.GetError())
+		}
+		ev.Str("actor", msg.GetEvaluator()).Int64("version", msg.GetVersion()).Int64("step", msg.GetStep()).
+			Bool("final", msg.GetFinal()).Float64("seconds", msg.GetSeconds()).Interface("metrics", msg.GetMetrics()).
+			Bool("held", w.learner == "").Msg("evaluation done")
+		if w.learner == "" {
+			if len(w.held) == maxHeldEvals {
+				w.held = w.held[1:]
+			}
+			w.held = append(w.held, msg)
+			return
+		}
+		ctx.Send(actor.NewPID(w.learner, rlTopologyID), msg)
 	}
 }

@@ -307,8 +307,14 @@ cluster:
 // worker starts worker i (a generator) with the config at cfg.
 func (lb *loopback) worker(t *testing.T, i int, cfg string, env ...string) *proc {
 	t.Helper()
+	return lb.workerRoles(t, i, cfg, "generator", env...)
+}
+
+// workerRoles starts worker i hosting roles (e.g. "generator,evaluator").
+func (lb *loopback) workerRoles(t *testing.T, i int, cfg, roles string, env ...string) *proc {
+	t.Helper()
 	return startProc(t, lb.dir, fmt.Sprintf("worker-%d", i), append([]string{"TROUPE_TEST_PROCESS=troupe", "TROUPE_LOG_LEVEL=debug"}, env...),
-		"worker", "--config", cfg, "--roles", "generator", "--host", lb.hosts[i], "--health-port", strconv.Itoa(lb.health[i]))
+		"worker", "--config", cfg, "--roles", roles, "--host", lb.hosts[i], "--health-port", strconv.Itoa(lb.health[i]))
 }
 
 func (lb *loopback) learner(t *testing.T, args ...string) *proc {
@@ -394,8 +400,14 @@ func TestClusterThreeProcesses(t *testing.T) {
 			t.Fatalf("%s served nothing:\n%s", w.name, w.tail(30))
 		}
 	}
-	if n := len(l.logLines("worker joined: its actors take work")); n != 2 {
-		t.Fatalf("second learner saw %d workers join, want 2", n)
+	// (Counted by address: a worker that rejoins after a stall of its
+	// machine joins again under another member id.)
+	joined := map[any]bool{}
+	for _, line := range l.logLines("worker joined: its actors take work") {
+		joined[line["worker"]] = true
+	}
+	if len(joined) != 2 {
+		t.Fatalf("second learner saw workers %v join, want 2", joined)
 	}
 	for _, run := range []string{run1, run2} {
 		for _, st := range readSteps(t, run) {
@@ -614,4 +626,90 @@ func TestClusterRefusesStrangers(t *testing.T) {
 		t.Fatalf("the other run's worker served, or the run's own did not")
 	}
 	lb.checkNoSecret(t, filepath.Join(lb.dir, "runs", "strangers"))
+}
+
+// A worker stopped (SIGSTOP) past the automanaged provider's health poll is
+// dropped by the learner, whose provider never lets that member id back in;
+// continued (SIGCONT), it notices the pause, rejoins under a new member id,
+// and gets work again in the same run, which completes with every sample.
+func TestClusterWorkerPausedRejoins(t *testing.T) {
+	lb := newLoopback(t)
+	// Enough iterations that worker 0 alone does not finish the run while
+	// worker 1 is stopped.
+	const its, prompts = 40, 32
+	cfg := lb.config(t, "worker-paused", "paused", its, prompts, 32)
+	w0, w1 := lb.worker(t, 0, cfg), lb.worker(t, 1, cfg)
+	w0.waitLog(t, "worker serving", 1, time.Minute)
+	w1.waitLog(t, "worker serving", 1, time.Minute)
+	l := lb.learner(t, cfg)
+	l.waitLog(t, "worker joined: its actors take work", 2, time.Minute)
+	l.waitLog(t, "iteration trained", 2, 3*time.Minute)
+
+	if err := w1.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	stopped := time.Now()
+	// The learner's next poll (every 2 s) times out after 2 s: it drops the
+	// worker; 5 s is past both.
+	l.waitLog(t, "worker left the cluster: its requests go to the others", 1, 30*time.Second)
+	time.Sleep(time.Until(stopped.Add(5 * time.Second)))
+	servedBefore := strings.Count(w1.logText(), `"message":"rollouts sent"`)
+	if err := w1.cmd.Process.Signal(syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	continued := time.Now()
+	rejoin := w1.waitLog(t, "worker was paused past a health poll: rejoining the cluster under a new member id", 1, 30*time.Second)
+	l.waitLog(t, "worker joined: its actors take work", 3, 30*time.Second)
+	joinedAfter := time.Since(continued)
+	// It serves again: a request sent to it after the rejoin is answered.
+	for deadline := time.Now().Add(3 * time.Minute); strings.Count(w1.logText(), `"message":"rollouts sent"`) <= servedBefore+1; time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) || !l.running() {
+			t.Fatalf("the continued worker served no request after rejoining (learner running %v):\n%s", l.running(), w1.tail(30))
+		}
+	}
+	if err := l.wait(t, 5*time.Minute); err != nil {
+		t.Fatalf("learner: %v\n%s", err, l.tail(40))
+	}
+	checkComplete(t, filepath.Join(lb.dir, "runs", "worker-paused"), its, prompts)
+	t.Logf("worker stopped 5 s: it saw a pause of %v, rejoined as %v, and the learner had it back %v after SIGCONT",
+		rejoin[0]["paused"], rejoin[0]["member_id"], joinedAfter.Round(10*time.Millisecond))
+}
+
+// A worker hosting an evaluator (`--roles evaluator`) follows the learner's
+// weights during the run: its evaluations, of several versions up to the
+// final one, land in the run's metrics.jsonl under its name.
+func TestClusterWorkerEvaluator(t *testing.T) {
+	lb := newLoopback(t)
+	const its, prompts = 5, 16
+	cfg := lb.config(t, "worker-evaluator", "evaluator", its, prompts, 16)
+	w0, w1 := lb.worker(t, 0, cfg), lb.workerRoles(t, 1, cfg, "evaluator")
+	w0.waitLog(t, "worker serving", 1, time.Minute)
+	w1.waitLog(t, "worker serving", 1, time.Minute)
+	l := lb.learner(t, cfg)
+	if err := l.wait(t, 5*time.Minute); err != nil {
+		t.Fatalf("learner: %v\n%s", err, l.tail(40))
+	}
+	runDir := filepath.Join(lb.dir, "runs", "worker-evaluator")
+	checkComplete(t, runDir, its, prompts)
+	m, err := actors.ReadMetrics(filepath.Join(runDir, actors.MetricsFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var versions []int64
+	for _, e := range m.Evals {
+		if !strings.HasPrefix(e.Evaluator, "evaluator@127.0.0.3:") {
+			t.Fatalf("evaluation by %q; the only evaluator is the worker's", e.Evaluator)
+		}
+		if _, ok := e.Eval["val_exact_match"]; !ok {
+			t.Fatalf("evaluation of version %d has no val_exact_match: %v", e.Version, e.Eval)
+		}
+		versions = append(versions, e.Version)
+	}
+	if final := int64(its + 1); len(versions) < 2 || versions[len(versions)-1] != final {
+		t.Fatalf("the worker's evaluator recorded versions %v, want several up to the final %d", versions, final)
+	}
+	if len(w1.logLines("evaluation done")) < len(versions) {
+		t.Fatalf("the worker logged fewer evaluations than metrics.jsonl has")
+	}
+	t.Logf("the worker's evaluator recorded versions %v in metrics.jsonl", versions)
 }

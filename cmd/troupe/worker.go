@@ -9,13 +9,14 @@ import (
 	"syscall"
 
 	"github.com/troupe-rl/troupe/actors"
+	"github.com/troupe-rl/troupe/kernels"
 	"github.com/troupe-rl/troupe/learner"
 )
 
 func init() {
 	register(&command{
 		name:  "worker",
-		usage: "worker --config CONFIG.yaml [--roles generator[,reference,reward]] [--host H] [--port P] [--health-port HP]",
+		usage: "worker --config CONFIG.yaml [--roles generator[,reference,reward,evaluator]] [--host H] [--port P] [--health-port HP]",
 		summary: "host RL role actors for a ppo run in another process or on another host: join the learner's cluster " +
 			"(cluster section), follow its weights over NATS (nats.url), answer its requests until Ctrl-C",
 		run: runWorker,
@@ -23,7 +24,7 @@ func init() {
 }
 
 // workerRoles are the roles a worker can host.
-var workerRoles = []string{"generator", "reference", "reward"}
+var workerRoles = []string{"generator", "reference", "reward", "evaluator"}
 
 // runWorker is `troupe worker`: load the run's config (the learner's own
 // file, or its run directory's config.yaml), build only the roles asked for,
@@ -51,10 +52,8 @@ func runWorker(args []string) error {
 	for _, r := range strings.Split(*roles, ",") {
 		r = strings.TrimSpace(r)
 		switch r {
-		case "generator", "reference", "reward":
+		case "generator", "reference", "reward", "evaluator":
 			want[r] = true
-		case "evaluator":
-			return fmt.Errorf("%w: --roles: evaluators run in the learner's process (evaluator.replicas); a worker hosts %s", errUsage, strings.Join(workerRoles, ", "))
 		default:
 			return fmt.Errorf("%w: --roles: %q is not a role; allowed: %s", errUsage, r, strings.Join(workerRoles, ", "))
 		}
@@ -104,12 +103,28 @@ func runWorker(args []string) error {
 	if err != nil {
 		return fmt.Errorf("building the roles: %w", err)
 	}
+	// An evaluator measures what the learner's own evaluators measure (the
+	// same held-out prompts, reward and reference), so it is built from the
+	// whole job, as `troupe run` builds it.
+	var ev learner.Evaluator
+	if want["evaluator"] {
+		job, err := buildJob(cfg, mc, kernels.NewCPU(*threads))
+		if err != nil {
+			return fmt.Errorf("building the evaluator: %w", err)
+		}
+		ev, err = job.NewEvaluator(learner.EvalOptions{Prompts: cfg.Evaluator.Prompts, MaxNewTokens: cfg.Evaluator.MaxNewTokens,
+			Temperature: cfg.Evaluator.Temperature, Seed: cfg.Seed})
+		if err != nil {
+			return fmt.Errorf("building the evaluator: %w", err)
+		}
+	}
 	log.Info().Strs("roles", keys(want)).Int("params", rl.Params()).Str("run_id", cc.RunID).Msg("roles built")
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	return actors.RunWorker(ctx, actors.WorkerOptions{
 		Roles: rl, Generator: want["generator"], Reference: want["reference"], Reward: want["reward"],
+		Evaluator: ev, EvalEvery: cfg.Evaluator.Every,
 		Threads: *threads, NATSURL: cfg.NATS.URL, NATSOptions: natsOpts, Cluster: cc, Logger: log,
 	})
 }
