@@ -54,9 +54,21 @@ demo: data
 	$(BIN) run configs/ppo.yaml
 	@echo "plots: runs/pretrain/plots runs/sft/plots runs/rm/plots runs/ppo/plots (PNG and SVG); metrics: runs/*/metrics.jsonl"
 
-# bench: troupe's tokens/s for tiny and small beside the PyTorch reference, 3 runs each.
+# bench: every figure of issue 6 in one run (about 8 minutes on 2 cores), as JSON
+# lines in runs/bench/bench.jsonl (every run also appended to runs/bench/history.jsonl)
+# and a table (runs/bench/table.md, also printed):
+# the FP32 FMA peak (1 and 2 threads); train / generate / score tokens/s for tiny and
+# small (3 runs each) and gpt2 (1 run) beside the PyTorch reference, with model
+# GFLOP/s as a fraction of the peak; a 124M-parameter weight broadcast to 4
+# subscribers; peak RSS of gpt2 training (B4 T256) beside its lower bound; rollout
+# tokens/s with 1 and 2 generator actors; train and generate cost at T = 128..1024.
+# The machine should be otherwise idle: ratios are measured side by side, but a
+# loaded machine still skews them. A quicker subset:
+# make bench BENCH_FLAGS="--config tiny,small --repeats 1"
+BENCH_FLAGS ?= --config tiny,small,gpt2 --repeats 3 --gpt2-repeats 1 --gpt2-steps 3 --peak \
+               --with-broadcast 124439808 --memory gpt2 --scaling rollout,seq --rollout-iters 4
 bench: build
-	$(BIN) bench --config tiny,small --repeats 3 --torch auto
+	$(BIN) bench $(BENCH_FLAGS) --torch auto --out runs/bench
 
 # test-cuda: the CUDA backend's tests (every op against the CPU reference, the
 # model's log-probs, training steps and generation against the CPU model) on a

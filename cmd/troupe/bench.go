@@ -6,6 +6,7 @@ import (
 	_ "embed"
 	"encoding/json"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -29,8 +30,8 @@ var benchTorchScript []byte
 func init() {
 	register(&command{
 		name:    "bench",
-		usage:   "bench --config tiny|small|gpt2[,...] [--device cpu|cuda] [--torch auto|on|off] [--repeats N] | bench --broadcast N [--subscribers K]",
-		summary: "measure training, generation and scoring tokens/s (and PyTorch's, side by side)",
+		usage:   "bench --config tiny|small|gpt2[,...] [--device cpu|cuda] [--torch auto|on|off] [--repeats N] [--peak] [--memory gpt2] [--scaling rollout,seq] [--with-broadcast N] [--out DIR] | bench --broadcast N [--subscribers K] | bench --table DIR/bench.jsonl",
+		summary: "measure training, generation and scoring tokens/s (and PyTorch's, side by side), FMA peak, memory, scaling",
 		run:     runBench,
 	})
 }
@@ -48,7 +49,7 @@ type benchShape struct {
 func benchShapeFor(name string) (benchShape, error) {
 	cfg, err := policy.NamedConfig(name)
 	if err != nil {
-		return benchShape{}, err
+		return benchShape{}, fmt.Errorf("%w: --config %q has no benchmark shape (allowed: tiny, small, gpt2)", errUsage, name)
 	}
 	s := benchShape{cfg: cfg, genBatch: 8, promptLen: 16, newTokens: 64}
 	switch name {
@@ -71,7 +72,7 @@ type benchResult map[string]any
 func runBench(args []string) error {
 	c := commands["bench"]
 	fs := newFlags(c)
-	configs := fs.String("config", "tiny,small", "comma-separated configs: tiny, small, gpt2")
+	configs := fs.String("config", "tiny,small", "comma-separated configs: tiny, small, gpt2 (empty: none)")
 	what := fs.String("what", "train,generate,score", "comma-separated measurements: train, generate, score")
 	steps := fs.Int("steps", 5, "timed steps per measurement (median reported)")
 	warmup := fs.Int("warmup", 2, "untimed warm-up steps")
@@ -83,7 +84,25 @@ func runBench(args []string) error {
 	batch := fs.Int("batch", 0, "training batch in rows of the config's length; 0 = the config's (times 8 on cuda)")
 	broadcast := fs.Int("broadcast", 0, "only time a weight broadcast of this many float32 parameters (e.g. 124439808 for gpt2) against one loopback TCP copy; 0 = skip")
 	subscribers := fs.Int("subscribers", 4, "weight subscribers for --broadcast, each on its own NATS connection")
+	outDir := fs.String("out", "runs/bench", "write the JSON lines to DIR/bench.jsonl (and append them to DIR/history.jsonl) and the table to DIR/table.md (empty: stdout only)")
+	peak := fs.Bool("peak", false, "measure the machine's FP32 FMA peak on 1 and --threads threads, for the model FLOP/s fraction")
+	memory := fs.String("memory", "", "peak RSS of a child process training this config (e.g. gpt2), beside the lower bound; empty = skip")
+	scaling := fs.String("scaling", "", "comma-separated: rollout (tokens/s with 1 and 2 generator actors), seq (train and generate cost at each --seqs); empty = neither")
+	seqs := fs.String("seqs", "128,256,512,1024", "sequence lengths for --scaling (at most 1024)")
+	rolloutIters := fs.Int("rollout-iters", 3, "PPO iterations per --scaling rollout run (the first is warm-up)")
+	gpt2Repeats := fs.Int("gpt2-repeats", 0, "repeats for gpt2 (a repeat takes minutes); 0 = --repeats")
+	gpt2Steps := fs.Int("gpt2-steps", 0, "timed steps for gpt2 (its warm-up is then 1); 0 = --steps and --warmup")
+	withBroadcast := fs.Int("with-broadcast", 0, "also time a weight broadcast of this many parameters to --subscribers (as --broadcast) among this run's results; 0 = skip")
+	table := fs.String("table", "", "only print the table of an earlier run's bench.jsonl (times nothing)")
 	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if *table != "" {
+		lines, err := readBenchLines(*table)
+		if err != nil {
+			return err
+		}
+		_, err = io.WriteString(os.Stdout, renderBenchTable(lines))
 		return err
 	}
 	if *broadcast < 0 || *subscribers < 1 {
@@ -101,13 +120,47 @@ func runBench(args []string) error {
 	if *device != "cpu" && *torchMode == "auto" {
 		*torchMode = "off" // the reference runs PyTorch on the CPU: beside a GPU run it only costs time
 	}
-	if *steps < 1 || *warmup < 0 || *repeats < 1 || *threads < 1 {
-		return fmt.Errorf("%w: --steps, --repeats and --threads must be >= 1 and --warmup >= 0", errUsage)
+	if *steps < 1 || *warmup < 0 || *repeats < 1 || *threads < 1 || *rolloutIters < 2 || *gpt2Repeats < 0 || *gpt2Steps < 0 || *withBroadcast < 0 {
+		return fmt.Errorf("%w: --steps, --repeats and --threads must be >= 1, --warmup, --gpt2-repeats, --gpt2-steps and --with-broadcast >= 0, --rollout-iters >= 2", errUsage)
 	}
 	whats := strings.Split(*what, ",")
 	for _, w := range whats {
 		if w != "train" && w != "generate" && w != "score" {
 			return fmt.Errorf("%w: --what %q: allowed values are train, generate, score", errUsage, w)
+		}
+	}
+	var names []string
+	if *configs != "" {
+		names = strings.Split(*configs, ",")
+	}
+	shapes := map[string]benchShape{}
+	for _, name := range names {
+		shape, err := benchShapeFor(name)
+		if err != nil {
+			return err
+		}
+		shapes[name] = shape
+	}
+	if *memory != "" {
+		if _, err := benchShapeFor(*memory); err != nil {
+			return fmt.Errorf("--memory: %w", err)
+		}
+	}
+	seqList, err := parseSeqs(*seqs)
+	if err != nil {
+		return err
+	}
+	var scaleRollout, scaleSeq bool
+	if *scaling != "" {
+		for _, k := range strings.Split(*scaling, ",") {
+			switch k {
+			case "rollout":
+				scaleRollout = true
+			case "seq":
+				scaleSeq = true
+			default:
+				return fmt.Errorf("%w: --scaling %q: allowed values are rollout, seq", errUsage, k)
+			}
 		}
 	}
 	var torchOK bool
@@ -126,59 +179,123 @@ func runBench(args []string) error {
 		return fmt.Errorf("%w: --torch %q: allowed values are auto, on, off", errUsage, *torchMode)
 	}
 	runtime.GOMAXPROCS(*threads)
-	out := json.NewEncoder(os.Stdout)
-	for _, name := range strings.Split(*configs, ",") {
-		shape, err := benchShapeFor(name)
-		if err != nil {
+	out, err := newBenchOut(os.Stdout, *outDir)
+	if err != nil {
+		return err
+	}
+	defer out.close()
+	out.emit(machineLine(*threads))
+	if *peak {
+		if err := benchPeak(out, *threads); err != nil {
 			return err
 		}
+	}
+	tc := torchRunner{python: *python, ok: torchOK}
+	if *memory != "" {
+		if err := benchMemory(out, tc, *memory, *threads); err != nil {
+			return err
+		}
+	}
+	// The broadcast before the models: its peak RSS (this process's) is then its own.
+	if *withBroadcast > 0 {
+		lw := &benchLineWriter{out: out}
+		if err := runBroadcastBench(*withBroadcast, *subscribers, lw, os.Stderr); err != nil { // bench_broadcast.go
+			return err
+		}
+		if err := lw.flush(); err != nil {
+			return err
+		}
+	}
+	for _, name := range names {
+		shape := shapes[name]
 		if *batch > 0 {
 			shape.batch = *batch
 		} else if *device != "cpu" {
 			shape.batch *= gpuBatchScale
 		}
+		reps, st, wu := *repeats, *steps, *warmup
+		if name == "gpt2" && *gpt2Repeats > 0 {
+			reps = *gpt2Repeats
+		}
+		if name == "gpt2" && *gpt2Steps > 0 {
+			st, wu = *gpt2Steps, min(wu, 1)
+		}
 		ours := map[string][]benchResult{}
 		theirs := map[string][]benchResult{}
-		for r := 0; r < *repeats; r++ {
-			res, err := benchTroupe(name, shape, whats, *steps, *warmup, *threads, *device)
+		for r := 0; r < reps; r++ {
+			res, err := benchTroupe(name, shape, whats, st, wu, *threads, *device)
 			if err != nil {
 				return err
 			}
 			for _, x := range res {
-				_ = out.Encode(x)
+				out.emit(x)
 				ours[x["bench"].(string)] = append(ours[x["bench"].(string)], x)
 			}
 			if torchOK {
-				res, err := benchTorch(*python, name, whats, *steps, *warmup, *threads)
+				res, err := tc.run(name, whats, st, wu, *threads)
 				if err != nil {
 					return err
 				}
 				for _, x := range res {
-					_ = out.Encode(x)
+					out.emit(x)
 					theirs[x["bench"].(string)] = append(theirs[x["bench"].(string)], x)
 				}
 			}
 		}
 		for _, w := range whats {
-			key := "tokens_per_s"
-			if w == "generate" {
-				key = "new_tokens_per_s"
-			}
-			line := benchResult{"impl": "summary", "config": name, "bench": w, "repeats": *repeats,
-				"troupe_" + key: medianOf(ours[w], key)}
-			if len(theirs[w]) > 0 {
-				p := medianOf(theirs[w], key)
-				line["pytorch_"+key] = p
-				if p > 0 {
-					line["ratio"] = round2(medianOf(ours[w], key) / p)
-				}
-			} else {
-				line["pytorch"] = "skipped (--torch off, or torch not installed)"
-			}
-			_ = out.Encode(line)
+			out.emit(benchSummary(name, shape, w, reps, ours[w], theirs[w]))
 		}
 	}
-	return nil
+	if scaleRollout {
+		if err := benchRolloutScaling(out, *rolloutIters); err != nil {
+			return err
+		}
+	}
+	if scaleSeq {
+		if err := benchSeqScaling(out, tc, seqList, *threads); err != nil {
+			return err
+		}
+	}
+	return out.finish()
+}
+
+// benchSummary is the summary line of one config's measurement w: troupe's and
+// PyTorch's medians over the repeats and their ratio; for training also both
+// model GFLOP/s (the same FLOP count for both).
+func benchSummary(name string, shape benchShape, w string, repeats int, ours, theirs []benchResult) benchResult {
+	key := "tokens_per_s"
+	if w == "generate" {
+		key = "new_tokens_per_s"
+	}
+	mine := medianOf(ours, key)
+	line := benchResult{"impl": "summary", "config": name, "bench": w, "repeats": repeats, "troupe_" + key: mine}
+	fpt := trainFLOPsPerToken(shape.cfg, shape.seq)
+	if w == "train" {
+		line["batch"], line["seq"] = shape.batch, shape.seq
+		line["troupe_model_gflops_per_s"] = round1(fpt * mine / 1e9)
+	}
+	if len(theirs) > 0 {
+		p := medianOf(theirs, key)
+		line["pytorch_"+key] = p
+		if w == "train" {
+			line["pytorch_model_gflops_per_s"] = round1(fpt * p / 1e9)
+		}
+		if p > 0 {
+			line["ratio"] = round2(mine / p)
+		}
+	} else {
+		line["pytorch"] = "skipped (--torch off, or torch not installed)"
+	}
+	return line
+}
+
+// trainFLOPsPerToken is a training step's model FLOPs per token as PaLM counts
+// them: 6*(non-embedding params + LM head) + 12*L*T*C (the attention term over
+// the full T, not the causal T/2).
+func trainFLOPsPerToken(cfg policy.Config, T int) float64 {
+	C, L, V := cfg.Channels, cfg.NumLayers, cfg.VocabSize
+	nonEmb := cfg.NewLayout().Total - V*C - cfg.MaxSeqLen*C
+	return 6*float64(nonEmb+V*C) + 12*float64(L*T*C)
 }
 
 func medianOf(rs []benchResult, key string) float64 {
@@ -254,7 +371,6 @@ func benchTroupe(name string, s benchShape, whats []string, steps, warmup, threa
 		return t
 	}
 	cfg := s.cfg
-	C, L, V := cfg.Channels, cfg.NumLayers, cfg.VocabSize
 	base := func(bench string) benchResult {
 		return benchResult{"impl": "troupe", "device": dev.Name(), "config": name, "threads": threads, "bench": bench,
 			"params": m.NumParams()}
@@ -275,9 +391,7 @@ func benchTroupe(name string, s benchShape, whats []string, steps, warmup, threa
 			return nil, err
 		}
 		tps := float64(s.batch*s.seq) / med.Seconds()
-		// model FLOPs per token as PaLM counts them: 6*(non-embedding params + LM head) + 12*L*T*C.
-		nonEmb := m.NumParams() - V*C - cfg.MaxSeqLen*C
-		flops := 6*float64(nonEmb+V*C) + 12*float64(L*s.seq*C)
+		flops := trainFLOPsPerToken(cfg, s.seq)
 		r := base("train")
 		r["batch"], r["seq"] = s.batch, s.seq
 		r["ms_per_step"] = round1(float64(med.Microseconds()) / 1e3)
@@ -347,19 +461,33 @@ func benchTroupe(name string, s benchShape, whats []string, steps, warmup, threa
 	return res, nil
 }
 
-func benchTorch(python, name string, whats []string, steps, warmup, threads int) ([]benchResult, error) {
+// torchRunner runs the embedded PyTorch reference (bench_torch.py) when ok.
+type torchRunner struct {
+	python string
+	ok     bool
+}
+
+// run measures config name's whats with the reference.
+func (t torchRunner) run(name string, whats []string, steps, warmup, threads int) ([]benchResult, error) {
+	res, _, err := t.exec([]string{"--config", name, "--what", strings.Join(whats, ","),
+		"--steps", fmt.Sprint(steps), "--warmup", fmt.Sprint(warmup)}, threads)
+	return res, err
+}
+
+// exec runs the reference with args (and --threads) in a child process and
+// returns its JSON lines and the child's peak RSS in bytes (0 where unknown).
+func (t torchRunner) exec(args []string, threads int) ([]benchResult, int64, error) {
 	dir, err := os.MkdirTemp("", "troupe-bench-")
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	defer os.RemoveAll(dir)
 	script := filepath.Join(dir, "bench_torch.py")
 	if err := os.WriteFile(script, benchTorchScript, 0o644); err != nil {
-		return nil, err
+		return nil, 0, err
 	}
-	log.Info().Str("config", name).Msg("bench: PyTorch reference")
-	cmd := exec.Command(python, script, "--config", name, "--what", strings.Join(whats, ","),
-		"--steps", fmt.Sprint(steps), "--warmup", fmt.Sprint(warmup), "--threads", fmt.Sprint(threads))
+	log.Info().Strs("args", args).Msg("bench: PyTorch reference")
+	cmd := exec.Command(t.python, append([]string{script, "--threads", fmt.Sprint(threads)}, args...)...)
 	// torch's OpenMP pool and OpenBLAS's threads otherwise spin against each other.
 	cmd.Env = append(os.Environ(), "OMP_WAIT_POLICY=PASSIVE")
 	// Debian's torch links the same OpenBLAS, which falls back to pre-AVX kernels on
@@ -369,20 +497,32 @@ func benchTorch(python, name string, whats []string, steps, warmup, threads int)
 	if core, ok := strings.CutPrefix(kernels.NewCPU(1).Backend(), "openblas "); ok && os.Getenv("OPENBLAS_CORETYPE") == "" {
 		cmd.Env = append(cmd.Env, "OPENBLAS_CORETYPE="+core)
 	}
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	stdout, err := cmd.Output()
+	stdout, rss, err := runChild(cmd)
 	if err != nil {
-		return nil, fmt.Errorf("pytorch reference failed: %v: %s", err, strings.TrimSpace(stderr.String()))
+		return nil, 0, fmt.Errorf("pytorch reference failed: %w", err)
 	}
+	res, err := parseBenchLines(stdout)
+	if err != nil {
+		return nil, 0, fmt.Errorf("pytorch reference: %w", err)
+	}
+	return res, rss, nil
+}
+
+// parseBenchLines reads JSON lines (blank lines skipped); a bad line is an
+// error naming it.
+func parseBenchLines(b []byte) ([]benchResult, error) {
 	var res []benchResult
-	sc := bufio.NewScanner(bytes.NewReader(stdout))
-	for sc.Scan() {
+	sc := bufio.NewScanner(bytes.NewReader(b))
+	sc.Buffer(make([]byte, 0, 64<<10), 16<<20)
+	for n := 1; sc.Scan(); n++ {
+		if len(bytes.TrimSpace(sc.Bytes())) == 0 {
+			continue
+		}
 		var r benchResult
 		if err := json.Unmarshal(sc.Bytes(), &r); err != nil {
-			return nil, fmt.Errorf("pytorch reference printed a bad line %q: %v", sc.Text(), err)
+			return nil, fmt.Errorf("line %d is not a JSON object (%q): %v", n, sc.Text(), err)
 		}
 		res = append(res, r)
 	}
-	return res, nil
+	return res, sc.Err()
 }

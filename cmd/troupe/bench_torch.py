@@ -6,6 +6,8 @@ Prints one JSON line per measurement, with the same field names as troupe's own 
   train    : forward + backward + AdamW on (batch, seq) random tokens       -> tokens_per_s
   generate : KV-cache sampling, batch 8, 16-token prompts, 64 new tokens    -> new_tokens_per_s
   score    : no-grad forward + log-softmax gather of every next token       -> tokens_per_s
+--positions, --batch and --seq override the config's (sequence-length scaling runs
+`small` with 1024 positions); --gen-warmup and --gen-steps set generation's calls.
 Timings are medians over --steps after --warmup. OMP_WAIT_POLICY=PASSIVE is set by the
 caller: torch's OpenMP pool and OpenBLAS's threads otherwise fight over the cores.
 """
@@ -84,10 +86,18 @@ def main():
     ap.add_argument("--gen-batch", type=int, default=8)
     ap.add_argument("--prompt-len", type=int, default=16)
     ap.add_argument("--new-tokens", type=int, default=64)
+    ap.add_argument("--positions", type=int, default=0, help="position table size, 0 = the config's")
+    ap.add_argument("--batch", type=int, default=0, help="training batch, 0 = the config's")
+    ap.add_argument("--seq", type=int, default=0, help="training sequence length, 0 = the config's")
+    ap.add_argument("--gen-warmup", type=int, default=1, help="untimed generation calls")
+    ap.add_argument("--gen-steps", type=int, default=0, help="timed generation calls, 0 = max(2, steps/2)")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
     V, P, L, H, C, B, T = CONFIGS[a.config]
+    P, B, T = a.positions or P, a.batch or B, a.seq or T
+    if T > P or a.prompt_len + a.new_tokens > P:
+        ap.error(f"--seq {T} or --prompt-len + --new-tokens {a.prompt_len + a.new_tokens} exceeds the {P} positions")
     model = GPT(V, P, L, H, C)
     base = dict(impl="pytorch", torch=torch.__version__, config=a.config, threads=a.threads)
     emit = lambda d: print(json.dumps({**base, **d}), flush=True)
@@ -123,7 +133,7 @@ def main():
         seqs[:] = [torch.cat(out, 1)]
 
     if "generate" in a.what or "score" in a.what:
-        med = median_time(generate, 1, max(2, a.steps // 2))
+        med = median_time(generate, a.gen_warmup, a.gen_steps or max(2, a.steps // 2))
         if "generate" in a.what:
             emit(dict(bench="generate", batch=a.gen_batch, prompt_len=a.prompt_len, new_tokens=a.new_tokens,
                       ms=round(med * 1e3, 1), new_tokens_per_s=round(a.gen_batch * a.new_tokens / med, 1)))

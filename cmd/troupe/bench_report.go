@@ -1,0 +1,378 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/troupe-rl/troupe/kernels"
+)
+
+// benchOut is where a bench run's results go: each as a JSON line on stdout and
+// in DIR/bench.jsonl, kept (as decoded from that JSON, so the table drawn at the
+// end is the one `--table DIR/bench.jsonl` draws later) for the table. At the
+// end the run's lines are also appended to DIR/history.jsonl (each run starts
+// with its "machine" line), so a later partial run does not lose a full one.
+type benchOut struct {
+	stdout io.Writer
+	dir    string
+	file   *os.File
+	w      *bufio.Writer
+	lines  []benchResult
+	raw    bytes.Buffer // the lines as written, for the history
+}
+
+const (
+	benchJSONL   = "bench.jsonl"
+	benchTable   = "table.md"
+	benchHistory = "history.jsonl"
+)
+
+func newBenchOut(stdout io.Writer, dir string) (*benchOut, error) {
+	o := &benchOut{stdout: stdout, dir: dir}
+	if dir == "" {
+		return o, nil
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("--out: %w", err)
+	}
+	f, err := os.Create(filepath.Join(dir, benchJSONL))
+	if err != nil {
+		return nil, fmt.Errorf("--out: %w", err)
+	}
+	o.file, o.w = f, bufio.NewWriter(f)
+	return o, nil
+}
+
+// emit writes r as one JSON line to stdout and the file (flushed, so a run cut
+// short keeps what it measured).
+func (o *benchOut) emit(r benchResult) {
+	b, err := json.Marshal(r)
+	if err != nil {
+		log.Error().Err(err).Msg("bench: result not encodable")
+		return
+	}
+	var back benchResult
+	_ = json.Unmarshal(b, &back)
+	o.lines = append(o.lines, back)
+	b = append(b, '\n')
+	_, _ = o.stdout.Write(b)
+	o.raw.Write(b)
+	if o.w != nil {
+		_, _ = o.w.Write(b)
+		_ = o.w.Flush()
+	}
+}
+
+// finish prints the table and writes it beside the JSON lines.
+func (o *benchOut) finish() error {
+	t := renderBenchTable(o.lines)
+	fmt.Fprint(o.stdout, "\n"+t)
+	if o.file == nil {
+		return nil
+	}
+	if err := o.w.Flush(); err != nil {
+		return err
+	}
+	err := o.file.Close()
+	o.file = nil
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(o.dir, benchTable), []byte(t), 0o644); err != nil {
+		return err
+	}
+	h, err := os.OpenFile(filepath.Join(o.dir, benchHistory), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return err
+	}
+	if _, err := h.Write(o.raw.Bytes()); err != nil {
+		h.Close()
+		return err
+	}
+	if err := h.Close(); err != nil {
+		return err
+	}
+	log.Info().Str("jsonl", filepath.Join(o.dir, benchJSONL)).Str("table", filepath.Join(o.dir, benchTable)).Msg("bench: results written")
+	return nil
+}
+
+// close releases the file of a run that ended early.
+func (o *benchOut) close() {
+	if o.file != nil {
+		_ = o.w.Flush()
+		_ = o.file.Close()
+		o.file = nil
+	}
+}
+
+// benchLineWriter takes JSON lines written by another measurement (the weight
+// broadcast's) and emits each into out.
+type benchLineWriter struct {
+	out *benchOut
+	buf []byte
+}
+
+func (w *benchLineWriter) Write(p []byte) (int, error) {
+	w.buf = append(w.buf, p...)
+	for {
+		i := bytes.IndexByte(w.buf, '\n')
+		if i < 0 {
+			return len(p), nil
+		}
+		line := w.buf[:i]
+		w.buf = w.buf[i+1:]
+		if err := w.emit(line); err != nil {
+			return len(p), err
+		}
+	}
+}
+
+func (w *benchLineWriter) emit(line []byte) error {
+	if len(bytes.TrimSpace(line)) == 0 {
+		return nil
+	}
+	var r benchResult
+	if err := json.Unmarshal(line, &r); err != nil {
+		return fmt.Errorf("a measurement wrote a line that is not JSON (%q): %v", line, err)
+	}
+	w.out.emit(r)
+	return nil
+}
+
+// flush emits a last line written without its newline.
+func (w *benchLineWriter) flush() error {
+	line := w.buf
+	w.buf = nil
+	return w.emit(line)
+}
+
+// readBenchLines reads a bench.jsonl.
+func readBenchLines(path string) ([]benchResult, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	lines, err := parseBenchLines(b)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return lines, nil
+}
+
+// machineLine says what the figures were measured on.
+func machineLine(threads int) benchResult {
+	cpu := "unknown"
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for _, l := range strings.Split(string(b), "\n") {
+			if k, v, ok := strings.Cut(l, ":"); ok && strings.TrimSpace(k) == "model name" {
+				cpu = strings.TrimSpace(v)
+				break
+			}
+		}
+	}
+	return benchResult{"bench": "machine", "cpu": cpu, "cores": runtime.NumCPU(), "threads": threads,
+		"backend": kernels.NewCPU(1).Backend(), "go": runtime.Version(), "os": runtime.GOOS, "arch": runtime.GOARCH,
+		"time": time.Now().UTC().Format(time.RFC3339)}
+}
+
+// parseSeqs parses --seqs: positive lengths up to benchSeqMax, ascending.
+func parseSeqs(s string) ([]int, error) {
+	var out []int
+	for _, f := range strings.Split(s, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n < benchSeqMin || n > benchSeqMax {
+			return nil, fmt.Errorf("%w: --seqs %q: want comma-separated lengths from %d to %d", errUsage, s, benchSeqMin, benchSeqMax)
+		}
+		if len(out) > 0 && n <= out[len(out)-1] {
+			return nil, fmt.Errorf("%w: --seqs %q: lengths must be ascending", errUsage, s)
+		}
+		out = append(out, n)
+	}
+	return out, nil
+}
+
+// benchTargets are the issue's goals, by config and measurement.
+var benchTargets = map[string]string{
+	"small/train":    "≥ 1.3×",
+	"gpt2/train":     "≥ 1.2×",
+	"small/generate": "≥ 3×",
+	"small/score":    "≥ 1.5×",
+}
+
+func num(r benchResult, key string) (float64, bool) {
+	f, ok := r[key].(float64)
+	return f, ok
+}
+
+func str(r benchResult, key string) string {
+	s, _ := r[key].(string)
+	return s
+}
+
+// fmtNum prints a figure with as many digits as it needs to be read.
+func fmtNum(f float64) string {
+	switch {
+	case f >= 10000:
+		s := strconv.FormatFloat(f, 'f', 0, 64)
+		var b strings.Builder
+		for i, c := range s {
+			if i > 0 && (len(s)-i)%3 == 0 {
+				b.WriteByte(',')
+			}
+			b.WriteRune(c)
+		}
+		return b.String()
+	case f >= 100:
+		return strconv.FormatFloat(f, 'f', 0, 64)
+	default:
+		return strconv.FormatFloat(f, 'f', 1, 64)
+	}
+}
+
+func plural(n float64, what string) string {
+	if n == 1 {
+		return "1 " + what
+	}
+	return fmt.Sprintf("%.0f %ss", n, what)
+}
+
+func fmtRatio(f float64) string { return strconv.FormatFloat(f, 'f', 2, 64) + "×" }
+
+// renderBenchTable draws the figures of a run's JSON lines as a Markdown table:
+// figure, troupe, PyTorch, ratio (troupe ÷ PyTorch), target. Lines it does not
+// know are left out; a figure PyTorch did not run shows "–".
+func renderBenchTable(lines []benchResult) string {
+	var b strings.Builder
+	type row struct{ fig, ours, theirs, ratio, target string }
+	var rows []row
+	add := func(fig, ours, theirs, ratio, target string) {
+		rows = append(rows, row{fig, ours, theirs, ratio, target})
+	}
+	dash := "–"
+	opt := func(r benchResult, key string, f func(float64) string) string {
+		if v, ok := num(r, key); ok {
+			return f(v)
+		}
+		return dash
+	}
+	// The FMA peak the fractions are of: the run's thread count, else the most threads.
+	var peak, peakThreads float64
+	threads := 0.0
+	for _, r := range lines {
+		if str(r, "bench") == "machine" {
+			threads, _ = num(r, "threads")
+			fmt.Fprintf(&b, "Measured %s on %s (%s/%s, %v cores, %v threads, %s, %s).\n\n",
+				strings.TrimSuffix(str(r, "time"), "Z"), str(r, "cpu"), str(r, "os"), str(r, "arch"), r["cores"], r["threads"], str(r, "backend"), str(r, "go"))
+		}
+	}
+	for _, r := range lines {
+		if str(r, "bench") != "peak_fma" {
+			continue
+		}
+		g, _ := num(r, "gflops")
+		t, _ := num(r, "threads")
+		if t == threads || (peakThreads != threads && t > peakThreads) {
+			peak, peakThreads = g, t
+		}
+	}
+	frac := func(gf float64) string {
+		if peak <= 0 {
+			return fmtNum(gf)
+		}
+		return fmt.Sprintf("%s (%.0f%%)", fmtNum(gf), 100*gf/peak)
+	}
+	for _, r := range lines {
+		bench, impl, cfg := str(r, "bench"), str(r, "impl"), str(r, "config")
+		switch {
+		case bench == "peak_fma":
+			t, _ := num(r, "threads")
+			fig := fmt.Sprintf("FP32 FMA peak GFLOP/s, %s, %s", plural(t, "thread"), str(r, "isa"))
+			if avail, ok := r["available"].(bool); ok && !avail {
+				fig = fmt.Sprintf("FP32 FMA peak GFLOP/s, %s: no probe in this build", plural(t, "thread"))
+			}
+			add(fig, opt(r, "gflops", fmtNum), dash, "", "")
+		case impl == "summary" && bench == "train":
+			bt, _ := num(r, "batch")
+			st, _ := num(r, "seq")
+			add(fmt.Sprintf("train tokens/s, %s (B%.0f T%.0f)", cfg, bt, st), opt(r, "troupe_tokens_per_s", fmtNum),
+				opt(r, "pytorch_tokens_per_s", fmtNum), opt(r, "ratio", fmtRatio), benchTargets[cfg+"/train"])
+			tgt := ""
+			if cfg == "small" || cfg == "gpt2" {
+				tgt = "≥ 65% of peak"
+			}
+			fig := "train model GFLOP/s, " + cfg
+			if peak > 0 {
+				fig += fmt.Sprintf(" (%% of the %.0f-thread peak)", peakThreads)
+			}
+			add(fig, opt(r, "troupe_model_gflops_per_s", frac), opt(r, "pytorch_model_gflops_per_s", frac), "", tgt)
+		case impl == "summary" && bench == "generate":
+			add("generate new tokens/s, "+cfg+" (batch 8, 64 new)", opt(r, "troupe_new_tokens_per_s", fmtNum),
+				opt(r, "pytorch_new_tokens_per_s", fmtNum), opt(r, "ratio", fmtRatio), benchTargets[cfg+"/generate"])
+		case impl == "summary" && bench == "score":
+			add("score tokens/s, "+cfg, opt(r, "troupe_tokens_per_s", fmtNum),
+				opt(r, "pytorch_tokens_per_s", fmtNum), opt(r, "ratio", fmtRatio), benchTargets[cfg+"/score"])
+		case bench == "memory":
+			bt, _ := num(r, "batch")
+			st, _ := num(r, "seq")
+			lb, _ := num(r, "lower_bound_mb")
+			ours := opt(r, "troupe_peak_rss_mb", fmtNum)
+			if v, ok := num(r, "troupe_peak_rss_mb"); ok && lb > 0 {
+				ours += fmt.Sprintf(" (%.2f× bound)", v/lb)
+			}
+			ratio := ""
+			if a, ok := num(r, "troupe_peak_rss_mb"); ok {
+				if p, ok := num(r, "pytorch_peak_rss_mb"); ok && p > 0 {
+					ratio = fmtRatio(a / p)
+				}
+			}
+			add(fmt.Sprintf("peak RSS MB, train %s B%.0f T%.0f", cfg, bt, st), ours, opt(r, "pytorch_peak_rss_mb", fmtNum), ratio,
+				"lower bound "+opt(r, "lower_bound_mb", fmtNum))
+		case impl == "summary" && bench == "rollout":
+			g, _ := num(r, "generators")
+			fig := fmt.Sprintf("rollout tokens/s, %s, %s", plural(g, "generator"), cfg)
+			if s, ok := num(r, "speedup"); ok {
+				fig += fmt.Sprintf(" (%.2f× of 1)", s)
+			}
+			add(fig, opt(r, "tokens_per_s", fmtNum), dash, "", "")
+		case bench == "broadcast":
+			subs, _ := num(r, "subscribers")
+			params, _ := num(r, "params")
+			ours := opt(r, "broadcast_ms_median", fmtNum)
+			if c, ok := num(r, "copy_ms_median"); ok {
+				ours += " (1 TCP copy: " + fmtNum(c) + ")"
+			}
+			tgt := "≤ 3× one copy"
+			if t, ok := num(r, "target_ratio"); ok {
+				tgt = fmt.Sprintf("≤ %g× one copy", t)
+			}
+			add(fmt.Sprintf("weight broadcast ms, %.0fM params to %.0f subscribers", params/1e6, subs), ours, dash,
+				opt(r, "ratio", func(f float64) string { return fmtRatio(f) + " of a copy" }), tgt)
+		case impl == "summary" && (bench == "train_seq" || bench == "generate_seq"):
+			st, _ := num(r, "seq")
+			bt, _ := num(r, "batch")
+			key, fig := "tokens_per_s", fmt.Sprintf("train tokens/s, %s T%.0f B%.0f", cfg, st, bt)
+			if bench == "generate_seq" {
+				key, fig = "new_tokens_per_s", fmt.Sprintf("generate new tokens/s, %s, %d→%.0f tokens (batch %.0f)", cfg, benchSeqPrompt, st, bt)
+			}
+			if c, ok := num(r, "troupe_cost_vs_first"); ok {
+				fig += fmt.Sprintf(", cost/token %.2f×", c)
+			}
+			add(fig, opt(r, "troupe_"+key, fmtNum), opt(r, "pytorch_"+key, fmtNum), opt(r, "ratio", fmtRatio), "")
+		}
+	}
+	b.WriteString("| figure | troupe | PyTorch | ratio | target |\n|---|---:|---:|---:|---|\n")
+	for _, r := range rows {
+		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s |\n", r.fig, r.ours, r.theirs, r.ratio, r.target)
+	}
+	b.WriteString("\nratio: troupe ÷ PyTorch, measured in the same run (the broadcast's: its time ÷ one loopback TCP copy of the same bytes); cost/token: time per token relative to the shortest T.\n")
+	return b.String()
+}

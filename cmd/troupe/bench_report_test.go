@@ -1,0 +1,215 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+
+	"github.com/troupe-rl/troupe/policy"
+)
+
+// The lower bound for tiny at its bench shape (B16 T128), counted by hand:
+// parameters wte 256*128 + wpe 128*128 + 4 blocks of (2 LayerNorms 2*2*128,
+// c_attn 128*384+384, attn proj 128*128+128, fc 128*512+512, mlp proj
+// 512*128+128) + ln_f 2*128 = 842,496; activations with N = 2048 rows:
+// encoded 262,144; per block 16*N*C = 4,194,304 + 4N = 8,192 + B*NH*T*T =
+// 1,048,576, four blocks 21,004,288; ln_f 262,144 + 4,096; logits N*V = 524,288;
+// 22,056,960 floats in all.
+func TestTrainMemoryLowerBoundTiny(t *testing.T) {
+	cfg, err := policy.NamedConfig("tiny")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := trainMemoryLowerBound(cfg, 16, 128)
+	const params, acts = 842_496, 22_056_960
+	if got.Params != params || got.ParamBytes != 4*params || got.GradBytes != 4*params || got.AdamBytes != 8*params {
+		t.Fatalf("parameter terms %+v, want %d params at 4+4+8 bytes", got, params)
+	}
+	if got.ActBytes != 4*acts {
+		t.Fatalf("activations %d bytes, want %d", got.ActBytes, 4*acts)
+	}
+	if got.Total() != 16*params+4*acts {
+		t.Fatalf("total %d", got.Total())
+	}
+	// The attention weights grow with T*T: doubling T at the same B more than doubles the activations.
+	if long := trainMemoryLowerBound(policy.Config{VocabSize: 256, MaxSeqLen: 256, NumLayers: 4, NumHeads: 4, Channels: 128}, 16, 256); long.ActBytes <= 2*got.ActBytes {
+		t.Fatalf("T=256 activations %d, not more than twice T=128's %d", long.ActBytes, got.ActBytes)
+	}
+}
+
+// A run's lines, as bench.jsonl holds them, drawn as the table: every figure
+// the issue asks for in its row, ratios and fractions as stated, targets beside.
+func TestRenderBenchTable(t *testing.T) {
+	jsonl := `{"bench":"machine","cpu":"Test CPU","cores":2,"threads":2,"backend":"openblas X","go":"go1.26","os":"linux","arch":"amd64","time":"2026-11-27T05:00:00Z"}
+{"bench":"peak_fma","isa":"avx512","threads":1,"gflops":110}
+{"bench":"peak_fma","isa":"avx512","threads":2,"gflops":200}
+{"impl":"troupe","bench":"train","config":"small","tokens_per_s":2000}
+{"impl":"summary","config":"small","bench":"train","batch":8,"seq":256,"troupe_tokens_per_s":2000,"pytorch_tokens_per_s":1600,"ratio":1.25,"troupe_model_gflops_per_s":130,"pytorch_model_gflops_per_s":104}
+{"impl":"summary","config":"small","bench":"generate","troupe_new_tokens_per_s":2500,"pytorch_new_tokens_per_s":800,"ratio":3.12}
+{"impl":"summary","config":"tiny","bench":"score","troupe_tokens_per_s":40000,"pytorch":"skipped"}
+
+{"bench":"memory","config":"gpt2","batch":4,"seq":256,"troupe_peak_rss_mb":3500,"pytorch_peak_rss_mb":3000,"lower_bound_mb":2800}
+{"impl":"summary","bench":"rollout","config":"small","generators":1,"tokens_per_s":1000}
+{"impl":"summary","bench":"rollout","config":"small","generators":2,"tokens_per_s":1800,"speedup":1.8}
+{"impl":"summary","bench":"train_seq","config":"small-1k","seq":1024,"batch":2,"troupe_tokens_per_s":1000,"pytorch_tokens_per_s":500,"ratio":2,"troupe_cost_vs_first":2.1}
+{"impl":"summary","bench":"generate_seq","config":"small-1k","seq":512,"batch":4,"troupe_new_tokens_per_s":700}
+{"impl":"troupe","bench":"broadcast","params":124439808,"subscribers":4,"broadcast_ms_median":900,"copy_ms_median":300,"ratio":3,"target_ratio":3}
+`
+	path := filepath.Join(t.TempDir(), benchJSONL)
+	if err := os.WriteFile(path, []byte(jsonl), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	lines, err := readBenchLines(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(lines) != 13 {
+		t.Fatalf("%d lines read, want 13 (blank lines skipped)", len(lines))
+	}
+	table := renderBenchTable(lines)
+	for _, want := range []string{
+		"on Test CPU (linux/amd64, 2 cores, 2 threads, openblas X, go1.26)",
+		"| figure | troupe | PyTorch | ratio | target |",
+		"| FP32 FMA peak GFLOP/s, 1 thread, avx512 | 110 | – |  |  |",
+		"| FP32 FMA peak GFLOP/s, 2 threads, avx512 | 200 | – |  |  |",
+		"| train tokens/s, small (B8 T256) | 2000 | 1600 | 1.25× | ≥ 1.3× |",
+		"| train model GFLOP/s, small (% of the 2-thread peak) | 130 (65%) | 104 (52%) |  | ≥ 65% of peak |",
+		"| generate new tokens/s, small (batch 8, 64 new) | 2500 | 800 | 3.12× | ≥ 3× |",
+		"| score tokens/s, tiny | 40,000 | – | – |  |",
+		"| peak RSS MB, train gpt2 B4 T256 | 3500 (1.25× bound) | 3000 | 1.17× | lower bound 2800 |",
+		"| rollout tokens/s, 1 generator, small | 1000 | – |  |  |",
+		"| rollout tokens/s, 2 generators, small (1.80× of 1) | 1800 | – |  |  |",
+		"| train tokens/s, small-1k T1024 B2, cost/token 2.10× | 1000 | 500 | 2.00× |  |",
+		"| generate new tokens/s, small-1k, 16→512 tokens (batch 4) | 700 | – | – |  |",
+		"| weight broadcast ms, 124M params to 4 subscribers | 900 (1 TCP copy: 300) | – | 3.00× of a copy | ≤ 3× one copy |",
+	} {
+		if !strings.Contains(table, want) {
+			t.Errorf("table lacks %q:\n%s", want, table)
+		}
+	}
+	// The per-run troupe line is not a row: only summaries are.
+	if strings.Count(table, "train tokens/s, small (") != 1 {
+		t.Errorf("small's training row drawn more than once:\n%s", table)
+	}
+
+	if _, err := parseBenchLines([]byte("{\"a\":1}\nnot json\n")); err == nil || !strings.Contains(err.Error(), "line 2") {
+		t.Fatalf("bad line: got %v, want an error naming line 2", err)
+	}
+}
+
+// benchOut writes what it emits to the file and keeps it for the table, the
+// same values either way.
+func TestBenchOut(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "bench")
+	var stdout bytes.Buffer
+	o, err := newBenchOut(&stdout, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o.emit(benchResult{"impl": "summary", "config": "tiny", "bench": "train", "batch": 16, "seq": 128, "troupe_tokens_per_s": 12345.6})
+	// Another measurement's JSON lines, written in pieces, join the run's.
+	lw := &benchLineWriter{out: o}
+	if _, err := lw.Write([]byte("{\"bench\":\"broadcast\",\"para")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := lw.Write([]byte("ms\":1000}\n{\"bench\":\"x\"}")); err != nil || len(o.lines) != 2 {
+		t.Fatalf("%v, %d lines", err, len(o.lines))
+	}
+	if err := lw.flush(); err != nil || len(o.lines) != 3 || o.lines[1]["params"] != 1000.0 {
+		t.Fatalf("%v, %v", err, o.lines)
+	}
+	if _, err := lw.Write([]byte("oops\n")); err == nil {
+		t.Fatal("a line that is not JSON was taken")
+	}
+	if err := o.finish(); err != nil {
+		t.Fatal(err)
+	}
+	lines, err := readBenchLines(filepath.Join(dir, benchJSONL))
+	if err != nil || len(lines) != 3 {
+		t.Fatalf("bench.jsonl: %v, %d lines", err, len(lines))
+	}
+	table, err := os.ReadFile(filepath.Join(dir, benchTable))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(table), "| train tokens/s, tiny (B16 T128) | 12,346 | – | – |  |") {
+		t.Fatalf("table.md:\n%s", table)
+	}
+	if !strings.HasSuffix(stdout.String(), string(table)) || !strings.HasPrefix(stdout.String(), "{") {
+		t.Fatalf("stdout is not the JSON lines then the table:\n%s", stdout.String())
+	}
+	// A second run replaces bench.jsonl; the history keeps both.
+	o2, err := newBenchOut(io.Discard, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o2.emit(benchResult{"bench": "machine"})
+	if err := o2.finish(); err != nil {
+		t.Fatal(err)
+	}
+	if lines, err := readBenchLines(filepath.Join(dir, benchJSONL)); err != nil || len(lines) != 1 {
+		t.Fatalf("second run's bench.jsonl: %v, %d lines", err, len(lines))
+	}
+	if lines, err := readBenchLines(filepath.Join(dir, benchHistory)); err != nil || len(lines) != 4 {
+		t.Fatalf("history.jsonl: %v, %d lines, want 3 + 1", err, len(lines))
+	}
+	if got := string(jsonLinesOf(stdout.Bytes())); strings.Count(got, "\n") != 2 || !strings.HasPrefix(got, "{") {
+		t.Fatalf("jsonLinesOf kept %q", got)
+	}
+}
+
+func TestParseSeqs(t *testing.T) {
+	got, err := parseSeqs("128,256, 512,1024")
+	if err != nil || len(got) != 4 || got[3] != 1024 {
+		t.Fatalf("got %v, %v", got, err)
+	}
+	for _, bad := range []string{"", "16", "128,2048", "256,128", "128,x"} {
+		if _, err := parseSeqs(bad); !errors.Is(err, errUsage) {
+			t.Errorf("--seqs %q: got %v, want a usage error", bad, err)
+		}
+	}
+}
+
+// Flags are checked before anything is timed.
+func TestBenchFlagErrors(t *testing.T) {
+	for _, args := range [][]string{
+		{"--config", "huge", "--torch", "off", "--out", ""},
+		{"--memory", "huge", "--config", "", "--torch", "off", "--out", ""},
+		{"--seqs", "128,4096", "--config", "", "--torch", "off", "--out", ""},
+		{"--rollout-iters", "1", "--config", "", "--torch", "off", "--out", ""},
+		{"--scaling", "rollout,speed", "--config", "", "--torch", "off", "--out", ""},
+	} {
+		if err := runBench(args); !errors.Is(err, errUsage) {
+			t.Errorf("bench %v: got %v, want a usage error", args, err)
+		}
+	}
+}
+
+// A child's peak RSS is its own: a child that holds 300 MB reads at least
+// that, one that holds nothing far less.
+func TestRunChildPeakRSS(t *testing.T) {
+	py := "/usr/bin/python3"
+	if _, err := os.Stat(py); err != nil {
+		t.Skip("no python3 to run as the child")
+	}
+	_, big, err := runChild(exec.Command(py, "-c", "import time; x = bytearray(300 << 20); time.sleep(0.3)"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, small, err := runChild(exec.Command(py, "-c", "import time; time.sleep(0.3)"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if runtime.GOOS == "linux" && (big < 300<<20 || small > 100<<20) {
+		t.Fatalf("peak RSS %d MB for the 300 MB child, %d MB for the idle one", big>>20, small>>20)
+	}
+	if _, _, err := runChild(exec.Command(py, "-c", "import sys; sys.stderr.write('boom'); sys.exit(3)")); err == nil || !strings.Contains(err.Error(), "boom") {
+		t.Fatalf("failing child: got %v, want its stderr in the error", err)
+	}
+}
