@@ -68,13 +68,21 @@ func (c *CPU) AttentionCached(out, qkv, kcache, vcache Tensor, slot, pos []int32
 		o := out.F[i*C+h*hs : i*C+h*hs+hs]
 		gemmSerial(false, false, 1, hs, P, 1/sum, sc, P, vcache.F[base:], C, 0, o, hs)
 	}
+	// tasks runs the (row, head) tasks [lo,hi) (task = row*NH + head): in one C
+	// call each where the CPU has AVX-512 (infer_attention_cgo.go), else attend.
+	tasks := func(lo, hi int, scores []float32) {
+		if inferAttend(lo, hi, NH, hs, C, maxT, qkv.F, kcache.F, vcache.F, slot, pos, out.F, scores, scale) {
+			return
+		}
+		for ih := lo; ih < hi; ih++ {
+			attend(ih/NH, ih%NH, scores)
+		}
+	}
 	if !inOrder {
 		scores := make([]float32, maxT)
 		for i := 0; i < N; i++ {
 			write(i)
-			for h := 0; h < NH; h++ {
-				attend(i, h, scores)
-			}
+			tasks(i*NH, (i+1)*NH, scores)
 		}
 		return
 	}
@@ -89,10 +97,12 @@ func (c *CPU) AttentionCached(out, qkv, kcache, vcache Tensor, slot, pos []int32
 		meanP += int(pos[i]) + 1
 	}
 	meanP /= max(N, 1)
-	c.parallelFor(N*NH, 4*hs*meanP, func(lo, hi int) {
-		scores := make([]float32, maxT)
-		for ih := lo; ih < hi; ih++ {
-			attend(ih/NH, ih%NH, scores)
-		}
+	if N*NH*4*hs*meanP < gemmSplitWork || c.threads <= 1 {
+		tasks(0, N*NH, make([]float32, maxT))
+		return
+	}
+	// One piece per row (its NH heads), shared out as they come (inferShare).
+	c.inferShare(N, func(i int) {
+		tasks(i*NH, (i+1)*NH, make([]float32, maxT))
 	})
 }

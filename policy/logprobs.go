@@ -3,6 +3,7 @@ package policy
 import (
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 
 	"github.com/troupe-rl/troupe/kernels"
@@ -89,20 +90,19 @@ func (m *Model) inferBlocks(r rowBufs, N int, bc *blockCache) {
 	layer := bc.S * bc.Tc * C
 	for l, lp := range m.Layout.Layers {
 		d.LayerNormForward(r.ln, r.mean, r.rstd, r.x, m.Param(lp.Ln1W), m.Param(lp.Ln1B), N, C, eps)
-		kernels.MatmulForward(d, r.qkv, r.ln, m.Param(lp.AttnW), m.Param(lp.AttnB), N, C, 3*C)
+		kernels.InferLinear(d, r.qkv, r.ln, m.Param(lp.AttnW), m.Param(lp.AttnB), kernels.Tensor{}, N, C, 3*C, false, false)
 		if bc.kcache.Empty() {
 			d.AttentionForward(r.atty, bc.att, r.qkv, bc.B, bc.T, C, NH)
 		} else {
 			d.AttentionCached(r.atty, r.qkv, bc.kcache.Slice(l*layer, layer), bc.vcache.Slice(l*layer, layer),
 				bc.slot, bc.pos, N, C, NH, bc.Tc)
 		}
-		kernels.MatmulForward(d, r.tmp, r.atty, m.Param(lp.AttnProjW), m.Param(lp.AttnProjB), N, C, C)
-		d.AddInto(r.x, r.tmp)
+		// x += atty @ W + b and x += gelu(ln @ W + b) @ W + b: the residual adds
+		// and the GELU are fused into the products where the device can.
+		kernels.InferLinear(d, r.x, r.atty, m.Param(lp.AttnProjW), m.Param(lp.AttnProjB), r.tmp, N, C, C, true, false)
 		d.LayerNormForward(r.ln, r.mean, r.rstd, r.x, m.Param(lp.Ln2W), m.Param(lp.Ln2B), N, C, eps)
-		kernels.MatmulForward(d, r.fch, r.ln, m.Param(lp.FcW), m.Param(lp.FcB), N, C, 4*C)
-		d.GeluForward(r.fchGelu, r.fch, N*4*C)
-		kernels.MatmulForward(d, r.tmp, r.fchGelu, m.Param(lp.FcProjW), m.Param(lp.FcProjB), N, 4*C, C)
-		d.AddInto(r.x, r.tmp)
+		kernels.InferLinear(d, r.fchGelu, r.ln, m.Param(lp.FcW), m.Param(lp.FcB), r.fch, N, C, 4*C, false, true)
+		kernels.InferLinear(d, r.x, r.fchGelu, m.Param(lp.FcProjW), m.Param(lp.FcProjB), r.tmp, N, 4*C, C, true, false)
 	}
 }
 
@@ -145,6 +145,9 @@ func (m *Model) LogProbs(seqs [][]int32) ([][]float32, error) { return m.LogProb
 // sampler with that temperature draws from (what PPO's ratio compares); a
 // temperature of 0 or 1 is plain LogProbs.
 func (m *Model) LogProbsT(seqs [][]int32, temperature float32) ([][]float32, error) {
+	if !(temperature >= 0) || math.IsInf(float64(temperature), 0) {
+		return nil, fmt.Errorf("%w: temperature must be finite and >= 0 (0 = none), got %g", ErrOptions, temperature)
+	}
 	for i, s := range seqs {
 		if err := m.checkSeq(s, "sequence", i); err != nil {
 			return nil, err
@@ -193,10 +196,7 @@ func (m *Model) LogProbsT(seqs [][]int32, temperature float32) ([][]float32, err
 		m.Dev.EncoderForward(a.r.x, tokens, pos, m.Param(L.Wte), m.Param(L.Wpe), N, C)
 		m.inferBlocks(a.r, N, &blockCache{B: B, T: T, att: a.att})
 		m.lmHead(a.logits, a.r.x, a.r.ln, a.r.mean, a.r.rstd, N)
-		if temperature > 0 && temperature != 1 {
-			m.Dev.Scale(a.logits, 1/temperature)
-		}
-		m.Dev.LogProbForward(a.logp, a.logits, targets, N, V)
+		kernels.InferLogProb(m.Dev, a.logp, a.logits, targets, N, V, temperature)
 		m.Dev.Download(host, a.logp)
 		for b := 0; b < B; b++ {
 			k := order[lo+b]

@@ -362,3 +362,38 @@ func TestTruncation(t *testing.T) {
 		}
 	}
 }
+
+// TestLogProbsTemperature: LogProbsT at T != 1 is the log-softmax of the full
+// forward's logits divided by T; a negative or NaN temperature is an error.
+func TestLogProbsTemperature(t *testing.T) {
+	cfg := sampleConfig
+	m := randomModel(t, cfg, 14, 0.25)
+	seqs := samplePrompts(rand.New(rand.NewPCG(4, 4)), cfg.VocabSize, 7, 12, 2)
+	V := cfg.VocabSize
+	for _, temp := range []float32{0.6, 1.7} {
+		lps, err := m.LogProbsT(seqs, temp)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, s := range seqs {
+			logits := fullLogits(m, s)
+			for j := 0; j+1 < len(s); j++ {
+				row := logits[j*V : (j+1)*V]
+				mx := slices.Max(row)
+				var sum float64
+				for _, l := range row {
+					sum += math.Exp(float64(l-mx) / float64(temp))
+				}
+				want := float64(row[s[j+1]]-mx)/float64(temp) - math.Log(sum)
+				if d := math.Abs(float64(lps[i][j]) - want); d > 1e-4 {
+					t.Fatalf("T=%g seq %d token %d: %v, want %v", temp, i, j, lps[i][j], want)
+				}
+			}
+		}
+	}
+	for _, temp := range []float32{-1, float32(math.NaN()), float32(math.Inf(1))} {
+		if _, err := m.LogProbsT(seqs, temp); !errors.Is(err, ErrOptions) {
+			t.Errorf("temperature %g: got %v, want ErrOptions", temp, err)
+		}
+	}
+}

@@ -1,0 +1,165 @@
+package kernels
+
+import "fmt"
+
+// Inference-only fused ops (no backward, nothing kept for one): the forward of a
+// transformer block as scoring and KV-cache generation run it. Each is a package
+// function any Device can run: a device implementing the optional interface (the
+// CPU does) fuses it; any other device gets the composition of its primitives.
+
+// inferLinearer fuses InferLinear.
+type inferLinearer interface {
+	inferLinear(out, inp, weight, bias Tensor, N, K, OC int, accumulate, gelu bool)
+}
+
+// InferLinear computes y = inp (N,K) @ weight (K,OC) + bias (OC; may be empty),
+// then y = gelu(y) with gelu, and sets out (N,OC) = y, or adds out += y with
+// accumulate (a residual connection). tmp (N*OC) is scratch for devices without
+// the fused op (it may be empty on the CPU); it must not overlap out or inp.
+func InferLinear(d Device, out, inp, weight, bias, tmp Tensor, N, K, OC int, accumulate, gelu bool) {
+	if f, ok := d.(inferLinearer); ok {
+		f.inferLinear(out, inp, weight, bias, N, K, OC, accumulate, gelu)
+		return
+	}
+	if !accumulate && !gelu {
+		MatmulForward(d, out, inp, weight, bias, N, K, OC)
+		return
+	}
+	t := tmp.Slice(0, N*OC)
+	MatmulForward(d, t, inp, weight, bias, N, K, OC)
+	switch {
+	case accumulate && gelu:
+		d.GeluForward(t, t, N*OC)
+		d.AddInto(out, t)
+	case accumulate:
+		d.AddInto(out, t)
+	default:
+		d.GeluForward(out, t, N*OC)
+	}
+}
+
+// inferPieceTiles and inferPieceWork size the pieces of a few-row product that
+// inferShare hands out: 4 tiles (128 columns) and at least ~1 MFLOP, so a piece
+// costs tens of microseconds against ~1 µs to take it.
+var (
+	inferPieceTiles = 4
+	inferPieceWork  = 1 << 20
+	// inferPieceStatic makes one piece per thread instead (benchmarks compare).
+	inferPieceStatic = false
+	// inferBandsPerThread: bands per thread of a many-row product (each band
+	// is one OpenBLAS call, which packs the whole other operand).
+	inferBandsPerThread = 1
+)
+
+// inferLinear implements inferLinearer. A few rows (a decode step) go to the
+// streaming kernel with the bias and residual folded into its first k-block, on
+// column bands of whole 32-wide tiles, one per thread; more rows go to row
+// bands of gemmSerial with beta = 1 onto the bias (or the residual plus bias),
+// so neither AddBias, AddInto nor the product's own clearing of C makes a
+// pass. GELU runs on each band as soon as its product is done, while it is in
+// cache.
+func (c *CPU) inferLinear(out, inp, weight, bias Tensor, N, K, OC int, accumulate, gelu bool) {
+	need(out, N*OC, "InferLinear out")
+	need(inp, N*K, "InferLinear inp")
+	need(weight, K*OC, "InferLinear weight")
+	var b []float32
+	if !bias.Empty() {
+		need(bias, OC, "InferLinear bias")
+		b = bias.F[:OC]
+	}
+	if N <= 0 || OC <= 0 {
+		return
+	}
+	if K <= 0 {
+		panic(fmt.Errorf("%w: InferLinear K=%d", ErrShape, K))
+	}
+	if accumulate && gelu {
+		// out += gelu(y): the residual cannot seed the product; compute y apart.
+		t := make([]float32, N*OC)
+		c.inferLinear(Host(t), inp, weight, bias, N, K, OC, false, true)
+		c.AddInto(out.Slice(0, N*OC), Host(t))
+		return
+	}
+	o, x, w := out.F, inp.F, weight.F
+	work := 2 * N * K * OC
+	if N <= inferSmallRows && inferSmallOK {
+		// Pieces of inferPieceTiles 32-column tiles (at least ~inferPieceWork
+		// flops each), shared out by inferShare.
+		tiles := (OC + 31) / 32
+		per := max(inferPieceTiles, inferPieceWork/max(1, 2*N*K*32))
+		switch {
+		case c.threads <= 1 || work < gemmSplitWork:
+			per = tiles
+		case inferPieceStatic:
+			per = (tiles + c.threads - 1) / c.threads
+		}
+		pieces := (tiles + per - 1) / per
+		c.inferShare(pieces, func(p int) {
+			j0, j1 := p*per*32, min(OC, (p+1)*per*32)
+			inferSmall(N, j0, j1, K, x, K, w, OC, b, o, OC, accumulate)
+			if gelu {
+				for i := 0; i < N; i++ {
+					inferGelu(o[i*OC+j0 : i*OC+j1])
+				}
+			}
+		})
+		return
+	}
+	// Bands of rows, or of columns for a short wide product, as CPU.gemm splits
+	// (each OpenBLAS call packs all of the other operand).
+	byRows := N >= OC
+	parts := min(c.threads, max(1, work/gemmSplitWork), max(1, max(N, OC)/16))
+	if parts > 1 {
+		parts = min(parts*inferBandsPerThread, max(1, max(N, OC)/64))
+	}
+	c.inferShare(parts, func(p int) {
+		i0, i1, j0, j1 := 0, N, 0, OC
+		if byRows {
+			i0, i1 = bandEdge(N, parts, p), bandEdge(N, parts, p+1)
+		} else {
+			j0, j1 = bandEdge(OC, parts, p), bandEdge(OC, parts, p+1)
+		}
+		beta := float32(1)
+		if b != nil {
+			bb := b[j0:j1]
+			for i := i0; i < i1; i++ {
+				row := o[i*OC+j0 : i*OC+j1]
+				if accumulate {
+					for j, v := range bb {
+						row[j] += v
+					}
+				} else {
+					copy(row, bb)
+				}
+			}
+		} else if !accumulate {
+			beta = 0
+		}
+		gemmSerial(false, false, i1-i0, j1-j0, K, 1, x[i0*K:], K, w[j0:], OC, beta, o[i0*OC+j0:], OC)
+		if gelu {
+			if byRows {
+				inferGelu(o[i0*OC : i1*OC])
+			} else {
+				for i := i0; i < i1; i++ {
+					inferGelu(o[i*OC+j0 : i*OC+j1])
+				}
+			}
+		}
+	})
+}
+
+// inferGelu applies GELU (tanh form, as GeluForward) to x in place.
+func inferGelu(x []float32) {
+	if len(x) == 0 || geluVector(x, x, nil) {
+		return
+	}
+	for i, v := range x {
+		u := geluScale * (v + 0.044715*v*v*v)
+		e := expNeg2Abs(u)
+		s := 1 / (1 + e)
+		if u < 0 {
+			s *= e
+		}
+		x[i] = v * s
+	}
+}

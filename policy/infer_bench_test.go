@@ -1,0 +1,109 @@
+package policy
+
+import (
+	"math/rand/v2"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/troupe-rl/troupe/kernels"
+)
+
+// BenchmarkScoreBenchShape: LogProbs of 8 sequences of 80 tokens (16-token
+// prompts plus 64 new ones), the shape `troupe bench --what score` times.
+func BenchmarkScoreBenchShape(b *testing.B) {
+	m := benchModel(b)
+	rng := rand.New(rand.NewPCG(4, 4))
+	seqs := make([][]int32, 8)
+	for i := range seqs {
+		seqs[i] = randomTokens(rng, 80, m.Config.VocabSize)
+	}
+	if _, err := m.LogProbs(seqs); err != nil {
+		b.Fatal(err)
+	}
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if _, err := m.LogProbs(seqs); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(8*79*b.N)/b.Elapsed().Seconds(), "tokens/s")
+}
+
+// plainDev hides the CPU's optional fused ops (the composed-primitives path).
+type plainDev struct{ kernels.Device }
+
+// BenchmarkScoreFusedVsPlain alternates LogProbs at the bench shape on the CPU
+// device (fused inference ops) and on the same CPU behind plainDev, and reports
+// both medians: an A/B in one process, robust to a busy machine's drift.
+func BenchmarkScoreFusedVsPlain(b *testing.B) {
+	fused := benchModel(b)
+	plain, err := New(fused.Config, plainDev{fused.Dev})
+	if err != nil {
+		b.Fatal(err)
+	}
+	copy(plain.Params.F, fused.Params.F)
+	rng := rand.New(rand.NewPCG(4, 4))
+	seqs := make([][]int32, 8)
+	for i := range seqs {
+		seqs[i] = randomTokens(rng, 80, fused.Config.VocabSize)
+	}
+	var tf, tp []float64
+	for i := 0; i < b.N+1; i++ {
+		for _, m := range []*Model{fused, plain} {
+			t0 := time.Now()
+			if _, err := m.LogProbs(seqs); err != nil {
+				b.Fatal(err)
+			}
+			if i > 0 {
+				if m == fused {
+					tf = append(tf, time.Since(t0).Seconds())
+				} else {
+					tp = append(tp, time.Since(t0).Seconds())
+				}
+			}
+		}
+	}
+	slices.Sort(tf)
+	slices.Sort(tp)
+	b.ReportMetric(632/tf[len(tf)/2], "fused_tokens/s")
+	b.ReportMetric(632/tp[len(tp)/2], "plain_tokens/s")
+}
+
+// BenchmarkGenerateFusedVsPlain alternates Generate at the bench shape (8
+// prompts of 16 tokens, 64 new, T=1) on the CPU device and behind plainDev (the
+// products through Gemm + AddBias + AddInto), reporting both medians.
+func BenchmarkGenerateFusedVsPlain(b *testing.B) {
+	fused := benchModel(b)
+	plain, err := New(fused.Config, plainDev{fused.Dev})
+	if err != nil {
+		b.Fatal(err)
+	}
+	copy(plain.Params.F, fused.Params.F)
+	rng := rand.New(rand.NewPCG(2, 2))
+	prompts := make([][]int32, 8)
+	for i := range prompts {
+		prompts[i] = randomTokens(rng, 16, fused.Config.VocabSize)
+	}
+	opt := SampleOptions{MaxNewTokens: 64, Temperature: 1, Seed: 1}
+	var tf, tp []float64
+	for i := 0; i < b.N+1; i++ {
+		for _, m := range []*Model{fused, plain} {
+			t0 := time.Now()
+			if _, err := m.Generate(prompts, opt); err != nil {
+				b.Fatal(err)
+			}
+			if i > 0 {
+				if m == fused {
+					tf = append(tf, time.Since(t0).Seconds())
+				} else {
+					tp = append(tp, time.Since(t0).Seconds())
+				}
+			}
+		}
+	}
+	slices.Sort(tf)
+	slices.Sort(tp)
+	b.ReportMetric(512/tf[len(tf)/2], "fused_new_tokens/s")
+	b.ReportMetric(512/tp[len(tp)/2], "plain_new_tokens/s")
+}
