@@ -126,6 +126,11 @@ type NATSConfig struct {
 	// key are a client certificate for servers that verify clients. Env
 	// TROUPE_NATS_TLS_CA, TROUPE_NATS_TLS_CERT, TROUPE_NATS_TLS_KEY.
 	TLS TLSConfig `yaml:"tls"`
+	// WeightsDType is how weights travel to generators and evaluators: fp32
+	// (exact; the default, also when empty) or bf16 (half the bytes, each
+	// value rounded to the nearest bfloat16, relative error <= 2^-8; the
+	// learner keeps training its fp32 masters).
+	WeightsDType string `yaml:"weights_dtype"`
 }
 
 // TLSConfig names PEM files for one side of a TLS connection. All empty (the
@@ -595,6 +600,9 @@ func (c RunConfig) Validate() error {
 	}
 	if err := c.NATS.validate(); err != nil {
 		return err
+	}
+	if d := c.NATS.WeightsDType; d != "" && dtypeSize(d) == 0 {
+		return bad("nats.weights_dtype", "%q; allowed values: %s, %s", d, DTypeFP32, DTypeBF16)
 	}
 	return c.Cluster.validate(c.Stage, c.NATS.URL)
 }

@@ -15,6 +15,10 @@ import (
 // ErrNATS is wrapped by every failure to start or reach a NATS server.
 var ErrNATS = errors.New("actors: nats")
 
+// EmbeddedMaxPending is the embedded server's max_pending: the bytes it
+// queues for one client before it disconnects it as a slow consumer.
+const EmbeddedMaxPending = 1 << 30
+
 // tempStores remembers the store directories StartEmbeddedNATS created itself,
 // so that ShutdownNATS can remove them.
 var tempStores sync.Map // *server.Server -> string
@@ -29,6 +33,12 @@ func StartEmbeddedNATS(storeDir string) (*server.Server, string, error) {
 }
 
 func startEmbeddedNATS(storeDir string, log *zerolog.Logger) (*server.Server, string, error) {
+	return startEmbeddedNATSTuned(storeDir, log, nil)
+}
+
+// startEmbeddedNATSTuned is startEmbeddedNATS with tune applied to the
+// server's options last (tests: a fixed port to restart on, small limits).
+func startEmbeddedNATSTuned(storeDir string, log *zerolog.Logger, tune func(*server.Options)) (*server.Server, string, error) {
 	temp := ""
 	if storeDir == "" {
 		d, err := os.MkdirTemp("", "troupe-nats-")
@@ -53,8 +63,19 @@ func startEmbeddedNATS(storeDir string, log *zerolog.Logger) (*server.Server, st
 		StoreDir:   storeDir,
 		NoSigs:     true, // the CLI owns SIGINT/SIGTERM
 		NoLog:      log == nil,
-		// The weights travel in 128 KiB object-store chunks; the default 1 MiB
-		// max_payload is left alone on purpose (it is what an external server has).
+		// The weights travel in chunks under the default 1 MiB max_payload,
+		// left alone on purpose (it is what an external server has).
+		//
+		// The weights fan-out sends a whole version (500 MB for GPT-2 124M)
+		// to every subscriber at once; a subscriber on a busy machine may
+		// fall that far behind. With the default 64 MiB the server would cut
+		// it off as a slow consumer (it then reconnects and fetches the
+		// version from the object store: correct, but slow). An external
+		// server wants the same max_pending.
+		MaxPending: EmbeddedMaxPending,
+	}
+	if tune != nil {
+		tune(opts)
 	}
 	srv, err := server.NewServer(opts)
 	if err != nil {

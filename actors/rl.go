@@ -27,9 +27,10 @@ type RLOptions struct {
 	Job   learner.RLJob
 	Model string // weights name on NATS, default "policy"
 
-	NATSURL     string        // "" = start an embedded nats-server with JetStream
-	NATSDir     string        // JetStream storage for the embedded server, e.g. RUN_DIR/nats
-	NATSOptions []nats.Option // credentials and TLS for NATSURL (NATSConfig.Options)
+	NATSURL      string        // "" = start an embedded nats-server with JetStream
+	NATSDir      string        // JetStream storage for the embedded server, e.g. RUN_DIR/nats
+	NATSOptions  []nats.Option // credentials and TLS for NATSURL (NATSConfig.Options)
+	WeightsDType string        // weights on the wire: "" or "fp32", or "bf16" (nats.weights_dtype)
 
 	// Cluster, when set, lets `troupe worker` processes join the run (see
 	// ClusterConfig; its RunID must be set, e.g. RunIDOf): the learner joins
@@ -210,7 +211,7 @@ func RunRL(ctx context.Context, opt RLOptions) error {
 	}
 	defer nc.Close()
 	setup, cancelSetup := context.WithTimeout(ctx, 30*time.Second)
-	pub, err := NewWeightPublisher(setup, nc, opt.Model)
+	pub, err := NewWeightPublisher(setup, nc, opt.Model, WithWeightsDType(opt.WeightsDType))
 	cancelSetup()
 	if err != nil {
 		return err

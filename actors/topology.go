@@ -96,7 +96,7 @@ func Run(ctx context.Context, opt Options) error {
 	}
 	defer nc.Close()
 	setup, cancelSetup := context.WithTimeout(ctx, 30*time.Second)
-	pub, err := NewWeightPublisher(setup, nc, opt.Model)
+	pub, err := NewWeightPublisher(setup, nc, opt.Model, WithWeightsDType(opt.WeightsDType))
 	cancelSetup()
 	if err != nil {
 		return err

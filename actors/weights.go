@@ -1,17 +1,19 @@
 package actors
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"io"
 	"math"
+	"net"
 	"regexp"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -124,10 +126,33 @@ func lastAnnounce(ctx context.Context, st jetstream.Stream, model string) (*mess
 // WeightPublisher stores and announces one model's weights versions. It is
 // owned by the learner actor (not safe for concurrent use).
 type WeightPublisher struct {
+	nc      *nats.Conn
 	js      jetstream.JetStream
 	obj     jetstream.ObjectStore
 	model   string
-	version int64 // last version published
+	dtype   string // wire encoding, DTypeFP32 (default) or DTypeBF16
+	version int64  // last version published
+	scratch []byte // the bf16 blob, reused across versions
+}
+
+// PublisherOption configures a WeightPublisher.
+type PublisherOption func(*WeightPublisher) error
+
+// WithWeightsDType sets the wire encoding of published versions: DTypeFP32
+// (exact, the default) or DTypeBF16 (half the bytes; every value rounded to
+// the nearest bfloat16, relative error <= 2^-8). Only the copies that travel
+// are rounded: the learner keeps training its fp32 masters.
+func WithWeightsDType(dtype string) PublisherOption {
+	return func(p *WeightPublisher) error {
+		if dtype == "" {
+			dtype = DTypeFP32
+		}
+		if dtypeSize(dtype) == 0 {
+			return fmt.Errorf("%w: weights dtype %q: want %s or %s", ErrWeights, dtype, DTypeFP32, DTypeBF16)
+		}
+		p.dtype = dtype
+		return nil
+	}
 }
 
 // NewWeightPublisher opens the weights store for model. Versions continue
@@ -135,9 +160,15 @@ type WeightPublisher struct {
 // store keeps counting up, so no subscriber ever sees a version go backwards);
 // on a fresh store the first version is 1. Blobs older than the last
 // KeepVersions are deleted.
-func NewWeightPublisher(ctx context.Context, nc *nats.Conn, model string) (*WeightPublisher, error) {
+func NewWeightPublisher(ctx context.Context, nc *nats.Conn, model string, opts ...PublisherOption) (*WeightPublisher, error) {
 	if err := checkModel(model); err != nil {
 		return nil, err
+	}
+	p := &WeightPublisher{nc: nc, model: model, dtype: DTypeFP32}
+	for _, o := range opts {
+		if err := o(p); err != nil {
+			return nil, err
+		}
 	}
 	js, err := jetstream.New(nc)
 	if err != nil {
@@ -147,7 +178,7 @@ func NewWeightPublisher(ctx context.Context, nc *nats.Conn, model string) (*Weig
 	if err != nil {
 		return nil, err
 	}
-	p := &WeightPublisher{js: js, obj: obj, model: model}
+	p.js, p.obj = js, obj
 	last, err := lastAnnounce(ctx, st, model)
 	if err != nil {
 		return nil, err
@@ -177,32 +208,79 @@ func objectName(model string, version int64) string { return fmt.Sprintf("%s.v%d
 // Version is the last version published (0 before the first).
 func (p *WeightPublisher) Version() int64 { return p.version }
 
-// Publish stores w as the next version (taken after step optimizer steps;
-// final marks the run's last one), then announces it, then deletes the blob
-// that falls out of the last KeepVersions.
+// DType is the wire encoding of the published versions.
+func (p *WeightPublisher) DType() string { return p.dtype }
+
+// Publish sends w as the next version (taken after step optimizer steps;
+// final marks the run's last one), then deletes the blob that falls out of
+// the last KeepVersions. In three steps:
+//
+//  1. fan-out: the blob's chunks on core NATS, which every connected
+//     subscriber receives at once (best effort: a subscriber that misses a
+//     chunk fetches the version from step 3's copy instead);
+//  2. the announcement (size, dtype, CRC-32C of the blob) in the
+//     announcement stream: from here on the version number is spent, and
+//     subscribers that hold its chunks hand it over;
+//  3. the durable copy in the object store (at most putMaxPending chunks in
+//     flight), for late joiners and for subscribers that missed chunks,
+//     which wait for it to appear.
+//
+// The announcement goes out before the durable copy so that the copy's time
+// is not on every subscriber's path. Publish returns a nil announcement only
+// when nothing was announced (retrying then sends the same version number
+// again); once announced, the version counts even if the copy or the delete
+// failed (returned with the error): a number handed to subscribers is never
+// reused for other weights.
 func (p *WeightPublisher) Publish(ctx context.Context, step int, final bool, w []float32) (*messages.WeightsAnnounce, error) {
-	blob := EncodeWeights(w)
+	blob := encodeBlob(w, p.dtype, p.scratch)
+	if p.dtype != DTypeFP32 || !littleEndian {
+		p.scratch = blob
+	}
 	v := p.version + 1
 	a := &messages.WeightsAnnounce{
 		Model:   p.model,
 		Version: v,
 		Size:    int64(len(blob)),
-		Sha256:  sha256Hex(blob),
 		Step:    int64(step),
 		Object:  objectName(p.model, v),
 		Final:   final,
 	}
-	if _, err := p.obj.PutBytes(ctx, a.Object, blob); err != nil {
-		return nil, fmt.Errorf("%w: put %s (%d bytes): %v", ErrNATS, a.Object, len(blob), err)
+	crc, ferr := fanOut(ctx, p.nc, p.model, v, p.dtype, blob)
+	if ferr != nil {
+		if ctx.Err() != nil {
+			return nil, ferr
+		}
+		// Subscribers will fetch this version from the store.
+		crc = crc32.Checksum(blob, castagnoli)
 	}
 	data, err := proto.Marshal(a)
 	if err != nil {
 		return nil, fmt.Errorf("%w: announce %s: %v", ErrNATS, a.Object, err)
 	}
-	if _, err := p.js.Publish(ctx, WeightsSubject(p.model), data); err != nil {
+	m := nats.NewMsg(WeightsSubject(p.model))
+	m.Data = data
+	m.Header.Set(hdrCRC, crcHex(crc))
+	m.Header.Set(hdrDType, p.dtype)
+	if ferr == nil {
+		m.Header.Set(hdrFanout, "1")
+	}
+	if _, err := p.js.PublishMsg(ctx, m); err != nil {
 		return nil, fmt.Errorf("%w: announce %s: %v", ErrNATS, a.Object, err)
 	}
 	p.version = v
+	for try := 1; ; try++ {
+		err = putObject(ctx, p.nc, p.js, p.obj, a.Object, blob, putMaxPending)
+		if err == nil {
+			break
+		}
+		if try == putTries || ctx.Err() != nil {
+			return a, fmt.Errorf("%w: put %s (%d bytes; announced, subscribers that missed its chunks skip it): %v", ErrNATS, a.Object, len(blob), err)
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(fetchBackoff << try):
+		}
+	}
 	if old := v - KeepVersions; old >= 1 {
 		// A subscriber still downloading it fails and moves on to a newer one.
 		if err := p.obj.Delete(ctx, objectName(p.model, old)); err != nil && !errors.Is(err, jetstream.ErrObjectNotFound) {
@@ -211,6 +289,9 @@ func (p *WeightPublisher) Publish(ctx context.Context, step int, final bool, w [
 	}
 	return a, nil
 }
+
+// putTries bounds the durable copies tried for one version.
+const putTries = 3
 
 // Weights is one verified version handed to a subscriber's owner.
 type Weights struct {
@@ -221,25 +302,63 @@ type Weights struct {
 }
 
 // WeightSubscriber follows one model's versions: it starts from the latest
-// one announced, then fetches each newer announcement, verifies its size and
-// SHA-256, decodes it and hands it to its owner. Versions handed over only go
-// up; when the owner (or the network) is slower than the learner, it skips to
-// the newest announced version, so the owner sees every version or a newer
-// one.
+// one announced, then takes each newer announcement: from the fan-out's
+// chunks when it received them all, else from the object store; it verifies
+// size and checksum (CRC-32C from the announcement, or SHA-256 for an
+// announcement without one), decodes and hands the version to its owner.
+// Versions handed over only go up; when the owner (or the network) is slower
+// than the learner, it skips to the newest announced version, so the owner
+// sees every version or a newer one.
 type WeightSubscriber struct {
 	model     string
 	obj       jetstream.ObjectStore
 	sub       jetstream.ConsumeContext
+	chunks    *nats.Subscription
+	fan       *fanin
+	joinSeq   uint64 // announcements at or below this stream sequence predate our chunk subscription
 	onWeights func(Weights)
 	log       zerolog.Logger
 
 	mu     sync.Mutex
-	latest *messages.WeightsAnnounce // newest announcement seen
-	wake   chan struct{}             // cap 1: a newer announcement arrived
+	latest *announcement // newest announcement seen
+	wake   chan struct{} // cap 1: a newer announcement arrived
 
 	tried  int64 // newest version fetched or refused (fetch goroutine only)
 	cancel context.CancelFunc
 	done   chan struct{}
+
+	fanned, fetched atomic.Int64 // versions handed over from the fan-out / the object store
+}
+
+// announcement is a WeightsAnnounce with what its message headers say.
+type announcement struct {
+	*messages.WeightsAnnounce
+	crc    uint32 // CRC-32C of the blob, if hasCRC
+	hasCRC bool
+	dtype  string    // DTypeFP32 or DTypeBF16
+	fanout bool      // its chunks went out on the fan-out before it
+	seq    uint64    // stream sequence
+	seen   time.Time // when this subscriber got it
+}
+
+func parseAnnouncement(data []byte, h nats.Header, seq uint64) (*announcement, error) {
+	a := &announcement{WeightsAnnounce: &messages.WeightsAnnounce{}, dtype: DTypeFP32, seq: seq, seen: time.Now()}
+	if err := proto.Unmarshal(data, a.WeightsAnnounce); err != nil {
+		return nil, err
+	}
+	if c := h.Get(hdrCRC); c != "" {
+		if a.crc, a.hasCRC = parseCRC(c); !a.hasCRC {
+			return nil, fmt.Errorf("%w: %s: bad %s header %q", ErrWeights, a.Object, hdrCRC, c)
+		}
+	}
+	if d := h.Get(hdrDType); d != "" {
+		if dtypeSize(d) == 0 {
+			return nil, fmt.Errorf("%w: %s: unknown dtype %q", ErrWeights, a.Object, d)
+		}
+		a.dtype = d
+	}
+	a.fanout = h.Get(hdrFanout) == "1"
+	return a, nil
 }
 
 // SubscribeWeights starts following model's weights on nc. onWeights is called
@@ -260,7 +379,32 @@ func SubscribeWeights(nc *nats.Conn, model string, log zerolog.Logger, onWeights
 	if err != nil {
 		return nil, err
 	}
-	s := &WeightSubscriber{model: model, obj: obj, onWeights: onWeights, log: log, wake: make(chan struct{}, 1), done: make(chan struct{})}
+	s := &WeightSubscriber{model: model, obj: obj, fan: newFanin(), onWeights: onWeights, log: log, wake: make(chan struct{}, 1), done: make(chan struct{})}
+	// The fan-out's chunks first, registered with the server (Flush) before
+	// the stream is read: an announcement stored after that point had its
+	// chunks sent while we listened, unless we joined in the middle of them.
+	s.chunks, err = nc.Subscribe(weightsDataSubject+model, s.fan.onChunk)
+	if err != nil {
+		return nil, fmt.Errorf("%w: subscribe %s: %v", ErrNATS, weightsDataSubject+model, err)
+	}
+	fail := func(err error) (*WeightSubscriber, error) {
+		s.chunks.Unsubscribe()
+		return nil, err
+	}
+	// A chunk handler copies 1 MiB in well under a millisecond, but a busy
+	// machine may still let a burst queue up: let it, rather than drop chunks
+	// (nats.go's default is 64 MiB) and fall back to the store.
+	if err := s.chunks.SetPendingLimits(-1, subBuffer); err != nil {
+		return fail(fmt.Errorf("%w: subscribe %s: %v", ErrNATS, weightsDataSubject+model, err))
+	}
+	if err := nc.FlushWithContext(setup); err != nil {
+		return fail(fmt.Errorf("%w: subscribe %s: %v", ErrNATS, weightsDataSubject+model, err))
+	}
+	if m, err := st.GetLastMsgForSubject(setup, WeightsSubject(model)); err == nil {
+		s.joinSeq = m.Sequence
+	} else if !errors.Is(err, jetstream.ErrMsgNotFound) {
+		return fail(fmt.Errorf("%w: latest %s announcement: %v", ErrNATS, model, err))
+	}
 	// An ordered JetStream consumer on the announcements: the last one stored,
 	// then every later one as the stream stores it, so none falls between
 	// "the latest" and "the next" (a plain subscription plus a read of the
@@ -271,18 +415,22 @@ func SubscribeWeights(nc *nats.Conn, model string, log zerolog.Logger, onWeights
 		DeliverPolicy:  jetstream.DeliverLastPerSubjectPolicy,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("%w: subscribe %s: %v", ErrNATS, WeightsSubject(model), err)
+		return fail(fmt.Errorf("%w: subscribe %s: %v", ErrNATS, WeightsSubject(model), err))
 	}
 	s.sub, err = cons.Consume(func(m jetstream.Msg) {
-		a := &messages.WeightsAnnounce{}
-		if err := proto.Unmarshal(m.Data(), a); err != nil {
+		var seq uint64
+		if md, err := m.Metadata(); err == nil {
+			seq = md.Sequence.Stream
+		}
+		a, err := parseAnnouncement(m.Data(), m.Headers(), seq)
+		if err != nil {
 			s.log.Warn().Err(err).Str("subject", m.Subject()).Msg("weights announcement refused")
 			return
 		}
 		s.offer(a)
 	})
 	if err != nil {
-		return nil, fmt.Errorf("%w: subscribe %s: %v", ErrNATS, WeightsSubject(model), err)
+		return fail(fmt.Errorf("%w: subscribe %s: %v", ErrNATS, WeightsSubject(model), err))
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	s.cancel = cancel
@@ -291,7 +439,7 @@ func SubscribeWeights(nc *nats.Conn, model string, log zerolog.Logger, onWeights
 }
 
 // offer records a if it is newer than anything seen and wakes the fetcher.
-func (s *WeightSubscriber) offer(a *messages.WeightsAnnounce) {
+func (s *WeightSubscriber) offer(a *announcement) {
 	if a.Model != s.model {
 		return
 	}
@@ -307,7 +455,7 @@ func (s *WeightSubscriber) offer(a *messages.WeightsAnnounce) {
 }
 
 // next returns the newest announcement not yet tried, or nil.
-func (s *WeightSubscriber) next() *messages.WeightsAnnounce {
+func (s *WeightSubscriber) next() *announcement {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.latest == nil || s.latest.Version <= s.tried {
@@ -315,6 +463,9 @@ func (s *WeightSubscriber) next() *messages.WeightsAnnounce {
 	}
 	return s.latest
 }
+
+// errSuperseded: a newer version was announced while this one was on its way.
+var errSuperseded = errors.New("a newer version was announced meanwhile")
 
 func (s *WeightSubscriber) run(ctx context.Context) {
 	defer close(s.done)
@@ -325,27 +476,101 @@ func (s *WeightSubscriber) run(ctx context.Context) {
 		case <-s.wake:
 		}
 		for a := s.next(); a != nil; a = s.next() {
-			w, err := s.fetchRetrying(ctx, a)
+			w, fanned, err := s.receive(ctx, a)
 			if ctx.Err() != nil {
 				return
 			}
 			s.tried = a.Version
+			s.fan.done(a.Version)
+			if errors.Is(err, errSuperseded) {
+				s.log.Debug().Str("model", a.Model).Int64("version", a.Version).Msg("weights version skipped for a newer one")
+				continue
+			}
 			if err != nil {
 				s.log.Warn().Err(err).Str("model", a.Model).Int64("version", a.Version).Msg("weights version skipped")
 				continue
+			}
+			if fanned {
+				s.fanned.Add(1)
+			} else {
+				s.fetched.Add(1)
 			}
 			s.onWeights(Weights{Version: a.Version, Step: int(a.Step), Final: a.Final, Data: w})
 		}
 	}
 }
 
+// Received is how many versions this subscriber handed over from the fan-out
+// and how many it fetched from the object store.
+func (s *WeightSubscriber) Received() (fanout, store int64) {
+	return s.fanned.Load(), s.fetched.Load()
+}
+
+// receive gets a's values: from the fan-out when a's chunks went out while
+// this subscriber listened and all arrived intact, else from the store.
+func (s *WeightSubscriber) receive(ctx context.Context, a *announcement) ([]float32, bool, error) {
+	if a.fanout && a.seq > s.joinSeq {
+		w, err := s.awaitFanout(ctx, a)
+		if err == nil || ctx.Err() != nil || errors.Is(err, errSuperseded) {
+			return w, err == nil, err
+		}
+		s.log.Debug().Err(err).Str("model", a.Model).Int64("version", a.Version).Msg("weights fan-out missed; fetching from the object store")
+	}
+	w, err := s.fetchRetrying(ctx, a)
+	return w, false, err
+}
+
+// awaitFanout waits for a's chunks: all of them, or a sign that some are lost
+// (a gap, no progress for fanoutStall, a newer version's chunks).
+func (s *WeightSubscriber) awaitFanout(ctx context.Context, a *announcement) ([]float32, error) {
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		asm, failed := s.fan.state(a.Version, a.seen)
+		if asm != nil {
+			return s.verifyAssembly(a, asm)
+		}
+		if failed {
+			if s.newest() > a.Version {
+				return nil, errSuperseded
+			}
+			return nil, fmt.Errorf("%w: %s: chunks lost on the fan-out", ErrNATS, a.Object)
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-s.fan.signal:
+		case <-tick.C:
+		}
+	}
+}
+
+// verifyAssembly checks a blob received whole over the fan-out (its CRC-32C
+// was computed as the chunks arrived) and decodes it.
+func (s *WeightSubscriber) verifyAssembly(a *announcement, asm *assembly) ([]float32, error) {
+	if int64(asm.total) != a.Size || asm.dtype != a.dtype {
+		return nil, fmt.Errorf("%w: %s: fan-out sent %d bytes of %s, announced %d of %s", ErrWeights, a.Object, asm.total, asm.dtype, a.Size, a.dtype)
+	}
+	switch {
+	case a.hasCRC && asm.crc != a.crc:
+		return nil, fmt.Errorf("%w: %s: fan-out crc32c %s, announced %s", ErrWeights, a.Object, crcHex(asm.crc), crcHex(a.crc))
+	case !a.hasCRC && sha256Hex(asm.buf) != a.Sha256:
+		return nil, fmt.Errorf("%w: %s: fan-out blob does not match the announced sha256", ErrWeights, a.Object)
+	}
+	w, err := decodeBlob(asm.buf, a.dtype, blobValues(asm.buf))
+	if err == nil && a.dtype != DTypeFP32 {
+		s.fan.reuse(asm.buf)
+	}
+	return w, err
+}
+
 // fetchRetrying retries transient failures (not refusals, and not when a
 // newer version has been announced meanwhile).
-func (s *WeightSubscriber) fetchRetrying(ctx context.Context, a *messages.WeightsAnnounce) ([]float32, error) {
+func (s *WeightSubscriber) fetchRetrying(ctx context.Context, a *announcement) ([]float32, error) {
 	var err error
 	for try := 0; try < fetchRetries; try++ {
 		var w []float32
-		if w, err = s.fetch(ctx, a); err == nil || errors.Is(err, ErrWeights) {
+		if w, err = s.fetch(ctx, a); err == nil || errors.Is(err, ErrWeights) || errors.Is(err, errSuperseded) {
 			return w, err
 		}
 		if n := s.next(); n != nil && n.Version > a.Version {
@@ -360,6 +585,10 @@ func (s *WeightSubscriber) fetchRetrying(ctx context.Context, a *messages.Weight
 	return nil, err
 }
 
+// objectPoll is how often a fetch looks again for an object that is
+// announced but not stored yet (the publisher stores it after announcing).
+const objectPoll = 50 * time.Millisecond
+
 // fetch downloads a's blob and verifies it against the announcement.
 //
 // The object store's reader blocks until its context's deadline and ignores
@@ -368,12 +597,29 @@ func (s *WeightSubscriber) fetchRetrying(ctx context.Context, a *messages.Weight
 // deadline is always readPoll away, and fetchReader gives up on a cancelled
 // context, on a blob that newer versions have pushed out of the store, or on
 // stallTimeout without data.
-func (s *WeightSubscriber) fetch(ctx context.Context, a *messages.WeightsAnnounce) ([]float32, error) {
+func (s *WeightSubscriber) fetch(ctx context.Context, a *announcement) ([]float32, error) {
 	ctx, cancel := context.WithTimeout(ctx, fetchTimeout)
 	defer cancel()
-	res, err := s.obj.Get(pollCtx{ctx}, a.Object)
-	if err != nil {
-		return nil, fmt.Errorf("%w: get %s: %v", ErrNATS, a.Object, err)
+	var res jetstream.ObjectResult
+	for {
+		var err error
+		res, err = s.obj.Get(pollCtx{ctx}, a.Object)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, jetstream.ErrObjectNotFound) || ctx.Err() != nil {
+			return nil, fmt.Errorf("%w: get %s: %v", ErrNATS, a.Object, err)
+		}
+		// Announced, not stored yet; or never will be if its put failed,
+		// which a newer version tells.
+		if s.newest() > a.Version {
+			return nil, errSuperseded
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("%w: get %s: %v", ErrNATS, a.Object, err)
+		case <-time.After(objectPoll):
+		}
 	}
 	defer res.Close() // also unblocks the store's chunk writer if we gave up
 	info, err := res.Info()
@@ -383,18 +629,63 @@ func (s *WeightSubscriber) fetch(ctx context.Context, a *messages.WeightsAnnounc
 	if int64(info.Size) != a.Size {
 		return nil, fmt.Errorf("%w: %s: stored %d bytes, announced %d", ErrWeights, a.Object, info.Size, a.Size)
 	}
-	buf := bytes.NewBuffer(make([]byte, 0, info.Size))
+	// Straight into the buffer handed over (fp32 on a little-endian machine).
+	var values []float32
+	var blob []byte
+	if a.dtype == DTypeFP32 && littleEndian && a.Size%4 == 0 {
+		values = make([]float32, a.Size/4)
+		blob = float32Bytes(values)
+	} else {
+		blob = make([]byte, a.Size)
+	}
 	fr := &fetchReader{ctx: ctx, r: res, last: time.Now(), gone: func() bool {
 		n := s.newest()
 		return n >= a.Version+KeepVersions
 	}}
-	if _, err := buf.ReadFrom(fr); err != nil {
-		if errors.Is(err, jetstream.ErrDigestMismatch) {
-			return nil, fmt.Errorf("%w: %s: object store digest mismatch", ErrWeights, a.Object)
+	if _, err := io.ReadFull(fr, blob); err == nil {
+		// Read to the end: the object store checks its SHA-256 digest there.
+		var tail [1]byte
+		var n int
+		if n, err = io.ReadFull(fr, tail[:]); err == io.EOF {
+			err = nil
+		} else if err == nil && n > 0 {
+			return nil, fmt.Errorf("%w: %s: more than the %d bytes announced", ErrWeights, a.Object, a.Size)
 		}
-		return nil, fmt.Errorf("%w: get %s: %v", ErrNATS, a.Object, err)
+		if err != nil {
+			return nil, fetchErr(a, err)
+		}
+	} else {
+		return nil, fetchErr(a, err)
 	}
-	return VerifyWeights(a, buf.Bytes())
+	if err := verifyBlob(a, blob); err != nil {
+		return nil, err
+	}
+	return decodeBlob(blob, a.dtype, values)
+}
+
+func fetchErr(a *announcement, err error) error {
+	if errors.Is(err, jetstream.ErrDigestMismatch) {
+		return fmt.Errorf("%w: %s: object store digest mismatch", ErrWeights, a.Object)
+	}
+	return fmt.Errorf("%w: get %s: %v", ErrNATS, a.Object, err)
+}
+
+// verifyBlob checks blob's size and checksum against a: its CRC-32C when the
+// announcement carries one, else its SHA-256.
+func verifyBlob(a *announcement, blob []byte) error {
+	if int64(len(blob)) != a.Size {
+		return fmt.Errorf("%w: %s: %d bytes, announced %d", ErrWeights, a.Object, len(blob), a.Size)
+	}
+	if a.hasCRC {
+		if got := crc32.Checksum(blob, castagnoli); got != a.crc {
+			return fmt.Errorf("%w: %s: crc32c %s, announced %s", ErrWeights, a.Object, crcHex(got), crcHex(a.crc))
+		}
+		return nil
+	}
+	if got := sha256Hex(blob); got != a.Sha256 {
+		return fmt.Errorf("%w: %s: sha256 %s, announced %s", ErrWeights, a.Object, got, a.Sha256)
+	}
+	return nil
 }
 
 // newest is the newest version announced so far (0 = none).
@@ -443,6 +734,12 @@ func (f *fetchReader) Read(p []byte) (int, error) {
 			return 0, fmt.Errorf("no data for %v", stallTimeout)
 		}
 		n, err := f.r.Read(p)
+		var ne net.Error
+		if n == 0 && errors.As(err, &ne) && ne.Timeout() && f.ctx.Err() == nil {
+			// readPoll passed without data: nats.go means to return (0, nil)
+			// here but hands back the pipe's timeout.
+			continue
+		}
 		if n > 0 || err != nil {
 			f.last = time.Now()
 			return n, err
@@ -450,14 +747,11 @@ func (f *fetchReader) Read(p []byte) (int, error) {
 	}
 }
 
-// VerifyWeights checks blob against its announcement (size, then SHA-256) and
-// decodes it.
+// VerifyWeights checks an fp32 blob against its announcement (size, then
+// SHA-256) and decodes it.
 func VerifyWeights(a *messages.WeightsAnnounce, blob []byte) ([]float32, error) {
-	if int64(len(blob)) != a.Size {
-		return nil, fmt.Errorf("%w: %s: %d bytes, announced %d", ErrWeights, a.Object, len(blob), a.Size)
-	}
-	if got := sha256Hex(blob); got != a.Sha256 {
-		return nil, fmt.Errorf("%w: %s: sha256 %s, announced %s", ErrWeights, a.Object, got, a.Sha256)
+	if err := verifyBlob(&announcement{WeightsAnnounce: a, dtype: DTypeFP32}, blob); err != nil {
+		return nil, err
 	}
 	return DecodeWeights(blob)
 }
@@ -467,5 +761,6 @@ func VerifyWeights(a *messages.WeightsAnnounce, blob []byte) ([]float32, error) 
 func (s *WeightSubscriber) Stop() {
 	s.cancel()
 	s.sub.Stop()
+	s.chunks.Unsubscribe()
 	<-s.done
 }

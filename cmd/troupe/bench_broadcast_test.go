@@ -30,12 +30,19 @@ func TestBenchBroadcast(t *testing.T) {
 			t.Errorf("%s: got %v, want %v", key, got, want)
 		}
 	}
-	for _, key := range []string{"broadcast_ms_min", "broadcast_ms_median", "copy_ms_min", "copy_ms_median", "ratio", "broadcast_gb_per_s", "copy_gb_per_s"} {
+	for _, key := range []string{"broadcast_ms_min", "broadcast_ms_median", "copy_ms_min", "copy_ms_median", "ratio", "broadcast_gb_per_s", "copy_gb_per_s",
+		"bf16_broadcast_ms_median", "bf16_ratio", "cpu_s_per_version_median", "copy_cpu_s_median", "deliveries_store", "slow_consumers"} {
 		if v, ok := line[key].(float64); !ok || v < 0 {
 			t.Errorf("%s: got %v, want a number >= 0", key, line[key])
 		}
 	}
-	for _, want := range []string{"publish -> all 2 hold v+1", "one copy, loopback TCP", "broadcast / copy (medians):"} {
+	// 2 subscribers x 4 versions x 2 dtypes, every one delivered once: the
+	// fan-out carries them unless the machine stalls a subscriber for
+	// seconds (then the object store does).
+	if f, st := line["deliveries_fanout"].(float64), line["deliveries_store"].(float64); f+st != 16 || f == 0 {
+		t.Errorf("deliveries: %v from the fan-out, %v from the store; want 16 in all, most from the fan-out", f, st)
+	}
+	for _, want := range []string{"publish -> all 2 hold v+1", "bf16 wire", "CPU per fp32 version", "one copy, loopback TCP", "broadcast / copy (medians):"} {
 		if !strings.Contains(table.String(), want) {
 			t.Errorf("table lacks %q:\n%s", want, table.String())
 		}
