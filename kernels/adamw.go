@@ -13,6 +13,12 @@ import (
 //
 // step counts from 1. One parallel loop over the flat buffers.
 func (c *CPU) AdamW(params, grads, m, v Tensor, step int, lr, beta1, beta2, eps, weightDecay float32) {
+	c.adamWScaled(params, grads, m, v, 1, step, lr, beta1, beta2, eps, weightDecay)
+}
+
+// adamWScaled is AdamW after grads *= gscale (in place), in the same pass: the
+// gradient clipping and the update read the gradients once.
+func (c *CPU) adamWScaled(params, grads, m, v Tensor, gscale float32, step int, lr, beta1, beta2, eps, weightDecay float32) {
 	n := params.N
 	if grads.N != n || m.N != n || v.N != n || step < 1 {
 		panic(fmt.Errorf("%w: AdamW on params %d, grads %d, m %d, v %d values at step %d",
@@ -24,11 +30,15 @@ func (c *CPU) AdamW(params, grads, m, v Tensor, step int, lr, beta1, beta2, eps,
 	bc2 := float32(1 - math.Pow(float64(beta2), float64(step)))
 	p, g, mm, vv := params.F[:n], grads.F[:n], m.F[:n], v.F[:n]
 	c.parallelFor(n, 20, func(lo, hi int) {
-		if adamwVector(p[lo:hi], g[lo:hi], mm[lo:hi], vv[lo:hi], lr, beta1, beta2, eps, weightDecay, 1/bc1, 1/bc2) {
+		if adamwVector(p[lo:hi], g[lo:hi], mm[lo:hi], vv[lo:hi], lr, beta1, beta2, eps, weightDecay, 1/bc1, 1/bc2, gscale) {
 			return
 		}
 		for i := lo; i < hi; i++ {
 			gi := g[i]
+			if gscale != 1 {
+				gi *= gscale
+				g[i] = gi
+			}
 			mi := beta1*mm[i] + (1-beta1)*gi
 			vi := beta2*vv[i] + (1-beta2)*gi*gi
 			mm[i], vv[i] = mi, vi

@@ -3,6 +3,7 @@ package kernels
 import (
 	"fmt"
 	"math"
+	"sync"
 )
 
 // attnBlock is the query-row block of the causal attention products: block
@@ -23,6 +24,8 @@ func (c *CPU) AttentionForward(out, att, qkv Tensor, B, T, C, NH int) {
 	hs, C3 := C/NH, 3*C
 	scale := float32(1 / math.Sqrt(float64(hs)))
 	c.parallelFor(B*NH, 2*T*T*hs, func(lo, hi int) {
+		kt := getScratch(hs * (T + 15) / 16 * 16)
+		defer putScratch(kt)
 		for bh := lo; bh < hi; bh++ {
 			b, h := bh/NH, bh%NH
 			q := qkv.F[b*T*C3+h*hs:]
@@ -30,6 +33,9 @@ func (c *CPU) AttentionForward(out, att, qkv Tensor, B, T, C, NH int) {
 			v := qkv.F[b*T*C3+2*C+h*hs:]
 			a := att.F[bh*T*T : (bh+1)*T*T]
 			o := out.F[b*T*C+h*hs:]
+			if attentionForwardVector(q, k, v, C3, o, C, a, T, hs, scale, *kt) {
+				continue
+			}
 			for i0 := 0; i0 < T; i0 += attnBlock {
 				i1 := min(T, i0+attnBlock)
 				// a[i0:i1, 0:i1] = scale * q[i0:i1] @ k[0:i1]^T
@@ -87,7 +93,11 @@ func (c *CPU) AttentionBackward(dqkv, dout, qkv, att Tensor, B, T, C, NH int) {
 	hs, C3 := C/NH, 3*C
 	scale := float32(1 / math.Sqrt(float64(hs)))
 	c.parallelFor(B*NH, 4*T*T*hs, func(lo, hi int) {
-		dp := make([]float32, T*T) // datt, then dpre in place: this goroutine's scratch
+		sp := getScratch(T * T) // datt, then dpre in place: this goroutine's scratch
+		defer putScratch(sp)
+		dp := *sp
+		vt := getScratch(hs * (T + 15) / 16 * 16)
+		defer putScratch(vt)
 		for bh := lo; bh < hi; bh++ {
 			b, h := bh/NH, bh%NH
 			base := b*T*C3 + h*hs
@@ -95,6 +105,9 @@ func (c *CPU) AttentionBackward(dqkv, dout, qkv, att Tensor, B, T, C, NH int) {
 			dq, dk, dv := dqkv.F[base:], dqkv.F[base+C:], dqkv.F[base+2*C:]
 			a := att.F[bh*T*T : (bh+1)*T*T]
 			do := dout.F[b*T*C+h*hs:]
+			if attentionBackwardVector(q, k, v, C3, dq, dk, dv, do, C, a, T, hs, scale, *vt, dp) {
+				continue
+			}
 			for i0 := 0; i0 < T; i0 += attnBlock {
 				i1 := min(T, i0+attnBlock)
 				// dp[i0:i1, 0:i1] = do[i0:i1] @ v[0:i1]^T
@@ -104,6 +117,10 @@ func (c *CPU) AttentionBackward(dqkv, dout, qkv, att Tensor, B, T, C, NH int) {
 			}
 			for t := 0; t < T; t++ {
 				ar, dr := a[t*T:t*T+t+1], dp[t*T:(t+1)*T]
+				if dsoftmaxVector(dr[:t+1], ar, scale) {
+					clear(dr[t+1:])
+					continue
+				}
 				var s float32
 				for j, p := range ar {
 					s += p * dr[j]
@@ -130,3 +147,21 @@ func checkAttention(B, T, C, NH int) {
 		panic(fmt.Errorf("%w: attention B=%d T=%d C=%d NH=%d (NH must divide C)", ErrShape, B, T, C, NH))
 	}
 }
+
+// scratchPool holds the attention backward's (T,T) scratch between calls: a
+// fresh 256 KiB slice per goroutine per layer was zeroed by the allocator on
+// every call and churned the heap.
+var scratchPool sync.Pool
+
+// getScratch returns a pooled slice of at least n floats (contents undefined).
+func getScratch(n int) *[]float32 {
+	if p, ok := scratchPool.Get().(*[]float32); ok && cap(*p) >= n {
+		*p = (*p)[:n]
+		return p
+	}
+	s := make([]float32, n)
+	return &s
+}
+
+// putScratch returns a slice from getScratch to the pool.
+func putScratch(p *[]float32) { scratchPool.Put(p) }

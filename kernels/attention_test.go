@@ -5,8 +5,9 @@ import (
 	"testing"
 )
 
-// attnShapes are (B, T, C, NH): odd sizes, a T above the attention block, GPT small.
-var attnShapes = [][4]int{{1, 1, 4, 1}, {2, 7, 36, 3}, {3, 70, 24, 2}, {1, 130, 36, 3}}
+// attnShapes are (B, T, C, NH): odd sizes, a T above the attention block, GPT
+// small's head size 64 at T=256.
+var attnShapes = [][4]int{{1, 1, 4, 1}, {2, 7, 36, 3}, {3, 70, 24, 2}, {1, 130, 36, 3}, {1, 256, 128, 2}}
 
 func TestAttention(t *testing.T) {
 	rng := newRNG(9)

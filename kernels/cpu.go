@@ -165,6 +165,10 @@ func (c *CPU) SumSquares(t Tensor) float64 {
 	c.parallelFor(nb, 2*sumSquaresBlock, func(lo, hi int) {
 		for b := lo; b < hi; b++ {
 			x := f[b*sumSquaresBlock : min(len(f), (b+1)*sumSquaresBlock)]
+			if s, ok := sumSquaresVector(x); ok {
+				partial[b] = s
+				continue
+			}
 			// float32 accumulators over a 4096-value block lose at most ~1e-4 relative,
 			// four of them keep the adds independent; the blocks add up in float64.
 			var s0, s1, s2, s3 float64
@@ -213,7 +217,8 @@ func (c *CPU) BiasBackward(dbias, dout Tensor, N, OC int) {
 	d, db := dout.F, dbias.F[:OC]
 	c.parallelFor(OC, N, func(lo, hi int) {
 		acc := make([]float32, hi-lo)
-		for i := 0; i < N; i++ {
+		vec := colSumVector(acc, d[lo:], N, hi-lo, OC)
+		for i := 0; i < N && !vec; i++ {
 			row := d[i*OC+lo : i*OC+hi]
 			for j, x := range row {
 				acc[j] += x

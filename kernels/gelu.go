@@ -28,14 +28,23 @@ func (c *CPU) GeluForward(out, inp Tensor, n int) {
 }
 
 // GeluBackward implements Device: dinp (n) += gelu'(inp) * dout. dinp may alias dout.
-func (c *CPU) GeluBackward(dinp, inp, dout Tensor, n int) {
+func (c *CPU) GeluBackward(dinp, inp, dout Tensor, n int) { c.geluBackward(dinp, inp, dout, n, true) }
+
+// geluBackwardSet is GeluBackward that overwrites: dinp (n) = gelu'(inp) * dout,
+// with no need to zero dinp first; dinp may alias dout.
+func (c *CPU) geluBackwardSet(dinp, inp, dout Tensor, n int) {
+	c.geluBackward(dinp, inp, dout, n, false)
+}
+
+// geluBackward adds into dinp (acc) or overwrites it.
+func (c *CPU) geluBackward(dinp, inp, dout Tensor, n int, acc bool) {
 	need(dinp, n, "GeluBackward dinp")
 	need(inp, n, "GeluBackward inp")
 	need(dout, n, "GeluBackward dout")
 	dx, x, dy := dinp.F[:n], inp.F[:n], dout.F[:n]
 	c.parallelFor(n, 40, func(lo, hi int) {
 		dxx, xx, dyy := dx[lo:hi], x[lo:hi], dy[lo:hi]
-		if geluVector(dxx, xx, dyy) {
+		if geluVectorAcc(dxx, xx, dyy, acc) {
 			return
 		}
 		for i, v := range xx {
@@ -49,7 +58,11 @@ func (c *CPU) GeluBackward(dinp, inp, dout Tensor, n int) {
 				s, sc = sc, s
 			}
 			du := geluScale * (1 + 3*0.044715*v*v)
-			dxx[i] += (s + 2*v*s*sc*du) * dyy[i]
+			g := (s + 2*v*s*sc*du) * dyy[i]
+			if acc {
+				g += dxx[i]
+			}
+			dxx[i] = g
 		}
 	})
 }

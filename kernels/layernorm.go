@@ -18,6 +18,16 @@ func (c *CPU) LayerNormForward(out, mean, rstd, inp, weight, bias Tensor, N, C i
 	}
 	w, b := weight.F[:C], bias.F[:C]
 	c.parallelFor(N, 8*C, func(lo, hi int) {
+		var pm, pr []float32
+		if !mean.Empty() {
+			pm = mean.F[lo:hi]
+		}
+		if !rstd.Empty() {
+			pr = rstd.F[lo:hi]
+		}
+		if layerNormForwardVector(out.F[lo*C:hi*C], pm, pr, inp.F[lo*C:hi*C], w, b, hi-lo, C, eps) {
+			return
+		}
 		for i := lo; i < hi; i++ {
 			x := inp.F[i*C : i*C+C]
 			// Two passes (mean, then variance about it): the one-pass E[x^2]-E[x]^2
@@ -61,6 +71,10 @@ func (c *CPU) LayerNormBackward(dinp, dweight, dbias, dout, inp, weight, mean, r
 		need(dinp, N*C, "LayerNormBackward dinp")
 		w := weight.F[:C]
 		c.parallelFor(N, 10*C, func(lo, hi int) {
+			if layerNormBackwardInputVector(dinp.F[lo*C:hi*C], dout.F[lo*C:hi*C], inp.F[lo*C:hi*C], w,
+				mean.F[lo:hi], rstd.F[lo:hi], hi-lo, C) {
+				return
+			}
 			for i := lo; i < hi; i++ {
 				x, dy, dx := inp.F[i*C:i*C+C], dout.F[i*C:i*C+C], dinp.F[i*C:i*C+C]
 				m, r := mean.F[i], rstd.F[i]
@@ -92,7 +106,8 @@ func (c *CPU) LayerNormBackward(dinp, dweight, dbias, dout, inp, weight, mean, r
 	c.parallelFor(C, 4*N, func(lo, hi int) {
 		dw := make([]float32, hi-lo)
 		db := make([]float32, hi-lo)
-		for i := 0; i < N; i++ {
+		vec := layerNormBackwardParamsVector(dw, db, dout.F[lo:], inp.F[lo:], mean.F[:N], rstd.F[:N], N, hi-lo, C)
+		for i := 0; i < N && !vec; i++ {
 			x, dy := inp.F[i*C+lo:i*C+hi], dout.F[i*C+lo:i*C+hi]
 			m, r := mean.F[i], rstd.F[i]
 			for j, v := range x {

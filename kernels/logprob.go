@@ -14,6 +14,9 @@ func (c *CPU) LogProbForward(logp, logits Tensor, targets []int32, N, V int) {
 	need(logits, N*V, "LogProbForward logits")
 	checkTargets(targets, N, V)
 	c.parallelFor(N, 20*V, func(lo, hi int) {
+		if logProbVector(logp.F[lo:hi], logits.F[lo*V:hi*V], targets[lo:hi], hi-lo, V) {
+			return
+		}
 		for i := lo; i < hi; i++ {
 			x := logits.F[i*V : i*V+V]
 			mx, lse := logSumExp(x)
@@ -32,6 +35,9 @@ func (c *CPU) LogProbBackward(dlogits, logits Tensor, targets []int32, dlogp []f
 		panic(fmt.Errorf("%w: LogProbBackward has %d dlogp for N=%d", ErrShape, len(dlogp), N))
 	}
 	c.parallelFor(N, 25*V, func(lo, hi int) {
+		if logProbBackwardVector(dlogits.F[lo*V:hi*V], logits.F[lo*V:hi*V], targets[lo:hi], dlogp[lo:hi], hi-lo, V) {
+			return
+		}
 		for i := lo; i < hi; i++ {
 			g := dlogp[i]
 			if g == 0 {

@@ -7,6 +7,10 @@ import "math"
 // MatmulForward: out (N,OC) = inp (N,C) @ weight (C,OC) + bias (OC).
 // weight is stored [in, out] as Hugging Face's Conv1D stores it; bias may be empty.
 func MatmulForward(d Device, out, inp, weight, bias Tensor, N, C, OC int) {
+	if f, ok := d.(biasMatmuler); ok && !bias.Empty() {
+		f.matmulBiasForward(out, inp, weight, bias, N, C, OC)
+		return
+	}
 	d.Gemm(false, false, N, OC, C, 1, inp, C, weight, OC, 0, out, OC)
 	if !bias.Empty() {
 		d.AddBias(out, bias, N, OC)

@@ -1,6 +1,9 @@
 package kernels
 
-import "testing"
+import (
+	"math"
+	"testing"
+)
 
 // BenchmarkGPTSmallStep runs the op sequence of one training step of GPT config
 // "small" (V512 T256 L6 H6 d384 B8) with random weights: encoder, 6 blocks
@@ -41,7 +44,7 @@ func BenchmarkGPTSmallStep(b *testing.B) {
 			d.Alloc(N * C), d.Alloc(N * C), d.Alloc(N * C), d.Alloc(N), d.Alloc(N), d.Alloc(N * 4 * C), d.Alloc(N * 4 * C)}
 	}
 	x0, out, lnf, mf, rf, logits, losses := d.Alloc(N*C), d.Alloc(N*C), d.Alloc(N*C), d.Alloc(N), d.Alloc(N), d.Alloc(N*V), d.Alloc(N)
-	dres, dtmp, dln, dqkv, datty, dfch, dlogits := d.Alloc(N*C), d.Alloc(N*C), d.Alloc(N*C), d.Alloc(N*3*C), d.Alloc(N*C), d.Alloc(N*4*C), d.Alloc(N*V)
+	dres, dln, dqkv, datty, dfch, dlogits := d.Alloc(N*C), d.Alloc(N*C), d.Alloc(N*3*C), d.Alloc(N*C), d.Alloc(N*4*C), d.Alloc(N*V)
 	tokens, targets, pos := randTokens(rng, N, V), randTokens(rng, N, V), make([]int32, N)
 	for i := range pos {
 		pos[i] = int32(i % T)
@@ -58,44 +61,35 @@ func BenchmarkGPTSmallStep(b *testing.B) {
 			d.LayerNormForward(a.ln1, a.m1, a.r1, a.res, w.ln1w, w.ln1b, N, C, 1e-5)
 			MatmulForward(d, a.qkv, a.ln1, w.qkvw, w.qkvb, N, C, 3*C)
 			d.AttentionForward(a.atty, a.att, a.qkv, B, T, C, NH)
-			MatmulForward(d, dtmp, a.atty, w.projw, w.projb, N, C, C)
-			d.Add(a.res2, a.res, dtmp)
+			MatmulForwardResidual(d, a.res2, a.atty, w.projw, w.projb, a.res, N, C, C)
 			d.LayerNormForward(a.ln2, a.m2, a.r2, a.res2, w.ln2w, w.ln2b, N, C, 1e-5)
 			MatmulForward(d, a.fch, a.ln2, w.fcw, w.fcb, N, C, 4*C)
 			d.GeluForward(a.fchg, a.fch, N*4*C)
-			MatmulForward(d, dtmp, a.fchg, w.fc2w, w.fc2b, N, 4*C, C)
-			d.Add(out, a.res2, dtmp)
+			MatmulForwardResidual(d, out, a.fchg, w.fc2w, w.fc2b, a.res2, N, 4*C, C)
 			x = out
 		}
 		d.LayerNormForward(lnf, mf, rf, x, lnfw, lnfb, N, C, 1e-5)
 		MatmulTransForward(d, logits, lnf, wte, N, C, V)
-		CrossEntropyForward(d, losses, logits, targets, nil, N, V)
+		CrossEntropyForwardBackward(d, losses, dlogits, logits, targets, nil, 1, N, V)
 
-		d.Zero(dlogits)
-		CrossEntropyBackward(d, dlogits, logits, targets, nil, 1, N, V)
-		d.Zero(dln)
-		MatmulTransBackward(d, dln, dwte, dlogits, lnf, wte, N, C, V)
+		MatmulTransBackwardOverwrite(d, dln, dwte, dlogits, lnf, wte, N, C, V)
 		d.Zero(dres)
 		d.LayerNormBackward(dres, dlnfw, dlnfb, dln, x, lnfw, mf, rf, N, C)
 		for l := L - 1; l >= 0; l-- {
 			w, g, a := ws[l], gs[l], as[l]
-			d.Zero(dfch)
-			MatmulBackward(d, dfch, g.fc2w, g.fc2b, dres, a.fchg, w.fc2w, N, 4*C, C)
-			d.GeluBackward(dfch, a.fch, dfch, N*4*C)
-			d.Zero(dln)
-			MatmulBackward(d, dln, g.fcw, g.fcb, dfch, a.ln2, w.fcw, N, C, 4*C)
+			MatmulBackwardOverwrite(d, dfch, g.fc2w, g.fc2b, dres, a.fchg, w.fc2w, N, 4*C, C)
+			GeluBackwardOverwrite(d, dfch, a.fch, dfch, N*4*C) // in place on the CPU
+			MatmulBackwardOverwrite(d, dln, g.fcw, g.fcb, dfch, a.ln2, w.fcw, N, C, 4*C)
 			d.LayerNormBackward(dres, g.ln2w, g.ln2b, dln, a.res2, w.ln2w, a.m2, a.r2, N, C)
-			d.Zero(datty)
-			MatmulBackward(d, datty, g.projw, g.projb, dres, a.atty, w.projw, N, C, C)
+			MatmulBackwardOverwrite(d, datty, g.projw, g.projb, dres, a.atty, w.projw, N, C, C)
 			d.Zero(dqkv)
 			d.AttentionBackward(dqkv, datty, a.qkv, a.att, B, T, C, NH)
-			d.Zero(dln)
-			MatmulBackward(d, dln, g.qkvw, g.qkvb, dqkv, a.ln1, w.qkvw, N, C, 3*C)
+			MatmulBackwardOverwrite(d, dln, g.qkvw, g.qkvb, dqkv, a.ln1, w.qkvw, N, C, 3*C)
 			d.LayerNormBackward(dres, g.ln1w, g.ln1b, dln, a.res, w.ln1w, a.m1, a.r1, N, C)
 		}
 		d.EncoderBackward(dwte, dwpe, dres, tokens, pos, N, C)
-		ClipGradNorm(d, gAll, 1)
-		d.AdamW(pAll, gAll, mAll, vAll, it+1, 1e-3, 0.9, 0.95, 1e-8, 0.1)
+		norm := math.Sqrt(d.SumSquares(gAll))
+		AdamWScaled(d, pAll, gAll, mAll, vAll, float32(min(1, 1/(norm+1e-6))), it+1, 1e-3, 0.9, 0.95, 1e-8, 0.1)
 	}
 	step(0) // warm up: first touches of the buffers
 	b.ResetTimer()

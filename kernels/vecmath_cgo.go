@@ -38,8 +38,9 @@ static __attribute__((target("avx512f"))) void troupe_gelu_fwd(float *out, const
 	}
 }
 
-// dinp += (s + 0.5 x sech2 c (1 + 3k x^2)) * dout.
-static __attribute__((target("avx512f"))) void troupe_gelu_bwd(float *dinp, const float *x, const float *dout, long n) {
+// dinp += (s + 0.5 x sech2 c (1 + 3k x^2)) * dout, or = without acc (then
+// dinp may alias dout).
+static __attribute__((target("avx512f"))) void troupe_gelu_bwd(float *dinp, const float *x, const float *dout, long n, int acc) {
 	const __m512 c = _mm512_set1_ps(TROUPE_GELU_C), k = _mm512_set1_ps(0.044715f);
 	const __m512 k3 = _mm512_set1_ps(3 * 0.044715f);
 	const __m512 half = _mm512_set1_ps(0.5f), one = _mm512_set1_ps(1.0f);
@@ -52,7 +53,7 @@ static __attribute__((target("avx512f"))) void troupe_gelu_bwd(float *dinp, cons
 		__m512 s = troupe_gelu_s(_mm512_mul_ps(c, _mm512_fmadd_ps(_mm512_mul_ps(k, v2), v, v)), &sech2);
 		__m512 du = _mm512_mul_ps(c, _mm512_fmadd_ps(k3, v2, one));
 		__m512 g = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_mul_ps(half, v), sech2), du, s);
-		__m512 d = _mm512_maskz_loadu_ps(m, dinp + i);
+		__m512 d = acc ? _mm512_maskz_loadu_ps(m, dinp + i) : _mm512_setzero_ps();
 		_mm512_mask_storeu_ps(dinp + i, m, _mm512_fmadd_ps(g, _mm512_maskz_loadu_ps(m, dout + i), d));
 	}
 }
@@ -84,9 +85,10 @@ static __attribute__((target("avx512f"))) void troupe_softmax(float *x, long n) 
 }
 
 // One AdamW step over n values (see (*CPU).AdamW for the formula); the bias
-// corrections come in as 1/bc1 and 1/bc2.
-static __attribute__((target("avx512f"))) void troupe_adamw(float *p, const float *g, float *mm, float *vv, long n,
-		float lr, float beta1, float beta2, float eps, float wd, float ibc1, float ibc2) {
+// corrections come in as 1/bc1 and 1/bc2. With gscale != 1 the gradients are
+// first multiplied by gscale in place (gradient clipping folded into the pass).
+static __attribute__((target("avx512f"))) void troupe_adamw(float *p, float *g, float *mm, float *vv, long n,
+		float lr, float beta1, float beta2, float eps, float wd, float ibc1, float ibc2, float gscale) {
 	const __m512 b1 = _mm512_set1_ps(beta1), b2 = _mm512_set1_ps(beta2);
 	const __m512 c1 = _mm512_set1_ps(1 - beta1), c2 = _mm512_set1_ps(1 - beta2);
 	const __m512 vlr = _mm512_set1_ps(lr), veps = _mm512_set1_ps(eps), vwd = _mm512_set1_ps(wd);
@@ -95,6 +97,10 @@ static __attribute__((target("avx512f"))) void troupe_adamw(float *p, const floa
 		long w = n - i;
 		__mmask16 k = w >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << w) - 1);
 		__m512 gi = _mm512_maskz_loadu_ps(k, g + i);
+		if (gscale != 1.0f) {
+			gi = _mm512_mul_ps(gi, _mm512_set1_ps(gscale));
+			_mm512_mask_storeu_ps(g + i, k, gi);
+		}
 		__m512 mi = _mm512_fmadd_ps(b1, _mm512_maskz_loadu_ps(k, mm + i), _mm512_mul_ps(c1, gi));
 		__m512 vi = _mm512_fmadd_ps(b2, _mm512_maskz_loadu_ps(k, vv + i), _mm512_mul_ps(c2, _mm512_mul_ps(gi, gi)));
 		_mm512_mask_storeu_ps(mm + i, k, mi);
@@ -110,9 +116,12 @@ import "C"
 
 import "unsafe"
 
-// geluVector runs GELU forward (dout == nil) or backward on [lo,hi) with the
-// AVX-512 kernels; false when the CPU lacks AVX-512.
-func geluVector(out, x, dout []float32) bool {
+// geluVector runs GELU forward (dout == nil) or backward (adding into out) on
+// [lo,hi) with the AVX-512 kernels; false when the CPU lacks AVX-512.
+func geluVector(out, x, dout []float32) bool { return geluVectorAcc(out, x, dout, true) }
+
+// geluVectorAcc is geluVector; without acc the backward overwrites out.
+func geluVectorAcc(out, x, dout []float32, acc bool) bool {
 	if !hasAVX512 || len(x) == 0 {
 		return hasAVX512
 	}
@@ -120,8 +129,12 @@ func geluVector(out, x, dout []float32) bool {
 	if dout == nil {
 		C.troupe_gelu_fwd((*C.float)(unsafe.Pointer(&out[0])), (*C.float)(unsafe.Pointer(&x[0])), n)
 	} else {
+		a := C.int(0)
+		if acc {
+			a = 1
+		}
 		C.troupe_gelu_bwd((*C.float)(unsafe.Pointer(&out[0])), (*C.float)(unsafe.Pointer(&x[0])),
-			(*C.float)(unsafe.Pointer(&dout[0])), n)
+			(*C.float)(unsafe.Pointer(&dout[0])), n, a)
 	}
 	return true
 }
@@ -137,13 +150,14 @@ func softmaxVector(x []float32) bool {
 }
 
 // adamwVector is one AdamW step over [lo,hi) with the AVX-512 kernel; ibc1 and
-// ibc2 are the reciprocal bias corrections. False when the CPU lacks AVX-512.
-func adamwVector(p, g, m, v []float32, lr, beta1, beta2, eps, wd, ibc1, ibc2 float32) bool {
+// ibc2 are the reciprocal bias corrections, gscale multiplies the gradients in
+// place first. False when the CPU lacks AVX-512.
+func adamwVector(p, g, m, v []float32, lr, beta1, beta2, eps, wd, ibc1, ibc2, gscale float32) bool {
 	if !hasAVX512 || len(p) == 0 {
 		return hasAVX512
 	}
 	f := func(s []float32) *C.float { return (*C.float)(unsafe.Pointer(&s[0])) }
 	C.troupe_adamw(f(p), f(g), f(m), f(v), C.long(len(p)), C.float(lr), C.float(beta1), C.float(beta2),
-		C.float(eps), C.float(wd), C.float(ibc1), C.float(ibc2))
+		C.float(eps), C.float(wd), C.float(ibc1), C.float(ibc2), C.float(gscale))
 	return true
 }

@@ -11,8 +11,10 @@ func gemmSmall(transA, transB bool, m, n, k int, alpha float32, a []float32, lda
 
 func geluVector(out, x, dout []float32) bool { return false }
 
+func geluVectorAcc(out, x, dout []float32, acc bool) bool { return false }
+
 func softmaxVector(x []float32) bool { return false }
 
-func adamwVector(p, g, m, v []float32, lr, beta1, beta2, eps, wd, ibc1, ibc2 float32) bool {
+func adamwVector(p, g, m, v []float32, lr, beta1, beta2, eps, wd, ibc1, ibc2, gscale float32) bool {
 	return false
 }

@@ -37,8 +37,7 @@ func (m *Model) BackwardLogits(dlogits kernels.Tensor) {
 	if dlogits.N != N*V {
 		panic(fmt.Errorf("%w: dlogits has %d values, want %d", kernels.ErrShape, dlogits.N, N*V))
 	}
-	m.Dev.Zero(a.dln)
-	kernels.MatmulTransBackward(m.Dev, a.dln, m.Grad(m.Layout.Wte), dlogits, a.lnf, m.Param(m.Layout.Wte), N, C, V)
+	kernels.MatmulTransBackwardOverwrite(m.Dev, a.dln, m.Grad(m.Layout.Wte), dlogits, a.lnf, m.Param(m.Layout.Wte), N, C, V)
 	m.backwardFromHidden(a.dln)
 }
 
@@ -77,20 +76,17 @@ func (m *Model) backwardFromHidden(dlnf kernels.Tensor) {
 			resIn = a.layers[l-1].res3
 		}
 		// MLP: res3 = res2 + c_proj(gelu(c_fc(ln_2(res2))))
-		d.Zero(a.dfchGelu)
-		kernels.MatmulBackward(d, a.dfchGelu, m.Grad(lp.FcProjW), m.Grad(lp.FcProjB), a.dres, la.fchGelu, m.Param(lp.FcProjW), N, 4*C, C)
-		d.Zero(a.dfch)
-		d.GeluBackward(a.dfch, la.fch, a.dfchGelu, N*4*C)
-		d.Zero(a.dln)
-		kernels.MatmulBackward(d, a.dln, m.Grad(lp.FcW), m.Grad(lp.FcB), a.dfch, la.ln2, m.Param(lp.FcW), N, C, 4*C)
+		kernels.MatmulBackwardOverwrite(d, a.dfchGelu, m.Grad(lp.FcProjW), m.Grad(lp.FcProjB), a.dres, la.fchGelu, m.Param(lp.FcProjW), N, 4*C, C)
+		kernels.GeluBackwardOverwrite(d, a.dfch, la.fch, a.dfchGelu, N*4*C)
+		kernels.MatmulBackwardOverwrite(d, a.dln, m.Grad(lp.FcW), m.Grad(lp.FcB), a.dfch, la.ln2, m.Param(lp.FcW), N, C, 4*C)
 		d.LayerNormBackward(a.dres, m.Grad(lp.Ln2W), m.Grad(lp.Ln2B), a.dln, la.res2, m.Param(lp.Ln2W), la.ln2Mean, la.ln2Rstd, N, C)
 		// Attention: res2 = resIn + c_proj(attn(c_attn(ln_1(resIn))))
-		d.Zero(a.dln) // as d(atty)
-		kernels.MatmulBackward(d, a.dln, m.Grad(lp.AttnProjW), m.Grad(lp.AttnProjB), a.dres, la.atty, m.Param(lp.AttnProjW), N, C, C)
+		// a.dln as d(atty), overwritten
+		kernels.MatmulBackwardOverwrite(d, a.dln, m.Grad(lp.AttnProjW), m.Grad(lp.AttnProjB), a.dres, la.atty, m.Param(lp.AttnProjW), N, C, C)
 		d.Zero(a.dqkv)
 		d.AttentionBackward(a.dqkv, a.dln, la.qkv, la.att, B, T, C, NH)
-		d.Zero(a.dln) // as d(ln1)
-		kernels.MatmulBackward(d, a.dln, m.Grad(lp.AttnW), m.Grad(lp.AttnB), a.dqkv, la.ln1, m.Param(lp.AttnW), N, C, 3*C)
+		// a.dln as d(ln1), overwritten
+		kernels.MatmulBackwardOverwrite(d, a.dln, m.Grad(lp.AttnW), m.Grad(lp.AttnB), a.dqkv, la.ln1, m.Param(lp.AttnW), N, C, 3*C)
 		d.LayerNormBackward(a.dres, m.Grad(lp.Ln1W), m.Grad(lp.Ln1B), a.dln, resIn, m.Param(lp.Ln1W), la.ln1Mean, la.ln1Rstd, N, C)
 	}
 	d.EncoderBackward(m.Grad(L.Wte), m.Grad(L.Wpe), a.dres, a.tokens, a.pos, N, C)

@@ -43,6 +43,37 @@ func BenchmarkTrainStepSmall(b *testing.B) {
 	b.ReportMetric(float64(B*T*b.N)/b.Elapsed().Seconds(), "tokens/s")
 }
 
+// BenchmarkTrainStepGPT2: one step at the 124M shape (V50257, L12, H12, d768)
+// on B=4, T=256, as `troupe bench --config gpt2` runs it.
+func BenchmarkTrainStepGPT2(b *testing.B) {
+	cfg, err := NamedConfig("gpt2")
+	if err != nil {
+		b.Fatal(err)
+	}
+	cfg.MaxSeqLen = 256
+	m, err := New(cfg, kernels.NewCPU(runtime.GOMAXPROCS(0)))
+	if err != nil {
+		b.Fatal(err)
+	}
+	m.Init(1)
+	B, T := 4, 256
+	rng := rand.New(rand.NewPCG(1, 1))
+	x := randomTokens(rng, B*T, m.Config.VocabSize)
+	y := randomTokens(rng, B*T, m.Config.VocabSize)
+	opt := NewAdamW(m, DefaultAdamWConfig())
+	step := func() {
+		m.ZeroGrad()
+		m.LossAndBackward(x, y, nil, B, T)
+		opt.Update(m, opt.Config.LR)
+	}
+	step() // allocations
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		step()
+	}
+	b.ReportMetric(float64(B*T*b.N)/b.Elapsed().Seconds(), "tokens/s")
+}
+
 // BenchmarkGenerateSmall: 8 prompts of 16 tokens, 64 new tokens each, T=1.
 func BenchmarkGenerateSmall(b *testing.B) {
 	m := benchModel(b)

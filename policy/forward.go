@@ -157,13 +157,11 @@ func (m *Model) ForwardHidden(tokens []int32, B, T int) kernels.Tensor {
 		d.LayerNormForward(la.ln1, la.ln1Mean, la.ln1Rstd, res, m.Param(lp.Ln1W), m.Param(lp.Ln1B), N, C, cfg.LayerNormEps)
 		kernels.MatmulForward(d, la.qkv, la.ln1, m.Param(lp.AttnW), m.Param(lp.AttnB), N, C, 3*C)
 		d.AttentionForward(la.atty, la.att, la.qkv, B, T, C, NH)
-		kernels.MatmulForward(d, la.res2, la.atty, m.Param(lp.AttnProjW), m.Param(lp.AttnProjB), N, C, C)
-		d.AddInto(la.res2, res)
+		kernels.MatmulForwardResidual(d, la.res2, la.atty, m.Param(lp.AttnProjW), m.Param(lp.AttnProjB), res, N, C, C)
 		d.LayerNormForward(la.ln2, la.ln2Mean, la.ln2Rstd, la.res2, m.Param(lp.Ln2W), m.Param(lp.Ln2B), N, C, cfg.LayerNormEps)
 		kernels.MatmulForward(d, la.fch, la.ln2, m.Param(lp.FcW), m.Param(lp.FcB), N, C, 4*C)
 		d.GeluForward(la.fchGelu, la.fch, N*4*C)
-		kernels.MatmulForward(d, la.res3, la.fchGelu, m.Param(lp.FcProjW), m.Param(lp.FcProjB), N, 4*C, C)
-		d.AddInto(la.res3, la.res2)
+		kernels.MatmulForwardResidual(d, la.res3, la.fchGelu, m.Param(lp.FcProjW), m.Param(lp.FcProjB), la.res2, N, 4*C, C)
 		res = la.res3
 	}
 	d.LayerNormForward(a.lnf, a.lnfMean, a.lnfRstd, res, m.Param(L.LnfW), m.Param(L.LnfB), N, C, cfg.LayerNormEps)

@@ -15,9 +15,8 @@ func (m *Model) LossAndBackward(tokens, targets []int32, mask []float32, B, T in
 	a, d := m.train, m.Dev
 	N, V := B*T, m.Config.VocabSize
 	m.checkTargets(targets, mask, N)
-	loss := kernels.CrossEntropyForward(d, a.losses, logits, targets, mask, N, V)
-	d.Zero(a.dlogits)
-	kernels.CrossEntropyBackward(d, a.dlogits, logits, targets, mask, 1, N, V)
+	// One pass per row: the losses and dlogits (overwritten, no zeroing).
+	loss := kernels.CrossEntropyForwardBackward(d, a.losses, a.dlogits, logits, targets, mask, 1, N, V)
 	m.BackwardLogits(a.dlogits)
 	return loss
 }

@@ -1,0 +1,204 @@
+package kernels
+
+import (
+	"fmt"
+	"math"
+	"testing"
+)
+
+// unfusedDevice hides the CPU's fused ops (only the Device methods are promoted),
+// so the package functions take their composed fallback: both paths are tested
+// against the references.
+type unfusedDevice struct{ Device }
+
+// fusedDevices are the CPU devices of forDevices plus their plain wrappers.
+func fusedDevices(t *testing.T, fn func(t *testing.T, d Device)) {
+	for _, c := range devices() {
+		for _, plain := range []bool{false, true} {
+			var d Device = c
+			if plain {
+				d = unfusedDevice{c}
+			}
+			t.Run(fmt.Sprintf("threads=%d/plain=%v", c.Threads(), plain), func(t *testing.T) { fn(t, d) })
+		}
+	}
+}
+
+func TestMatmulFused(t *testing.T) {
+	rng := newRNG(50)
+	fusedDevices(t, func(t *testing.T, d Device) {
+		for _, s := range [][3]int{{1, 1, 1}, {7, 36, 53}, {300, 37, 129}, {64, 384, 1152}} {
+			N, C, OC := s[0], s[1], s[2]
+			inp, w, b, res := randn(rng, N*C, 1), randn(rng, C*OC, 1), randn(rng, OC, 1), randn(rng, N*OC, 1)
+			tol := 1e-4 * float64(max(C, N, OC))
+			// Forward with bias (the CPU folds it into the product) and with a residual.
+			out, want := randn(rng, N*OC, 1), make([]float32, N*OC) // out garbage: overwritten
+			MatmulForward(d, Host(out), Host(inp), Host(w), Host(b), N, C, OC)
+			refGemm(false, false, N, OC, C, 1, inp, C, w, OC, 0, want, OC)
+			refAddBias(want, b, N, OC)
+			closeTo(t, fmt.Sprintf("MatmulForward %v", s), out, want, tol, 1e-4)
+			for _, bias := range []Tensor{Host(b), {}} {
+				out = randn(rng, N*OC, 1)
+				MatmulForwardResidual(d, Host(out), Host(inp), Host(w), bias, Host(res), N, C, OC)
+				refGemm(false, false, N, OC, C, 1, inp, C, w, OC, 0, want, OC)
+				if !bias.Empty() {
+					refAddBias(want, b, N, OC)
+				}
+				for i := range want {
+					want[i] += res[i]
+				}
+				closeTo(t, fmt.Sprintf("MatmulForwardResidual %v bias=%v", s, !bias.Empty()), out, want, tol, 1e-4)
+			}
+
+			// Backward that overwrites dinp (garbage before) and still adds into dweight, dbias.
+			dout := randn(rng, N*OC, 1)
+			dinp, dw, db := randn(rng, N*C, 1), randn(rng, C*OC, 1), randn(rng, OC, 1)
+			dinpW, dwW, dbW := make([]float32, N*C), clone(dw), clone(db)
+			MatmulBackwardOverwrite(d, Host(dinp), Host(dw), Host(db), Host(dout), Host(inp), Host(w), N, C, OC)
+			refGemm(false, true, N, C, OC, 1, dout, OC, w, OC, 0, dinpW, C)
+			refGemm(true, false, C, OC, N, 1, inp, C, dout, OC, 1, dwW, OC)
+			refBiasBackward(dbW, dout, N, OC)
+			closeTo(t, "MatmulBackwardOverwrite dinp", dinp, dinpW, tol, 1e-4)
+			closeTo(t, "MatmulBackwardOverwrite dweight", dw, dwW, tol, 1e-4)
+			closeTo(t, "MatmulBackwardOverwrite dbias", db, dbW, tol, 1e-4)
+
+			wt := randn(rng, OC*C, 1)
+			dinp, dwt := randn(rng, N*C, 1), randn(rng, OC*C, 1)
+			dwtW := clone(dwt)
+			MatmulTransBackwardOverwrite(d, Host(dinp), Host(dwt), Host(dout), Host(inp), Host(wt), N, C, OC)
+			refGemm(false, false, N, C, OC, 1, dout, OC, wt, C, 0, dinpW, C)
+			refGemm(true, false, OC, C, N, 1, dout, OC, inp, C, 1, dwtW, C)
+			closeTo(t, "MatmulTransBackwardOverwrite dinp", dinp, dinpW, tol, 1e-4)
+			closeTo(t, "MatmulTransBackwardOverwrite dweight", dwt, dwtW, tol, 1e-4)
+		}
+	})
+}
+
+func TestGeluBackwardOverwrite(t *testing.T) {
+	rng := newRNG(51)
+	fusedDevices(t, func(t *testing.T, d Device) {
+		for _, n := range []int{1, 17, 100003} {
+			x, dout := randn(rng, n, 2), randn(rng, n, 1)
+			dinp, want := randn(rng, n, 1), make([]float32, n) // dinp garbage: overwritten
+			GeluBackwardOverwrite(d, Host(dinp), Host(x), Host(dout), n)
+			refGeluBackward(want, x, dout, n)
+			closeTo(t, fmt.Sprintf("GeluBackwardOverwrite n=%d", n), dinp, want, 1e-5, 1e-4)
+		}
+	})
+	// In place on the CPU: dinp aliasing dout.
+	x, dout := randn(rng, 1000, 2), randn(rng, 1000, 1)
+	want := make([]float32, 1000)
+	refGeluBackward(want, x, dout, 1000)
+	GeluBackwardOverwrite(NewCPU(2), Host(dout), Host(x), Host(dout), 1000)
+	closeTo(t, "GeluBackwardOverwrite in place", dout, want, 1e-5, 1e-4)
+}
+
+func TestCrossEntropyForwardBackward(t *testing.T) {
+	rng := newRNG(52)
+	fusedDevices(t, func(t *testing.T, d Device) {
+		for _, s := range [][2]int{{1, 1}, {9, 53}, {300, 512}, {2, 50257}} {
+			N, V := s[0], s[1]
+			logits := randn(rng, N*V, 3)
+			logits[0] += 100 // a large logit: max-subtraction must keep this finite
+			tg := randTokens(rng, N, V)
+			for _, mask := range [][]float32{nil, make([]float32, N), randMask(rng, N)} {
+				const dloss = 1.7
+				// Reference: per-token log-probs and the gradient through LogProbBackward.
+				lp := make([]float32, N)
+				refLogProbForward(lp, logits, tg, N, V)
+				var sum, wsum float64
+				dlogp := make([]float32, N)
+				for i := range lp {
+					w := 1.0
+					if mask != nil {
+						w = float64(mask[i])
+					}
+					sum -= w * float64(lp[i])
+					wsum += w
+				}
+				wantLoss := 0.0
+				if wsum > 0 {
+					wantLoss = sum / wsum
+					for i := range dlogp {
+						w := float32(1)
+						if mask != nil {
+							w = mask[i]
+						}
+						dlogp[i] = -dloss * w / float32(wsum)
+					}
+				}
+				wantD := make([]float32, N*V)
+				refLogProbBackward(wantD, logits, tg, dlogp, N, V)
+
+				losses, dl := d.Alloc(N), Host(randn(rng, N*V, 1)) // dl garbage: overwritten
+				loss := CrossEntropyForwardBackward(d, losses, dl, Host(logits), tg, mask, dloss, N, V)
+				what := fmt.Sprintf("CrossEntropyForwardBackward %v mask=%v", s, mask != nil)
+				if math.Abs(float64(loss)-wantLoss) > 1e-4*math.Max(1, math.Abs(wantLoss)) {
+					t.Fatalf("%s: loss %v, want %v", what, loss, wantLoss)
+				}
+				for i := range lp {
+					lp[i] = -lp[i]
+				}
+				closeTo(t, what+" losses", losses.F, lp, 1e-4, 1e-5)
+				closeTo(t, what+" dlogits", dl.F, wantD, 1e-6, 1e-5)
+			}
+		}
+	})
+}
+
+// randMask is a mask of N weights in [0,1] with some zeros.
+func randMask(rng interface{ Float64() float64 }, N int) []float32 {
+	m := make([]float32, N)
+	for i := range m {
+		if v := rng.Float64(); v > 0.2 {
+			m[i] = float32(v)
+		}
+	}
+	return m
+}
+
+func TestGradCrossEntropyForwardBackward(t *testing.T) {
+	rng := newRNG(53)
+	d := NewCPU(2)
+	N, V := 7, 53
+	logits := randn(rng, N*V, 2)
+	tg := randTokens(rng, N, V)
+	losses, dl := d.Alloc(N), d.Alloc(N*V)
+	for _, mask := range [][]float32{nil, {1, 0, 1, 0.5, 0, 1, 1}} {
+		const dloss = 1.7
+		f := func() float64 {
+			return dloss * float64(CrossEntropyForward(d, losses, Host(logits), tg, mask, N, V))
+		}
+		CrossEntropyForwardBackward(d, losses, dl, Host(logits), tg, mask, dloss, N, V)
+		an := clone(dl.F)
+		gradCheck(t, "CrossEntropyForwardBackward dlogits", logits, an, f, rng, fdEps, 2*fdCoords)
+		for i := 0; i < N; i++ {
+			j := i*V + int(tg[i])
+			gradCheck(t, "CrossEntropyForwardBackward dlogits target", logits[j:j+1], an[j:j+1], f, rng, fdEps, 1)
+		}
+	}
+}
+
+func TestAdamWScaled(t *testing.T) {
+	rng := newRNG(54)
+	fusedDevices(t, func(t *testing.T, d Device) {
+		n := 10007
+		p, g := randn(rng, n, 1), randn(rng, n, 1)
+		m, v := make([]float32, n), make([]float32, n)
+		pW, gW, mW, vW := clone(p), clone(g), clone(m), clone(v)
+		for step := 1; step <= 3; step++ {
+			gs := float32(0.25 * float64(step)) // 0.25, 0.5, 0.75; and 1 below
+			AdamWScaled(d, Host(p), Host(g), Host(m), Host(v), gs, step, 1e-3, 0.9, 0.95, 1e-8, 0.1)
+			for i := range gW {
+				gW[i] *= gs
+			}
+			refAdamW(pW, gW, mW, vW, step, 1e-3, 0.9, 0.95, 1e-8, 0.1)
+			closeTo(t, "AdamWScaled grads (left scaled)", g, gW, 1e-7, 1e-6)
+		}
+		AdamWScaled(d, Host(p), Host(g), Host(m), Host(v), 1, 4, 1e-3, 0.9, 0.95, 1e-8, 0.1)
+		refAdamW(pW, gW, mW, vW, 4, 1e-3, 0.9, 0.95, 1e-8, 0.1)
+		closeTo(t, "AdamWScaled params", p, pW, 1e-6, 1e-5)
+		closeTo(t, "AdamWScaled m", m, mW, 1e-7, 1e-5)
+		closeTo(t, "AdamWScaled v", v, vW, 1e-7, 1e-5)
+	})
+}

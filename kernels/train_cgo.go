@@ -1,0 +1,455 @@
+//go:build cgo && !purego
+
+package kernels
+
+/*
+#cgo CFLAGS: -O3
+#include <immintrin.h>
+#include <math.h>
+
+// AVX-512 kernels for the non-matmul passes of a training step. In scalar Go
+// (the compiler does not vectorise) LayerNorm, the bias gradient, the
+// attention's softmax backward and the cross-entropy took about a fifth of a
+// step of config "small"; each of these is one streaming pass at memory speed.
+// The Go loops in the callers stay as the fallback (pure Go, no AVX-512).
+
+extern __m512 _ZGVeN16v_expf(__m512 x);
+
+#define TROUPE_MASK(w) ((w) >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (w)) - 1))
+
+// LayerNorm forward over `rows` rows of C values; mean and rstd may be NULL.
+// Two passes over each row (mean, then variance about it), as the Go loop does.
+static __attribute__((target("avx512f"))) void troupe_ln_fwd(float *out, float *mean, float *rstd,
+		const float *inp, const float *w, const float *b, long rows, long C, float eps) {
+	for (long i = 0; i < rows; i++) {
+		const float *x = inp + i * C;
+		float *o = out + i * C;
+		__m512 s = _mm512_setzero_ps();
+		for (long j = 0; j < C; j += 16) {
+			s = _mm512_add_ps(s, _mm512_maskz_loadu_ps(TROUPE_MASK(C - j), x + j));
+		}
+		float mu = _mm512_reduce_add_ps(s) / (float)C;
+		__m512 vm = _mm512_set1_ps(mu);
+		__m512 ss = _mm512_setzero_ps();
+		for (long j = 0; j < C; j += 16) {
+			__mmask16 m = TROUPE_MASK(C - j);
+			__m512 d = _mm512_maskz_sub_ps(m, _mm512_maskz_loadu_ps(m, x + j), vm);
+			ss = _mm512_fmadd_ps(d, d, ss);
+		}
+		float r = (float)(1.0 / sqrt((double)(_mm512_reduce_add_ps(ss) / (float)C + eps)));
+		__m512 vr = _mm512_set1_ps(r);
+		for (long j = 0; j < C; j += 16) {
+			__mmask16 m = TROUPE_MASK(C - j);
+			__m512 n = _mm512_mul_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, x + j), vm), vr);
+			__m512 y = _mm512_fmadd_ps(n, _mm512_maskz_loadu_ps(m, w + j), _mm512_maskz_loadu_ps(m, b + j));
+			_mm512_mask_storeu_ps(o + j, m, y);
+		}
+		if (mean) mean[i] = mu;
+		if (rstd) rstd[i] = r;
+	}
+}
+
+// LayerNorm backward, the input gradient over `rows` rows:
+// dx += r * (w*dy - mean(w*dy) - n*mean(w*dy*n)), n = (x-m)*r.
+static __attribute__((target("avx512f"))) void troupe_ln_bwd_dx(float *dinp, const float *dout, const float *inp,
+		const float *w, const float *mean, const float *rstd, long rows, long C) {
+	for (long i = 0; i < rows; i++) {
+		const float *x = inp + i * C, *dy = dout + i * C;
+		float *dx = dinp + i * C;
+		__m512 vm = _mm512_set1_ps(mean[i]), vr = _mm512_set1_ps(rstd[i]);
+		__m512 dm = _mm512_setzero_ps(), dnm = _mm512_setzero_ps();
+		for (long j = 0; j < C; j += 16) {
+			__mmask16 m = TROUPE_MASK(C - j);
+			__m512 dn = _mm512_mul_ps(_mm512_maskz_loadu_ps(m, w + j), _mm512_maskz_loadu_ps(m, dy + j));
+			__m512 n = _mm512_mul_ps(_mm512_maskz_sub_ps(m, _mm512_maskz_loadu_ps(m, x + j), vm), vr);
+			dm = _mm512_add_ps(dm, dn);
+			dnm = _mm512_fmadd_ps(dn, n, dnm);
+		}
+		__m512 vdm = _mm512_set1_ps(_mm512_reduce_add_ps(dm) / (float)C);
+		__m512 vdnm = _mm512_set1_ps(_mm512_reduce_add_ps(dnm) / (float)C);
+		for (long j = 0; j < C; j += 16) {
+			__mmask16 m = TROUPE_MASK(C - j);
+			__m512 dn = _mm512_mul_ps(_mm512_maskz_loadu_ps(m, w + j), _mm512_maskz_loadu_ps(m, dy + j));
+			__m512 n = _mm512_mul_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, x + j), vm), vr);
+			__m512 g = _mm512_mul_ps(_mm512_fnmadd_ps(n, vdnm, _mm512_sub_ps(dn, vdm)), vr);
+			_mm512_mask_storeu_ps(dx + j, m, _mm512_add_ps(_mm512_maskz_loadu_ps(m, dx + j), g));
+		}
+	}
+}
+
+// LayerNorm backward, the parameter gradients of one column band: over `rows`
+// rows, dw[j] += n_ij*dy_ij and db[j] += dy_ij for j < width; dout and inp
+// point at the band's first column of row 0, rows are ld apart.
+static __attribute__((target("avx512f"))) void troupe_ln_bwd_dw(float *dw, float *db, const float *dout,
+		const float *inp, const float *mean, const float *rstd, long rows, long width, long ld) {
+	for (long i = 0; i < rows; i++) {
+		const float *x = inp + i * ld, *dy = dout + i * ld;
+		__m512 vm = _mm512_set1_ps(mean[i]), vr = _mm512_set1_ps(rstd[i]);
+		for (long j = 0; j < width; j += 16) {
+			__mmask16 m = TROUPE_MASK(width - j);
+			__m512 g = _mm512_maskz_loadu_ps(m, dy + j);
+			__m512 n = _mm512_mul_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, x + j), vm), vr);
+			_mm512_mask_storeu_ps(dw + j, m, _mm512_fmadd_ps(n, g, _mm512_maskz_loadu_ps(m, dw + j)));
+			_mm512_mask_storeu_ps(db + j, m, _mm512_add_ps(g, _mm512_maskz_loadu_ps(m, db + j)));
+		}
+	}
+}
+
+// acc[j] += sum over `rows` rows of d[i*ld + j], j < width (the bias gradient).
+static __attribute__((target("avx512f"))) void troupe_colsum(float *acc, const float *d, long rows, long width, long ld) {
+	for (long i = 0; i < rows; i++) {
+		const float *r = d + i * ld;
+		for (long j = 0; j < width; j += 16) {
+			__mmask16 m = TROUPE_MASK(width - j);
+			_mm512_mask_storeu_ps(acc + j, m, _mm512_add_ps(_mm512_maskz_loadu_ps(m, acc + j), _mm512_maskz_loadu_ps(m, r + j)));
+		}
+	}
+}
+
+// The attention's softmax backward on one row of n weights p and their
+// gradient dp (in place): dp = p * (dp - sum(p*dp)) * scale.
+static __attribute__((target("avx512f"))) void troupe_dsoftmax(float *dp, const float *p, long n, float scale) {
+	__m512 s = _mm512_setzero_ps();
+	for (long j = 0; j < n; j += 16) {
+		__mmask16 m = TROUPE_MASK(n - j);
+		s = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, p + j), _mm512_maskz_loadu_ps(m, dp + j), s);
+	}
+	__m512 vs = _mm512_set1_ps(_mm512_reduce_add_ps(s)), vsc = _mm512_set1_ps(scale);
+	for (long j = 0; j < n; j += 16) {
+		__mmask16 m = TROUPE_MASK(n - j);
+		__m512 g = _mm512_sub_ps(_mm512_maskz_loadu_ps(m, dp + j), vs);
+		_mm512_mask_storeu_ps(dp + j, m, _mm512_mul_ps(_mm512_mul_ps(_mm512_maskz_loadu_ps(m, p + j), g), vsc));
+	}
+}
+
+// Log-softmax forward and backward in one pass per row, for `rows` rows of V
+// logits x: logp[i] = log softmax(x_i)[t_i] (logp may be NULL) and, by mode,
+//   0: no gradient (dx unused);
+//   1: dx_i = g_i * (onehot(t_i) - softmax(x_i)), overwriting (zeros where g_i == 0);
+//   2: dx_i += the same, rows with g_i == 0 skipped entirely (logp not written).
+// The sum of exps adds up in float32 lanes over blocks of 1024 values and in
+// double across blocks. dx must not alias x.
+static __attribute__((target("avx512f"))) void troupe_xent(float *logp, float *dx, const float *x,
+		const int *targets, const float *g, long rows, long V, int mode) {
+	for (long i = 0; i < rows; i++) {
+		const float *xr = x + i * V;
+		float *dr = dx ? dx + i * V : 0;
+		float gi = mode ? g[i] : 0.0f;
+		if (mode == 2 && gi == 0.0f) continue;
+		__m512 mx = _mm512_set1_ps(-__builtin_inff());
+		for (long j = 0; j < V; j += 16) {
+			__mmask16 m = TROUPE_MASK(V - j);
+			mx = _mm512_mask_max_ps(mx, m, mx, _mm512_maskz_loadu_ps(m, xr + j));
+		}
+		float fmx = _mm512_reduce_max_ps(mx);
+		__m512 vmax = _mm512_set1_ps(fmx);
+		int store = mode == 1 && gi != 0.0f;
+		double sum = 0;
+		for (long j0 = 0; j0 < V; j0 += 1024) {
+			long j1 = j0 + 1024 < V ? j0 + 1024 : V;
+			__m512 s = _mm512_setzero_ps();
+			for (long j = j0; j < j1; j += 16) {
+				__mmask16 m = TROUPE_MASK(j1 - j);
+				__m512 e = _ZGVeN16v_expf(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, xr + j), vmax));
+				e = _mm512_maskz_mov_ps(m, e);
+				s = _mm512_add_ps(s, e);
+				if (store) _mm512_mask_storeu_ps(dr + j, m, e);
+			}
+			sum += (double)_mm512_reduce_add_ps(s);
+		}
+		int t = targets[i];
+		if (logp) logp[i] = (float)((double)(xr[t] - fmx) - log(sum));
+		if (mode == 0) continue;
+		if (mode == 1 && !store) {
+			for (long j = 0; j < V; j += 16) _mm512_mask_storeu_ps(dr + j, TROUPE_MASK(V - j), _mm512_setzero_ps());
+			continue;
+		}
+		__m512 sc = _mm512_set1_ps((float)(-(double)gi / sum));
+		if (mode == 1) {
+			for (long j = 0; j < V; j += 16) {
+				__mmask16 m = TROUPE_MASK(V - j);
+				_mm512_mask_storeu_ps(dr + j, m, _mm512_mul_ps(sc, _mm512_maskz_loadu_ps(m, dr + j)));
+			}
+		} else {
+			for (long j = 0; j < V; j += 16) {
+				__mmask16 m = TROUPE_MASK(V - j);
+				__m512 e = _ZGVeN16v_expf(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, xr + j), vmax));
+				_mm512_mask_storeu_ps(dr + j, m, _mm512_fmadd_ps(sc, e, _mm512_maskz_loadu_ps(m, dr + j)));
+			}
+		}
+		dr[t] += gi;
+	}
+}
+
+// Small products for the attention, C (R,n) = alpha * A (R,k) @ B (k,n)
+// (+ C when acc), R <= 8, all row-major: A(r,p) = A[r*sar + p*sap] (so a
+// transposed A is sar = 1, sap = lda), B at row stride ldb, C at ldc. An (R,32)
+// tile of C stays in registers over the whole k loop, B rows stream through
+// L1, the A values are broadcast: no packing, which is what OpenBLAS spent
+// most of its time on at these sizes (64-wide heads, 8-row blocks).
+#define TROUPE_MM(R)                                                                           \
+static __attribute__((target("avx512f"))) void troupe_mm_##R(long n, long k, const float *A,  \
+		long sar, long sap, const float *B, long ldb, float *C, long ldc, float alpha, int acc) { \
+	__m512 va = _mm512_set1_ps(alpha);                                                          \
+	for (long n0 = 0; n0 < n; n0 += 32) {                                                       \
+		long w = n - n0;                                                                        \
+		__mmask16 m0 = TROUPE_MASK(w), m1 = w > 16 ? TROUPE_MASK(w - 16) : (__mmask16)0;        \
+		__m512 c0[R], c1[R];                                                                    \
+		for (int r = 0; r < R; r++) { c0[r] = _mm512_setzero_ps(); c1[r] = _mm512_setzero_ps(); } \
+		const float *b = B + n0, *a = A;                                                        \
+		for (long p = 0; p < k; p++, b += ldb, a += sap) {                                      \
+			__m512 b0 = _mm512_maskz_loadu_ps(m0, b), b1 = _mm512_maskz_loadu_ps(m1, b + 16);   \
+			for (int r = 0; r < R; r++) {                                                       \
+				__m512 av = _mm512_set1_ps(a[r * sar]);                                         \
+				c0[r] = _mm512_fmadd_ps(av, b0, c0[r]);                                         \
+				c1[r] = _mm512_fmadd_ps(av, b1, c1[r]);                                         \
+			}                                                                                   \
+		}                                                                                       \
+		for (int r = 0; r < R; r++) {                                                           \
+			float *c = C + r * ldc + n0;                                                        \
+			__m512 x0 = _mm512_mul_ps(va, c0[r]), x1 = _mm512_mul_ps(va, c1[r]);                \
+			if (acc) {                                                                          \
+				x0 = _mm512_add_ps(x0, _mm512_maskz_loadu_ps(m0, c));                           \
+				x1 = _mm512_add_ps(x1, _mm512_maskz_loadu_ps(m1, c + 16));                      \
+			}                                                                                   \
+			_mm512_mask_storeu_ps(c, m0, x0);                                                   \
+			_mm512_mask_storeu_ps(c + 16, m1, x1);                                              \
+		}                                                                                       \
+	}                                                                                           \
+}
+TROUPE_MM(1) TROUPE_MM(2) TROUPE_MM(3) TROUPE_MM(4) TROUPE_MM(5) TROUPE_MM(6) TROUPE_MM(7) TROUPE_MM(8)
+
+typedef void (*troupe_mm_fn)(long, long, const float *, long, long, const float *, long, float *, long, float, int);
+static const troupe_mm_fn troupe_mm_r[9] = {0, troupe_mm_1, troupe_mm_2, troupe_mm_3, troupe_mm_4,
+	troupe_mm_5, troupe_mm_6, troupe_mm_7, troupe_mm_8};
+
+// x[0:n] = softmax(x[0:n]) in place.
+static __attribute__((target("avx512f"))) void troupe_softmax_row(float *x, long n) {
+	__m512 mx = _mm512_set1_ps(-__builtin_inff());
+	for (long i = 0; i < n; i += 16) {
+		__mmask16 m = TROUPE_MASK(n - i);
+		mx = _mm512_mask_max_ps(mx, m, mx, _mm512_maskz_loadu_ps(m, x + i));
+	}
+	__m512 vmax = _mm512_set1_ps(_mm512_reduce_max_ps(mx));
+	__m512 sum = _mm512_setzero_ps();
+	for (long i = 0; i < n; i += 16) {
+		__mmask16 m = TROUPE_MASK(n - i);
+		__m512 e = _mm512_maskz_mov_ps(m, _ZGVeN16v_expf(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, x + i), vmax)));
+		sum = _mm512_add_ps(sum, e);
+		_mm512_mask_storeu_ps(x + i, m, e);
+	}
+	__m512 inv = _mm512_set1_ps(1.0f / _mm512_reduce_add_ps(sum));
+	for (long i = 0; i < n; i += 16) {
+		__mmask16 m = TROUPE_MASK(n - i);
+		_mm512_mask_storeu_ps(x + i, m, _mm512_mul_ps(inv, _mm512_maskz_loadu_ps(m, x + i)));
+	}
+}
+
+static void troupe_zero(float *x, long n) {
+	for (long i = 0; i < n; i++) x[i] = 0;
+}
+
+// dst (hs, ldt) = src (T rows at stride ld, hs columns) transposed; columns
+// T..ldt-1 of dst are zeroed. In blocks of 16 source rows, so that both the
+// rows read and the 16-value runs written stay in L1.
+static void troupe_transpose(float *dst, long ldt, const float *src, long ld, long T, long hs) {
+	for (long j0 = 0; j0 < T; j0 += 16) {
+		long j1 = j0 + 16 < T ? j0 + 16 : T;
+		for (long d = 0; d < hs; d++)
+			for (long j = j0; j < j1; j++) dst[d * ldt + j] = src[j * ld + d];
+	}
+	for (long d = 0; d < hs; d++)
+		for (long j = T; j < ldt; j++) dst[d * ldt + j] = 0;
+}
+
+// One (batch, head) of the causal attention forward: q, k, v at row stride ld,
+// out at ldo, att (T,T) gets the softmax weights (zero above the diagonal).
+// kt is scratch of hs*ceil16(T). Rows go in blocks of 8: scores against keys
+// 0..i1 only, softmax, then the block's output rows.
+static void troupe_attn_fwd(const float *q, const float *k, const float *v, long ld, float *out, long ldo,
+		float *att, long T, long hs, float scale, float *kt) {
+	long T16 = (T + 15) & ~15L;
+	troupe_transpose(kt, T16, k, ld, T, hs);
+	for (long i0 = 0; i0 < T; i0 += 8) {
+		long R = T - i0 < 8 ? T - i0 : 8, i1 = i0 + R;
+		long n = (i1 + 15) & ~15L;
+		if (n > T) n = T;
+		troupe_mm_r[R](n, hs, q + i0 * ld, ld, 1, kt, T16, att + i0 * T, T, scale, 0);
+		for (long r = 0; r < R; r++) {
+			long i = i0 + r;
+			troupe_softmax_row(att + i * T, i + 1);
+			troupe_zero(att + i * T + i + 1, T - i - 1);
+		}
+		troupe_mm_r[R](hs, i1, att + i0 * T, T, 1, v, ld, out + i0 * ldo, ldo, 1, 0);
+	}
+}
+
+// One (batch, head) of the attention backward, adding into dq, dk, dv (row
+// stride ld, like q, k, v) given dout (ldo) and the forward's att (T,T):
+//   dp = dout v^T;  ds = att*(dp - rowsum(att*dp))*scale;  dq += ds k;
+//   dv += att^T dout;  dk += ds^T q.
+// vt is scratch of hs*ceil16(T), ds of T*T.
+static void troupe_attn_bwd(const float *q, const float *k, const float *v, long ld, float *dq, float *dk, float *dv,
+		const float *dout, long ldo, const float *att, long T, long hs, float scale, float *vt, float *ds) {
+	long T16 = (T + 15) & ~15L;
+	troupe_transpose(vt, T16, v, ld, T, hs);
+	for (long i0 = 0; i0 < T; i0 += 8) {
+		long R = T - i0 < 8 ? T - i0 : 8, i1 = i0 + R;
+		long n = (i1 + 15) & ~15L;
+		if (n > T) n = T;
+		troupe_mm_r[R](n, hs, dout + i0 * ldo, ldo, 1, vt, T16, ds + i0 * T, T, 1, 0);
+		for (long r = 0; r < R; r++) {
+			long i = i0 + r;
+			troupe_dsoftmax(ds + i * T, att + i * T, i + 1, scale);
+			troupe_zero(ds + i * T + i + 1, T - i - 1);
+		}
+		troupe_mm_r[R](hs, i1, ds + i0 * T, T, 1, k, ld, dq + i0 * ld, ld, 1, 1);
+	}
+	// Key rows j0..j0+R: only query rows i >= j0 have weights on them.
+	for (long j0 = 0; j0 < T; j0 += 8) {
+		long R = T - j0 < 8 ? T - j0 : 8;
+		troupe_mm_r[R](hs, T - j0, att + j0 * T + j0, 1, T, dout + j0 * ldo, ldo, dv + j0 * ld, ld, 1, 1);
+		troupe_mm_r[R](hs, T - j0, ds + j0 * T + j0, 1, T, q + j0 * ld, ld, dk + j0 * ld, ld, 1, 1);
+	}
+}
+
+// Sum of x[i]^2 over n values, squares and sums in double (eight lanes per
+// accumulator), in blocks of 4096 values as the Go loop.
+static __attribute__((target("avx512f"))) double troupe_sumsq(const float *x, long n) {
+	double total = 0;
+	for (long b0 = 0; b0 < n; b0 += 4096) {
+		long b1 = b0 + 4096 < n ? b0 + 4096 : n;
+		__m512d s0 = _mm512_setzero_pd(), s1 = _mm512_setzero_pd();
+		for (long i = b0; i < b1; i += 16) {
+			__m512 v = _mm512_maskz_loadu_ps(TROUPE_MASK(b1 - i), x + i);
+			__m512d lo = _mm512_cvtps_pd(_mm512_castps512_ps256(v));
+			__m512d hi = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
+			s0 = _mm512_fmadd_pd(lo, lo, s0);
+			s1 = _mm512_fmadd_pd(hi, hi, s1);
+		}
+		total += _mm512_reduce_add_pd(_mm512_add_pd(s0, s1));
+	}
+	return total;
+}
+*/
+import "C"
+
+import "unsafe"
+
+func fptr(s []float32) *C.float { return (*C.float)(unsafe.Pointer(&s[0])) }
+
+// layerNormForwardVector runs rows [0,rows) of LayerNorm forward with AVX-512;
+// mean and rstd may be nil. False when the CPU lacks AVX-512.
+func layerNormForwardVector(out, mean, rstd, inp, w, b []float32, rows, C int, eps float32) bool {
+	if !hasAVX512 || rows == 0 || C == 0 {
+		return hasAVX512
+	}
+	var pm, pr *C.float
+	if mean != nil {
+		pm = fptr(mean)
+	}
+	if rstd != nil {
+		pr = fptr(rstd)
+	}
+	C.troupe_ln_fwd(fptr(out), pm, pr, fptr(inp), fptr(w), fptr(b), C.long(rows), C.long(C), C.float(eps))
+	return true
+}
+
+// layerNormBackwardInputVector adds the input gradient of `rows` rows.
+func layerNormBackwardInputVector(dinp, dout, inp, w, mean, rstd []float32, rows, C int) bool {
+	if !hasAVX512 || rows == 0 || C == 0 {
+		return hasAVX512
+	}
+	C.troupe_ln_bwd_dx(fptr(dinp), fptr(dout), fptr(inp), fptr(w), fptr(mean), fptr(rstd), C.long(rows), C.long(C))
+	return true
+}
+
+// layerNormBackwardParamsVector accumulates one column band's dw and db (width
+// values each) over `rows` rows at stride ld.
+func layerNormBackwardParamsVector(dw, db, dout, inp, mean, rstd []float32, rows, width, ld int) bool {
+	if !hasAVX512 || rows == 0 || width == 0 {
+		return hasAVX512
+	}
+	C.troupe_ln_bwd_dw(fptr(dw), fptr(db), fptr(dout), fptr(inp), fptr(mean), fptr(rstd), C.long(rows), C.long(width), C.long(ld))
+	return true
+}
+
+// colSumVector adds into acc (width) the column sums of `rows` rows of d at stride ld.
+func colSumVector(acc, d []float32, rows, width, ld int) bool {
+	if !hasAVX512 || rows == 0 || width == 0 {
+		return hasAVX512
+	}
+	C.troupe_colsum(fptr(acc), fptr(d), C.long(rows), C.long(width), C.long(ld))
+	return true
+}
+
+// dsoftmaxVector is the attention's softmax backward on one row.
+func dsoftmaxVector(dp, p []float32, scale float32) bool {
+	if !hasAVX512 || len(p) == 0 {
+		return hasAVX512
+	}
+	C.troupe_dsoftmax(fptr(dp), fptr(p), C.long(len(p)), C.float(scale))
+	return true
+}
+
+// crossEntropyVector runs the fused cross-entropy on `rows` rows (see
+// troupe_xent, mode 1): logp and an overwritten dx.
+func crossEntropyVector(logp, dx, x []float32, targets []int32, g []float32, rows, V int) bool {
+	return xentVector(logp, dx, x, targets, g, rows, V, 1)
+}
+
+// logProbVector writes logp (rows) for `rows` rows of V logits (troupe_xent, mode 0).
+func logProbVector(logp, x []float32, targets []int32, rows, V int) bool {
+	return xentVector(logp, nil, x, targets, nil, rows, V, 0)
+}
+
+// logProbBackwardVector adds g[i]*(onehot - softmax) into dx (troupe_xent, mode 2).
+func logProbBackwardVector(dx, x []float32, targets []int32, g []float32, rows, V int) bool {
+	return xentVector(nil, dx, x, targets, g, rows, V, 2)
+}
+
+// xentVector calls troupe_xent; nil slices are passed as NULL.
+func xentVector(logp, dx, x []float32, targets []int32, g []float32, rows, V, mode int) bool {
+	if !hasAVX512 || rows == 0 || V == 0 {
+		return hasAVX512
+	}
+	p := func(s []float32) *C.float {
+		if s == nil {
+			return nil
+		}
+		return fptr(s)
+	}
+	C.troupe_xent(p(logp), p(dx), fptr(x), (*C.int)(unsafe.Pointer(&targets[0])), p(g), C.long(rows), C.long(V), C.int(mode))
+	return true
+}
+
+// attentionForwardVector runs one (batch, head) of AttentionForward with the
+// AVX-512 kernels (see troupe_attn_fwd); kt is scratch of hs*ceil16(T) floats.
+// False when the CPU lacks AVX-512.
+func attentionForwardVector(q, k, v []float32, ld int, out []float32, ldo int, att []float32, T, hs int, scale float32, kt []float32) bool {
+	if !hasAVX512 || T == 0 || hs == 0 {
+		return hasAVX512
+	}
+	C.troupe_attn_fwd(fptr(q), fptr(k), fptr(v), C.long(ld), fptr(out), C.long(ldo), fptr(att), C.long(T), C.long(hs), C.float(scale), fptr(kt))
+	return true
+}
+
+// attentionBackwardVector runs one (batch, head) of AttentionBackward with the
+// AVX-512 kernels; vt is scratch of hs*ceil16(T) floats, ds of T*T.
+func attentionBackwardVector(q, k, v []float32, ld int, dq, dk, dv, dout []float32, ldo int, att []float32, T, hs int, scale float32, vt, ds []float32) bool {
+	if !hasAVX512 || T == 0 || hs == 0 {
+		return hasAVX512
+	}
+	C.troupe_attn_bwd(fptr(q), fptr(k), fptr(v), C.long(ld), fptr(dq), fptr(dk), fptr(dv), fptr(dout), C.long(ldo),
+		fptr(att), C.long(T), C.long(hs), C.float(scale), fptr(vt), fptr(ds))
+	return true
+}
+
+// sumSquaresVector returns the sum of x[i]^2 (products in float64) and true,
+// or false when the CPU lacks AVX-512.
+func sumSquaresVector(x []float32) (float64, bool) {
+	if !hasAVX512 || len(x) == 0 {
+		return 0, hasAVX512
+	}
+	return float64(C.troupe_sumsq(fptr(x), C.long(len(x)))), true
+}
