@@ -27,8 +27,7 @@ type genRun struct {
 	inflight *sync.WaitGroup // RunRL waits for rollouts still running at shutdown
 	faults   *faults
 
-	q    memberQueue // the request in hand is retried after a crash
-	busy bool        // a rollout goroutine is running on gen
+	member memberState // the request in hand, and whether a rollout goroutine is running on gen
 }
 
 // Generator samples rollouts for the RL learner from its own copy of the
@@ -39,22 +38,25 @@ type genRun struct {
 // with v. A panic mid-rollout crashes the actor; the incarnation its
 // supervisor starts reloads the current weights and retries the request.
 //
-// Behaviours: loading (no weights since this incarnation started) → ready ⇄
-// sampling.
-type Generator struct {
-	run      *genRun
-	behavior actor.Behavior
-	sub      *WeightSubscriber
-	loaded   bool     // this incarnation has loaded a weights version
-	pending  *Weights // newest version received while sampling
-}
+// Behaviours: waiting (no weights since this incarnation started) → idle ⇄
+// working (sampling).
+type Generator = memberActor[*messages.RolloutRequest, rolloutResult]
 
 var _ actor.Actor = (*Generator)(nil)
 
-// rolloutResult is a rollout goroutine's outcome (inside a workDone).
+// generatorRole is what a generator does in the member shell: one per
+// incarnation, since each incarnation subscribes to the weights and loads them
+// afresh.
+type generatorRole struct {
+	run     *genRun
+	sub     *WeightSubscriber
+	loaded  bool     // this incarnation has loaded a weights version
+	pending *Weights // newest version received while sampling
+}
+
+// rolloutResult is what a rollout goroutine sampled.
 type rolloutResult struct {
 	rs      []learner.Rollout
-	err     error
 	version int64
 	seconds float64
 	wait    float64 // seconds the request waited for weights
@@ -62,45 +64,24 @@ type rolloutResult struct {
 
 func newGeneratorProducer(run *genRun) actor.Producer {
 	return func() actor.Actor {
-		g := &Generator{run: run, behavior: actor.NewBehavior()}
-		g.behavior.Become(g.loading)
-		return g
+		return newMemberActor(memberConfig{
+			name: run.name, runID: run.runID, log: run.log, inflight: run.inflight, state: &run.member,
+			work: "rollout", refusal: "rollout request of another run refused",
+		}, &generatorRole{run: run})
 	}
 }
 
-// Receive handles lifecycle messages and refuses other runs' requests,
-// then dispatches to the behaviour.
-func (g *Generator) Receive(ctx actor.Context) {
-	switch msg := ctx.Message().(type) {
-	case *actor.Started:
-		g.start(ctx)
-		return
-	case *actor.Stopping, *actor.Restarting:
-		if g.sub != nil {
-			g.sub.Stop()
-			g.sub = nil
-		}
-		return
-	case *messages.RolloutRequest:
-		if id := msg.GetRunId(); id != g.run.runID {
-			g.run.log.Error().Str("run_id", id).Str("want", g.run.runID).Str("from", ctx.Sender().GetAddress()).Msg("rollout request of another run refused")
-			ctx.Respond(&messages.RolloutBatch{Iteration: msg.GetIteration(), RequestId: msg.GetRequestId(), Generator: g.run.name,
-				Refused: fmt.Sprintf("%s serves run %q, not %q", g.run.name, g.run.runID, id)})
-			return
-		}
-	}
-	g.behavior.Receive(ctx)
+func (g *generatorRole) refused(req *messages.RolloutRequest, why string) proto.Message {
+	return &messages.RolloutBatch{Iteration: req.GetIteration(), RequestId: req.GetRequestId(), Generator: g.run.name, Refused: why}
 }
 
-func (g *Generator) start(ctx actor.Context) {
+func (g *generatorRole) ready() bool { return g.loaded }
+
+// started subscribes this incarnation to the weights.
+func (g *generatorRole) started(ctx actor.Context) {
 	r := g.run
-	if r.busy {
-		// A crashed incarnation left a rollout running on r.gen; its result
-		// arrives here.
-		g.behavior.Become(g.sampling)
-	}
-	if r.q.current != nil {
-		r.log.Warn().Int64("request", requestID(r.q.current)).Int64("retries", r.q.current.retries).
+	if j := r.member.q.current; j != nil {
+		r.log.Warn().Int64("request", j.msg.(*messages.RolloutRequest).GetRequestId()).Int64("retries", j.retries).
 			Msg("generator restarted; retrying its request once the current weights are loaded")
 	}
 	self, root := ctx.Self(), ctx.ActorSystem().Root
@@ -113,87 +94,39 @@ func (g *Generator) start(ctx actor.Context) {
 	g.sub = sub
 }
 
-func (g *Generator) loading(ctx actor.Context) {
+// handle loads weights that arrive between rollouts, keeps the newest that
+// arrive during one, and unsubscribes when the incarnation ends.
+func (g *generatorRole) handle(ctx actor.Context, sampling bool) bool {
 	switch msg := ctx.Message().(type) {
-	case *messages.RolloutRequest:
-		g.run.q.push(ctx)
-	case *weightsArrived:
-		g.load(msg.w)
-		if g.loaded {
-			g.behavior.Become(g.ready)
-			g.tryStart(ctx)
+	case *actor.Stopping, *actor.Restarting:
+		if g.sub != nil {
+			g.sub.Stop()
+			g.sub = nil
 		}
-	}
-}
-
-func (g *Generator) ready(ctx actor.Context) {
-	switch msg := ctx.Message().(type) {
-	case *messages.RolloutRequest:
-		g.run.q.push(ctx)
-		g.tryStart(ctx)
 	case *weightsArrived:
-		g.load(msg.w)
-		g.tryStart(ctx)
-	}
-}
-
-func (g *Generator) sampling(ctx actor.Context) {
-	r := g.run
-	switch msg := ctx.Message().(type) {
-	case *messages.RolloutRequest:
-		r.q.push(ctx)
-	case *weightsArrived:
+		if !sampling {
+			g.load(msg.w)
+			return true
+		}
 		if g.pending == nil || msg.w.Version > g.pending.Version {
 			g.pending = &msg.w
 		}
-	case *workDone:
-		r.busy = false
-		res := msg.res.(rolloutResult)
-		j := r.q.current
-		req := j.msg.(*messages.RolloutRequest)
-		b := &messages.RolloutBatch{
-			Iteration: req.GetIteration(), RequestId: req.GetRequestId(), Generator: r.name, Version: res.version,
-			Seconds: res.seconds, WaitSeconds: res.wait, Retries: j.retries, Rollouts: rolloutsToProto(res.rs, true),
-		}
-		if res.err != nil {
-			b.Error = res.err.Error()
-			r.log.Error().Err(res.err).Int64("request", req.GetRequestId()).Msg("rollout failed")
-		}
-		parts := splitRolloutBatch(b)
-		if len(parts) > 1 {
-			r.log.Info().Int64("request", req.GetRequestId()).Int("bytes", proto.Size(b)).Int("parts", len(parts)).
-				Msg("rollout answer over 1 MiB: sent in parts")
-		}
-		r.log.Debug().Int64("request", req.GetRequestId()).Int("rollouts", len(b.Rollouts)).Int64("version", res.version).Msg("rollouts sent")
-		answers := make([]proto.Message, len(parts))
-		for i, p := range parts {
-			warnIfLarge(r.log, p)
-			answers[i] = p
-		}
-		r.q.reply(ctx, r.log, answers...)
-		if g.pending != nil {
-			w := *g.pending
-			g.pending = nil
-			g.load(w)
-		}
-		if g.loaded {
-			g.behavior.Become(g.ready)
-			g.tryStart(ctx)
-		} else {
-			g.behavior.Become(g.loading)
-		}
-	case *workPanicked:
-		r.busy = false
-		if j := r.q.current; j != nil {
-			j.retries++
-		}
-		panic(fmt.Errorf("%s: rollout panicked: %v\n%s", r.name, msg.reason, msg.stack))
+	}
+	return false
+}
+
+// replied swaps in the newest weights that arrived during the rollout.
+func (g *generatorRole) replied() {
+	if g.pending != nil {
+		w := *g.pending
+		g.pending = nil
+		g.load(w)
 	}
 }
 
 // load swaps in w (never while a rollout runs). A blob of the wrong size is
 // logged and skipped: the next version may fit, and crashing would not help.
-func (g *Generator) load(w Weights) {
+func (g *generatorRole) load(w Weights) {
 	r := g.run
 	if err := r.gen.SetWeights(w.Data, w.Version); err != nil {
 		r.log.Error().Err(err).Int64("version", w.Version).Msg("weights refused")
@@ -203,51 +136,56 @@ func (g *Generator) load(w Weights) {
 	r.log.Debug().Int64("version", w.Version).Msg("weights loaded")
 }
 
-// tryStart samples the request in hand, once the weights it needs are here.
-func (g *Generator) tryStart(ctx actor.Context) {
+// begin samples the request in hand, once the weights it needs are here.
+func (g *generatorRole) begin(j *memberJob, req *messages.RolloutRequest) func() (rolloutResult, error) {
 	r := g.run
-	if r.busy || !g.loaded {
-		return
-	}
-	j := r.q.next()
-	if j == nil {
-		return
-	}
-	req := j.msg.(*messages.RolloutRequest)
 	if r.gen.Version() < req.GetMinVersion() {
 		r.log.Debug().Int64("request", req.GetRequestId()).Int64("have", r.gen.Version()).Int64("want", req.GetMinVersion()).
 			Msg("request waits for newer weights")
-		return
+		return nil
 	}
-	r.busy = true
-	g.behavior.Become(g.sampling)
 	r.log.Debug().Int64("request", req.GetRequestId()).Int("prompts", len(req.GetPrompts())).Int64("version", r.gen.Version()).Msg("sampling")
 	prompts := promptsFromProto(req.GetPrompts())
 	seed, gen, fs, wait := req.GetSeed(), r.gen, r.faults, time.Since(j.received).Seconds()
-	goWork(ctx, r.inflight, func() any {
+	return func() (rolloutResult, error) {
 		start := time.Now()
 		n := fs.gens.Add(1)
 		if after := fs.opt.PanicGeneratorAfter; after > 0 && n == int64(after) {
 			// Half the work is done, none of it returned.
 			if _, err := gen.Rollout(prompts[:len(prompts)/2], seed); err != nil {
-				return rolloutResult{err: err}
+				return rolloutResult{}, err
 			}
 			panic(fmt.Sprintf("injected crash half-way through rollout request %d", n))
 		}
 		rs, err := gen.Rollout(prompts, seed)
-		res := rolloutResult{rs: rs, err: err, version: gen.Version(), seconds: time.Since(start).Seconds(), wait: wait}
+		res := rolloutResult{rs: rs, version: gen.Version(), seconds: time.Since(start).Seconds(), wait: wait}
 		if after := fs.opt.StallGeneratorAfter; after > 0 && n == int64(after) {
 			time.Sleep(fs.opt.Stall)
 		}
-		return res
-	})
+		return res, err
+	}
 }
 
-// requestID is the request id of a member's job, for logs.
-func requestID(j *memberJob) int64 {
-	type withID interface{ GetRequestId() int64 }
-	if m, ok := j.msg.(withID); ok {
-		return m.GetRequestId()
+// answer is the batch of rollouts, in parts where it passes 1 MiB.
+func (g *generatorRole) answer(j *memberJob, req *messages.RolloutRequest, res rolloutResult, err error) []proto.Message {
+	r := g.run
+	b := &messages.RolloutBatch{
+		Iteration: req.GetIteration(), RequestId: req.GetRequestId(), Generator: r.name, Version: res.version,
+		Seconds: res.seconds, WaitSeconds: res.wait, Retries: j.retries, Rollouts: rolloutsToProto(res.rs, true),
 	}
-	return 0
+	if err != nil {
+		b.Error = err.Error()
+	}
+	parts := splitRolloutBatch(b)
+	if len(parts) > 1 {
+		r.log.Info().Int64("request", req.GetRequestId()).Int("bytes", proto.Size(b)).Int("parts", len(parts)).
+			Msg("rollout answer over 1 MiB: sent in parts")
+	}
+	r.log.Debug().Int64("request", req.GetRequestId()).Int("rollouts", len(b.Rollouts)).Int64("version", res.version).Msg("rollouts sent")
+	answers := make([]proto.Message, len(parts))
+	for i, p := range parts {
+		warnIfLarge(r.log, p)
+		answers[i] = p
+	}
+	return answers
 }

@@ -101,12 +101,12 @@ type rlChunk struct {
 	first    int // index of prompts[0] in the iteration
 	prompts  []learner.RLPrompt
 	rollouts []learner.Rollout // SamplesPerPrompt per prompt, in prompt order, once generated
-	gen      bool              // rollouts sampled
-	ref      bool              // RefLogProbs filled
-	score    bool              // Score filled
-	// reference and reward requests not answered yet (a chunk's rollouts go
-	// in more than one when a request would pass maxMessageBytes)
-	refLeft, scoreLeft int
+	// stages done, by role: rollouts sampled, RefLogProbs filled, Score
+	// filled (the last two with the last of their requests' answers)
+	done [roleReward + 1]bool
+	// reference and reward requests not answered yet, by role (a chunk's
+	// rollouts go in more than one when a request would pass maxMessageBytes)
+	left [roleReward + 1]int
 }
 
 // rlIteration is one iteration between its rollout requests and its update.
@@ -120,8 +120,9 @@ type rlIteration struct {
 	generated time.Time // last rollout batch arrived
 	tokens    int       // response tokens sampled
 
-	genBusy, waitSec, refSec, scoreSec float64 // members' seconds, summed
-	retries                            int64   // requests retried after a crash, a timeout or a lost member
+	busySec [roleReward + 1]float64 // members' working seconds by role, summed
+	waitSec float64                 // generators' seconds waiting for weights, summed
+	retries int64                   // requests retried after a crash, a timeout or a lost member
 }
 
 // rlRun is the RL learner's state that outlives one actor incarnation. Only
@@ -177,6 +178,11 @@ func newRLRun(opt RLOptions, pub *WeightPublisher, inflight *sync.WaitGroup) *rl
 
 func (r *rlRun) pool(role rlRole) *rlPool {
 	return [...]*rlPool{&r.gens, &r.refs, &r.rewards}[role]
+}
+
+// pools is every pool, by role.
+func (r *rlRun) pools() []*rlPool {
+	return []*rlPool{&r.gens, &r.refs, &r.rewards}
 }
 
 // minVersion is the oldest version iteration j's rollouts may be sampled
@@ -300,9 +306,9 @@ func (l *RLLearner) running(ctx actor.Context) {
 	case *messages.RolloutBatch:
 		l.onRollouts(ctx, msg)
 	case *messages.RefResult:
-		l.onRef(ctx, msg)
+		l.onStage(ctx, roleReference, msg, func(rs []learner.Rollout) error { return setRefLogProbs(rs, msg.GetLogprobs()) })
 	case *messages.ScoreResult:
-		l.onScores(ctx, msg)
+		l.onStage(ctx, roleReward, msg, func(rs []learner.Rollout) error { return setScores(rs, msg.GetScores()) })
 	case *requestTimeout:
 		l.onTimeout(ctx, msg)
 	case *messages.MemberLost:
@@ -434,7 +440,7 @@ func (l *RLLearner) newRequest(role rlRole, iter, chunk int) int64 {
 }
 
 func (l *RLLearner) dispatchAll(ctx actor.Context) {
-	for _, p := range []*rlPool{&l.run.gens, &l.run.refs, &l.run.rewards} {
+	for _, p := range l.run.pools() {
 		l.dispatch(ctx, p)
 	}
 }
@@ -524,32 +530,35 @@ func (l *RLLearner) onRollouts(ctx actor.Context, b *messages.RolloutBatch) {
 		l.fail(ctx, err)
 		return
 	}
-	ch.rollouts, ch.gen = rs, true
+	ch.rollouts, ch.done[roleGenerator] = rs, true
 	it.generated = time.Now()
 	for i := range rs {
 		it.tokens += len(rs[i].Response)
 	}
-	it.genBusy += b.GetSeconds()
+	it.busySec[roleGenerator] += b.GetSeconds()
 	it.waitSec += b.GetWaitSeconds()
 	it.retries += b.GetRetries()
 
-	// One reference and one reward request per chunk, or more where one
-	// would pass maxMessageBytes.
-	refs := refRollouts(rs)
-	for _, rg := range requestRanges(roleReference, refs) {
-		id := l.newRequest(roleReference, q.iter, q.chunk)
-		r.reqs[id].lo, r.reqs[id].hi = rg[0], rg[1]
-		r.reqs[id].msg = &messages.RefRequest{Iteration: int64(q.iter), RequestId: id, Rollouts: refs[rg[0]:rg[1]], RunId: r.runID}
-		ch.refLeft++
-	}
-	scored := rolloutsToProto(rs, false)
-	for _, rg := range requestRanges(roleReward, scored) {
-		id := l.newRequest(roleReward, q.iter, q.chunk)
-		r.reqs[id].lo, r.reqs[id].hi = rg[0], rg[1]
-		r.reqs[id].msg = &messages.ScoreRequest{Iteration: int64(q.iter), RequestId: id, Rollouts: scored[rg[0]:rg[1]], RunId: r.runID}
-		ch.scoreLeft++
-	}
+	l.requestStage(q, ch, roleReference, refRollouts(rs), func(id int64, part []*messages.Rollout) proto.Message {
+		return &messages.RefRequest{Iteration: int64(q.iter), RequestId: id, Rollouts: part, RunId: r.runID}
+	})
+	l.requestStage(q, ch, roleReward, rolloutsToProto(rs, false), func(id int64, part []*messages.Rollout) proto.Message {
+		return &messages.ScoreRequest{Iteration: int64(q.iter), RequestId: id, Rollouts: part, RunId: r.runID}
+	})
 	l.advance(ctx)
+}
+
+// requestStage queues role's requests for the rollouts of q's chunk ch (rs,
+// as that role's requests carry them): one request, or more where one would
+// pass maxMessageBytes. msg is the request for id covering part.
+func (l *RLLearner) requestStage(q *rlRequest, ch *rlChunk, role rlRole, rs []*messages.Rollout, msg func(id int64, part []*messages.Rollout) proto.Message) {
+	r := l.run
+	for _, rg := range requestRanges(role, rs) {
+		id := l.newRequest(role, q.iter, q.chunk)
+		r.reqs[id].lo, r.reqs[id].hi = rg[0], rg[1]
+		r.reqs[id].msg = msg(id, rs[rg[0]:rg[1]])
+		ch.left[role]++
+	}
 }
 
 // refRollouts is what a reference needs of each rollout: its tokens.
@@ -581,13 +590,27 @@ func (l *RLLearner) checkRollouts(it *rlIteration, ch *rlChunk, gen string, rs [
 	return nil
 }
 
-func (l *RLLearner) onRef(ctx actor.Context, res *messages.RefResult) {
+// stageAnswer is what a reference's and a reward's answers share.
+type stageAnswer interface {
+	GetMember() string
+	GetRequestId() int64
+	GetRefused() string
+	GetError() string
+	GetSeconds() float64
+	GetRetries() int64
+}
+
+// onStage records a reference's or a reward's answer (role's): fill writes
+// it into the rollouts its request covered, or says why it does not fit
+// them.
+func (l *RLLearner) onStage(ctx actor.Context, role rlRole, res stageAnswer, fill func(rs []learner.Rollout) error) {
 	r := l.run
+	p := r.pool(role)
 	if res.GetRefused() != "" {
-		l.onRefused(ctx, &r.refs, res.GetMember(), res.GetRequestId(), res.GetRefused())
+		l.onRefused(ctx, p, res.GetMember(), res.GetRequestId(), res.GetRefused())
 		return
 	}
-	q := l.answered(&r.refs, res.GetRequestId(), res.GetMember())
+	q := l.answered(p, res.GetRequestId(), res.GetMember())
 	if q == nil {
 		l.advance(ctx)
 		return
@@ -598,64 +621,46 @@ func (l *RLLearner) onRef(ctx actor.Context, res *messages.RefResult) {
 		l.fail(ctx, fmt.Errorf("%s: iteration %d: %s", res.GetMember(), q.iter, res.GetError()))
 		return
 	}
-	lps := res.GetLogprobs()
-	rs := ch.rollouts[q.lo:q.hi]
-	if len(lps) != len(rs) {
-		l.fail(ctx, fmt.Errorf("%s: iteration %d: %d log-prob rows for %d rollouts", res.GetMember(), q.iter, len(lps), len(rs)))
+	if err := fill(ch.rollouts[q.lo:q.hi]); err != nil {
+		l.fail(ctx, fmt.Errorf("%s: iteration %d: %w", res.GetMember(), q.iter, err))
 		return
+	}
+	ch.left[role]--
+	ch.done[role] = ch.left[role] == 0
+	it.busySec[role] += res.GetSeconds()
+	it.retries += res.GetRetries()
+	l.chunkStage(it, ch)
+	l.advance(ctx)
+}
+
+// setRefLogProbs writes a reference's answer into the rollouts it covered.
+func setRefLogProbs(rs []learner.Rollout, lps []*messages.LogProbs) error {
+	if len(lps) != len(rs) {
+		return fmt.Errorf("%d log-prob rows for %d rollouts", len(lps), len(rs))
 	}
 	for i, lp := range lps {
 		if len(lp.GetValues()) != len(rs[i].Response) {
-			l.fail(ctx, fmt.Errorf("%s: iteration %d: %d reference log-probs for %d response tokens", res.GetMember(), q.iter, len(lp.GetValues()), len(rs[i].Response)))
-			return
+			return fmt.Errorf("%d reference log-probs for %d response tokens", len(lp.GetValues()), len(rs[i].Response))
 		}
 		rs[i].RefLogProbs = lp.GetValues()
 	}
-	ch.refLeft--
-	ch.ref = ch.refLeft == 0
-	it.refSec += res.GetSeconds()
-	it.retries += res.GetRetries()
-	l.chunkStage(it, ch)
-	l.advance(ctx)
+	return nil
 }
 
-func (l *RLLearner) onScores(ctx actor.Context, res *messages.ScoreResult) {
-	r := l.run
-	if res.GetRefused() != "" {
-		l.onRefused(ctx, &r.rewards, res.GetMember(), res.GetRequestId(), res.GetRefused())
-		return
+// setScores writes a reward's answer into the rollouts it covered.
+func setScores(rs []learner.Rollout, scores []*messages.RolloutScore) error {
+	if len(scores) != len(rs) {
+		return fmt.Errorf("%d scores for %d rollouts", len(scores), len(rs))
 	}
-	q := l.answered(&r.rewards, res.GetRequestId(), res.GetMember())
-	if q == nil {
-		l.advance(ctx)
-		return
+	for i, sc := range scores {
+		rs[i].Score, rs[i].ScoreParts = sc.GetTotal(), sc.GetParts()
 	}
-	it := r.iters[q.iter]
-	ch := it.chunks[q.chunk]
-	if res.GetError() != "" {
-		l.fail(ctx, fmt.Errorf("%s: iteration %d: %s", res.GetMember(), q.iter, res.GetError()))
-		return
-	}
-	rs := ch.rollouts[q.lo:q.hi]
-	if len(res.GetScores()) != len(rs) {
-		l.fail(ctx, fmt.Errorf("%s: iteration %d: %d scores for %d rollouts", res.GetMember(), q.iter, len(res.GetScores()), len(rs)))
-		return
-	}
-	for i, s := range res.GetScores() {
-		rs[i].Score, rs[i].ScoreParts = s.GetTotal(), s.GetParts()
-	}
-	ch.scoreLeft--
-	ch.score = ch.scoreLeft == 0
-	it.scoreSec += res.GetSeconds()
-	it.retries += res.GetRetries()
-	l.chunkStage(it, ch)
-	l.advance(ctx)
+	return nil
 }
 
-// chunkStage counts ch as complete once all three stages are in (ref and
-// score turn true with the last of their requests' answers).
+// chunkStage counts ch as complete once all three stages are in.
 func (l *RLLearner) chunkStage(it *rlIteration, ch *rlChunk) {
-	if ch.gen && ch.ref && ch.score {
+	if ch.done[roleGenerator] && ch.done[roleReference] && ch.done[roleReward] {
 		it.left--
 	}
 }
@@ -691,12 +696,7 @@ func (l *RLLearner) requeue(q *rlRequest) {
 // onLost takes a member out of its pool; its request goes to another.
 func (l *RLLearner) onLost(ctx actor.Context, msg *messages.MemberLost) {
 	r := l.run
-	var p *rlPool
-	for _, c := range []*rlPool{&r.gens, &r.refs, &r.rewards} {
-		if c.role.String() == msg.GetRole() {
-			p = c
-		}
-	}
+	p := r.poolNamed(msg.GetRole())
 	if p == nil {
 		return
 	}
@@ -769,7 +769,7 @@ func (l *RLLearner) onWorkerLeft(ctx actor.Context, w *workerLeft) {
 	r := l.run
 	requeued := 0
 	var names []string
-	for _, p := range []*rlPool{&r.gens, &r.refs, &r.rewards} {
+	for _, p := range r.pools() {
 		for _, m := range p.members {
 			if m.node != w.node || m.lost {
 				continue
@@ -787,7 +787,7 @@ func (l *RLLearner) onWorkerLeft(ctx actor.Context, w *workerLeft) {
 		return
 	}
 	r.log.Warn().Strs("members", names).Int("requeued", requeued).Msg("worker left the cluster: its requests go to the others")
-	for _, p := range []*rlPool{&r.gens, &r.refs, &r.rewards} {
+	for _, p := range r.pools() {
 		if p.live() == 0 {
 			r.log.Warn().Str("role", p.role.String()).Msg("no live member left in this pool: its work waits for a worker to join")
 		}
@@ -796,7 +796,7 @@ func (l *RLLearner) onWorkerLeft(ctx actor.Context, w *workerLeft) {
 }
 
 func (r *rlRun) poolNamed(role string) *rlPool {
-	for _, p := range []*rlPool{&r.gens, &r.refs, &r.rewards} {
+	for _, p := range r.pools() {
 		if p.role.String() == role {
 			return p
 		}
@@ -953,10 +953,10 @@ func (l *RLLearner) onTrained(ctx actor.Context, d *trainDone) bool {
 		"rollout_tokens":        float64(it.tokens),
 		"rollout_tokens_per_s":  float64(it.tokens) / max(genWall, 1e-9),
 		"generate_seconds":      genWall,
-		"generate_busy_seconds": it.genBusy,
+		"generate_busy_seconds": it.busySec[roleGenerator],
 		"weights_wait_seconds":  it.waitSec,
-		"reference_seconds":     it.refSec,
-		"reward_seconds":        it.scoreSec,
+		"reference_seconds":     it.busySec[roleReference],
+		"reward_seconds":        it.busySec[roleReward],
 		"train_seconds":         d.train,
 		"publish_seconds":       d.pub,
 		"iteration_seconds":     time.Since(it.requested).Seconds(),

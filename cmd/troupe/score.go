@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -36,22 +37,13 @@ func init() {
 // written before the next is read. A bad line stops the command with
 // "FILE:LINE: reason", after the results of every line before it are written.
 func runScore(args []string, stdin io.Reader, stdout io.Writer) error {
-	c := commands["score"]
-	fs := newFlags(c)
-	modelDir := fs.String("model", "", "checkpoint directory: config.json, model.safetensors, tokenizer files (required)")
-	batch := fs.Int("batch", 16, "lines scored together (at least 1)")
-	if err := parseFlags(fs, args); err != nil {
+	fs := newFlags(commands["score"])
+	f := addJSONLFlags(fs, "checkpoint directory: config.json, model.safetensors, tokenizer files (required)", 16)
+	if err := f.parse(fs, args, nil); err != nil {
 		return err
 	}
-	switch {
-	case *modelDir == "":
-		return fmt.Errorf("%w: --model DIR is required", errUsage)
-	case *batch < 1:
-		return fmt.Errorf("%w: --batch must be >= 1, got %d", errUsage, *batch)
-	case fs.NArg() != 1:
-		return fmt.Errorf("%w: want one input FILE.jsonl (- for stdin), got %d arguments", errUsage, fs.NArg())
-	}
-	m, err := policy.Load(*modelDir, kernels.NewCPU(0))
+	modelDir := *f.model
+	m, err := policy.Load(modelDir, kernels.NewCPU(0))
 	if err != nil {
 		return err
 	}
@@ -62,33 +54,6 @@ func runScore(args []string, stdin io.Reader, stdout io.Writer) error {
 	defer in.Close()
 
 	var tok *tokenizer.Tokenizer // loaded at the first text line: token-only input needs no tokenizer files
-	out := bufio.NewWriter(stdout)
-	var seqs [][]int32
-	var lines []int
-	flush := func() error {
-		if len(seqs) == 0 {
-			return nil
-		}
-		defer func() { seqs, lines = seqs[:0], lines[:0] }()
-		lps, err := m.LogProbs(seqs)
-		if err != nil {
-			return fmt.Errorf("%s:%d-%d: %w", in.name, lines[0], lines[len(lines)-1], err)
-		}
-		for i, lp := range lps {
-			if lp == nil {
-				lp = []float32{} // a one-token line: [] rather than null
-			}
-			b, err := json.Marshal(struct {
-				LogProbs []float32 `json:"logprobs"`
-			}{lp})
-			if err != nil { // a non-finite log-prob: JSON cannot hold it
-				return fmt.Errorf("%s:%d: %w", in.name, lines[i], err)
-			}
-			out.Write(b)
-			out.WriteByte('\n')
-		}
-		return out.Flush()
-	}
 	// parse checks one line and returns its tokens; errors name FILE:LINE.
 	parse := func(raw []byte) ([]int32, error) {
 		var v struct {
@@ -116,7 +81,7 @@ func runScore(args []string, stdin io.Reader, stdout io.Writer) error {
 		case v.Text != nil:
 			if tok == nil {
 				var err error
-				if tok, err = tokenizer.Load(*modelDir); err != nil {
+				if tok, err = tokenizer.Load(modelDir); err != nil {
 					return nil, in.errorf("text needs the checkpoint's tokenizer: %v", err)
 				}
 			}
@@ -137,6 +102,84 @@ func runScore(args []string, stdin io.Reader, stdout io.Writer) error {
 		}
 		return seq, nil
 	}
+	encode := func(lp []float32) ([]byte, error) {
+		if lp == nil {
+			lp = []float32{} // a one-token line: [] rather than null
+		}
+		// A non-finite log-prob is an error: JSON cannot hold it.
+		return json.Marshal(struct {
+			LogProbs []float32 `json:"logprobs"`
+		}{lp})
+	}
+	return scoreJSONL(in, stdout, *f.batch, parse, m.LogProbs, encode)
+}
+
+// jsonlFlags are the flags score and reward share: the checkpoint and the
+// batch size; both read one input file.
+type jsonlFlags struct {
+	model *string
+	batch *int
+}
+
+func addJSONLFlags(fs *flag.FlagSet, modelUsage string, batch int) jsonlFlags {
+	return jsonlFlags{
+		model: fs.String("model", "", modelUsage),
+		batch: fs.Int("batch", batch, "lines scored together (at least 1)"),
+	}
+}
+
+// parse parses args and checks them; check (nil for none) checks the
+// command's own flags, after --model and --batch and before the input file.
+func (f jsonlFlags) parse(fs *flag.FlagSet, args []string, check func() error) error {
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	switch {
+	case *f.model == "":
+		return fmt.Errorf("%w: --model DIR is required", errUsage)
+	case *f.batch < 1:
+		return fmt.Errorf("%w: --batch must be >= 1, got %d", errUsage, *f.batch)
+	}
+	if check != nil {
+		if err := check(); err != nil {
+			return err
+		}
+	}
+	if fs.NArg() != 1 {
+		return fmt.Errorf("%w: want one input FILE.jsonl (- for stdin), got %d arguments", errUsage, fs.NArg())
+	}
+	return nil
+}
+
+// scoreJSONL is the loop score and reward share: it reads in's lines, parse
+// turns each into a sequence, batch lines at a time are scored together, and
+// encode writes each line's result as one JSON line (its error is put on
+// FILE:LINE). A batch's results are written before the next is read; a bad
+// line stops the loop after the results of the lines before it.
+func scoreJSONL[R any](in *jsonl, stdout io.Writer, batch int, parse func(raw []byte) ([]int32, error),
+	score func(seqs [][]int32) ([]R, error), encode func(r R) ([]byte, error)) error {
+	out := bufio.NewWriter(stdout)
+	var seqs [][]int32
+	var lines []int
+	flush := func() error {
+		if len(seqs) == 0 {
+			return nil
+		}
+		defer func() { seqs, lines = seqs[:0], lines[:0] }()
+		rs, err := score(seqs)
+		if err != nil {
+			return fmt.Errorf("%s:%d-%d: %w", in.name, lines[0], lines[len(lines)-1], err)
+		}
+		for i, r := range rs {
+			b, err := encode(r)
+			if err != nil {
+				return fmt.Errorf("%s:%d: %w", in.name, lines[i], err)
+			}
+			out.Write(b)
+			out.WriteByte('\n')
+		}
+		return out.Flush()
+	}
 	for {
 		raw, err := in.next()
 		if err == io.EOF {
@@ -147,7 +190,7 @@ func runScore(args []string, stdin io.Reader, stdout io.Writer) error {
 			if seq, err = parse(raw); err == nil {
 				seqs = append(seqs, seq)
 				lines = append(lines, in.line)
-				if len(seqs) < *batch {
+				if len(seqs) < batch {
 					continue
 				}
 				err = flush()
