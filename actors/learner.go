@@ -210,7 +210,7 @@ func (l *Learner) publish(ctx actor.Context, step int, final bool) {
 		r.finalVersion = a.Version
 	}
 	r.log.Debug().Int64("version", a.Version).Int("step", step).Int64("bytes", a.Size).Dur("took", time.Since(start)).Msg("weights published")
-	r.sink.OnPublish(a.Version, step, int(a.Size), a.Sha256)
+	r.sink.OnPublish(a.Version, step, int(a.Size), announceChecksum(a))
 }
 
 // checkpoint writes the job's checkpoint for step (once per step).

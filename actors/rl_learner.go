@@ -971,7 +971,7 @@ func (l *RLLearner) onTrained(ctx actor.Context, d *trainDone) bool {
 	if d.skipped == nil { // a skipped iteration has no figures (NaN is not JSON)
 		r.sink.OnStep(m, r.version)
 	}
-	r.sink.OnPublish(d.announce.Version, d.iterations, int(d.announce.Size), d.announce.Sha256)
+	r.sink.OnPublish(d.announce.Version, d.iterations, int(d.announce.Size), announceChecksum(d.announce))
 	if d.checkpoint != "" {
 		committed, err := r.sink.OnCheckpoint(d.iterations, d.checkpoint)
 		if err != nil {
@@ -1020,7 +1020,7 @@ func (l *RLLearner) publish(iterations int, final bool) (*messages.WeightsAnnoun
 	if final {
 		r.finalVersion = a.Version
 	}
-	r.sink.OnPublish(a.Version, iterations, int(a.Size), a.Sha256)
+	r.sink.OnPublish(a.Version, iterations, int(a.Size), announceChecksum(a))
 	return a, nil
 }
 

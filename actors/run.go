@@ -52,7 +52,8 @@ type Sink interface {
 	// published weights version (0 before the first).
 	OnStep(m learner.StepMetrics, version int64)
 	// OnPublish is called when weights version v (taken after step) is published.
-	OnPublish(version int64, step int, size int, sha256 string)
+	// checksum names its kind: "crc32c:1a2b3c4d" (or "sha256:..." for older stores).
+	OnPublish(version int64, step int, size int, checksum string)
 	// OnEval is called for every evaluation an evaluator finishes.
 	OnEval(evaluator string, version int64, step int, r learner.EvalResult)
 	// CheckpointDir returns a directory, not yet existing, to write the

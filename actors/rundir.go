@@ -88,14 +88,14 @@ type SampleRecord struct {
 
 // EventRecord is one line of events.jsonl.
 type EventRecord struct {
-	Time    time.Time `json:"time"`
-	Event   string    `json:"event"` // "start", "resume", "publish", "checkpoint", "rotate", "close"
-	Step    int       `json:"step"`
-	Version int64     `json:"version,omitempty"`
-	Size    int       `json:"size,omitempty"`
-	SHA256  string    `json:"sha256,omitempty"`
-	Dir     string    `json:"dir,omitempty"`
-	Removed []string  `json:"removed,omitempty"`
+	Time     time.Time `json:"time"`
+	Event    string    `json:"event"` // "start", "resume", "publish", "checkpoint", "rotate", "close"
+	Step     int       `json:"step"`
+	Version  int64     `json:"version,omitempty"`
+	Size     int       `json:"size,omitempty"`
+	Checksum string    `json:"checksum,omitempty"` // of a published blob: "crc32c:<8 hex>"
+	Dir      string    `json:"dir,omitempty"`
+	Removed  []string  `json:"removed,omitempty"`
 }
 
 // RunDirOptions configures OpenRunDir.
@@ -335,10 +335,10 @@ func (r *RunDir) OnStep(m learner.StepMetrics, version int64) {
 }
 
 // OnPublish records the publish in events.jsonl.
-func (r *RunDir) OnPublish(version int64, step int, size int, sha256 string) {
+func (r *RunDir) OnPublish(version int64, step int, size int, checksum string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.event(EventRecord{Event: "publish", Step: step, Version: version, Size: size, SHA256: sha256})
+	r.event(EventRecord{Event: "publish", Step: step, Version: version, Size: size, Checksum: checksum})
 }
 
 // OnEval appends the evaluation to metrics.jsonl and its samples to

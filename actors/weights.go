@@ -253,6 +253,7 @@ func (p *WeightPublisher) Publish(ctx context.Context, step int, final bool, w [
 		// Subscribers will fetch this version from the store.
 		crc = crc32.Checksum(blob, castagnoli)
 	}
+	a.Crc32C, a.Dtype = crcHex(crc), p.dtype
 	data, err := proto.Marshal(a)
 	if err != nil {
 		return nil, fmt.Errorf("%w: announce %s: %v", ErrNATS, a.Object, err)
@@ -763,4 +764,16 @@ func (s *WeightSubscriber) Stop() {
 	s.sub.Stop()
 	s.chunks.Unsubscribe()
 	<-s.done
+}
+
+// announceChecksum is the checksum an announcement carries, named by kind, for
+// the run's events.jsonl: "crc32c:<hex>", or "sha256:<hex>" for an older one.
+func announceChecksum(a *messages.WeightsAnnounce) string {
+	switch {
+	case a.Crc32C != "":
+		return "crc32c:" + a.Crc32C
+	case a.Sha256 != "":
+		return "sha256:" + a.Sha256
+	}
+	return ""
 }

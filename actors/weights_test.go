@@ -3,6 +3,7 @@ package actors
 import (
 	"context"
 	"errors"
+	"hash/crc32"
 	"math/rand/v2"
 	"slices"
 	"strings"
@@ -126,6 +127,12 @@ func TestWeightsRoundTrip(t *testing.T) {
 	t.Logf("published %d bytes in %v", a.Size, time.Since(start))
 	if a.Version != 1 || a.Size != int64(4*len(w)) || a.Step != 10 {
 		t.Fatalf("got announce %v", a)
+	}
+	if want := crcHex(crc32.Checksum(encodeBlob(w, DTypeFP32, nil), castagnoli)); a.Crc32C != want || a.Dtype != DTypeFP32 {
+		t.Fatalf("announce carries crc32c %q dtype %q, want %q %q", a.Crc32C, a.Dtype, want, DTypeFP32)
+	}
+	if got := announceChecksum(a); got != "crc32c:"+a.Crc32C {
+		t.Fatalf("events checksum %q", got)
 	}
 
 	rec := newReceived()

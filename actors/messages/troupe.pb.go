@@ -36,10 +36,12 @@ type WeightsAnnounce struct {
 	Model         string                 `protobuf:"bytes,1,opt,name=model,proto3" json:"model,omitempty"`      // weights name, e.g. "policy"
 	Version       int64                  `protobuf:"varint,2,opt,name=version,proto3" json:"version,omitempty"` // 1, 2, ... per model, increasing
 	Size          int64                  `protobuf:"varint,3,opt,name=size,proto3" json:"size,omitempty"`       // blob bytes: 4 × parameters, float32 little-endian
-	Sha256        string                 `protobuf:"bytes,4,opt,name=sha256,proto3" json:"sha256,omitempty"`    // hex SHA-256 of the blob
+	Sha256        string                 `protobuf:"bytes,4,opt,name=sha256,proto3" json:"sha256,omitempty"`    // hex SHA-256 of the blob (versions before the fan-out; empty now)
 	Step          int64                  `protobuf:"varint,5,opt,name=step,proto3" json:"step,omitempty"`       // optimizer steps done when the weights were taken
 	Object        string                 `protobuf:"bytes,6,opt,name=object,proto3" json:"object,omitempty"`    // object name in the bucket, e.g. "policy.v12"
 	Final         bool                   `protobuf:"varint,7,opt,name=final,proto3" json:"final,omitempty"`     // the learner's last version of this run
+	Crc32C        string                 `protobuf:"bytes,8,opt,name=crc32c,proto3" json:"crc32c,omitempty"`    // CRC-32C (Castagnoli) of the blob, 8 hex digits (also in the Troupe-Crc32c header)
+	Dtype         string                 `protobuf:"bytes,9,opt,name=dtype,proto3" json:"dtype,omitempty"`      // blob encoding: fp32 or bf16 (also in the Troupe-Dtype header)
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -121,6 +123,20 @@ func (x *WeightsAnnounce) GetFinal() bool {
 		return x.Final
 	}
 	return false
+}
+
+func (x *WeightsAnnounce) GetCrc32C() string {
+	if x != nil {
+		return x.Crc32C
+	}
+	return ""
+}
+
+func (x *WeightsAnnounce) GetDtype() string {
+	if x != nil {
+		return x.Dtype
+	}
+	return ""
 }
 
 // Stop asks an actor (the learner, the topology) to stop cleanly: the learner
@@ -1487,7 +1503,7 @@ var File_troupe_proto protoreflect.FileDescriptor
 
 const file_troupe_proto_rawDesc = "" +
 	"\n" +
-	"\ftroupe.proto\x12\ttroupe.v1\"\xaf\x01\n" +
+	"\ftroupe.proto\x12\ttroupe.v1\"\xdd\x01\n" +
 	"\x0fWeightsAnnounce\x12\x14\n" +
 	"\x05model\x18\x01 \x01(\tR\x05model\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\x03R\aversion\x12\x12\n" +
@@ -1495,7 +1511,9 @@ const file_troupe_proto_rawDesc = "" +
 	"\x06sha256\x18\x04 \x01(\tR\x06sha256\x12\x12\n" +
 	"\x04step\x18\x05 \x01(\x03R\x04step\x12\x16\n" +
 	"\x06object\x18\x06 \x01(\tR\x06object\x12\x14\n" +
-	"\x05final\x18\a \x01(\bR\x05final\"\x1e\n" +
+	"\x05final\x18\a \x01(\bR\x05final\x12\x16\n" +
+	"\x06crc32c\x18\b \x01(\tR\x06crc32c\x12\x14\n" +
+	"\x05dtype\x18\t \x01(\tR\x05dtype\"\x1e\n" +
 	"\x04Stop\x12\x16\n" +
 	"\x06reason\x18\x01 \x01(\tR\x06reason\"\x90\x01\n" +
 	"\vLearnerDone\x12\x12\n" +
