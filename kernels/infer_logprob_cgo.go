@@ -35,6 +35,31 @@ static __attribute__((target("avx512f"))) void troupe_infer_logprob(int rows, in
 		logp[i] = (float)((double)((r[targets[i]] - fmx) * invT) - log(s));
 	}
 }
+
+// mx[i], sum[i] = max of row i of x (rows x w) and its sum of exp((x-max)*invT).
+static __attribute__((target("avx512f"))) void troupe_infer_maxsum(int rows, int w, const float *x,
+		float invT, float *mx, float *sum) {
+	__m512 vinv = _mm512_set1_ps(invT);
+	for (int i = 0; i < rows; i++) {
+		const float *r = x + (long)i * w;
+		__m512 m0 = _mm512_set1_ps(-__builtin_inff());
+		for (int j = 0; j < w; j += 16) {
+			int k = w - j;
+			__mmask16 m = k >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << k) - 1);
+			m0 = _mm512_mask_max_ps(m0, m, m0, _mm512_maskz_loadu_ps(m, r + j));
+		}
+		float fmx = _mm512_reduce_max_ps(m0);
+		__m512 vmx = _mm512_set1_ps(fmx), s = _mm512_setzero_ps();
+		for (int j = 0; j < w; j += 16) {
+			int k = w - j;
+			__mmask16 m = k >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << k) - 1);
+			__m512 e = _ZGVeN16v_expf(_mm512_mul_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, r + j), vmx), vinv));
+			s = _mm512_add_ps(s, _mm512_maskz_mov_ps(m, e));
+		}
+		mx[i] = fmx;
+		sum[i] = _mm512_reduce_add_ps(s);
+	}
+}
 */
 import "C"
 
@@ -51,5 +76,19 @@ func inferLogProbRows(logp, x []float32, targets []int32, rows, V int, invT floa
 	}
 	C.troupe_infer_logprob(C.int(rows), C.int(V), (*C.float)(unsafe.Pointer(&x[0])),
 		(*C.int)(unsafe.Pointer(&targets[0])), C.float(invT), (*C.float)(unsafe.Pointer(&logp[0])))
+	return true
+}
+
+// inferMaxSumRows runs troupe_infer_maxsum on rows of x; false (nothing done)
+// when the CPU lacks AVX-512.
+func inferMaxSumRows(mx, sum, x []float32, rows, w int, invT float32) bool {
+	if !hasAVX512 {
+		return false
+	}
+	if rows == 0 {
+		return true
+	}
+	C.troupe_infer_maxsum(C.int(rows), C.int(w), (*C.float)(unsafe.Pointer(&x[0])), C.float(invT),
+		(*C.float)(unsafe.Pointer(&mx[0])), (*C.float)(unsafe.Pointer(&sum[0])))
 	return true
 }

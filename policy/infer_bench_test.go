@@ -107,3 +107,34 @@ func BenchmarkGenerateFusedVsPlain(b *testing.B) {
 	b.ReportMetric(512/tf[len(tf)/2], "fused_new_tokens/s")
 	b.ReportMetric(512/tp[len(tp)/2], "plain_new_tokens/s")
 }
+
+// benchModelGPT2 is a randomly initialised 124M GPT-2 (V=50257, C=768) on the CPU.
+func benchModelGPT2(b *testing.B) *Model {
+	m, err := New(GPT2Small(), kernels.NewCPU(0))
+	if err != nil {
+		b.Fatal(err)
+	}
+	m.Init(1)
+	return m
+}
+
+// BenchmarkScoreGPT2: LogProbs of 8 sequences of 80 tokens on the gpt2 shape,
+// what `troupe bench --config gpt2 --what score` times.
+func BenchmarkScoreGPT2(b *testing.B) {
+	m := benchModelGPT2(b)
+	rng := rand.New(rand.NewPCG(4, 4))
+	seqs := make([][]int32, 8)
+	for i := range seqs {
+		seqs[i] = randomTokens(rng, 80, m.Config.VocabSize)
+	}
+	if _, err := m.LogProbs(seqs); err != nil {
+		b.Fatal(err)
+	}
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if _, err := m.LogProbs(seqs); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(8*79*b.N)/b.Elapsed().Seconds(), "tokens/s")
+}

@@ -116,6 +116,19 @@ func (m *Model) lmHead(logits, x, ln, mean, rstd kernels.Tensor, n int) {
 	kernels.MatmulTransForward(m.Dev, logits.Slice(0, n*V), ln.Slice(0, n*C), m.Param(L.Wte), n, C, V)
 }
 
+// fuseHead selects LogProbsT's LM head: kernels.InferHeadLogProb (the product
+// and the log-softmax per cache-sized block where the device fuses them) or the
+// (N,V) logits of lmHead then InferLogProb. A variable for the in-process A/B.
+var fuseHead = true
+
+// headScratch is the floats of logits LogProbsT needs for n rows.
+func (m *Model) headScratch(n int) int {
+	if !fuseHead {
+		return n * m.Config.VocabSize
+	}
+	return kernels.InferHeadScratch(m.Dev, n, m.Config.VocabSize)
+}
+
 // checkSeq validates one input sequence; what names it in the error.
 func (m *Model) checkSeq(s []int32, what string, i int) error {
 	if len(s) < 1 {
@@ -165,7 +178,7 @@ func (m *Model) LogProbsT(seqs [][]int32, temperature float32) ([][]float32, err
 	var host []float32
 	for lo := 0; lo < len(order); {
 		T := len(seqs[order[lo]])
-		perSeq := T*(rowFloats(C)+V+1) + NH*T*T
+		perSeq := T*(rowFloats(C)+1) + NH*T*T + m.headScratch(T)
 		B := max(1, inferBudget/perSeq)
 		hi := min(len(order), lo+B)
 		B = hi - lo
@@ -173,7 +186,7 @@ func (m *Model) LogProbsT(seqs [][]int32, temperature float32) ([][]float32, err
 		a := m.inferFor(func(a *inferActs, c *carver) {
 			a.r.carve(c, N, C)
 			a.att = c.take(B * NH * T * T)
-			a.logits = c.take(N * V)
+			a.logits = c.take(m.headScratch(N))
 			a.logp = c.take(N)
 		})
 		tokens, targets, host = slices.Grow(tokens[:0], N)[:N], slices.Grow(targets[:0], N)[:N], slices.Grow(host[:0], N)[:N]
@@ -195,8 +208,13 @@ func (m *Model) LogProbsT(seqs [][]int32, temperature float32) ([][]float32, err
 		L := m.Layout
 		m.Dev.EncoderForward(a.r.x, tokens, pos, m.Param(L.Wte), m.Param(L.Wpe), N, C)
 		m.inferBlocks(a.r, N, &blockCache{B: B, T: T, att: a.att})
-		m.lmHead(a.logits, a.r.x, a.r.ln, a.r.mean, a.r.rstd, N)
-		kernels.InferLogProb(m.Dev, a.logp, a.logits, targets, N, V, temperature)
+		if fuseHead {
+			m.Dev.LayerNormForward(a.r.ln, a.r.mean, a.r.rstd, a.r.x, m.Param(L.LnfW), m.Param(L.LnfB), N, C, m.Config.LayerNormEps)
+			kernels.InferHeadLogProb(m.Dev, a.logp, a.logits, a.r.ln, m.Param(L.Wte), targets, N, C, V, temperature)
+		} else {
+			m.lmHead(a.logits, a.r.x, a.r.ln, a.r.mean, a.r.rstd, N)
+			kernels.InferLogProb(m.Dev, a.logp, a.logits, targets, N, V, temperature)
+		}
 		m.Dev.Download(host, a.logp)
 		for b := 0; b < B; b++ {
 			k := order[lo+b]
