@@ -320,9 +320,10 @@ type WeightSubscriber struct {
 	onWeights func(Weights)
 	log       zerolog.Logger
 
-	mu     sync.Mutex
-	latest *announcement // newest announcement seen
-	wake   chan struct{} // cap 1: a newer announcement arrived
+	mu      sync.Mutex
+	latest  *announcement   // newest announcement seen
+	pending []*announcement // announced and not yet tried, in version order
+	wake    chan struct{}   // cap 1: a newer announcement arrived
 
 	tried  int64 // newest version fetched or refused (fetch goroutine only)
 	cancel context.CancelFunc
@@ -447,6 +448,7 @@ func (s *WeightSubscriber) offer(a *announcement) {
 	s.mu.Lock()
 	if s.latest == nil || a.Version > s.latest.Version {
 		s.latest = a
+		s.pending = append(s.pending, a)
 	}
 	s.mu.Unlock()
 	select {
@@ -455,14 +457,20 @@ func (s *WeightSubscriber) offer(a *announcement) {
 	}
 }
 
-// next returns the newest announcement not yet tried, or nil.
+// next returns the oldest announcement not yet tried, or nil: every version
+// announced while the subscriber listens is handed over, in order, unless it
+// can no longer be had (refused, or gone from the store).
 func (s *WeightSubscriber) next() *announcement {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.latest == nil || s.latest.Version <= s.tried {
-		return nil
+	for len(s.pending) > 0 {
+		a := s.pending[0]
+		s.pending = s.pending[1:]
+		if a.Version > s.tried {
+			return a
+		}
 	}
-	return s.latest
+	return nil
 }
 
 // errSuperseded: a newer version was announced while this one was on its way.
@@ -512,9 +520,12 @@ func (s *WeightSubscriber) Received() (fanout, store int64) {
 func (s *WeightSubscriber) receive(ctx context.Context, a *announcement) ([]float32, bool, error) {
 	if a.fanout && a.seq > s.joinSeq {
 		w, err := s.awaitFanout(ctx, a)
-		if err == nil || ctx.Err() != nil || errors.Is(err, errSuperseded) {
+		if err == nil || ctx.Err() != nil {
 			return w, err == nil, err
 		}
+		// Superseded or lost chunks: the store still holds this version (it
+		// keeps KeepVersions), and a connected subscriber takes every version
+		// in order rather than skipping one.
 		s.log.Debug().Err(err).Str("model", a.Model).Int64("version", a.Version).Msg("weights fan-out missed; fetching from the object store")
 	}
 	w, err := s.fetchRetrying(ctx, a)
@@ -574,7 +585,7 @@ func (s *WeightSubscriber) fetchRetrying(ctx context.Context, a *announcement) (
 		if w, err = s.fetch(ctx, a); err == nil || errors.Is(err, ErrWeights) || errors.Is(err, errSuperseded) {
 			return w, err
 		}
-		if n := s.next(); n != nil && n.Version > a.Version {
+		if s.newest() > a.Version {
 			return nil, err
 		}
 		select {

@@ -359,3 +359,59 @@ func TestPublisherRefusesBadModelName(t *testing.T) {
 		t.Fatalf("got %v, want ErrWeights", err)
 	}
 }
+
+// A subscriber that is busy while several versions are announced still gets
+// every one of them, in order (the store keeps KeepVersions), rather than
+// jumping to the newest: a connected subscriber never skips a version.
+func TestBusySubscriberGetsEveryVersionInOrder(t *testing.T) {
+	nc := startNATS(t)
+	ctx := context.Background()
+	pub, err := NewWeightPublisher(ctx, nc, "policy")
+	if err != nil {
+		t.Fatalf("NewWeightPublisher: %v", err)
+	}
+	release := make(chan struct{})
+	var mu sync.Mutex
+	var got []int64
+	sub, err := SubscribeWeights(nc, "policy", zerolog.Nop(), func(w Weights) {
+		mu.Lock()
+		got = append(got, w.Version)
+		first := len(got) == 1
+		mu.Unlock()
+		if first {
+			<-release // busy while versions 2..KeepVersions+1 are announced
+		}
+	})
+	if err != nil {
+		t.Fatalf("SubscribeWeights: %v", err)
+	}
+	defer sub.Stop()
+	last := int64(KeepVersions + 1)
+	for v := int64(1); v <= last; v++ {
+		if _, err := pub.Publish(ctx, int(v), false, randomWeights(1<<12, uint64(v))); err != nil {
+			t.Fatalf("Publish v%d: %v", v, err)
+		}
+		if v == 1 {
+			waitFor(t, func() bool { mu.Lock(); defer mu.Unlock(); return len(got) == 1 })
+		}
+	}
+	close(release)
+	waitFor(t, func() bool { mu.Lock(); defer mu.Unlock(); return len(got) > 0 && got[len(got)-1] == last })
+	mu.Lock()
+	defer mu.Unlock()
+	for i, v := range got {
+		if v != int64(i+1) {
+			t.Fatalf("versions %v, want 1..%d in order", got, last)
+		}
+	}
+}
+
+// waitFor polls cond for up to 20 s.
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(20 * time.Second); !cond(); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("timed out waiting")
+		}
+	}
+}
