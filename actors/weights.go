@@ -35,7 +35,7 @@ const (
 	weightsSubject = "troupe.weights." // + model
 	KeepVersions   = 3                 // blobs kept per model; older ones are deleted
 	fetchTimeout   = 5 * time.Minute   // one blob download, e.g. 500 MB for GPT-2 124M
-	fetchRetries   = 3                 // tries for a transient fetch failure
+	retryPatience  = 30 * time.Second  // how long a store put or fetch is retried through transient failures (a NATS restart)
 	fetchBackoff   = 200 * time.Millisecond
 )
 
@@ -269,17 +269,18 @@ func (p *WeightPublisher) Publish(ctx context.Context, step int, final bool, w [
 		return nil, fmt.Errorf("%w: announce %s: %v", ErrNATS, a.Object, err)
 	}
 	p.version = v
+	putStart := time.Now()
 	for try := 1; ; try++ {
 		err = putObject(ctx, p.nc, p.js, p.obj, a.Object, blob, putMaxPending)
 		if err == nil {
 			break
 		}
-		if try == putTries || ctx.Err() != nil {
+		if time.Since(putStart) > retryPatience || ctx.Err() != nil {
 			return a, fmt.Errorf("%w: put %s (%d bytes; announced, subscribers that missed its chunks skip it): %v", ErrNATS, a.Object, len(blob), err)
 		}
 		select {
 		case <-ctx.Done():
-		case <-time.After(fetchBackoff << try):
+		case <-time.After(backoff(try)):
 		}
 	}
 	if old := v - KeepVersions; old >= 1 {
@@ -290,9 +291,6 @@ func (p *WeightPublisher) Publish(ctx context.Context, step int, final bool, w [
 	}
 	return a, nil
 }
-
-// putTries bounds the durable copies tried for one version.
-const putTries = 3
 
 // Weights is one verified version handed to a subscriber's owner.
 type Weights struct {
@@ -576,25 +574,27 @@ func (s *WeightSubscriber) verifyAssembly(a *announcement, asm *assembly) ([]flo
 	return w, err
 }
 
-// fetchRetrying retries transient failures (not refusals, and not when a
-// newer version has been announced meanwhile).
+// fetchRetrying retries transient failures (not refusals, nor a version that
+// will never be stored) for up to retryPatience, so that a NATS restart does
+// not make a connected subscriber skip a version.
 func (s *WeightSubscriber) fetchRetrying(ctx context.Context, a *announcement) ([]float32, error) {
-	var err error
-	for try := 0; try < fetchRetries; try++ {
-		var w []float32
-		if w, err = s.fetch(ctx, a); err == nil || errors.Is(err, ErrWeights) || errors.Is(err, errSuperseded) {
+	start := time.Now()
+	for try := 0; ; try++ {
+		w, err := s.fetch(ctx, a)
+		if err == nil || errors.Is(err, ErrWeights) || errors.Is(err, errSuperseded) || time.Since(start) > retryPatience {
 			return w, err
-		}
-		if s.newest() > a.Version {
-			return nil, err
 		}
 		select {
 		case <-ctx.Done():
 			return nil, ctx.Err()
-		case <-time.After(fetchBackoff << try):
+		case <-time.After(backoff(try)):
 		}
 	}
-	return nil, err
+}
+
+// backoff is the wait before retry try+1: fetchBackoff doubling, at most 2 s.
+func backoff(try int) time.Duration {
+	return min(fetchBackoff<<min(try, 8), 2*time.Second)
 }
 
 // objectPoll is how often a fetch looks again for an object that is
