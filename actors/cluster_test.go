@@ -8,6 +8,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"fmt"
 	"math/big"
 	"net"
 	"os"
@@ -103,11 +104,7 @@ func TestRLWorkersInCluster(t *testing.T) {
 	opt.NATSURL, opt.NATSDir, opt.Cluster = url, "", &cc
 	opt.Generators, opt.References, opt.Rewards = 0, 0, 0
 	opt.ChunkSize = 2 // 4 requests per iteration over 2 workers
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	if err := RunRL(ctx, opt); err != nil {
-		t.Fatalf("RunRL: %v\nlogs:\n%s", err, logs.String())
-	}
+	runRLOrFail(t, opt, logs)
 	trained, weights := job.snapshot()
 	gens := checkBatches(t, job, trained)
 	if len(gens) != 2 {
@@ -310,11 +307,7 @@ func TestClusterTLS(t *testing.T) {
 	opt := rlOptions(t, job, sink, log)
 	opt.NATSURL, opt.NATSDir, opt.Cluster, opt.Generators, opt.Evaluators = url, "", &cc, 0, 0
 	opt.ChunkSize = 2
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	if err := RunRL(ctx, opt); err != nil {
-		t.Fatalf("RunRL: %v\nlogs:\n%s", err, logs.String())
-	}
+	runRLOrFail(t, opt, logs)
 	trained, _ := job.snapshot()
 	gens := checkBatches(t, job, trained)
 	if len(gens) != 1 {
@@ -387,11 +380,7 @@ func TestClusterWorkerEvaluator(t *testing.T) {
 
 	opt := rlOptions(t, job, sink, log)
 	opt.NATSURL, opt.NATSDir, opt.Cluster, opt.Generators = url, "", &cc, 0
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	if err := RunRL(ctx, opt); err != nil {
-		t.Fatalf("RunRL: %v\nlogs:\n%s", err, logs.String())
-	}
+	runRLOrFail(t, opt, logs)
 	sink.mu.Lock()
 	evals := map[string][]int64{}
 	for k, v := range sink.evals {
@@ -418,4 +407,14 @@ func TestClusterWorkerEvaluator(t *testing.T) {
 		}
 	}
 	t.Logf("evaluations by evaluator: %v", evals)
+}
+
+// runRLOrFail runs opt for at most 2 minutes and fails with the logs on an error.
+func runRLOrFail(t *testing.T, opt RLOptions, logs fmt.Stringer) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if err := RunRL(ctx, opt); err != nil {
+		t.Fatalf("RunRL: %v\nlogs:\n%s", err, logs.String())
+	}
 }
