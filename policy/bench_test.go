@@ -23,25 +23,7 @@ func benchModel(b *testing.B) *Model {
 }
 
 // BenchmarkTrainStepSmall: one step (forward, backward, AdamW) on B=8, T=256.
-func BenchmarkTrainStepSmall(b *testing.B) {
-	m := benchModel(b)
-	B, T := 8, 256
-	rng := rand.New(rand.NewPCG(1, 1))
-	x := randomTokens(rng, B*T, m.Config.VocabSize)
-	y := randomTokens(rng, B*T, m.Config.VocabSize)
-	opt := NewAdamW(m, DefaultAdamWConfig())
-	step := func() {
-		m.ZeroGrad()
-		m.LossAndBackward(x, y, nil, B, T)
-		opt.Update(m, opt.Config.LR)
-	}
-	step() // allocations
-	b.ResetTimer()
-	for i := 0; i < b.N; i++ {
-		step()
-	}
-	b.ReportMetric(float64(B*T*b.N)/b.Elapsed().Seconds(), "tokens/s")
-}
+func BenchmarkTrainStepSmall(b *testing.B) { benchTrainStep(b, benchModel(b), 8, 256) }
 
 // BenchmarkTrainStepGPT2: one step at the 124M shape (V50257, L12, H12, d768)
 // on B=4, T=256, as `troupe bench --config gpt2` runs it.
@@ -56,7 +38,12 @@ func BenchmarkTrainStepGPT2(b *testing.B) {
 		b.Fatal(err)
 	}
 	m.Init(1)
-	B, T := 4, 256
+	benchTrainStep(b, m, 4, 256)
+}
+
+// benchTrainStep times training steps (forward, backward, AdamW) of m on
+// random tokens, B rows of T, and reports tokens/s.
+func benchTrainStep(b *testing.B, m *Model, B, T int) {
 	rng := rand.New(rand.NewPCG(1, 1))
 	x := randomTokens(rng, B*T, m.Config.VocabSize)
 	y := randomTokens(rng, B*T, m.Config.VocabSize)

@@ -11,8 +11,11 @@ import (
 
 // BenchmarkScoreBenchShape: LogProbs of 8 sequences of 80 tokens (16-token
 // prompts plus 64 new ones), the shape `troupe bench --what score` times.
-func BenchmarkScoreBenchShape(b *testing.B) {
-	m := benchModel(b)
+func BenchmarkScoreBenchShape(b *testing.B) { benchScore(b, benchModel(b)) }
+
+// benchScore times m.LogProbs of 8 random sequences of 80 tokens and reports
+// tokens/s.
+func benchScore(b *testing.B, m *Model) {
 	rng := rand.New(rand.NewPCG(4, 4))
 	seqs := make([][]int32, 8)
 	for i := range seqs {
@@ -120,21 +123,4 @@ func benchModelGPT2(b *testing.B) *Model {
 
 // BenchmarkScoreGPT2: LogProbs of 8 sequences of 80 tokens on the gpt2 shape,
 // what `troupe bench --config gpt2 --what score` times.
-func BenchmarkScoreGPT2(b *testing.B) {
-	m := benchModelGPT2(b)
-	rng := rand.New(rand.NewPCG(4, 4))
-	seqs := make([][]int32, 8)
-	for i := range seqs {
-		seqs[i] = randomTokens(rng, 80, m.Config.VocabSize)
-	}
-	if _, err := m.LogProbs(seqs); err != nil {
-		b.Fatal(err)
-	}
-	b.ResetTimer()
-	for i := 0; i < b.N; i++ {
-		if _, err := m.LogProbs(seqs); err != nil {
-			b.Fatal(err)
-		}
-	}
-	b.ReportMetric(float64(8*79*b.N)/b.Elapsed().Seconds(), "tokens/s")
-}
+func BenchmarkScoreGPT2(b *testing.B) { benchScore(b, benchModelGPT2(b)) }

@@ -322,6 +322,10 @@ func medianDuration(d []time.Duration) time.Duration {
 	return d[len(d)/2]
 }
 
+// scoreStepsFactor multiplies the timed steps of the score measurement, here
+// and in bench_torch.py (--score-steps-factor).
+const scoreStepsFactor = 4
+
 // timeSteps runs fn warmup times untimed, then steps times, and returns the median.
 func timeSteps(warmup, steps int, fn func() error) (time.Duration, error) {
 	for i := 0; i < warmup; i++ {
@@ -445,7 +449,10 @@ func benchTroupe(name string, s benchShape, whats []string, steps, warmup, threa
 		for _, q := range seqs {
 			n += len(q) - 1
 		}
-		med, err := timeSteps(1, steps, func() error {
+		// A scoring step is short (~0.1 s for small), so it is timed
+		// scoreStepsFactor times as often as the others for a steadier median
+		// (the PyTorch reference does the same).
+		med, err := timeSteps(1, scoreStepsFactor*steps, func() error {
 			_, err := m.LogProbs(seqs)
 			return err
 		})
@@ -470,7 +477,8 @@ type torchRunner struct {
 // run measures config name's whats with the reference.
 func (t torchRunner) run(name string, whats []string, steps, warmup, threads int) ([]benchResult, error) {
 	res, _, err := t.exec([]string{"--config", name, "--what", strings.Join(whats, ","),
-		"--steps", fmt.Sprint(steps), "--warmup", fmt.Sprint(warmup)}, threads)
+		"--steps", fmt.Sprint(steps), "--warmup", fmt.Sprint(warmup),
+		"--score-steps-factor", fmt.Sprint(scoreStepsFactor)}, threads)
 	return res, err
 }
 

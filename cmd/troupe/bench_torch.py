@@ -91,6 +91,7 @@ def main():
     ap.add_argument("--seq", type=int, default=0, help="training sequence length, 0 = the config's")
     ap.add_argument("--gen-warmup", type=int, default=1, help="untimed generation calls")
     ap.add_argument("--gen-steps", type=int, default=0, help="timed generation calls, 0 = max(2, steps/2)")
+    ap.add_argument("--score-steps-factor", type=int, default=1, help="timed scoring calls = this times --steps")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
@@ -145,7 +146,7 @@ def main():
         def score():
             return F.log_softmax(model(inp), -1).gather(-1, tgt.unsqueeze(-1))
 
-        med = median_time(score, 1, a.steps)
+        med = median_time(score, 1, a.score_steps_factor * a.steps)
         emit(dict(bench="score", batch=s.shape[0], seq=inp.shape[1], ms=round(med * 1e3, 2),
                   tokens_per_s=round(inp.numel() / med, 1)))
 

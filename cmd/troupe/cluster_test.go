@@ -324,6 +324,24 @@ func (lb *loopback) learner(t *testing.T, args ...string) *proc {
 
 // rolloutRate is the mean rollout_tokens_per_s of a run's iterations after
 // the first (which includes the workers' joining and warm-up).
+// waitServing waits until each worker has logged that it serves.
+func waitServing(t *testing.T, workers ...*proc) {
+	t.Helper()
+	for _, w := range workers {
+		w.waitLog(t, "worker serving", 1, time.Minute)
+	}
+}
+
+// learnerTraining starts a learner on cfg and waits until both workers have
+// joined and it has trained two iterations.
+func (lb *loopback) learnerTraining(t *testing.T, cfg string) *proc {
+	t.Helper()
+	l := lb.learner(t, cfg)
+	l.waitLog(t, "worker joined: its actors take work", 2, time.Minute)
+	l.waitLog(t, "iteration trained", 2, 3*time.Minute)
+	return l
+}
+
 func rolloutRate(t *testing.T, runDir string) (float64, []float64) {
 	t.Helper()
 	steps := readSteps(t, runDir)
@@ -435,11 +453,8 @@ func TestClusterWorkerKilled(t *testing.T) {
 	const its, prompts = 12, 64
 	cfg := lb.config(t, "worker-killed", "killed", its, prompts, 32)
 	w0, w1 := lb.worker(t, 0, cfg), lb.worker(t, 1, cfg)
-	w0.waitLog(t, "worker serving", 1, time.Minute)
-	w1.waitLog(t, "worker serving", 1, time.Minute)
-	l := lb.learner(t, cfg)
-	l.waitLog(t, "worker joined: its actors take work", 2, time.Minute)
-	l.waitLog(t, "iteration trained", 2, 3*time.Minute)
+	waitServing(t, w0, w1)
+	l := lb.learnerTraining(t, cfg)
 	// Kill worker 1 while it samples: it logged starting a request it has
 	// not answered.
 	for deadline := time.Now().Add(2 * time.Minute); ; time.Sleep(2 * time.Millisecond) {
@@ -495,8 +510,7 @@ func TestClusterNATSRestart(t *testing.T) {
 	const its, prompts = 8, 32
 	cfg := lb.config(t, "nats-restart", "nats-restart", its, prompts, 32)
 	w0, w1 := lb.worker(t, 0, cfg), lb.worker(t, 1, cfg)
-	w0.waitLog(t, "worker serving", 1, time.Minute)
-	w1.waitLog(t, "worker serving", 1, time.Minute)
+	waitServing(t, w0, w1)
 
 	nc, err := actors.Connect(lb.natsURL(), nats.UserInfo("troupe", natsSecret))
 	if err != nil {
@@ -570,8 +584,7 @@ func TestClusterLearnerKilledResumes(t *testing.T) {
 	const its, prompts = 8, 32
 	cfg := lb.config(t, "learner-killed", "learner-killed", its, prompts, 32)
 	w0, w1 := lb.worker(t, 0, cfg), lb.worker(t, 1, cfg)
-	w0.waitLog(t, "worker serving", 1, time.Minute)
-	w1.waitLog(t, "worker serving", 1, time.Minute)
+	waitServing(t, w0, w1)
 	l := lb.learner(t, cfg)
 	l.waitLog(t, "iteration trained", 3, 3*time.Minute)
 	l.kill()
@@ -612,8 +625,7 @@ func TestClusterRefusesStrangers(t *testing.T) {
 	}
 
 	w0, w1 := lb.worker(t, 0, cfg), lb.worker(t, 1, other)
-	w0.waitLog(t, "worker serving", 1, time.Minute)
-	w1.waitLog(t, "worker serving", 1, time.Minute)
+	waitServing(t, w0, w1)
 	l := lb.learner(t, cfg)
 	if err := l.wait(t, 3*time.Minute); err != nil {
 		t.Fatalf("learner: %v\n%s", err, l.tail(40))
@@ -639,11 +651,8 @@ func TestClusterWorkerPausedRejoins(t *testing.T) {
 	const its, prompts = 40, 32
 	cfg := lb.config(t, "worker-paused", "paused", its, prompts, 32)
 	w0, w1 := lb.worker(t, 0, cfg), lb.worker(t, 1, cfg)
-	w0.waitLog(t, "worker serving", 1, time.Minute)
-	w1.waitLog(t, "worker serving", 1, time.Minute)
-	l := lb.learner(t, cfg)
-	l.waitLog(t, "worker joined: its actors take work", 2, time.Minute)
-	l.waitLog(t, "iteration trained", 2, 3*time.Minute)
+	waitServing(t, w0, w1)
+	l := lb.learnerTraining(t, cfg)
 
 	if err := w1.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
 		t.Fatal(err)
@@ -683,8 +692,7 @@ func TestClusterWorkerEvaluator(t *testing.T) {
 	const its, prompts = 5, 16
 	cfg := lb.config(t, "worker-evaluator", "evaluator", its, prompts, 16)
 	w0, w1 := lb.worker(t, 0, cfg), lb.workerRoles(t, 1, cfg, "evaluator")
-	w0.waitLog(t, "worker serving", 1, time.Minute)
-	w1.waitLog(t, "worker serving", 1, time.Minute)
+	waitServing(t, w0, w1)
 	l := lb.learner(t, cfg)
 	if err := l.wait(t, 5*time.Minute); err != nil {
 		t.Fatalf("learner: %v\n%s", err, l.tail(40))
