@@ -189,6 +189,7 @@ func (e *Evaluator) maybeStart(ctx actor.Context) {
 		}()
 		start := time.Now()
 		res, err := ev.Evaluate(w.Data)
+		w.Release() // done with the values (not after a panic: the retry may evaluate them again)
 		root.Send(self, &evalFinished{w: w, res: res, err: err, seconds: time.Since(start).Seconds()})
 	}()
 }

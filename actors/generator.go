@@ -128,6 +128,7 @@ func (g *generatorRole) replied() {
 // logged and skipped: the next version may fit, and crashing would not help.
 func (g *generatorRole) load(w Weights) {
 	r := g.run
+	defer w.Release() // SetWeights copied the values: the subscriber may reuse the buffer
 	if err := r.gen.SetWeights(w.Data, w.Version); err != nil {
 		r.log.Error().Err(err).Int64("version", w.Version).Msg("weights refused")
 		return

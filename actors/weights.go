@@ -232,7 +232,9 @@ func (p *WeightPublisher) DType() string { return p.dtype }
 // failed (returned with the error): a number handed to subscribers is never
 // reused for other weights.
 func (p *WeightPublisher) Publish(ctx context.Context, step int, final bool, w []float32) (*messages.WeightsAnnounce, error) {
-	blob := encodeBlob(w, p.dtype, p.scratch)
+	// A bf16 blob is encoded chunk by chunk as the fan-out sends it (the
+	// first chunks go out while the rest is still fp32).
+	blob, encode := wireBlob(w, p.dtype, p.scratch)
 	if p.dtype != DTypeFP32 || !littleEndian {
 		p.scratch = blob
 	}
@@ -245,7 +247,10 @@ func (p *WeightPublisher) Publish(ctx context.Context, step int, final bool, w [
 		Object:  objectName(p.model, v),
 		Final:   final,
 	}
-	crc, ferr := fanOut(ctx, p.nc, p.model, v, p.dtype, blob)
+	crc, ferr := fanOut(ctx, p.nc, p.model, v, p.dtype, blob, encode)
+	if encode != nil {
+		encode(len(blob)) // what a failed fan-out did not reach, for the store
+	}
 	if ferr != nil {
 		if ctx.Err() != nil {
 			return nil, ferr
@@ -298,6 +303,21 @@ type Weights struct {
 	Step    int       // optimizer steps done when taken
 	Final   bool      // the learner's last version of its run
 	Data    []float32 // (parameters) the flat buffer, Job.Weights layout
+
+	release func()
+}
+
+// Release tells the subscriber that its owner is done with Data (it has
+// copied the values into its model, say): the subscriber may then receive a
+// later version of the same size into that memory instead of a fresh buffer,
+// which spares the page faults and zeroing of a new one (500 MB for GPT-2
+// 124M) on every version. Optional: an owner that never calls it keeps Data
+// for as long as it likes. Data must not be used after Release; calling it
+// again (also on a copy of w) does nothing.
+func (w Weights) Release() {
+	if w.release != nil {
+		w.release()
+	}
 }
 
 // WeightSubscriber follows one model's versions: it starts from the latest
@@ -312,7 +332,8 @@ type WeightSubscriber struct {
 	model     string
 	obj       jetstream.ObjectStore
 	sub       jetstream.ConsumeContext
-	chunks    *nats.Subscription
+	raw       *chunkConn         // the fan-out's chunks, read straight into place; or
+	chunks    *nats.Subscription // the same through nats.go (see chunkConn)
 	fan       *fanin
 	joinSeq   uint64 // announcements at or below this stream sequence predate our chunk subscription
 	onWeights func(Weights)
@@ -380,25 +401,34 @@ func SubscribeWeights(nc *nats.Conn, model string, log zerolog.Logger, onWeights
 		return nil, err
 	}
 	s := &WeightSubscriber{model: model, obj: obj, fan: newFanin(), onWeights: onWeights, log: log, wake: make(chan struct{}, 1), done: make(chan struct{})}
-	// The fan-out's chunks first, registered with the server (Flush) before
-	// the stream is read: an announcement stored after that point had its
-	// chunks sent while we listened, unless we joined in the middle of them.
-	s.chunks, err = nc.Subscribe(weightsDataSubject+model, s.fan.onChunk)
+	// The fan-out's chunks first, registered with the server (Flush, or the
+	// chunk connection's PING) before the stream is read: an announcement
+	// stored after that point had its chunks sent while we listened, unless
+	// we joined in the middle of them.
+	s.raw, err = startChunkConn(setup, nc, weightsDataSubject+model, s.fan, log)
 	if err != nil {
-		return nil, fmt.Errorf("%w: subscribe %s: %v", ErrNATS, weightsDataSubject+model, err)
+		if !errors.Is(err, errRawUnsupported) {
+			log.Debug().Err(err).Msg("weights chunk connection failed; taking the chunks through nats.go")
+		}
+		if s.chunks, err = nc.Subscribe(weightsDataSubject+model, s.fan.onChunk); err != nil {
+			return nil, fmt.Errorf("%w: subscribe %s: %v", ErrNATS, weightsDataSubject+model, err)
+		}
 	}
 	fail := func(err error) (*WeightSubscriber, error) {
-		s.chunks.Unsubscribe()
+		s.stopChunks()
 		return nil, err
 	}
-	// A chunk handler copies 1 MiB in well under a millisecond, but a busy
-	// machine may still let a burst queue up: let it, rather than drop chunks
-	// (nats.go's default is 64 MiB) and fall back to the store.
-	if err := s.chunks.SetPendingLimits(-1, subBuffer); err != nil {
-		return fail(fmt.Errorf("%w: subscribe %s: %v", ErrNATS, weightsDataSubject+model, err))
-	}
-	if err := nc.FlushWithContext(setup); err != nil {
-		return fail(fmt.Errorf("%w: subscribe %s: %v", ErrNATS, weightsDataSubject+model, err))
+	if s.chunks != nil {
+		// A chunk handler copies 1 MiB in well under a millisecond, but a
+		// busy machine may still let a burst queue up: let it, rather than
+		// drop chunks (nats.go's default is 64 MiB) and fall back to the
+		// store.
+		if err := s.chunks.SetPendingLimits(-1, subBuffer); err != nil {
+			return fail(fmt.Errorf("%w: subscribe %s: %v", ErrNATS, weightsDataSubject+model, err))
+		}
+		if err := nc.FlushWithContext(setup); err != nil {
+			return fail(fmt.Errorf("%w: subscribe %s: %v", ErrNATS, weightsDataSubject+model, err))
+		}
 	}
 	if m, err := st.GetLastMsgForSubject(setup, WeightsSubject(model)); err == nil {
 		s.joinSeq = m.Sequence
@@ -502,7 +532,7 @@ func (s *WeightSubscriber) run(ctx context.Context) {
 			} else {
 				s.fetched.Add(1)
 			}
-			s.onWeights(Weights{Version: a.Version, Step: int(a.Step), Final: a.Final, Data: w})
+			s.onWeights(Weights{Version: a.Version, Step: int(a.Step), Final: a.Final, Data: w, release: s.fan.releaser(w)})
 		}
 	}
 }
@@ -556,7 +586,8 @@ func (s *WeightSubscriber) awaitFanout(ctx context.Context, a *announcement) ([]
 }
 
 // verifyAssembly checks a blob received whole over the fan-out (its CRC-32C
-// was computed as the chunks arrived) and decodes it.
+// was computed, and a bf16 blob decoded, as the chunks arrived) and returns
+// its values.
 func (s *WeightSubscriber) verifyAssembly(a *announcement, asm *assembly) ([]float32, error) {
 	if int64(asm.total) != a.Size || asm.dtype != a.dtype {
 		return nil, fmt.Errorf("%w: %s: fan-out sent %d bytes of %s, announced %d of %s", ErrWeights, a.Object, asm.total, asm.dtype, a.Size, a.dtype)
@@ -564,14 +595,17 @@ func (s *WeightSubscriber) verifyAssembly(a *announcement, asm *assembly) ([]flo
 	switch {
 	case a.hasCRC && asm.crc != a.crc:
 		return nil, fmt.Errorf("%w: %s: fan-out crc32c %s, announced %s", ErrWeights, a.Object, crcHex(asm.crc), crcHex(a.crc))
+	case !a.hasCRC && asm.buf == nil:
+		// Only a blob kept whole can be checked against a SHA-256 (an
+		// announcement from a publisher older than the fan-out's CRC).
+		return nil, fmt.Errorf("%w: %s: no crc32c announced to check the fan-out's %s values against", ErrWeights, a.Object, a.dtype)
 	case !a.hasCRC && sha256Hex(asm.buf) != a.Sha256:
 		return nil, fmt.Errorf("%w: %s: fan-out blob does not match the announced sha256", ErrWeights, a.Object)
 	}
-	w, err := decodeBlob(asm.buf, a.dtype, blobValues(asm.buf))
-	if err == nil && a.dtype != DTypeFP32 {
-		s.fan.reuse(asm.buf)
+	if asm.values != nil {
+		return asm.values, nil
 	}
-	return w, err
+	return decodeBlob(asm.buf, a.dtype, blobValues(asm.buf))
 }
 
 // fetchRetrying retries transient failures (not refusals, nor a version that
@@ -645,10 +679,13 @@ func (s *WeightSubscriber) fetch(ctx context.Context, a *announcement) ([]float3
 	var values []float32
 	var blob []byte
 	if a.dtype == DTypeFP32 && littleEndian && a.Size%4 == 0 {
-		values = make([]float32, a.Size/4)
+		values = s.fan.values(int(a.Size / 4))
 		blob = float32Bytes(values)
 	} else {
 		blob = make([]byte, a.Size)
+		if size := dtypeSize(a.dtype); size > 0 && a.dtype != DTypeFP32 {
+			values = s.fan.values(int(a.Size) / size) // decoded into
+		}
 	}
 	fr := &fetchReader{ctx: ctx, r: res, last: time.Now(), gone: func() bool {
 		n := s.newest()
@@ -773,8 +810,18 @@ func VerifyWeights(a *messages.WeightsAnnounce, blob []byte) ([]float32, error) 
 func (s *WeightSubscriber) Stop() {
 	s.cancel()
 	s.sub.Stop()
-	s.chunks.Unsubscribe()
+	s.stopChunks()
 	<-s.done
+}
+
+// stopChunks ends the fan-out's chunk subscription (safe more than once).
+func (s *WeightSubscriber) stopChunks() {
+	if s.raw != nil {
+		s.raw.stop()
+	}
+	if s.chunks != nil {
+		s.chunks.Unsubscribe()
+	}
 }
 
 // announceChecksum is the checksum an announcement carries, named by kind, for

@@ -1,28 +1,40 @@
 package actors
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"encoding/binary"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"hash/crc32"
+	"io"
 	"math"
+	"net"
+	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unsafe"
 
 	"github.com/nats-io/nats.go"
+	"github.com/rs/zerolog"
 )
 
 // The fan-out path (issue 6): before it announces version v, the publisher
 // sends v's blob once as a run of core-NATS messages on
 // troupe.weightdata.<model>; the server copies each to every subscribed
 // connection at the same time, so K subscribers cost one publish, not K
-// object-store reads. A subscriber assembles the chunks straight into the
-// buffer it will hand over (no per-chunk buffers kept, no whole-blob copies),
-// computes their CRC-32C as they arrive, and hands the version over once the
-// announcement carries the same size and CRC-32C. The object store still gets
+// object-store reads. A subscriber reads each chunk off its socket straight
+// into the buffer it will hand over (see chunkConn: no per-chunk buffers, no
+// copies; bf16 chunks are decoded into the []float32 as they arrive), computes
+// their CRC-32C as they arrive, and hands the version over once the
+// announcement carries the same size and CRC-32C; an owner that hands the
+// values back (Weights.Release) gets the next version in the same memory. The object store still gets
 // every version, after the announcement: it is the durable copy for a
 // subscriber that joined late, was disconnected, or lost chunks (a gap in the
 // offsets), which then fetches from there as before.
@@ -34,6 +46,13 @@ import (
 // of `troupe bench --broadcast 124439808` runs on the (loaded) 2-core machine
 // it took 4.2 s fp32 / 5.0 s bf16 against 3.7 s / 2.2 s for this order, where
 // the store copy follows the broadcast.
+//
+// The durable copy does not compete with the subscribers for the CPU: it
+// starts once the fan-out is flushed and announced, when the subscribers are
+// mostly done. Measured with `troupe bench --broadcast 124439808` (4
+// subscribers, 2 cores): the CPU used until all 4 held a version was 2.05 s
+// with the put left out, 2.10 s with 4 put chunks in flight, 2.13 s with
+// putMaxPending; so it is neither deferred nor throttled further.
 //
 // Core NATS delivers a publisher's messages to a subscriber in the order they
 // were sent, so a chunk whose offset is not the next one expected means one
@@ -95,29 +114,46 @@ func float32Bytes(w []float32) []byte {
 // blob is w's own memory (the caller must not change w while it is in use);
 // otherwise it is a new buffer (scratch reused when big enough).
 func encodeBlob(w []float32, dtype string, scratch []byte) []byte {
-	switch dtype {
-	case DTypeBF16:
-		b := scratch
-		if cap(b) < 2*len(w) {
-			b = make([]byte, 2*len(w))
+	b, encode := wireBlob(w, dtype, scratch)
+	if encode != nil {
+		encode(len(b))
+	}
+	return b
+}
+
+// wireBlob is encodeBlob's buffer, not yet filled when encode is not nil:
+// encode(end) then fills it up to byte end (a whole number of values), from
+// where the last call stopped, so that the fan-out can send the first chunks
+// while the later ones are still to be encoded.
+func wireBlob(w []float32, dtype string, scratch []byte) (blob []byte, encode func(end int)) {
+	if dtype == DTypeFP32 && littleEndian {
+		return float32Bytes(w), nil
+	}
+	if dtype != DTypeBF16 {
+		return EncodeWeights(w), nil
+	}
+	b := scratch
+	if cap(b) < 2*len(w) {
+		b = make([]byte, 2*len(w))
+	}
+	b = b[:2*len(w)]
+	done := 0 // values encoded
+	return b, func(end int) {
+		to := min(end/2, len(w))
+		if to <= done {
+			return
 		}
-		b = b[:2*len(w)]
 		if littleEndian {
-			h := unsafe.Slice((*uint16)(unsafe.Pointer(unsafe.SliceData(b))), len(w))
-			for i, v := range w {
+			h := unsafe.Slice((*uint16)(unsafe.Pointer(unsafe.SliceData(b))), len(w))[done:to]
+			for i, v := range w[done:to] {
 				h[i] = toBF16(v)
 			}
-			return b
+		} else {
+			for i := done; i < to; i++ {
+				binary.LittleEndian.PutUint16(b[2*i:], toBF16(w[i]))
+			}
 		}
-		for i, v := range w {
-			binary.LittleEndian.PutUint16(b[2*i:], toBF16(v))
-		}
-		return b
-	default:
-		if littleEndian {
-			return float32Bytes(w)
-		}
-		return EncodeWeights(w)
+		done = to
 	}
 }
 
@@ -138,8 +174,10 @@ func fromBF16(h uint16) float32 { return math.Float32frombits(uint32(h) << 16) }
 // receives for v): relative error at most 2^-8.
 func RoundBF16(v float32) float32 { return fromBF16(toBF16(v)) }
 
-// decodeBlob turns a verified blob of dtype into values; an fp32 blob that is
-// already a []float32's memory (from the fan-out) is that slice, no copy.
+// decodeBlob turns a verified blob of dtype into values. For fp32, values is
+// nil or the []float32 whose memory blob already is (from the fan-out or a
+// fetch), returned as it is; for bf16 it is nil or where to decode to (of
+// len(blob)/2 values).
 func decodeBlob(blob []byte, dtype string, values []float32) ([]float32, error) {
 	size := dtypeSize(dtype)
 	if size == 0 {
@@ -154,28 +192,60 @@ func decodeBlob(blob []byte, dtype string, values []float32) ([]float32, error) 
 		}
 		return DecodeWeights(blob)
 	}
-	w := make([]float32, len(blob)/2)
-	if littleEndian && uintptr(unsafe.Pointer(unsafe.SliceData(blob)))%2 == 0 {
-		// As uint16s in place: 5x the byte-by-byte loop, this runs once per
-		// version on every subscriber.
-		h := unsafe.Slice((*uint16)(unsafe.Pointer(unsafe.SliceData(blob))), len(w))
-		bits := unsafe.Slice((*uint32)(unsafe.Pointer(unsafe.SliceData(w))), len(w))
-		for i, x := range h {
-			bits[i] = uint32(x) << 16
+	w := values
+	if len(w) != len(blob)/2 {
+		w = make([]float32, len(blob)/2)
+	}
+	decodeInto(w, blob, dtype)
+	return w, nil
+}
+
+// decodeInto decodes the whole values in blob (fp32 or bf16, little-endian)
+// into the start of w, which has room for them.
+func decodeInto(w []float32, blob []byte, dtype string) {
+	if dtype == DTypeFP32 {
+		n := len(blob) / 4
+		if littleEndian {
+			copy(float32Bytes(w[:n]), blob)
+			return
 		}
-		return w, nil
+		for i := range n {
+			w[i] = math.Float32frombits(binary.LittleEndian.Uint32(blob[4*i:]))
+		}
+		return
+	}
+	n := len(blob) / 2
+	w = w[:n]
+	if littleEndian {
+		// Four values from one 8-byte load (a bfloat16 is the top half of
+		// its float32's bits): 2x the value-at-a-time loop, on every byte
+		// every bf16 subscriber receives.
+		u := unsafe.Slice((*uint32)(unsafe.Pointer(unsafe.SliceData(w))), n)
+		i := 0
+		for ; i+8 <= len(blob); i += 8 {
+			x := binary.LittleEndian.Uint64(blob[i:])
+			q := u[i/2 : i/2+4 : i/2+4]
+			q[0] = uint32(x) << 16
+			q[1] = uint32(x) & 0xffff0000
+			q[2] = uint32(x>>32) << 16
+			q[3] = uint32(x>>32) & 0xffff0000
+		}
+		for ; i+2 <= len(blob); i += 2 {
+			u[i/2] = uint32(binary.LittleEndian.Uint16(blob[i:])) << 16
+		}
+		return
 	}
 	for i := range w {
 		w[i] = fromBF16(binary.LittleEndian.Uint16(blob[2*i:]))
 	}
-	return w, nil
 }
 
 // fanOut publishes blob as version v's chunks and returns the blob's CRC-32C
 // (computed on the way). Every fanoutWin bytes it waits for the server to
 // have taken what was sent, so the publisher never runs more than that ahead
-// of the server.
-func fanOut(ctx context.Context, nc *nats.Conn, model string, v int64, dtype string, blob []byte) (uint32, error) {
+// of the server. encode, if not nil, is called to fill blob up to the end of
+// each chunk before it is sent (wireBlob).
+func fanOut(ctx context.Context, nc *nats.Conn, model string, v int64, dtype string, blob []byte, encode func(end int)) (uint32, error) {
 	chunk, err := chunkSize(nc)
 	if err != nil {
 		return 0, err
@@ -190,7 +260,11 @@ func fanOut(ctx context.Context, nc *nats.Conn, model string, v int64, dtype str
 	var crc uint32
 	sinceFlush := 0
 	for off := 0; off < len(blob); off += chunk {
-		data := blob[off:min(off+chunk, len(blob))]
+		end := min(off+chunk, len(blob))
+		if encode != nil {
+			encode(end)
+		}
+		data := blob[off:end]
 		crc = crc32.Update(crc, castagnoli, data)
 		m := &nats.Msg{Subject: subj, Data: data, Header: nats.Header{}}
 		m.Header.Set(hdrChunk, strconv.FormatInt(v, 10)+" "+strconv.Itoa(off)+total)
@@ -212,14 +286,20 @@ func fanOut(ctx context.Context, nc *nats.Conn, model string, v int64, dtype str
 
 // parseChunk reads a chunk's header.
 func parseChunk(m *nats.Msg) (version int64, off, total int, dtype string, ok bool) {
-	f := strings.Fields(m.Header.Get(hdrChunk))
+	return parseChunkHeader(m.Header.Get(hdrChunk), len(m.Data))
+}
+
+// parseChunkHeader reads a chunk's Troupe-Chunk header value; n is the
+// chunk's payload bytes.
+func parseChunkHeader(h string, n int) (version int64, off, total int, dtype string, ok bool) {
+	f := strings.Fields(h)
 	if len(f) != 4 || dtypeSize(f[3]) == 0 {
 		return 0, 0, 0, "", false
 	}
 	v, err1 := strconv.ParseInt(f[0], 10, 64)
 	o, err2 := strconv.Atoi(f[1])
 	t, err3 := strconv.Atoi(f[2])
-	if err1 != nil || err2 != nil || err3 != nil || v < 1 || o < 0 || t < 0 || o+len(m.Data) > t {
+	if err1 != nil || err2 != nil || err3 != nil || v < 1 || o < 0 || t < 0 || n > t || o > t-n {
 		return 0, 0, 0, "", false
 	}
 	return v, o, t, f[3], true
@@ -230,7 +310,8 @@ type assembly struct {
 	version  int64
 	total    int       // blob bytes
 	dtype    string    // the blob's encoding
-	buf      []byte    // the blob being filled; for fp32, a []float32's memory
+	buf      []byte    // fp32: the blob being filled, a []float32's memory (else nil)
+	values   []float32 // bf16: the values, decoded chunk by chunk as they arrive (else nil)
 	next     int       // bytes received, in order
 	crc      uint32    // CRC-32C of buf[:next]
 	last     time.Time // last chunk
@@ -245,7 +326,8 @@ type fanin struct {
 	ready   *assembly // an older complete one not taken yet (its announcement is late)
 	floor   int64     // versions <= floor are done: their chunks are dropped
 	signal  chan struct{}
-	spareBF []byte // a bf16 buffer handed back for reuse
+	spare   []float32 // values an owner is done with (Weights.Release)
+	scratch []byte    // a bf16 chunk on its way to being decoded (the receiving goroutine's)
 }
 
 func newFanin() *fanin { return &fanin{signal: make(chan struct{}, 1)} }
@@ -264,10 +346,26 @@ func (f *fanin) onChunk(m *nats.Msg) {
 	if !ok {
 		return
 	}
+	if a, dst := f.target(v, off, total, dtype, len(m.Data)); dst != nil {
+		if a.values == nil {
+			copy(dst, m.Data)
+		} else {
+			dst = m.Data // decoded from where it is
+		}
+		f.filled(a, dst)
+	}
+}
+
+// target is where the chunk (v, off, total, dtype) of n bytes goes: the part
+// of its version's buffer to fill (then filled), or nil when the chunk is
+// dropped (a version done or overtaken, a gap). One goroutine at a time
+// receives chunks (target, fill, filled): only it writes the buffers; the
+// fetcher reads one once complete is set under the lock.
+func (f *fanin) target(v int64, off, total int, dtype string, n int) (*assembly, []byte) {
 	f.mu.Lock()
 	if v <= f.floor || (f.asm != nil && v < f.asm.version) {
 		f.mu.Unlock()
-		return
+		return nil, nil
 	}
 	a := f.asm
 	if a == nil || v != a.version || off == 0 {
@@ -284,31 +382,48 @@ func (f *fanin) onChunk(m *nats.Msg) {
 		if a.broken {
 			f.mu.Unlock()
 			f.notify()
-			return
+			return nil, nil
 		}
 	}
-	if a.broken || a.complete || off != a.next || total != a.total || dtype != a.dtype {
+	if a.broken || a.complete || off != a.next || total != a.total || dtype != a.dtype ||
+		(dtype == DTypeBF16 && (total%2 != 0 || n%2 != 0)) {
 		if !a.broken && !a.complete {
 			a.broken = true
 			f.mu.Unlock()
 			f.notify()
-			return
+			return nil, nil
 		}
 		f.mu.Unlock()
-		return
+		return nil, nil
 	}
 	f.mu.Unlock()
-
-	// Only this goroutine writes a's buffer; the fetcher reads it once
-	// complete is set under the lock.
-	if a.buf == nil {
-		a.buf = f.allocate(total, dtype)
+	if dtype != DTypeFP32 || !littleEndian || total%4 != 0 {
+		// Decoded by filled, from a chunk-sized scratch buffer.
+		if a.values == nil {
+			a.values = f.values(total / dtypeSize(dtype))
+		}
+		if cap(f.scratch) < n {
+			f.scratch = make([]byte, n)
+		}
+		return a, f.scratch[:n]
 	}
-	copy(a.buf[off:], m.Data)
-	crc := crc32.Update(a.crc, castagnoli, m.Data)
+	if a.buf == nil {
+		a.buf = float32Bytes(f.values(total / 4))
+	}
+	return a, a.buf[off : off+n]
+}
 
+// filled records that dst, from target(a's version, ...), now holds its
+// chunk's bytes (for an assembly with values, any slice holding them will
+// do): their CRC-32C is folded in, and bf16 values decoded, while they are
+// still in cache.
+func (f *fanin) filled(a *assembly, dst []byte) {
+	crc := crc32.Update(a.crc, castagnoli, dst)
+	if a.values != nil {
+		decodeInto(a.values[a.next/dtypeSize(a.dtype):], dst, a.dtype)
+	}
 	f.mu.Lock()
-	a.crc, a.next, a.last = crc, off+len(m.Data), time.Now()
+	a.crc, a.next, a.last = crc, a.next+len(dst), time.Now()
 	done := a.next == a.total
 	a.complete = done
 	f.mu.Unlock()
@@ -317,22 +432,31 @@ func (f *fanin) onChunk(m *nats.Msg) {
 	}
 }
 
-// allocate is the buffer for a blob of total bytes: for fp32 on a
-// little-endian machine a new []float32's memory (handed over as
-// Weights.Data without a copy), else bytes (a bf16 buffer is reused: its
-// values are decoded into a new []float32).
-func (f *fanin) allocate(total int, dtype string) []byte {
-	if dtype == DTypeFP32 && littleEndian && total%4 == 0 && total > 0 {
-		return float32Bytes(make([]float32, total/4))
-	}
+// values is a []float32 of n values to hand over: the one an owner handed
+// back (Weights.Release) when it has that length, else a new one.
+func (f *fanin) values(n int) []float32 {
 	f.mu.Lock()
-	b := f.spareBF
-	f.spareBF = nil
+	w := f.spare
+	f.spare = nil
 	f.mu.Unlock()
-	if cap(b) >= total {
-		return b[:total]
+	if len(w) == n {
+		return w
 	}
-	return make([]byte, total)
+	return make([]float32, n)
+}
+
+// releaser is Weights.Release for w: the first call makes w the spare that
+// values hands out next (a later call, also from a copy of the Weights, does
+// nothing, so w is never handed out twice).
+func (f *fanin) releaser(w []float32) func() {
+	var once atomic.Bool
+	return func() {
+		if len(w) > 0 && once.CompareAndSwap(false, true) {
+			f.mu.Lock()
+			f.spare = w
+			f.mu.Unlock()
+		}
+	}
 }
 
 // state reports the fan-out's progress on version v: done with its blob and
@@ -381,13 +505,6 @@ func (f *fanin) done(v int64) {
 	}
 }
 
-// reuse hands a bf16 blob back once its values are decoded.
-func (f *fanin) reuse(b []byte) {
-	f.mu.Lock()
-	f.spareBF = b
-	f.mu.Unlock()
-}
-
 // blobValues is the []float32 whose memory is b (from allocate), or nil when
 // b is not one.
 func blobValues(b []byte) []float32 {
@@ -407,4 +524,301 @@ func parseCRC(s string) (uint32, bool) {
 	}
 	c, err := strconv.ParseUint(s, 16, 32)
 	return uint32(c), err == nil
+}
+
+// A subscriber receives the fan-out's chunks on a connection of its own that
+// speaks just enough of the NATS client protocol to subscribe, and reads each
+// chunk's payload from the socket straight into the version's buffer, at its
+// offset: nats.go would first copy every message out of its 32 KiB read
+// buffer into a new, zeroed slice (1 MiB per chunk), which the handler then
+// copies again. That was two of the subscriber's three passes over every byte
+// besides the kernel's (and most of its allocation); the CRC-32C pass follows
+// each chunk's read while it is in cache. The connection goes to the server
+// the subscriber's nats.Conn is connected to, with its user and password or
+// token; one that needs more (TLS, nkeys, JWTs, a custom dialer or a
+// WebSocket) takes the chunks through nats.go as before. When the connection
+// drops it is dialled again (the versions meanwhile come from the object
+// store, as for any lost chunk).
+
+// errRawUnsupported: the chunk connection cannot be used with this server or
+// these options; the subscriber takes the chunks through nats.go.
+var errRawUnsupported = errors.New("weights chunk connection: not supported here")
+
+const (
+	rawReadBuf    = 64 << 10        // control lines and small payloads; chunks bypass it
+	rawMaxHeader  = 64 << 10        // largest message header accepted
+	rawDialWait   = 5 * time.Second // dial, handshake and one write
+	rawRedialWait = 5 * time.Second // at most between dials after the connection dropped
+)
+
+// rawChunks lets tests take the nats.go path.
+var rawChunks = true
+
+// rawTarget is how the chunk connection reaches a server: its address and
+// the credentials the subscriber's own connection uses.
+type rawTarget struct {
+	addr                  string // host:port
+	user, password, token string
+}
+
+// rawTargetOf is nc's server and credentials, or errRawUnsupported when nc
+// uses anything the chunk connection does not speak.
+func rawTargetOf(nc *nats.Conn) (rawTarget, error) {
+	o := nc.Opts
+	if !rawChunks || o.Secure || o.TLSConfig != nil || o.TLSHandshakeFirst || o.TLSCertCB != nil || o.RootCAsCB != nil ||
+		o.UserJWT != nil || o.Nkey != "" || o.SignatureCB != nil || o.UserInfo != nil || o.TokenHandler != nil ||
+		o.CustomDialer != nil || o.InProcessServer != nil || o.ProxyPath != "" || o.Compression {
+		return rawTarget{}, errRawUnsupported
+	}
+	u, err := url.Parse(nc.ConnectedUrl())
+	if err != nil || u.Host == "" || (u.Scheme != "nats" && u.Scheme != "tcp") {
+		return rawTarget{}, errRawUnsupported
+	}
+	t := rawTarget{addr: u.Host, user: o.User, password: o.Password, token: o.Token}
+	if u.User != nil { // as nats.go: credentials in the URL win
+		if p, ok := u.User.Password(); ok {
+			t.user, t.password, t.token = u.User.Username(), p, ""
+		} else {
+			t.token, t.user, t.password = u.User.Username(), "", ""
+		}
+	}
+	return t, nil
+}
+
+// rawServerInfo is the part of a server's INFO the chunk connection reads.
+type rawServerInfo struct {
+	Headers     bool `json:"headers"`
+	TLSRequired bool `json:"tls_required"`
+	TLSAvail    bool `json:"tls_available"`
+	MaxPayload  int  `json:"max_payload"`
+}
+
+// dialRaw opens a chunk connection to t subscribed to subj: INFO, CONNECT,
+// SUB, and a PING answered with PONG, so the server has the subscription
+// before dialRaw returns.
+func dialRaw(ctx context.Context, t rawTarget, subj string) (net.Conn, *bufio.Reader, error) {
+	d := net.Dialer{Timeout: rawDialWait}
+	conn, err := d.DialContext(ctx, "tcp", t.addr)
+	if err != nil {
+		return nil, nil, err
+	}
+	fail := func(err error) (net.Conn, *bufio.Reader, error) {
+		conn.Close()
+		return nil, nil, err
+	}
+	conn.SetDeadline(time.Now().Add(rawDialWait))
+	br := bufio.NewReaderSize(conn, rawReadBuf)
+	line, err := rawLine(br)
+	if err != nil {
+		return fail(err)
+	}
+	op, arg, _ := strings.Cut(string(line), " ")
+	if !strings.EqualFold(op, "INFO") {
+		return fail(fmt.Errorf("weights chunk connection: server sent %q, want INFO", op))
+	}
+	var info rawServerInfo
+	if err := json.Unmarshal([]byte(arg), &info); err != nil {
+		return fail(fmt.Errorf("weights chunk connection: server INFO: %v", err))
+	}
+	if info.TLSRequired || !info.Headers {
+		return fail(errRawUnsupported)
+	}
+	connect := map[string]any{"verbose": false, "pedantic": false, "lang": "go", "version": "troupe-weights",
+		"protocol": 1, "headers": true, "no_responders": true, "name": "troupe-weights"}
+	switch {
+	case t.user != "":
+		connect["user"], connect["pass"] = t.user, t.password
+	case t.token != "":
+		connect["auth_token"] = t.token
+	}
+	cj, err := json.Marshal(connect)
+	if err != nil {
+		return fail(err)
+	}
+	if _, err := conn.Write([]byte("CONNECT " + string(cj) + "\r\nSUB " + subj + " 1\r\nPING\r\n")); err != nil {
+		return fail(err)
+	}
+	for {
+		line, err := rawLine(br)
+		if err != nil {
+			return fail(err)
+		}
+		op, arg, _ := strings.Cut(string(line), " ")
+		switch strings.ToUpper(op) {
+		case "PONG":
+			conn.SetDeadline(time.Time{})
+			return conn, br, nil
+		case "PING":
+			if _, err := conn.Write([]byte("PONG\r\n")); err != nil {
+				return fail(err)
+			}
+		case "+OK", "INFO":
+		case "-ERR":
+			return fail(fmt.Errorf("weights chunk connection: server: %s", arg))
+		default:
+			return fail(fmt.Errorf("weights chunk connection: unexpected %q before PONG", op))
+		}
+	}
+}
+
+// rawLine reads one protocol line without its CR LF.
+func rawLine(br *bufio.Reader) ([]byte, error) {
+	line, err := br.ReadSlice('\n')
+	if err == bufio.ErrBufferFull {
+		return nil, fmt.Errorf("weights chunk connection: protocol line over %d bytes", br.Size())
+	}
+	if err != nil {
+		return nil, err
+	}
+	return bytes.TrimRight(line, "\r\n"), nil
+}
+
+// readRaw delivers the chunks that arrive on conn to fan until the
+// connection fails; it answers the server's PINGs.
+func readRaw(conn net.Conn, br *bufio.Reader, fan *fanin, count *atomic.Int64) error {
+	var hdr []byte
+	for {
+		line, err := rawLine(br)
+		if err != nil {
+			return err
+		}
+		op, args, _ := bytes.Cut(line, []byte{' '})
+		switch strings.ToUpper(string(op)) {
+		case "HMSG", "MSG":
+			// HMSG <subject> <sid> [reply] <header bytes> <total bytes>;
+			// MSG <subject> <sid> [reply] <bytes>.
+			f := bytes.Fields(args)
+			hlen, total := 0, 0
+			var err1, err2 error
+			switch {
+			case strings.EqualFold(string(op), "MSG"):
+				if len(f) != 3 && len(f) != 4 {
+					return fmt.Errorf("weights chunk connection: bad MSG line %q", line)
+				}
+				total, err1 = strconv.Atoi(string(f[len(f)-1]))
+			default:
+				if len(f) != 4 && len(f) != 5 {
+					return fmt.Errorf("weights chunk connection: bad HMSG line %q", line)
+				}
+				hlen, err1 = strconv.Atoi(string(f[len(f)-2]))
+				total, err2 = strconv.Atoi(string(f[len(f)-1]))
+			}
+			if err1 != nil || err2 != nil || hlen < 0 || total < hlen || hlen > rawMaxHeader {
+				return fmt.Errorf("weights chunk connection: bad message line %q", line)
+			}
+			hdr = slices.Grow(hdr[:0], hlen)[:hlen]
+			if _, err := io.ReadFull(br, hdr); err != nil {
+				return err
+			}
+			n := total - hlen
+			var a *assembly
+			var dst []byte
+			if hlen > 0 {
+				if h, err := nats.DecodeHeadersMsg(hdr); err == nil {
+					if v, off, size, dtype, ok := parseChunkHeader(h.Get(hdrChunk), n); ok {
+						a, dst = fan.target(v, off, size, dtype, n)
+					}
+				}
+			}
+			if dst != nil {
+				if _, err := io.ReadFull(br, dst); err != nil {
+					return err // the assembly stays incomplete: its version comes from the store
+				}
+				fan.filled(a, dst)
+				count.Add(1)
+			} else if _, err := br.Discard(n); err != nil {
+				return err
+			}
+			if _, err := br.Discard(2); err != nil { // CR LF
+				return err
+			}
+		case "PING":
+			conn.SetWriteDeadline(time.Now().Add(rawDialWait))
+			if _, err := conn.Write([]byte("PONG\r\n")); err != nil {
+				return err
+			}
+		case "PONG", "+OK", "INFO":
+		case "-ERR":
+			return fmt.Errorf("weights chunk connection: server: %s", args)
+		default:
+			return fmt.Errorf("weights chunk connection: unexpected %q", op)
+		}
+	}
+}
+
+// chunkConn is a subscriber's chunk connection, dialled again (to the server
+// its nats.Conn is on then) whenever it drops, until stop.
+type chunkConn struct {
+	nc     *nats.Conn
+	subj   string
+	fan    *fanin
+	log    zerolog.Logger
+	ctx    context.Context
+	cancel context.CancelFunc
+	done   chan struct{}
+	count  atomic.Int64 // chunks received
+
+	mu   sync.Mutex
+	conn net.Conn
+}
+
+// startChunkConn dials the chunk connection for nc and starts reading it;
+// errRawUnsupported (or a failure to dial) means the caller should take
+// the chunks through nats.go.
+func startChunkConn(ctx context.Context, nc *nats.Conn, subj string, fan *fanin, log zerolog.Logger) (*chunkConn, error) {
+	t, err := rawTargetOf(nc)
+	if err != nil {
+		return nil, err
+	}
+	conn, br, err := dialRaw(ctx, t, subj)
+	if err != nil {
+		return nil, err
+	}
+	c := &chunkConn{nc: nc, subj: subj, fan: fan, log: log, conn: conn, done: make(chan struct{})}
+	c.ctx, c.cancel = context.WithCancel(context.Background())
+	go c.run(conn, br, t)
+	return c, nil
+}
+
+func (c *chunkConn) run(conn net.Conn, br *bufio.Reader, t rawTarget) {
+	defer close(c.done)
+	for {
+		err := readRaw(conn, br, c.fan, &c.count)
+		conn.Close()
+		if c.ctx.Err() != nil {
+			return
+		}
+		c.log.Debug().Err(err).Msg("weights chunk connection dropped; dialling again")
+		for try := 0; ; try++ {
+			select {
+			case <-c.ctx.Done():
+				return
+			case <-time.After(min(fetchBackoff<<min(try, 8), rawRedialWait)):
+			}
+			if nt, err := rawTargetOf(c.nc); err == nil {
+				t = nt // the server the subscriber's connection is on now
+			}
+			conn, br, err = dialRaw(c.ctx, t, c.subj)
+			if err == nil {
+				break
+			}
+		}
+		c.mu.Lock()
+		c.conn = conn
+		stopped := c.ctx.Err() != nil
+		c.mu.Unlock()
+		if stopped {
+			conn.Close()
+			return
+		}
+	}
+}
+
+// stop closes the connection and waits for its reader.
+func (c *chunkConn) stop() {
+	c.cancel()
+	c.mu.Lock()
+	c.conn.Close()
+	c.mu.Unlock()
+	<-c.done
 }

@@ -77,7 +77,8 @@ type StepMetrics struct {
 type Evaluator interface {
 	// Evaluate loads weights (Job.Weights layout) and returns held-out figures,
 	// e.g. {"val_loss": 2.1} or {"val_accuracy": 0.87, "val_margin": 1.3}, plus
-	// sample generations (none for a reward model).
+	// sample generations (none for a reward model). weights is valid only
+	// during the call: the caller may reuse its memory afterwards.
 	Evaluate(weights []float32) (EvalResult, error)
 }
 

@@ -45,8 +45,12 @@ type broadcastResult struct {
 	Broadcast   []time.Duration // per timed version: Publish start -> all K delivered (fp32)
 	Publish     []time.Duration // per timed version: Publish start -> Publish returned (fan-out, announce, durable put; may end after Broadcast)
 	BF16        []time.Duration // as Broadcast, with bf16 on the wire (half the bytes)
+	BF16Publish []time.Duration // as Publish, bf16
 	Copy        []time.Duration // per repeat: first write -> last byte read, loopback TCP
 	CPU         []float64       // per timed fp32 version: process CPU seconds (user+sys) from Publish until it returned and all K held it
+	CPUHold     []float64       // per timed fp32 version: process CPU seconds from Publish until all K held it (the store put only as far as it got meanwhile)
+	BF16CPU     []float64       // as CPU, bf16
+	BF16CPUHold []float64       // as CPUHold, bf16
 	CopyCPU     []float64       // per repeat: process CPU seconds of one loopback copy
 	Fanout      int64           // deliveries from the fan-out, all versions and dtypes
 	Store       int64           // deliveries fetched from the object store instead
@@ -64,9 +68,11 @@ func runBroadcastBench(params, subscribers int, jsonOut, tableOut io.Writer) err
 	if err != nil {
 		return err
 	}
-	line := res.json()
-	if err := json.NewEncoder(jsonOut).Encode(line); err != nil {
-		return err
+	enc := json.NewEncoder(jsonOut)
+	for _, line := range []benchResult{res.json(), res.jsonBF16()} {
+		if err := enc.Encode(line); err != nil {
+			return err
+		}
 	}
 	_, err = io.WriteString(tableOut, res.table())
 	return err
@@ -86,14 +92,14 @@ func benchBroadcast(params, subscribers int) (*broadcastResult, error) {
 	}
 	defer actors.ShutdownNATS(srv)
 	for _, dtype := range []string{actors.DTypeFP32, actors.DTypeBF16} {
-		bc, pub, cpu, err := broadcastRun(url, dtype, subscribers, w, res)
+		m, err := broadcastRun(url, dtype, subscribers, w, res)
 		if err != nil {
 			return nil, err
 		}
 		if dtype == actors.DTypeFP32 {
-			res.Broadcast, res.Publish, res.CPU = bc, pub, cpu
+			res.Broadcast, res.Publish, res.CPU, res.CPUHold = m.hold, m.publish, m.cpu, m.cpuHold
 		} else {
-			res.BF16 = bc
+			res.BF16, res.BF16Publish, res.BF16CPU, res.BF16CPUHold = m.hold, m.publish, m.cpu, m.cpuHold
 		}
 	}
 	res.Slow = srv.NumSlowConsumers()
@@ -117,27 +123,38 @@ func benchBroadcast(params, subscribers int) (*broadcastResult, error) {
 	return res, nil
 }
 
+// broadcastTimes is what broadcastRun measured, per timed version.
+type broadcastTimes struct {
+	hold    []time.Duration // Publish start -> all subscribers hold the version
+	publish []time.Duration // Publish start -> Publish returned (the store put done)
+	cpu     []float64       // process CPU seconds until both
+	cpuHold []float64       // process CPU seconds until all hold it
+}
+
 // broadcastRun publishes a warm-up version and broadcastRounds timed ones
 // of w in dtype to subscribers fresh subscribers (each on its own
 // connection, as generators are) and returns, per timed version, the time
-// from Publish to all subscribers holding it, and Publish's own time. Each
-// dtype gets its own model name (a fresh store history).
-func broadcastRun(url, dtype string, subscribers int, w []float32, res *broadcastResult) (bc, pubs []time.Duration, cpu []float64, err error) {
+// from Publish to all subscribers holding it, Publish's own time, and the
+// CPU used. Each dtype gets its own model name (a fresh store history).
+func broadcastRun(url, dtype string, subscribers int, w []float32, res *broadcastResult) (*broadcastTimes, error) {
 	model := broadcastModel + "-" + dtype
 	pubConn, err := actors.Connect(url)
 	if err != nil {
-		return nil, nil, nil, err
+		return nil, err
 	}
 	defer pubConn.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Hour)
 	defer cancel()
 	pub, err := actors.NewWeightPublisher(ctx, pubConn, model, actors.WithWeightsDType(dtype))
 	if err != nil {
-		return nil, nil, nil, err
+		return nil, err
 	}
 
-	// A delivery is (subscriber, version, values); Data itself is dropped at
-	// once so K decoded copies do not pile up across versions.
+	// A delivery is (subscriber, version, values); Data itself is handed
+	// back at once (Release: a generator does so once it has copied the
+	// values into its model), so K decoded copies do not pile up across
+	// versions and each subscriber receives the next one into the same
+	// memory.
 	type delivery struct {
 		sub     int
 		version int64
@@ -149,14 +166,16 @@ func broadcastRun(url, dtype string, subscribers int, w []float32, res *broadcas
 	for i := 0; i < subscribers; i++ {
 		nc, err := actors.Connect(url)
 		if err != nil {
-			return nil, nil, nil, err
+			return nil, err
 		}
 		defer nc.Close()
 		s, err := actors.SubscribeWeights(nc, model, subLog, func(x actors.Weights) {
-			got <- delivery{sub: i, version: x.Version, n: len(x.Data), at: time.Now()}
+			at := time.Now()
+			x.Release()
+			got <- delivery{sub: i, version: x.Version, n: len(x.Data), at: at}
 		})
 		if err != nil {
-			return nil, nil, nil, err
+			return nil, err
 		}
 		defer func() {
 			s.Stop()
@@ -168,8 +187,8 @@ func broadcastRun(url, dtype string, subscribers int, w []float32, res *broadcas
 
 	// waitAll waits until every subscriber has delivered version v and
 	// returns when the last one did (Publish may still be storing the
-	// durable copy then).
-	waitAll := func(v int64) (time.Time, error) {
+	// durable copy then), or until failed delivers Publish's error.
+	waitAll := func(v int64, failed <-chan error) (time.Time, error) {
 		timeout := time.After(broadcastRoundTimeout)
 		have := make([]bool, subscribers)
 		var last time.Time
@@ -189,6 +208,8 @@ func broadcastRun(url, dtype string, subscribers int, w []float32, res *broadcas
 				if d.at.After(last) {
 					last = d.at
 				}
+			case err := <-failed:
+				return last, err
 			case <-timeout:
 				return last, fmt.Errorf("bench: version %d not at all %d subscribers after %v", v, subscribers, broadcastRoundTimeout)
 			}
@@ -200,28 +221,46 @@ func broadcastRun(url, dtype string, subscribers int, w []float32, res *broadcas
 	// allocated, pages touched.
 	log.Info().Int("params", len(w)).Int("subscribers", subscribers).Str("dtype", dtype).Msg("bench: broadcast warm-up (version 1)")
 	if _, err := pub.Publish(ctx, 0, false, w); err != nil {
-		return nil, nil, nil, err
+		return nil, err
 	}
-	if _, err := waitAll(pub.Version()); err != nil {
-		return nil, nil, nil, err
+	if _, err := waitAll(pub.Version(), nil); err != nil {
+		return nil, err
+	}
+	m := &broadcastTimes{}
+	type published struct {
+		at  time.Time
+		err error
 	}
 	for r := 0; r < broadcastRounds; r++ {
 		w[0] = float32(r + 1) // each version differs from the last
-		log.Info().Int64("version", pub.Version()+1).Str("dtype", dtype).Msg("bench: broadcast")
+		v := pub.Version() + 1
+		log.Info().Int64("version", v).Str("dtype", dtype).Msg("bench: broadcast")
+		// Publish on its own goroutine, as the learner does between steps,
+		// so that the CPU used until every subscriber holds v is read then.
+		done, failed := make(chan published, 1), make(chan error, 1)
 		t0, c0 := time.Now(), cpuSeconds()
-		a, err := pub.Publish(ctx, r+1, r == broadcastRounds-1, w)
-		if err != nil {
-			return nil, nil, nil, err
+		go func() {
+			_, err := pub.Publish(ctx, r+1, r == broadcastRounds-1, w)
+			if err != nil {
+				failed <- err
+			}
+			done <- published{time.Now(), err}
+		}()
+		last, err := waitAll(v, failed)
+		cHold := cpuSeconds()
+		p := <-done
+		if p.err != nil {
+			return nil, fmt.Errorf("bench: publish version %d: %w", v, p.err)
 		}
-		pubs = append(pubs, time.Since(t0))
-		last, err := waitAll(a.Version)
 		if err != nil {
-			return nil, nil, nil, err
+			return nil, err
 		}
-		bc = append(bc, last.Sub(t0))
-		cpu = append(cpu, cpuSeconds()-c0)
+		m.hold = append(m.hold, last.Sub(t0))
+		m.publish = append(m.publish, p.at.Sub(t0))
+		m.cpuHold = append(m.cpuHold, cHold-c0)
+		m.cpu = append(m.cpu, cpuSeconds()-c0)
 	}
-	return bc, pubs, cpu, nil
+	return m, nil
 }
 
 // loopbackCopy sends src once over a TCP connection on 127.0.0.1 into dst (one
@@ -351,12 +390,30 @@ func (r *broadcastResult) json() benchResult {
 		"deliveries_store":             r.Store,
 		"slow_consumers":               r.Slow,
 		"cpu_s_per_version_median":     round2(medianFloat(r.CPU)),
+		"cpu_s_to_hold_median":         round2(medianFloat(r.CPUHold)),
 		"copy_cpu_s_median":            round2(medianFloat(r.CopyCPU)),
 	}
 	if r.PeakRSSMB > 0 {
 		line["peak_rss_mb"] = r.PeakRSSMB
 	}
 	return line
+}
+
+// jsonBF16 is the bf16 broadcast's own line: the same versions with bf16 on
+// the wire (half the bytes), against the same loopback copy of the fp32
+// bytes.
+func (r *broadcastResult) jsonBF16() benchResult {
+	b, c := medianDuration(r.BF16), medianDuration(r.Copy)
+	return benchResult{"impl": "troupe", "bench": "broadcast_bf16", "dtype": "bf16", "params": r.Params, "bytes": 2 * r.Params,
+		"copy_bytes": r.Bytes, "subscribers": r.Subscribers, "rounds": len(r.BF16),
+		"broadcast_ms_min": ms(minDuration(r.BF16)), "broadcast_ms_median": ms(b),
+		"publish_ms_median": ms(medianDuration(r.BF16Publish)),
+		"copy_ms_median":    ms(c),
+		"ratio":             round2(b.Seconds() / c.Seconds()), "target_ratio": 3.0,
+		"broadcast_gb_per_s":       gbps(2*r.Params, b),
+		"cpu_s_per_version_median": round2(medianFloat(r.BF16CPU)),
+		"cpu_s_to_hold_median":     round2(medianFloat(r.BF16CPUHold)),
+	}
 }
 
 func (r *broadcastResult) table() string {
@@ -381,8 +438,9 @@ func (r *broadcastResult) table() string {
 	}
 	fmt.Fprintf(&b, "  broadcast / copy (medians): %.2fx fp32 (%s the <= 3x aim), %.2fx bf16\n",
 		r.ratio(), verdict, round2(medianDuration(r.BF16).Seconds()/cm.Seconds()))
-	fmt.Fprintf(&b, "  CPU per fp32 version (publish, server, %d subscribers, store copy): %.2f s; one loopback copy: %.2f s\n",
-		r.Subscribers, medianFloat(r.CPU), medianFloat(r.CopyCPU))
+	fmt.Fprintf(&b, "  CPU per fp32 version (publish, server, %d subscribers, store copy): %.2f s, %.2f s of it until all hold it; one loopback copy: %.2f s\n",
+		r.Subscribers, medianFloat(r.CPU), medianFloat(r.CPUHold), medianFloat(r.CopyCPU))
+	fmt.Fprintf(&b, "  CPU per bf16 version: %.2f s, %.2f s of it until all hold it\n", medianFloat(r.BF16CPU), medianFloat(r.BF16CPUHold))
 	fmt.Fprintf(&b, "  deliveries: %d from the fan-out, %d from the object store; %d slow-consumer disconnects\n",
 		r.Fanout, r.Store, r.Slow)
 	if r.PeakRSSMB > 0 {

@@ -21,9 +21,18 @@ func TestBenchBroadcast(t *testing.T) {
 	if err := runBroadcastBench(1<<20, 2, &js, &table); err != nil {
 		t.Fatal(err)
 	}
-	var line map[string]any
-	if err := json.Unmarshal(js.Bytes(), &line); err != nil {
-		t.Fatalf("JSON line %q: %v", js.String(), err)
+	// Two JSON lines: the fp32 broadcast (with the bf16 figures beside it)
+	// and the bf16 broadcast on its own.
+	var line, bf map[string]any
+	dec := json.NewDecoder(&js)
+	if err := dec.Decode(&line); err != nil {
+		t.Fatalf("first JSON line: %v", err)
+	}
+	if err := dec.Decode(&bf); err != nil {
+		t.Fatalf("second JSON line: %v", err)
+	}
+	if dec.More() {
+		t.Errorf("more than two JSON lines")
 	}
 	for key, want := range map[string]any{"bench": "broadcast", "params": float64(1 << 20), "bytes": float64(4 << 20), "subscribers": float64(2), "rounds": float64(3)} {
 		if got := line[key]; got != want {
@@ -31,9 +40,20 @@ func TestBenchBroadcast(t *testing.T) {
 		}
 	}
 	for _, key := range []string{"broadcast_ms_min", "broadcast_ms_median", "copy_ms_min", "copy_ms_median", "ratio", "broadcast_gb_per_s", "copy_gb_per_s",
-		"bf16_broadcast_ms_median", "bf16_ratio", "cpu_s_per_version_median", "copy_cpu_s_median", "deliveries_store", "slow_consumers"} {
+		"bf16_broadcast_ms_median", "bf16_ratio", "cpu_s_per_version_median", "cpu_s_to_hold_median", "copy_cpu_s_median", "deliveries_store", "slow_consumers"} {
 		if v, ok := line[key].(float64); !ok || v < 0 {
 			t.Errorf("%s: got %v, want a number >= 0", key, line[key])
+		}
+	}
+	for key, want := range map[string]any{"bench": "broadcast_bf16", "dtype": "bf16", "params": float64(1 << 20), "bytes": float64(2 << 20), "copy_bytes": float64(4 << 20),
+		"subscribers": float64(2), "rounds": float64(3), "broadcast_ms_median": line["bf16_broadcast_ms_median"], "ratio": line["bf16_ratio"], "copy_ms_median": line["copy_ms_median"]} {
+		if got := bf[key]; got != want {
+			t.Errorf("bf16 line %s: got %v, want %v", key, got, want)
+		}
+	}
+	for _, key := range []string{"broadcast_ms_min", "publish_ms_median", "cpu_s_per_version_median", "cpu_s_to_hold_median"} {
+		if v, ok := bf[key].(float64); !ok || v < 0 {
+			t.Errorf("bf16 line %s: got %v, want a number >= 0", key, bf[key])
 		}
 	}
 	// 2 subscribers x 4 versions x 2 dtypes, every one delivered once: the
@@ -42,7 +62,7 @@ func TestBenchBroadcast(t *testing.T) {
 	if f, st := line["deliveries_fanout"].(float64), line["deliveries_store"].(float64); f+st != 16 || f == 0 {
 		t.Errorf("deliveries: %v from the fan-out, %v from the store; want 16 in all, most from the fan-out", f, st)
 	}
-	for _, want := range []string{"publish -> all 2 hold v+1", "bf16 wire", "CPU per fp32 version", "one copy, loopback TCP", "broadcast / copy (medians):"} {
+	for _, want := range []string{"publish -> all 2 hold v+1", "bf16 wire", "CPU per fp32 version", "CPU per bf16 version", "one copy, loopback TCP", "broadcast / copy (medians):"} {
 		if !strings.Contains(table.String(), want) {
 			t.Errorf("table lacks %q:\n%s", want, table.String())
 		}

@@ -356,6 +356,15 @@ func renderBenchTable(lines []benchResult) string {
 			}
 			add(fmt.Sprintf("weight broadcast ms, %.0fM params to %.0f subscribers", params/1e6, subs), ours, dash,
 				opt(r, "ratio", func(f float64) string { return fmtRatio(f) + " of a copy" }), tgt)
+		case bench == "broadcast_bf16":
+			subs, _ := num(r, "subscribers")
+			params, _ := num(r, "params")
+			ours := opt(r, "broadcast_ms_median", fmtNum)
+			if c, ok := num(r, "copy_ms_median"); ok {
+				ours += " (1 TCP copy of the fp32 bytes: " + fmtNum(c) + ")"
+			}
+			add(fmt.Sprintf("weight broadcast ms, %.0fM params to %.0f subscribers, bf16 on the wire", params/1e6, subs), ours, dash,
+				opt(r, "ratio", func(f float64) string { return fmtRatio(f) + " of an fp32 copy" }), "")
 		case impl == "summary" && (bench == "train_seq" || bench == "generate_seq"):
 			st, _ := num(r, "seq")
 			bt, _ := num(r, "batch")

@@ -60,6 +60,7 @@ func TestRenderBenchTable(t *testing.T) {
 {"impl":"summary","bench":"train_seq","config":"small-1k","seq":1024,"batch":2,"troupe_tokens_per_s":1000,"pytorch_tokens_per_s":500,"ratio":2,"troupe_cost_vs_first":2.1}
 {"impl":"summary","bench":"generate_seq","config":"small-1k","seq":512,"batch":4,"troupe_new_tokens_per_s":700}
 {"impl":"troupe","bench":"broadcast","params":124439808,"subscribers":4,"broadcast_ms_median":900,"copy_ms_median":300,"ratio":3,"target_ratio":3}
+{"impl":"troupe","bench":"broadcast_bf16","dtype":"bf16","params":124439808,"subscribers":4,"broadcast_ms_median":600,"copy_ms_median":300,"ratio":2,"target_ratio":3}
 `
 	path := filepath.Join(t.TempDir(), benchJSONL)
 	if err := os.WriteFile(path, []byte(jsonl), 0o644); err != nil {
@@ -69,8 +70,8 @@ func TestRenderBenchTable(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(lines) != 13 {
-		t.Fatalf("%d lines read, want 13 (blank lines skipped)", len(lines))
+	if len(lines) != 14 {
+		t.Fatalf("%d lines read, want 14 (blank lines skipped)", len(lines))
 	}
 	table := renderBenchTable(lines)
 	for _, want := range []string{
@@ -88,6 +89,7 @@ func TestRenderBenchTable(t *testing.T) {
 		"| train tokens/s, small-1k T1024 B2, cost/token 2.10× | 1000 | 500 | 2.00× |  |",
 		"| generate new tokens/s, small-1k, 16→512 tokens (batch 4) | 700 | – | – |  |",
 		"| weight broadcast ms, 124M params to 4 subscribers | 900 (1 TCP copy: 300) | – | 3.00× of a copy | ≤ 3× one copy |",
+		"| weight broadcast ms, 124M params to 4 subscribers, bf16 on the wire | 600 (1 TCP copy of the fp32 bytes: 300) | – | 2.00× of an fp32 copy |  |",
 	} {
 		if !strings.Contains(table, want) {
 			t.Errorf("table lacks %q:\n%s", want, table)
