@@ -12,8 +12,8 @@ const gemmSplitWork = 1 << 19
 // beta == 0 overwrites C without reading it.
 //
 // The product is split into row (or, for short wide products, column) bands of C,
-// one per goroutine, each computed by the single-threaded gemmSerial (OpenBLAS or
-// pure Go). Measured on the 2-core dev machine (BenchmarkGemm vs
+// one per goroutine, each computed by the single-threaded gemmSerial (the packed
+// AVX-512 sgemm or OpenBLAS, see gemmPackedWins; pure Go without cgo). Measured on the 2-core dev machine (BenchmarkGemm vs
 // BenchmarkGemmBLASPool, medians of 3): 178-202 GFLOP/s against 187-206 for
 // OpenBLAS's own 2-thread pool at the GPT "small" shapes, so within ~10%; the
 // split keeps one thread model for every op (attention calls gemmSerial from its

@@ -65,10 +65,15 @@ func init() {
 const gemmBackend = "openblas"
 
 // gemmBackendDetail describes the backend for logs, e.g. "openblas SkylakeX".
+// cmd/troupe's bench hands the word after "openblas " to PyTorch's OpenBLAS as
+// OPENBLAS_CORETYPE, so the packed AVX-512 sgemm (gemm_avx512_cgo.go), which
+// takes most large products, is not named here.
 func gemmBackendDetail() string { return "openblas " + blasCore }
 
-// gemmSerial is one single-threaded cblas_sgemm call; the slices start at element
-// (0,0) of each matrix and are long enough (checked by checkGemm / the callers).
+// gemmSerial is one single-threaded product: the streaming kernels for a few
+// rows, the packed AVX-512 sgemm where gemmPackedWins, else cblas_sgemm. The
+// slices start at element (0,0) of each matrix and are long enough (checked by
+// checkGemm / the callers).
 func gemmSerial(transA, transB bool, m, n, k int, alpha float32, a []float32, lda int,
 	b []float32, ldb int, beta float32, cc []float32, ldc int) {
 	if m == 0 || n == 0 {
@@ -81,6 +86,15 @@ func gemmSerial(transA, transB bool, m, n, k int, alpha float32, a []float32, ld
 	if gemmSmall(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, cc, ldc) {
 		return
 	}
+	if gemmPackedWins(transA, transB, m, n, k) && gemmPacked(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, cc, ldc) {
+		return
+	}
+	gemmOpenBLAS(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, cc, ldc)
+}
+
+// gemmOpenBLAS is one single-threaded cblas_sgemm call (m, n, k > 0).
+func gemmOpenBLAS(transA, transB bool, m, n, k int, alpha float32, a []float32, lda int,
+	b []float32, ldb int, beta float32, cc []float32, ldc int) {
 	var ta, tb C.enum_CBLAS_TRANSPOSE = C.CblasNoTrans, C.CblasNoTrans
 	if transA {
 		ta = C.CblasTrans

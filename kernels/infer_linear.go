@@ -49,15 +49,23 @@ var (
 	// inferBandsPerThread: bands per thread of a many-row product (each band
 	// is one OpenBLAS call, which packs the whole other operand).
 	inferBandsPerThread = 1
+	// inferPacked routes many-row products to the packed AVX-512 sgemm with
+	// the bias, residual and GELU in its tile epilogue (where gemmPackedOK);
+	// benchmarks turn it off to compare with the OpenBLAS bands.
+	inferPacked = true
+	// inferPackedByCols splits a packed product into column bands instead of
+	// row bands (benchmarks compare).
+	inferPackedByCols = false
 )
 
 // inferLinear implements inferLinearer. A few rows (a decode step) go to the
 // streaming kernel with the bias and residual folded into its first k-block, on
-// column bands of whole 32-wide tiles, one per thread; more rows go to row
-// bands of gemmSerial with beta = 1 onto the bias (or the residual plus bias),
-// so neither AddBias, AddInto nor the product's own clearing of C makes a
-// pass. GELU runs on each band as soon as its product is done, while it is in
-// cache.
+// column bands of whole 32-wide tiles, one per thread. More rows go to the
+// packed AVX-512 sgemm (inferLinearPacked: bias, residual and GELU in its tile
+// epilogue) where the CPU has AVX-512; otherwise to row bands of gemmSerial
+// with beta = 1 onto the bias (or the residual plus bias), so neither AddBias,
+// AddInto nor the product's own clearing of C makes a pass, and GELU runs on
+// each band as soon as its product is done, while it is in cache.
 func (c *CPU) inferLinear(out, inp, weight, bias Tensor, N, K, OC int, accumulate, gelu bool) {
 	need(out, N*OC, "InferLinear out")
 	need(inp, N*K, "InferLinear inp")
@@ -105,6 +113,10 @@ func (c *CPU) inferLinear(out, inp, weight, bias Tensor, N, K, OC int, accumulat
 		})
 		return
 	}
+	if inferPacked && gemmPackedOK {
+		c.inferLinearPacked(o, x, w, b, N, K, OC, accumulate, gelu)
+		return
+	}
 	// Bands of rows, or of columns for a short wide product, as CPU.gemm splits
 	// (each OpenBLAS call packs all of the other operand).
 	byRows := N >= OC
@@ -145,6 +157,44 @@ func (c *CPU) inferLinear(out, inp, weight, bias Tensor, N, K, OC int, accumulat
 				}
 			}
 		}
+	})
+}
+
+// inferLinearPacked is inferLinear's many-row product on the packed AVX-512
+// sgemm, one band per thread. Each band's tile epilogue adds the bias onto 0
+// (or onto the residual already in out, beta = 1) and applies GELU while the
+// tile is in registers, so out is written once and never pre-filled. Bands
+// are of rows (each thread packs all of the weight), or of columns with
+// inferPackedByCols (each packs all of the input): at the scoring shapes
+// (640 rows) the two measured within noise of each other, rows a little
+// ahead. Packing the weight once for both threads (two passes, pack then
+// multiply) measured no faster: the packed panels then come back from L3.
+func (c *CPU) inferLinearPacked(o, x, w, b []float32, N, K, OC int, accumulate, gelu bool) {
+	beta := float32(0)
+	if accumulate {
+		beta = 1
+	}
+	tiles, rowTiles := (OC+31)/32, (N+gemmPackedMR-1)/gemmPackedMR
+	span := rowTiles
+	if inferPackedByCols {
+		span = tiles
+	}
+	parts := min(c.threads, max(1, 2*N*K*OC/gemmSplitWork), span)
+	c.inferShare(parts, func(p int) {
+		i0, i1, j0, j1 := 0, N, 0, OC
+		if inferPackedByCols {
+			j0, j1 = min(OC, tiles*p/parts*32), min(OC, tiles*(p+1)/parts*32)
+		} else {
+			i0, i1 = min(N, rowTiles*p/parts*gemmPackedMR), min(N, rowTiles*(p+1)/parts*gemmPackedMR)
+		}
+		if i0 >= i1 || j0 >= j1 {
+			return
+		}
+		var bb []float32
+		if b != nil {
+			bb = b[j0:j1]
+		}
+		gemmPackedEx(false, false, i1-i0, j1-j0, K, 1, x[i0*K:], K, w[j0:], OC, beta, o[i0*OC+j0:], OC, bb, gelu)
 	})
 }
 

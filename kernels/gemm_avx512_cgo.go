@@ -1,0 +1,456 @@
+//go:build cgo && !purego
+
+package kernels
+
+/*
+#cgo CFLAGS: -O3
+#include <immintrin.h>
+#include <stdint.h>
+
+// A packed AVX-512 sgemm for the model's products (row-major C (M,N) = alpha *
+// op(A) (M,K) @ op(B) (K,N) + beta * C), in the BLIS layout seen row-major:
+//
+//   for each depth block pc of KC:                 (KC <= 512)
+//     pack op(A)[:, pc] into MR-row micro-panels    (k-major: MR values per k)
+//     for each column block jc of NC:               (KC x NC of B ~ 1 MB, in L2)
+//       pack op(B)[pc, jc] into 32-column micro-panels (32 values per k)
+//       for each MR-row micro-panel (MR x KC, ~18 KB, stays in L1):
+//         for each 32-column micro-panel: the MR x 32 micro-kernel
+//
+// The micro-kernel keeps an (MR x 32) tile of C in 2*MR zmm registers (MR = 12:
+// 24 accumulators, 2 for B; no spills, checked with objdump), loads two B
+// vectors per k and broadcasts each A value straight from the packed panel
+// (vbroadcastss from memory: one load uop, no shuffle), software-prefetching
+// the B panel TG_PF floats ahead and the C tile before the k loop. Edges: A
+// panels are zero-padded to MR rows and B panels to 32 columns, and the tile's
+// store is limited to the valid rows and masked to the valid columns. alpha is
+// applied when packing A; beta on the first depth block's store (beta == 0
+// never reads C), later blocks add; an optional bias (first block) and GELU
+// (last block) run on the tile in registers before its one store. Each
+// element's sum runs over k in blocks of KC, in order, whatever the threading.
+//
+// Packing transposes 16x16 blocks through registers (op(A) not transposed,
+// op(B) transposed); scalar packing of A cost ~8% of a product at N = 384.
+// For N <= TG_DIRECT_N and A not transposed, A is not packed at all: the
+// kernel broadcasts from A's rows (troupe_kernel_d; 12 row pointers, one
+// index). A narrow product uses each packed A value for only 2N flops, so
+// packing (write and read back, from L3) was a visible share: skipping it took
+// the deep narrow products (K >= 1152, N <= 384) from 0.95-1.0x OpenBLAS to
+// 1.05-1.15x (BenchmarkGemmPacked); at wider N it measured neither better nor
+// worse. Also tried and within noise on the 2-vCPU dev box: MR = 14, no B
+// prefetch, a 512 KB B block, KC 384/768/whole K. The macros stay overridable
+// (e.g. CGO_CFLAGS=-DTG_MR=14) for such comparisons.
+
+#ifndef TG_MR
+#define TG_MR 12
+#endif
+#define TG_NR 32
+#ifndef TG_KC
+#define TG_KC 512
+#endif
+#ifndef TG_DIRECT_N
+#define TG_DIRECT_N 512
+#endif
+#ifndef TG_PF
+#define TG_PF 256
+#endif
+// TG_L2 is the budget in floats for one packed block of B (1 MB of SPR's 2 MB L2).
+#ifndef TG_L2
+#define TG_L2 (256 * 1024)
+#endif
+
+#define TG_MASK(w) ((w) >= 16 ? (__mmask16)0xFFFF : ((w) <= 0 ? (__mmask16)0 : (__mmask16)((1u << (w)) - 1)))
+
+// GELU (tanh form) for the epilogue, as troupe_gelu_fwd in vecmath_cgo.go
+// computes it (cgo preambles cannot share a static function): x * sigmoid(2u),
+// u = c (x + 0.044715 x^3), with e = exp(-2|u|) from glibc's libmvec.
+extern __m512 _ZGVeN16v_expf(__m512 x);
+
+static inline __attribute__((always_inline, target("avx512f"))) __m512 tg_gelu(__m512 x) {
+	const __m512 one = _mm512_set1_ps(1.0f);
+	__m512 x3 = _mm512_mul_ps(_mm512_mul_ps(x, x), x);
+	__m512 u = _mm512_mul_ps(_mm512_set1_ps(0.7978845608028654f), _mm512_fmadd_ps(_mm512_set1_ps(0.044715f), x3, x));
+	__m512 e = _ZGVeN16v_expf(_mm512_mul_ps(_mm512_set1_ps(-2.0f), _mm512_abs_ps(u)));
+	__m512 inv = _mm512_div_ps(one, _mm512_add_ps(one, e));
+	__mmask16 neg = _mm512_cmp_ps_mask(u, _mm512_setzero_ps(), _CMP_LT_OQ);
+	return _mm512_mul_ps(x, _mm512_mask_mul_ps(inv, neg, inv, e));
+}
+
+// troupe_sgemm_kc is the depth block for K (KC at most TG_KC, blocks of equal size).
+static int troupe_sgemm_kc(int K) {
+	int nk = (K + TG_KC - 1) / TG_KC;
+	return (K + nk - 1) / nk;
+}
+
+// troupe_sgemm_nc is the column block for depth kc (a multiple of TG_NR; blocks of
+// about equal size).
+static int troupe_sgemm_nc(int N, int kc) {
+	int nc = TG_L2 / kc / TG_NR * TG_NR;
+	if (nc < TG_NR) nc = TG_NR;
+	int nb = (N + nc - 1) / nc;
+	int per = (N + nb - 1) / nb;
+	return (per + TG_NR - 1) / TG_NR * TG_NR;
+}
+
+// troupe_sgemm_ws is the workspace the product needs, in floats.
+static long troupe_sgemm_ws(int M, int N, int K) {
+	int kc = troupe_sgemm_kc(K);
+	long mp = (long)(M + TG_MR - 1) / TG_MR * TG_MR;
+	long nc = troupe_sgemm_nc(N, kc);
+	return mp * kc + nc * kc + 16;
+}
+
+// tg_tr16 transposes the 16x16 block r in place (r[i] lane j <- r[j] lane i):
+// unpack pairs of rows, then pairs of pairs, then two 128-bit lane shuffles.
+static inline __attribute__((target("avx512f"), always_inline)) void tg_tr16(__m512 r[16]) {
+	__m512 t[16], u[16];
+	for (int i = 0; i < 8; i++) {
+		t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+		t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+	}
+	for (int i = 0; i < 4; i++) {
+		__m512d a = _mm512_castps_pd(t[4 * i]), b = _mm512_castps_pd(t[4 * i + 1]);
+		__m512d c = _mm512_castps_pd(t[4 * i + 2]), d = _mm512_castps_pd(t[4 * i + 3]);
+		u[4 * i] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, c));
+		u[4 * i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, c));
+		u[4 * i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(b, d));
+		u[4 * i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(b, d));
+	}
+	// u[4i+j], 128-bit lane L, holds column 4L+j of rows 4i..4i+3.
+	for (int j = 0; j < 4; j++) {
+		__m512 v = _mm512_shuffle_f32x4(u[j], u[4 + j], 0x88), w = _mm512_shuffle_f32x4(u[j], u[4 + j], 0xdd);
+		__m512 v2 = _mm512_shuffle_f32x4(u[8 + j], u[12 + j], 0x88), w2 = _mm512_shuffle_f32x4(u[8 + j], u[12 + j], 0xdd);
+		r[j] = _mm512_shuffle_f32x4(v, v2, 0x88);
+		r[8 + j] = _mm512_shuffle_f32x4(v, v2, 0xdd);
+		r[4 + j] = _mm512_shuffle_f32x4(w, w2, 0x88);
+		r[12 + j] = _mm512_shuffle_f32x4(w, w2, 0xdd);
+	}
+}
+
+// pack_a: rows [0,M) of op(A), depth [pc,pc+kc), times alpha, into micro-panels
+// ap[panel][k][MR], zero rows past M.
+static __attribute__((target("avx512f"))) void troupe_pack_a(int transA, int M, int pc, int kc,
+		float alpha, const float *A, long lda, float *ap) {
+	for (int i0 = 0; i0 < M; i0 += TG_MR) {
+		int rows = M - i0 < TG_MR ? M - i0 : TG_MR;
+		float *dst = ap + (long)i0 * kc;
+		if (transA) {
+			// A stored (K,M): the MR values of one k are contiguous.
+			__mmask16 m = TG_MASK(rows);
+			__m512 va = _mm512_set1_ps(alpha);
+			for (int k = 0; k < kc; k++) {
+				__m512 v = _mm512_mul_ps(va, _mm512_maskz_loadu_ps(m, A + (long)(pc + k) * lda + i0));
+				// Write MR lanes (the next k's values follow).
+				_mm512_mask_storeu_ps(dst + (long)k * TG_MR, (__mmask16)((1u << TG_MR) - 1), v);
+			}
+			continue;
+		}
+		// A stored (M,K): transpose 16-value runs of the MR rows through
+		// registers (rows past M and values past kc are zero).
+		__m512 va = _mm512_set1_ps(alpha);
+		for (int k0 = 0; k0 < kc; k0 += 16) {
+			int w = kc - k0 < 16 ? kc - k0 : 16;
+			__mmask16 m = TG_MASK(w);
+			__m512 r[16];
+			for (int i = 0; i < 16; i++) {
+				r[i] = i < rows ? _mm512_maskz_loadu_ps(m, A + (long)(i0 + i) * lda + pc + k0) : _mm512_setzero_ps();
+				if (alpha != 1.0f) r[i] = _mm512_mul_ps(r[i], va);
+			}
+			tg_tr16(r);
+			for (int c = 0; c < w; c++)
+				_mm512_mask_storeu_ps(dst + (long)(k0 + c) * TG_MR, (__mmask16)((1u << TG_MR) - 1), r[c]);
+		}
+	}
+}
+
+// pack_b: columns [jc,jc+nc) of op(B) (at most N), depth [pc,pc+kc), into
+// micro-panels bp[panel][k][32], zero columns past N.
+static __attribute__((target("avx512f"))) void troupe_pack_b(int transB, int N, int jc, int nc, int pc, int kc,
+		const float *B, long ldb, float *bp) {
+	int j1 = jc + nc < N ? jc + nc : N;
+	for (int j0 = jc; j0 < j1; j0 += TG_NR) {
+		int w = j1 - j0;
+		float *dst = bp + (long)(j0 - jc) * kc;
+		if (!transB) {
+			__mmask16 m0 = TG_MASK(w), m1 = TG_MASK(w - 16);
+			const float *s = B + (long)pc * ldb + j0;
+			for (int k = 0; k < kc; k++, s += ldb) {
+				_mm512_storeu_ps(dst + k * TG_NR, _mm512_maskz_loadu_ps(m0, s));
+				_mm512_storeu_ps(dst + k * TG_NR + 16, _mm512_maskz_loadu_ps(m1, s + 16));
+			}
+			continue;
+		}
+		// B stored (N,K): column j of op(B) is row j of B; transpose 16x16
+		// blocks through registers (columns past N and values past kc are zero).
+		for (int k0 = 0; k0 < kc; k0 += 16) {
+			int kw = kc - k0 < 16 ? kc - k0 : 16;
+			__mmask16 m = TG_MASK(kw);
+			for (int h = 0; h < TG_NR; h += 16) {
+				__m512 r[16];
+				for (int i = 0; i < 16; i++)
+					r[i] = h + i < w ? _mm512_maskz_loadu_ps(m, B + (long)(j0 + h + i) * ldb + pc + k0) : _mm512_setzero_ps();
+				tg_tr16(r);
+				for (int c = 0; c < kw; c++) _mm512_storeu_ps(dst + (long)(k0 + c) * TG_NR + h, r[c]);
+			}
+		}
+	}
+}
+
+// The MR x 32 micro-kernel: C tile (rows valid rows, columns masked by m0/m1) =
+// beta * C + bias + ap^T bp over kc on the first depth block (beta == 0: C not
+// read; bias may be NULL), C += ap^T bp on later ones; on the last, GELU of the
+// result with gelu.
+static __attribute__((target("avx512f"))) void troupe_kernel(int kc, const float *ap, const float *bp,
+		float *c, long ldc, int rows, __mmask16 m0, __mmask16 m1, int first, float beta,
+		const float *bias, int gelu) {
+	__m512 c0[TG_MR], c1[TG_MR];
+#pragma GCC unroll 16
+	for (int r = 0; r < TG_MR; r++) {
+		c0[r] = _mm512_setzero_ps();
+		c1[r] = _mm512_setzero_ps();
+	}
+	// The C tile's lines come in while the k loop runs (its store would
+	// otherwise wait on them from L3 or memory).
+#pragma GCC unroll 16
+	for (int r = 0; r < TG_MR; r++) {
+		if (r < rows) {
+			_mm_prefetch((const char *)(c + (long)r * ldc), _MM_HINT_T0);
+			_mm_prefetch((const char *)(c + (long)r * ldc + 31), _MM_HINT_T0);
+		}
+	}
+	for (int k = 0; k < kc; k++) {
+#if TG_PF > 0
+		_mm_prefetch((const char *)(bp + TG_PF), _MM_HINT_T0);
+		_mm_prefetch((const char *)(bp + TG_PF + 16), _MM_HINT_T0);
+#endif
+		__m512 b0 = _mm512_load_ps(bp);
+		__m512 b1 = _mm512_load_ps(bp + 16);
+#pragma GCC unroll 16
+		for (int r = 0; r < TG_MR; r++) {
+			__m512 a = _mm512_set1_ps(ap[r]);
+			c0[r] = _mm512_fmadd_ps(a, b0, c0[r]);
+			c1[r] = _mm512_fmadd_ps(a, b1, c1[r]);
+		}
+		ap += TG_MR;
+		bp += TG_NR;
+	}
+	__m512 vb = _mm512_set1_ps(first ? beta : 1.0f);
+	int load = !first || beta != 0.0f;
+	__m512 bias0 = _mm512_setzero_ps(), bias1 = _mm512_setzero_ps();
+	if (first && bias) {
+		bias0 = _mm512_maskz_loadu_ps(m0, bias);
+		bias1 = _mm512_maskz_loadu_ps(m1, bias + 16);
+	}
+#pragma GCC unroll 16
+	for (int r = 0; r < TG_MR; r++) {
+		if (r >= rows) break;
+		float *p = c + (long)r * ldc;
+		__m512 v0 = _mm512_add_ps(c0[r], bias0), v1 = _mm512_add_ps(c1[r], bias1);
+		if (load) {
+			v0 = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(m0, p), v0);
+			v1 = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(m1, p + 16), v1);
+		}
+		if (gelu) {
+			v0 = tg_gelu(v0);
+			v1 = tg_gelu(v1);
+		}
+		_mm512_mask_storeu_ps(p, m0, v0);
+		_mm512_mask_storeu_ps(p + 16, m1, v1);
+	}
+}
+
+// troupe_kernel_d is troupe_kernel reading A straight from its rows (A stored
+// (M,K), not transposed; a at row 0 of the tile, depth pc) instead of a packed
+// panel. Rows past `rows` repeat the last valid row (never stored); alpha
+// scales the sum in the epilogue.
+static __attribute__((target("avx512f"))) void troupe_kernel_d(int kc, const float *a, long lda, const float *bp,
+		float *c, long ldc, int rows, __mmask16 m0, __mmask16 m1, int first, float alpha, float beta,
+		const float *bias, int gelu) {
+	__m512 c0[TG_MR], c1[TG_MR];
+	const float *ar[TG_MR];
+#pragma GCC unroll 16
+	for (int r = 0; r < TG_MR; r++) {
+		c0[r] = _mm512_setzero_ps();
+		c1[r] = _mm512_setzero_ps();
+		ar[r] = a + (long)(r < rows ? r : rows - 1) * lda;
+	}
+#pragma GCC unroll 16
+	for (int r = 0; r < TG_MR; r++) {
+		if (r < rows) {
+			_mm_prefetch((const char *)(c + (long)r * ldc), _MM_HINT_T0);
+			_mm_prefetch((const char *)(c + (long)r * ldc + 31), _MM_HINT_T0);
+		}
+	}
+	for (int k = 0; k < kc; k++) {
+#if TG_PF > 0
+		_mm_prefetch((const char *)(bp + TG_PF), _MM_HINT_T0);
+		_mm_prefetch((const char *)(bp + TG_PF + 16), _MM_HINT_T0);
+#endif
+		__m512 b0 = _mm512_load_ps(bp);
+		__m512 b1 = _mm512_load_ps(bp + 16);
+#pragma GCC unroll 16
+		for (int r = 0; r < TG_MR; r++) {
+			__m512 av = _mm512_set1_ps(ar[r][k]);
+			c0[r] = _mm512_fmadd_ps(av, b0, c0[r]);
+			c1[r] = _mm512_fmadd_ps(av, b1, c1[r]);
+		}
+		bp += TG_NR;
+	}
+	__m512 vb = _mm512_set1_ps(first ? beta : 1.0f), va = _mm512_set1_ps(alpha);
+	int load = !first || beta != 0.0f;
+	__m512 bias0 = _mm512_setzero_ps(), bias1 = _mm512_setzero_ps();
+	if (first && bias) {
+		bias0 = _mm512_maskz_loadu_ps(m0, bias);
+		bias1 = _mm512_maskz_loadu_ps(m1, bias + 16);
+	}
+#pragma GCC unroll 16
+	for (int r = 0; r < TG_MR; r++) {
+		if (r >= rows) break;
+		float *p = c + (long)r * ldc;
+		__m512 v0 = _mm512_fmadd_ps(va, c0[r], bias0), v1 = _mm512_fmadd_ps(va, c1[r], bias1);
+		if (load) {
+			v0 = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(m0, p), v0);
+			v1 = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(m1, p + 16), v1);
+		}
+		if (gelu) {
+			v0 = tg_gelu(v0);
+			v1 = tg_gelu(v1);
+		}
+		_mm512_mask_storeu_ps(p, m0, v0);
+		_mm512_mask_storeu_ps(p + 16, m1, v1);
+	}
+}
+
+// troupe_sgemm: C (M,N) = alpha * op(A) @ op(B) + beta * C (+ bias (N) when not
+// NULL; then GELU of all that with gelu), single-threaded; ws holds
+// troupe_sgemm_ws(M,N,K) floats, 64-byte aligned.
+static __attribute__((target("avx512f"))) void troupe_sgemm(int transA, int transB, int M, int N, int K,
+		float alpha, const float *A, long lda, const float *B, long ldb, float beta, float *C, long ldc,
+		float *ws, const float *bias, int gelu) {
+	int kc0 = troupe_sgemm_kc(K);
+	int ncb = troupe_sgemm_nc(N, kc0);
+	long mp = (long)(M + TG_MR - 1) / TG_MR * TG_MR;
+	float *ap = ws;
+	float *bp = ws + ((mp * kc0 + 15) & ~15L);
+	for (int pc = 0; pc < K; pc += kc0) {
+		int kc = K - pc < kc0 ? K - pc : kc0;
+		int first = pc == 0, last = pc + kc >= K;
+		int direct = !transA && N <= TG_DIRECT_N;
+		if (!direct) troupe_pack_a(transA, M, pc, kc, alpha, A, lda, ap);
+		for (int jc = 0; jc < N; jc += ncb) {
+			int nc = N - jc < ncb ? N - jc : ncb;
+			troupe_pack_b(transB, N, jc, nc, pc, kc, B, ldb, bp);
+			for (int i0 = 0; i0 < M; i0 += TG_MR) {
+				int rows = M - i0 < TG_MR ? M - i0 : TG_MR;
+				const float *a = ap + (long)i0 * kc;
+				for (int j0 = 0; j0 < nc; j0 += TG_NR) {
+					int w = nc - j0;
+					if (direct) {
+						troupe_kernel_d(kc, A + (long)i0 * lda + pc, lda, bp + (long)j0 * kc,
+							C + (long)i0 * ldc + jc + j0, ldc, rows, TG_MASK(w), TG_MASK(w - 16), first,
+							alpha, beta, bias ? bias + jc + j0 : 0, gelu && last);
+						continue;
+					}
+					troupe_kernel(kc, a, bp + (long)j0 * kc, C + (long)i0 * ldc + jc + j0, ldc, rows,
+						TG_MASK(w), TG_MASK(w - 16), first, beta, bias ? bias + jc + j0 : 0, gelu && last);
+				}
+			}
+		}
+	}
+}
+*/
+import "C"
+
+import (
+	"sync"
+	"unsafe"
+)
+
+// gemmPackedOK reports whether gemmPacked runs here (the CPU has AVX-512F).
+var gemmPackedOK = hasAVX512
+
+// gemmPackedMR is the micro-kernel's rows: row bands of a product split over
+// threads are best made of whole MR-row tiles.
+const gemmPackedMR = int(C.TG_MR)
+
+// gemmPackedWS pools the packing workspaces (a few MB each: the packed A of a
+// band and one L2 block of packed B).
+var gemmPackedWS sync.Pool
+
+// gemmPacked computes C (m,n) = alpha*op(A) @ op(B) + beta*C (row-major, strides as
+// Gemm; the slices start at element (0,0) and are long enough) single-threaded
+// with the packed AVX-512 kernel. It reports false, doing nothing, when the CPU
+// lacks AVX-512 or a dimension is 0.
+func gemmPacked(transA, transB bool, m, n, k int, alpha float32, a []float32, lda int,
+	b []float32, ldb int, beta float32, cc []float32, ldc int) bool {
+	return gemmPackedEx(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, cc, ldc, nil, false)
+}
+
+// gemmPackedEx is gemmPacked with an epilogue fused into the store of each
+// register tile: C = alpha*op(A) @ op(B) + beta*C + bias (n values; nil: none),
+// then C = gelu(C) with gelu, so neither makes a pass over C of its own.
+func gemmPackedEx(transA, transB bool, m, n, k int, alpha float32, a []float32, lda int,
+	b []float32, ldb int, beta float32, cc []float32, ldc int, bias []float32, gelu bool) bool {
+	if !gemmPackedOK || m <= 0 || n <= 0 || k <= 0 {
+		return false
+	}
+	gemmPackedRun(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, cc, ldc, bias, gelu)
+	return true
+}
+
+// gemmPackedRun calls troupe_sgemm with a pooled workspace.
+func gemmPackedRun(transA, transB bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int,
+	beta float32, cc []float32, ldc int, bias []float32, gelu bool) {
+	ws := gemmPackedBuf(int(C.troupe_sgemm_ws(C.int(m), C.int(n), C.int(k))) + 16)
+	var pbias *C.float
+	if bias != nil {
+		_ = bias[n-1]
+		pbias = (*C.float)(unsafe.Pointer(&bias[0]))
+	}
+	C.troupe_sgemm(cbool(transA), cbool(transB), C.int(m), C.int(n), C.int(k), C.float(alpha),
+		(*C.float)(unsafe.Pointer(&a[0])), C.long(lda),
+		(*C.float)(unsafe.Pointer(&b[0])), C.long(ldb), C.float(beta),
+		(*C.float)(unsafe.Pointer(&cc[0])), C.long(ldc),
+		(*C.float)(unsafe.Pointer(&ws[gemmAlign(ws)])), pbias, cbool(gelu))
+	gemmPackedWS.Put(&ws)
+}
+
+// gemmPackedBuf takes a buffer of at least n floats from the pool, or makes one
+// (a pooled one too small is dropped, so the pool grows to the largest need).
+func gemmPackedBuf(n int) []float32 {
+	if p, ok := gemmPackedWS.Get().(*[]float32); ok && cap(*p) >= n {
+		return (*p)[:cap(*p)]
+	}
+	return make([]float32, n)
+}
+
+// gemmAlign is the offset (in floats, < 16) of buf's first 64-byte aligned element.
+func gemmAlign(buf []float32) int {
+	return (64 - int(uintptr(unsafe.Pointer(&buf[0]))%64)) % 64 / 4
+}
+
+// cbool is v as a C int flag.
+func cbool(v bool) C.int {
+	if v {
+		return 1
+	}
+	return 0
+}
+
+// gemmPackedMinWork is the flop count from which gemmSerial takes the packed
+// kernel over OpenBLAS. BenchmarkGemmPacked (same process, alternating, best
+// of 15) had it at 0.9-1.15x OpenBLAS, about +2% typical, at the model's
+// products (all transposes), 1.0-1.2x at (128 x 64 x 256) and (128 x 256 x 64),
+// but 0.7x at (64 x 64 x 128), where packing is a larger share.
+const gemmPackedMinWork = 1 << 22
+
+// gemmPackedWins reports whether gemmSerial should give this product to the
+// packed kernel. Deep, narrow products with A transposed (k >= 1024, n <= 384:
+// weight gradients' bands) stay on OpenBLAS: there A must be packed and the
+// kernel measured 0.88-1.1x, below 1 more often than not.
+func gemmPackedWins(transA, transB bool, m, n, k int) bool {
+	if !gemmPackedOK || m < 32 || n < 32 || k < 32 || 2*m*n*k < gemmPackedMinWork {
+		return false
+	}
+	return !transA || k < 1024 || n > 384
+}

@@ -1,0 +1,16 @@
+//go:build !cgo || purego
+
+package kernels
+
+// gemmPackedOK: the packed AVX-512 sgemm is C (gemm_avx512_cgo.go); the pure-Go
+// build has none and takes the pure-Go gemm path.
+const gemmPackedOK = false
+
+// gemmPackedMR: see gemm_avx512_cgo.go.
+const gemmPackedMR = 12
+
+// gemmPackedEx has no pure-Go kernel: it does nothing and reports false.
+func gemmPackedEx(transA, transB bool, m, n, k int, alpha float32, a []float32, lda int,
+	b []float32, ldb int, beta float32, cc []float32, ldc int, bias []float32, gelu bool) bool {
+	return false
+}
