@@ -64,11 +64,17 @@ func init() {
 // gemmBackend names the matrix-product implementation in benchmark output.
 const gemmBackend = "openblas"
 
-// gemmBackendDetail describes the backend for logs, e.g. "openblas SkylakeX".
-// cmd/troupe's bench hands the word after "openblas " to PyTorch's OpenBLAS as
-// OPENBLAS_CORETYPE, so the packed AVX-512 sgemm (gemm_avx512_cgo.go), which
-// takes most large products, is not named here.
-func gemmBackendDetail() string { return "openblas " + blasCore }
+// gemmBackendDetail describes the backend for logs and benchmark headers,
+// e.g. "openblas SkylakeX + avx512 packed sgemm" (the second part where the
+// packed AVX-512 sgemm of gemm_avx512_cgo.go takes the large products). The
+// word after "openblas " is the OpenBLAS kernel set (cmd/troupe's bench hands
+// it to PyTorch's OpenBLAS as OPENBLAS_CORETYPE).
+func gemmBackendDetail() string {
+	if gemmPackedOK {
+		return "openblas " + blasCore + " + avx512 packed sgemm"
+	}
+	return "openblas " + blasCore
+}
 
 // gemmSerial is one single-threaded product: the streaming kernels for a few
 // rows, the packed AVX-512 sgemm where gemmPackedWins, else cblas_sgemm. The

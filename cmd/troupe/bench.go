@@ -468,6 +468,17 @@ func benchTroupe(name string, s benchShape, whats []string, steps, warmup, threa
 	return res, nil
 }
 
+// openBLASCore is the OpenBLAS kernel set a CPU backend description names
+// ("openblas SkylakeX + ..." -> "SkylakeX"), or "" for another backend.
+func openBLASCore(backend string) string {
+	rest, ok := strings.CutPrefix(backend, "openblas ")
+	if !ok {
+		return ""
+	}
+	core, _, _ := strings.Cut(rest, " ")
+	return core
+}
+
 // torchRunner runs the embedded PyTorch reference (bench_torch.py) when ok.
 type torchRunner struct {
 	python string
@@ -502,7 +513,7 @@ func (t torchRunner) exec(args []string, threads int) ([]benchResult, int64, err
 	// CPUs newer than it knows; troupe re-selects the right kernel set for itself
 	// (kernels/gemm_blas.go), so give PyTorch the same one: the comparison is then
 	// of the two implementations, not of a misdetected CPU.
-	if core, ok := strings.CutPrefix(kernels.NewCPU(1).Backend(), "openblas "); ok && os.Getenv("OPENBLAS_CORETYPE") == "" {
+	if core := openBLASCore(kernels.NewCPU(1).Backend()); core != "" && os.Getenv("OPENBLAS_CORETYPE") == "" {
 		cmd.Env = append(cmd.Env, "OPENBLAS_CORETYPE="+core)
 	}
 	stdout, rss, err := runChild(cmd)

@@ -215,3 +215,17 @@ func TestRunChildPeakRSS(t *testing.T) {
 		t.Fatalf("failing child: got %v, want its stderr in the error", err)
 	}
 }
+
+func TestOpenBLASCore(t *testing.T) {
+	for in, want := range map[string]string{
+		"openblas SkylakeX":                       "SkylakeX",
+		"openblas SkylakeX + avx512 packed sgemm": "SkylakeX",
+		"openblas Haswell":                        "Haswell",
+		"pure go":                                 "",
+		"openblas ":                               "",
+	} {
+		if got := openBLASCore(in); got != want {
+			t.Errorf("openBLASCore(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
