@@ -196,6 +196,38 @@ static __attribute__((target("avx512f"))) void troupe_pack_b(int transB, int N, 
 	}
 }
 
+// tg_store is the kernels' epilogue: rows [0,rows) of the C tile at c get
+// alpha * (c0|c1) + bias (first k-block only) + vb * C (C not read on the
+// first k-block when beta is 0), then GELU with gelu, stored under the column
+// masks m0, m1. Inlined, so the accumulators stay in registers.
+static inline __attribute__((always_inline, target("avx512f"))) void tg_store(const __m512 *c0, const __m512 *c1,
+		float *c, long ldc, int rows, __mmask16 m0, __mmask16 m1, int first, float alpha, float beta,
+		const float *bias, int gelu) {
+	__m512 vb = _mm512_set1_ps(first ? beta : 1.0f), va = _mm512_set1_ps(alpha);
+	int load = !first || beta != 0.0f;
+	__m512 bias0 = _mm512_setzero_ps(), bias1 = _mm512_setzero_ps();
+	if (first && bias) {
+		bias0 = _mm512_maskz_loadu_ps(m0, bias);
+		bias1 = _mm512_maskz_loadu_ps(m1, bias + 16);
+	}
+#pragma GCC unroll 16
+	for (int r = 0; r < TG_MR; r++) {
+		if (r >= rows) break;
+		float *p = c + (long)r * ldc;
+		__m512 v0 = _mm512_fmadd_ps(va, c0[r], bias0), v1 = _mm512_fmadd_ps(va, c1[r], bias1);
+		if (load) {
+			v0 = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(m0, p), v0);
+			v1 = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(m1, p + 16), v1);
+		}
+		if (gelu) {
+			v0 = tg_gelu(v0);
+			v1 = tg_gelu(v1);
+		}
+		_mm512_mask_storeu_ps(p, m0, v0);
+		_mm512_mask_storeu_ps(p + 16, m1, v1);
+	}
+}
+
 // The MR x 32 micro-kernel: C tile (rows valid rows, columns masked by m0/m1) =
 // beta * C + bias + ap^T bp over kc on the first depth block (beta == 0: C not
 // read; bias may be NULL), C += ap^T bp on later ones; on the last, GELU of the
@@ -234,29 +266,7 @@ static __attribute__((target("avx512f"))) void troupe_kernel(int kc, const float
 		ap += TG_MR;
 		bp += TG_NR;
 	}
-	__m512 vb = _mm512_set1_ps(first ? beta : 1.0f);
-	int load = !first || beta != 0.0f;
-	__m512 bias0 = _mm512_setzero_ps(), bias1 = _mm512_setzero_ps();
-	if (first && bias) {
-		bias0 = _mm512_maskz_loadu_ps(m0, bias);
-		bias1 = _mm512_maskz_loadu_ps(m1, bias + 16);
-	}
-#pragma GCC unroll 16
-	for (int r = 0; r < TG_MR; r++) {
-		if (r >= rows) break;
-		float *p = c + (long)r * ldc;
-		__m512 v0 = _mm512_add_ps(c0[r], bias0), v1 = _mm512_add_ps(c1[r], bias1);
-		if (load) {
-			v0 = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(m0, p), v0);
-			v1 = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(m1, p + 16), v1);
-		}
-		if (gelu) {
-			v0 = tg_gelu(v0);
-			v1 = tg_gelu(v1);
-		}
-		_mm512_mask_storeu_ps(p, m0, v0);
-		_mm512_mask_storeu_ps(p + 16, m1, v1);
-	}
+	tg_store(c0, c1, c, ldc, rows, m0, m1, first, 1.0f, beta, bias, gelu);
 }
 
 // troupe_kernel_d is troupe_kernel reading A straight from its rows (A stored
@@ -296,29 +306,7 @@ static __attribute__((target("avx512f"))) void troupe_kernel_d(int kc, const flo
 		}
 		bp += TG_NR;
 	}
-	__m512 vb = _mm512_set1_ps(first ? beta : 1.0f), va = _mm512_set1_ps(alpha);
-	int load = !first || beta != 0.0f;
-	__m512 bias0 = _mm512_setzero_ps(), bias1 = _mm512_setzero_ps();
-	if (first && bias) {
-		bias0 = _mm512_maskz_loadu_ps(m0, bias);
-		bias1 = _mm512_maskz_loadu_ps(m1, bias + 16);
-	}
-#pragma GCC unroll 16
-	for (int r = 0; r < TG_MR; r++) {
-		if (r >= rows) break;
-		float *p = c + (long)r * ldc;
-		__m512 v0 = _mm512_fmadd_ps(va, c0[r], bias0), v1 = _mm512_fmadd_ps(va, c1[r], bias1);
-		if (load) {
-			v0 = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(m0, p), v0);
-			v1 = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(m1, p + 16), v1);
-		}
-		if (gelu) {
-			v0 = tg_gelu(v0);
-			v1 = tg_gelu(v1);
-		}
-		_mm512_mask_storeu_ps(p, m0, v0);
-		_mm512_mask_storeu_ps(p + 16, m1, v1);
-	}
+	tg_store(c0, c1, c, ldc, rows, m0, m1, first, alpha, beta, bias, gelu);
 }
 
 // troupe_sgemm: C (M,N) = alpha * op(A) @ op(B) + beta * C (+ bias (N) when not
