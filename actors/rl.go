@@ -422,14 +422,7 @@ func (t *rlTopology) Receive(ctx actor.Context) {
 
 // onEvalDone records an evaluation from a known evaluator.
 func (t *rlTopology) onEvalDone(msg *messages.EvalDone) {
-	t.seen[msg.GetEvaluator()] = max(t.seen[msg.GetEvaluator()], msg.GetVersion())
-	r := learner.EvalResult{Metrics: msg.GetMetrics()}
-	for _, s := range msg.GetSamples() {
-		r.Samples = append(r.Samples, learner.Sample{Prompt: s.GetPrompt(), Completion: s.GetCompletion()})
-	}
-	if msg.GetError() == "" {
-		t.opt.Sink.OnEval(msg.GetEvaluator(), msg.GetVersion(), int(msg.GetStep()), r)
-	}
+	recordEval(t.seen, t.opt.Sink, msg)
 	t.checkDrained()
 }
 

@@ -276,14 +276,7 @@ func (t *topology) Receive(ctx actor.Context) {
 		t.drainTimer = time.AfterFunc(t.opt.StopTimeout, func() { root.Send(self, &drainTimeout{}) })
 		t.checkDrained()
 	case *messages.EvalDone:
-		t.seen[msg.GetEvaluator()] = max(t.seen[msg.GetEvaluator()], msg.GetVersion())
-		r := learner.EvalResult{Metrics: msg.GetMetrics()}
-		for _, s := range msg.GetSamples() {
-			r.Samples = append(r.Samples, learner.Sample{Prompt: s.GetPrompt(), Completion: s.GetCompletion()})
-		}
-		if msg.GetError() == "" {
-			t.opt.Sink.OnEval(msg.GetEvaluator(), msg.GetVersion(), int(msg.GetStep()), r)
-		}
+		recordEval(t.seen, t.opt.Sink, msg)
 		t.checkDrained()
 	case *drainTimeout:
 		t.opt.Logger.Warn().Dur("timeout", t.opt.StopTimeout).Msg("evaluators did not evaluate the final weights in time")
@@ -337,4 +330,18 @@ func (t *topology) end(r topologyResult) {
 		t.drainTimer.Stop()
 	}
 	t.result <- r // buffered 1, sent once
+}
+
+// recordEval notes the version an evaluator reported in seen and hands a
+// successful evaluation to sink (both topologies' evaluators answer alike).
+func recordEval(seen map[string]int64, sink Sink, msg *messages.EvalDone) {
+	seen[msg.GetEvaluator()] = max(seen[msg.GetEvaluator()], msg.GetVersion())
+	if msg.GetError() != "" {
+		return
+	}
+	r := learner.EvalResult{Metrics: msg.GetMetrics()}
+	for _, s := range msg.GetSamples() {
+		r.Samples = append(r.Samples, learner.Sample{Prompt: s.GetPrompt(), Completion: s.GetCompletion()})
+	}
+	sink.OnEval(msg.GetEvaluator(), msg.GetVersion(), int(msg.GetStep()), r)
 }

@@ -205,17 +205,7 @@ func TestFanoutThroughNATSGo(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			c, err := Connect(nc.ConnectedUrl())
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer c.Close()
-			rec := newReceived()
-			s, err := SubscribeWeights(c, "policy", zerolog.Nop(), rec.on)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer s.Stop()
+			s, rec := subscribeOwn(t, nc.ConnectedUrl())
 			if s.raw != nil || s.chunks == nil {
 				t.Fatalf("chunk connection used with rawChunks off")
 			}
@@ -302,17 +292,7 @@ func TestChunkConnRedials(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := Connect(nc.ConnectedUrl())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	rec := newReceived()
-	s, err := SubscribeWeights(c, "policy", zerolog.Nop(), rec.on)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Stop()
+	s, rec := subscribeOwn(t, nc.ConnectedUrl())
 	if s.raw == nil {
 		t.Fatalf("chunk connection not used")
 	}

@@ -36,17 +36,7 @@ func TestFanoutDelivers(t *testing.T) {
 	var subs []*WeightSubscriber
 	var recs []*received
 	for i := 0; i < 3; i++ {
-		c, err := Connect(url)
-		if err != nil {
-			t.Fatalf("Connect: %v", err)
-		}
-		defer c.Close()
-		rec := newReceived()
-		s, err := SubscribeWeights(c, "policy", zerolog.Nop(), rec.on)
-		if err != nil {
-			t.Fatalf("SubscribeWeights: %v", err)
-		}
-		defer s.Stop()
+		s, rec := subscribeOwn(t, url)
 		subs, recs = append(subs, s), append(recs, rec)
 	}
 	w := randomWeights(3<<19, 7) // 6 MiB: several chunks
@@ -106,17 +96,7 @@ func TestFanoutLossFallsBackToStore(t *testing.T) {
 	if _, err := NewWeightPublisher(ctx, nc, "policy"); err != nil { // creates the store
 		t.Fatalf("NewWeightPublisher: %v", err)
 	}
-	c, err := Connect(nc.ConnectedUrl())
-	if err != nil {
-		t.Fatalf("Connect: %v", err)
-	}
-	defer c.Close()
-	rec := newReceived()
-	sub, err := SubscribeWeights(c, "policy", zerolog.Nop(), rec.on)
-	if err != nil {
-		t.Fatalf("SubscribeWeights: %v", err)
-	}
-	defer sub.Stop()
+	sub, rec := subscribeOwn(t, nc.ConnectedUrl())
 	type chunk = struct {
 		off  int
 		data []byte
@@ -426,4 +406,25 @@ func TestConfigWeightsDType(t *testing.T) {
 			t.Errorf("weights_dtype %q: got %v, want an error naming nats.weights_dtype", tc.dtype, err)
 		}
 	}
+}
+
+// subscribeOwn subscribes to model "policy" on a connection of its own to url
+// (with opts); both end with the test.
+func subscribeOwn(t *testing.T, url string, opts ...nats.Option) (*WeightSubscriber, *received) {
+	t.Helper()
+	c, err := Connect(url, opts...)
+	if err != nil {
+		t.Fatalf("Connect: %v", err)
+	}
+	rec := newReceived()
+	s, err := SubscribeWeights(c, "policy", zerolog.Nop(), rec.on)
+	if err != nil {
+		c.Close()
+		t.Fatalf("SubscribeWeights: %v", err)
+	}
+	t.Cleanup(func() {
+		s.Stop()
+		c.Close()
+	})
+	return s, rec
 }

@@ -91,39 +91,11 @@ func CrossEntropyForwardBackward(d Device, losses, dlogits, logits Tensor, targe
 	if mask != nil && len(mask) < N {
 		panic(fmt.Errorf("%w: CrossEntropyForwardBackward has %d mask values for N=%d", ErrShape, len(mask), N))
 	}
-	var wsum float64
-	for i := 0; i < N; i++ {
-		if mask == nil {
-			wsum++
-		} else {
-			wsum += float64(mask[i])
-		}
-	}
-	dlogp := make([]float32, N) // all zero when every row is masked out
-	if wsum != 0 {
-		for i := range dlogp {
-			w := float32(1)
-			if mask != nil {
-				w = mask[i]
-			}
-			dlogp[i] = -dloss * w / float32(wsum)
-		}
-	}
+	dlogp, _ := meanLossGrad(mask, dloss, N) // all zero when every row is masked out
 	f.crossEntropyFused(losses, dlogits, logits, targets, dlogp, N, V)
 	host := make([]float32, N)
 	d.Download(host, losses)
-	var sum float64
-	for i, l := range host {
-		w := 1.0
-		if mask != nil {
-			w = float64(mask[i])
-		}
-		sum += w * float64(l)
-	}
-	if wsum == 0 {
-		return 0
-	}
-	return float32(sum / wsum)
+	return maskedMean(host, mask)
 }
 
 // AdamWScaled multiplies grads by gscale in place (gradient clipping) and then

@@ -11,20 +11,25 @@ func (c *CPU) GeluForward(out, inp Tensor, n int) {
 	o, x := out.F[:n], inp.F[:n]
 	c.parallelFor(n, 30, func(lo, hi int) {
 		oo, xx := o[lo:hi], x[lo:hi]
-		if geluVector(oo, xx, nil) {
-			return
-		}
-		for i, v := range xx {
-			// 0.5(1+tanh u) = sigmoid(2u), computed from e = e^-2|u| without cancellation.
-			u := geluScale * (v + 0.044715*v*v*v)
-			e := expNeg2Abs(u)
-			s := 1 / (1 + e)
-			if u < 0 {
-				s *= e
-			}
-			oo[i] = v * s
+		if !geluVector(oo, xx, nil) {
+			geluScalar(oo, xx)
 		}
 	})
+}
+
+// geluScalar sets out[i] = gelu(x[i]) (the tanh form) without vector kernels;
+// out may alias x.
+func geluScalar(out, x []float32) {
+	for i, v := range x {
+		// 0.5(1+tanh u) = sigmoid(2u), computed from e = e^-2|u| without cancellation.
+		u := geluScale * (v + 0.044715*v*v*v)
+		e := expNeg2Abs(u)
+		s := 1 / (1 + e)
+		if u < 0 {
+			s *= e
+		}
+		out[i] = v * s
+	}
 }
 
 // GeluBackward implements Device: dinp (n) += gelu'(inp) * dout. dinp may alias dout.

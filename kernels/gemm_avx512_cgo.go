@@ -228,18 +228,23 @@ static inline __attribute__((always_inline, target("avx512f"))) void tg_store(co
 	}
 }
 
-// The MR x 32 micro-kernel: C tile (rows valid rows, columns masked by m0/m1) =
-// beta * C + bias + ap^T bp over kc on the first depth block (beta == 0: C not
-// read; bias may be NULL), C += ap^T bp on later ones; on the last, GELU of the
-// result with gelu.
-static __attribute__((target("avx512f"))) void troupe_kernel(int kc, const float *ap, const float *bp,
-		float *c, long ldc, int rows, __mmask16 m0, __mmask16 m1, int first, float beta,
-		const float *bias, int gelu) {
+// tg_kernel is the MR x 32 micro-kernel: C tile (rows valid rows, columns
+// masked by m0/m1) = alpha * A B + beta * C + bias over kc on the first depth
+// block (beta == 0: C not read; bias may be NULL), C += alpha * A B on later
+// ones; on the last, GELU of the result with gelu. A's element (r, k) is
+// a[r*rs + k*ks]; with clamp, rows past `rows` repeat the last valid row
+// (never stored) instead of reading padding. Inlined into its two callers with
+// constant rs/ks/clamp, so each gets its own addressing.
+static inline __attribute__((always_inline, target("avx512f"))) void tg_kernel(int kc, const float *a, long rs,
+		long ks, int clamp, const float *bp, float *c, long ldc, int rows, __mmask16 m0, __mmask16 m1, int first,
+		float alpha, float beta, const float *bias, int gelu) {
 	__m512 c0[TG_MR], c1[TG_MR];
+	const float *ar[TG_MR];
 #pragma GCC unroll 16
 	for (int r = 0; r < TG_MR; r++) {
 		c0[r] = _mm512_setzero_ps();
 		c1[r] = _mm512_setzero_ps();
+		ar[r] = a + (long)(clamp && r >= rows ? rows - 1 : r) * rs;
 	}
 	// The C tile's lines come in while the k loop runs (its store would
 	// otherwise wait on them from L3 or memory).
@@ -259,54 +264,29 @@ static __attribute__((target("avx512f"))) void troupe_kernel(int kc, const float
 		__m512 b1 = _mm512_load_ps(bp + 16);
 #pragma GCC unroll 16
 		for (int r = 0; r < TG_MR; r++) {
-			__m512 a = _mm512_set1_ps(ap[r]);
-			c0[r] = _mm512_fmadd_ps(a, b0, c0[r]);
-			c1[r] = _mm512_fmadd_ps(a, b1, c1[r]);
-		}
-		ap += TG_MR;
-		bp += TG_NR;
-	}
-	tg_store(c0, c1, c, ldc, rows, m0, m1, first, 1.0f, beta, bias, gelu);
-}
-
-// troupe_kernel_d is troupe_kernel reading A straight from its rows (A stored
-// (M,K), not transposed; a at row 0 of the tile, depth pc) instead of a packed
-// panel. Rows past `rows` repeat the last valid row (never stored); alpha
-// scales the sum in the epilogue.
-static __attribute__((target("avx512f"))) void troupe_kernel_d(int kc, const float *a, long lda, const float *bp,
-		float *c, long ldc, int rows, __mmask16 m0, __mmask16 m1, int first, float alpha, float beta,
-		const float *bias, int gelu) {
-	__m512 c0[TG_MR], c1[TG_MR];
-	const float *ar[TG_MR];
-#pragma GCC unroll 16
-	for (int r = 0; r < TG_MR; r++) {
-		c0[r] = _mm512_setzero_ps();
-		c1[r] = _mm512_setzero_ps();
-		ar[r] = a + (long)(r < rows ? r : rows - 1) * lda;
-	}
-#pragma GCC unroll 16
-	for (int r = 0; r < TG_MR; r++) {
-		if (r < rows) {
-			_mm_prefetch((const char *)(c + (long)r * ldc), _MM_HINT_T0);
-			_mm_prefetch((const char *)(c + (long)r * ldc + 31), _MM_HINT_T0);
-		}
-	}
-	for (int k = 0; k < kc; k++) {
-#if TG_PF > 0
-		_mm_prefetch((const char *)(bp + TG_PF), _MM_HINT_T0);
-		_mm_prefetch((const char *)(bp + TG_PF + 16), _MM_HINT_T0);
-#endif
-		__m512 b0 = _mm512_load_ps(bp);
-		__m512 b1 = _mm512_load_ps(bp + 16);
-#pragma GCC unroll 16
-		for (int r = 0; r < TG_MR; r++) {
-			__m512 av = _mm512_set1_ps(ar[r][k]);
+			__m512 av = _mm512_set1_ps(ar[r][(long)k * ks]);
 			c0[r] = _mm512_fmadd_ps(av, b0, c0[r]);
 			c1[r] = _mm512_fmadd_ps(av, b1, c1[r]);
 		}
 		bp += TG_NR;
 	}
 	tg_store(c0, c1, c, ldc, rows, m0, m1, first, alpha, beta, bias, gelu);
+}
+
+// troupe_kernel: A from a packed panel ap (TG_MR values per depth step, rows
+// past `rows` zero; alpha already applied by the packing).
+static __attribute__((target("avx512f"))) void troupe_kernel(int kc, const float *ap, const float *bp,
+		float *c, long ldc, int rows, __mmask16 m0, __mmask16 m1, int first, float beta,
+		const float *bias, int gelu) {
+	tg_kernel(kc, ap, 1, TG_MR, 0, bp, c, ldc, rows, m0, m1, first, 1.0f, beta, bias, gelu);
+}
+
+// troupe_kernel_d: A read straight from its rows (A stored (M,K), not
+// transposed; a at row 0 of the tile, depth pc) instead of a packed panel.
+static __attribute__((target("avx512f"))) void troupe_kernel_d(int kc, const float *a, long lda, const float *bp,
+		float *c, long ldc, int rows, __mmask16 m0, __mmask16 m1, int first, float alpha, float beta,
+		const float *bias, int gelu) {
+	tg_kernel(kc, a, lda, 1, 1, bp, c, ldc, rows, m0, m1, first, alpha, beta, bias, gelu);
 }
 
 // troupe_sgemm: C (M,N) = alpha * op(A) @ op(B) + beta * C (+ bias (N) when not

@@ -162,21 +162,9 @@ func TestInferLinearPackedSplits(t *testing.T) {
 			for _, sh := range [][3]int{{17, 40, 33}, {100, 600, 70}, {77, 1100, 161}, {200, 384, 130}} {
 				N, K, OC := sh[0], sh[1], sh[2]
 				for mode := 0; mode < 8; mode++ {
-					accumulate, gelu, withBias := mode&1 != 0, mode&2 != 0, mode&4 != 0
-					inp, w := randn(rng, N*K, 1), randn(rng, K*OC, 0.1)
-					var bias []float32
-					bt := Tensor{}
-					if withBias {
-						bias = randn(rng, OC, 0.5)
-						bt = Host(bias)
-					}
-					out0 := randn(rng, N*OC, 1)
-					want, got := clone(out0), clone(out0)
-					refInferLinear(want, inp, w, bias, N, K, OC, accumulate, gelu)
-					InferLinear(d, Host(got), Host(inp), Host(w), bt, Tensor{}, N, K, OC, accumulate, gelu)
-					what := fmt.Sprintf("cols=%v threads=%d N=%d K=%d OC=%d acc=%v gelu=%v bias=%v",
-						byCols, threads, N, K, OC, accumulate, gelu, withBias)
-					closeTo(t, what, got, want, 1e-4*float64(K)/100, 1e-4)
+					c := newInferCase(rng, N, K, OC, mode, 0.1)
+					what := fmt.Sprintf("cols=%v threads=%d %s", byCols, threads, c.what)
+					closeTo(t, what, c.run(d, Tensor{}), c.want, 1e-4*float64(K)/100, 1e-4)
 				}
 			}
 		}

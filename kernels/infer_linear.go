@@ -200,16 +200,7 @@ func (c *CPU) inferLinearPacked(o, x, w, b []float32, N, K, OC int, accumulate, 
 
 // inferGelu applies GELU (tanh form, as GeluForward) to x in place.
 func inferGelu(x []float32) {
-	if len(x) == 0 || geluVector(x, x, nil) {
-		return
-	}
-	for i, v := range x {
-		u := geluScale * (v + 0.044715*v*v*v)
-		e := expNeg2Abs(u)
-		s := 1 / (1 + e)
-		if u < 0 {
-			s *= e
-		}
-		x[i] = v * s
+	if len(x) > 0 && !geluVector(x, x, nil) {
+		geluScalar(x, x)
 	}
 }

@@ -3,6 +3,7 @@ package kernels
 import (
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"slices"
 	"testing"
 )
@@ -40,24 +41,9 @@ func TestInferLinear(t *testing.T) {
 			for _, sh := range [][2]int{{5, 7}, {17, 33}, {64, 100}, {40, 64}, {256, 600}} {
 				K, OC := sh[0], sh[1]
 				for mode := 0; mode < 8; mode++ {
-					accumulate, gelu, withBias := mode&1 != 0, mode&2 != 0, mode&4 != 0
-					inp, w := randn(rng, N*K, 1), randn(rng, K*OC, 0.3)
-					var bias []float32
-					bt := Tensor{}
-					if withBias {
-						bias = randn(rng, OC, 0.5)
-						bt = Host(bias)
-					}
-					out0 := randn(rng, N*OC, 1)
-					want := clone(out0)
-					refInferLinear(want, inp, w, bias, N, K, OC, accumulate, gelu)
-					what := fmt.Sprintf("N=%d K=%d OC=%d acc=%v gelu=%v bias=%v", N, K, OC, accumulate, gelu, withBias)
-					got := clone(out0)
-					InferLinear(d, Host(got), Host(inp), Host(w), bt, Tensor{}, N, K, OC, accumulate, gelu)
-					closeTo(t, what, got, want, 1e-4, 1e-4)
-					got = clone(out0)
-					InferLinear(plainDevice{d}, Host(got), Host(inp), Host(w), bt, d.Alloc(N*OC), N, K, OC, accumulate, gelu)
-					closeTo(t, what+" fallback", got, want, 1e-4, 1e-4)
+					c := newInferCase(rng, N, K, OC, mode, 0.3)
+					closeTo(t, c.what, c.run(d, Tensor{}), c.want, 1e-4, 1e-4)
+					closeTo(t, c.what+" fallback", c.run(plainDevice{d}, d.Alloc(N*OC)), c.want, 1e-4, 1e-4)
 				}
 			}
 		}
@@ -106,4 +92,38 @@ func expectShapePanic(t *testing.T, what string, fn func()) {
 		}
 	}()
 	fn()
+}
+
+// inferCase is one InferLinear case: its operands (mode bit 0: accumulate
+// into out, bit 1: GELU, bit 2: a bias), the reference result and a name.
+type inferCase struct {
+	N, K, OC           int
+	inp, w, out0, want []float32
+	bias               Tensor
+	accumulate, gelu   bool
+	what               string
+}
+
+// newInferCase draws a case's operands from rng (weights scaled by wscale)
+// and computes the reference result.
+func newInferCase(rng *rand.Rand, N, K, OC, mode int, wscale float64) inferCase {
+	c := inferCase{N: N, K: K, OC: OC, accumulate: mode&1 != 0, gelu: mode&2 != 0}
+	c.inp, c.w = randn(rng, N*K, 1), randn(rng, K*OC, wscale)
+	var bias []float32
+	if mode&4 != 0 {
+		bias = randn(rng, OC, 0.5)
+		c.bias = Host(bias)
+	}
+	c.out0 = randn(rng, N*OC, 1)
+	c.want = clone(c.out0)
+	refInferLinear(c.want, c.inp, c.w, bias, N, K, OC, c.accumulate, c.gelu)
+	c.what = fmt.Sprintf("N=%d K=%d OC=%d acc=%v gelu=%v bias=%v", N, K, OC, c.accumulate, c.gelu, bias != nil)
+	return c
+}
+
+// run is InferLinear on d (tmp: its scratch) from the case's starting out.
+func (c inferCase) run(d Device, tmp Tensor) []float32 {
+	got := clone(c.out0)
+	InferLinear(d, Host(got), Host(c.inp), Host(c.w), c.bias, tmp, c.N, c.K, c.OC, c.accumulate, c.gelu)
+	return got
 }

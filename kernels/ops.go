@@ -55,8 +55,24 @@ func CrossEntropyForward(d Device, losses, logits Tensor, targets []int32, mask 
 	d.Scale(losses, -1)
 	host := make([]float32, N)
 	d.Download(host, losses)
+	return maskedMean(host, mask)
+}
+
+// CrossEntropyBackward adds into dlogits (N,V) the gradient of the masked mean loss
+// that CrossEntropyForward returns, times dloss.
+func CrossEntropyBackward(d Device, dlogits, logits Tensor, targets []int32, mask []float32, dloss float32, N, V int) {
+	dlogp, ok := meanLossGrad(mask, dloss, N)
+	if !ok {
+		return
+	}
+	d.LogProbBackward(dlogits, logits, targets, dlogp, N, V)
+}
+
+// maskedMean is the mean of losses weighted by mask (nil: all ones); 0 when
+// every weight is 0.
+func maskedMean(losses, mask []float32) float32 {
 	var sum, wsum float64
-	for i, l := range host {
+	for i, l := range losses {
 		w := 1.0
 		if mask != nil {
 			w = float64(mask[i])
@@ -70,21 +86,22 @@ func CrossEntropyForward(d Device, losses, logits Tensor, targets []int32, mask 
 	return float32(sum / wsum)
 }
 
-// CrossEntropyBackward adds into dlogits (N,V) the gradient of the masked mean loss
-// that CrossEntropyForward returns, times dloss.
-func CrossEntropyBackward(d Device, dlogits, logits Tensor, targets []int32, mask []float32, dloss float32, N, V int) {
-	var wsum float64
-	for i := 0; i < N; i++ {
-		if mask == nil {
-			wsum++
-		} else {
-			wsum += float64(mask[i])
+// meanLossGrad is the gradient of dloss times the masked mean loss with
+// respect to each of the N log-probabilities (the losses are their
+// negatives): -dloss * mask[i] / sum(mask). ok is false (and dlogp all zero)
+// when every weight is 0.
+func meanLossGrad(mask []float32, dloss float32, N int) (dlogp []float32, ok bool) {
+	dlogp = make([]float32, N)
+	wsum := float64(N)
+	if mask != nil {
+		wsum = 0
+		for _, w := range mask[:N] {
+			wsum += float64(w)
 		}
 	}
 	if wsum == 0 {
-		return
+		return dlogp, false
 	}
-	dlogp := make([]float32, N)
 	for i := range dlogp {
 		w := float32(1)
 		if mask != nil {
@@ -92,7 +109,7 @@ func CrossEntropyBackward(d Device, dlogits, logits Tensor, targets []int32, mas
 		}
 		dlogp[i] = -dloss * w / float32(wsum)
 	}
-	d.LogProbBackward(dlogits, logits, targets, dlogp, N, V)
+	return dlogp, true
 }
 
 // ClipGradNorm scales grads so their global L2 norm is at most maxNorm (maxNorm <= 0
