@@ -40,60 +40,56 @@ type plainDev struct{ kernels.Device }
 // device (fused inference ops) and on the same CPU behind plainDev, and reports
 // both medians: an A/B in one process, robust to a busy machine's drift.
 func BenchmarkScoreFusedVsPlain(b *testing.B) {
-	fused := benchModel(b)
-	plain, err := New(fused.Config, plainDev{fused.Dev})
-	if err != nil {
-		b.Fatal(err)
-	}
-	copy(plain.Params.F, fused.Params.F)
+	fused, plain := fusedAndPlain(b)
 	rng := rand.New(rand.NewPCG(4, 4))
 	seqs := make([][]int32, 8)
 	for i := range seqs {
 		seqs[i] = randomTokens(rng, 80, fused.Config.VocabSize)
 	}
-	var tf, tp []float64
-	for i := 0; i < b.N+1; i++ {
-		for _, m := range []*Model{fused, plain} {
-			t0 := time.Now()
-			if _, err := m.LogProbs(seqs); err != nil {
-				b.Fatal(err)
-			}
-			if i > 0 {
-				if m == fused {
-					tf = append(tf, time.Since(t0).Seconds())
-				} else {
-					tp = append(tp, time.Since(t0).Seconds())
-				}
-			}
-		}
-	}
-	slices.Sort(tf)
-	slices.Sort(tp)
-	b.ReportMetric(632/tf[len(tf)/2], "fused_tokens/s")
-	b.ReportMetric(632/tp[len(tp)/2], "plain_tokens/s")
+	abMedians(b, fused, plain, 632, "tokens/s", func(m *Model) error {
+		_, err := m.LogProbs(seqs)
+		return err
+	})
 }
 
 // BenchmarkGenerateFusedVsPlain alternates Generate at the bench shape (8
 // prompts of 16 tokens, 64 new, T=1) on the CPU device and behind plainDev (the
 // products through Gemm + AddBias + AddInto), reporting both medians.
 func BenchmarkGenerateFusedVsPlain(b *testing.B) {
-	fused := benchModel(b)
-	plain, err := New(fused.Config, plainDev{fused.Dev})
-	if err != nil {
-		b.Fatal(err)
-	}
-	copy(plain.Params.F, fused.Params.F)
+	fused, plain := fusedAndPlain(b)
 	rng := rand.New(rand.NewPCG(2, 2))
 	prompts := make([][]int32, 8)
 	for i := range prompts {
 		prompts[i] = randomTokens(rng, 16, fused.Config.VocabSize)
 	}
 	opt := SampleOptions{MaxNewTokens: 64, Temperature: 1, Seed: 1}
+	abMedians(b, fused, plain, 512, "new_tokens/s", func(m *Model) error {
+		_, err := m.Generate(prompts, opt)
+		return err
+	})
+}
+
+// fusedAndPlain is the bench model on the CPU device and a copy of it behind
+// plainDev (the composed-primitives path).
+func fusedAndPlain(b *testing.B) (fused, plain *Model) {
+	fused = benchModel(b)
+	plain, err := New(fused.Config, plainDev{fused.Dev})
+	if err != nil {
+		b.Fatal(err)
+	}
+	copy(plain.Params.F, fused.Params.F)
+	return fused, plain
+}
+
+// abMedians runs fn on fused and plain alternately (one untimed round, then
+// b.N timed ones) and reports tokens / the median time of each as
+// fused_<unit> and plain_<unit>.
+func abMedians(b *testing.B, fused, plain *Model, tokens float64, unit string, fn func(*Model) error) {
 	var tf, tp []float64
 	for i := 0; i < b.N+1; i++ {
 		for _, m := range []*Model{fused, plain} {
 			t0 := time.Now()
-			if _, err := m.Generate(prompts, opt); err != nil {
+			if err := fn(m); err != nil {
 				b.Fatal(err)
 			}
 			if i > 0 {
@@ -107,8 +103,8 @@ func BenchmarkGenerateFusedVsPlain(b *testing.B) {
 	}
 	slices.Sort(tf)
 	slices.Sort(tp)
-	b.ReportMetric(512/tf[len(tf)/2], "fused_new_tokens/s")
-	b.ReportMetric(512/tp[len(tp)/2], "plain_new_tokens/s")
+	b.ReportMetric(tokens/tf[len(tf)/2], "fused_"+unit)
+	b.ReportMetric(tokens/tp[len(tp)/2], "plain_"+unit)
 }
 
 // benchModelGPT2 is a randomly initialised 124M GPT-2 (V=50257, C=768) on the CPU.
