@@ -72,15 +72,7 @@ func startWorker(t *testing.T, opt WorkerOptions) (addr string, stop func()) {
 // iteration trains on every sample, both workers' generators sample, the
 // rollouts they claim are of the version they say.
 func TestRLWorkersInCluster(t *testing.T) {
-	if testing.Short() {
-		t.Skip("cluster formation takes seconds")
-	}
-	defer settleCluster(t)
-	srv, url, err := StartEmbeddedNATS("")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ShutdownNATS(srv)
+	url := clusterNATS(t)
 	job := newRLTestJob(t, 3, 8, 2)
 	sink := newRecordSink(t)
 	log, logs := testLogger()
@@ -139,15 +131,7 @@ func TestRLWorkersInCluster(t *testing.T) {
 
 // A worker refuses a request, and a learner's greeting, of another run.
 func TestWorkerRefusesOtherRun(t *testing.T) {
-	if testing.Short() {
-		t.Skip("cluster formation takes seconds")
-	}
-	defer settleCluster(t)
-	srv, url, err := StartEmbeddedNATS("")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ShutdownNATS(srv)
+	url := clusterNATS(t)
 	job := newRLTestJob(t, 1, 2, 1)
 	log, logs := testLogger()
 	port := freePort(t, "127.0.0.2")
@@ -273,15 +257,7 @@ func writeCerts(t *testing.T, dir, name string) TLSConfig {
 // certificate its CA signed, and never with one whose certificate another CA
 // signed (the handshake fails both ways: no hello, no request).
 func TestClusterTLS(t *testing.T) {
-	if testing.Short() {
-		t.Skip("cluster formation takes seconds")
-	}
-	defer settleCluster(t)
-	srv, url, err := StartEmbeddedNATS("")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ShutdownNATS(srv)
+	url := clusterNATS(t)
 	dir := t.TempDir()
 	good, stranger := writeCerts(t, dir, "troupe"), writeCerts(t, dir, "stranger")
 	job := newRLTestJob(t, 3, 8, 1)
@@ -327,6 +303,23 @@ func TestClusterTLS(t *testing.T) {
 // later tests' leak checks. (protoactor's own timers, e.g. the gossip
 // throttles, end by themselves and start nothing new; a strict leakCheck
 // cannot be used here because of them.)
+// clusterNATS skips a cluster test in -short mode, else starts an embedded
+// NATS server for it and returns its URL; when the test ends the server stops
+// and the cluster's goroutines are waited for (settleCluster).
+func clusterNATS(t *testing.T) string {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("cluster formation takes seconds")
+	}
+	t.Cleanup(func() { settleCluster(t) })
+	srv, url, err := StartEmbeddedNATS("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ShutdownNATS(srv) })
+	return url
+}
+
 func settleCluster(t *testing.T) {
 	t.Helper()
 	var left []string
@@ -353,15 +346,7 @@ func settleCluster(t *testing.T) {
 // the learner's sink under its name, the final version included (the
 // learner waits for it at the end), beside the learner's own evaluator's.
 func TestClusterWorkerEvaluator(t *testing.T) {
-	if testing.Short() {
-		t.Skip("cluster formation takes seconds")
-	}
-	defer settleCluster(t)
-	srv, url, err := StartEmbeddedNATS("")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ShutdownNATS(srv)
+	url := clusterNATS(t)
 	const iterations = 4
 	job := newRLTestJob(t, iterations, 8, 2)
 	sink := newRecordSink(t)
