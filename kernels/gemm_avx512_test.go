@@ -34,18 +34,8 @@ func TestGemmPacked(t *testing.T) {
 	for _, c := range cases {
 		for _, ta := range []bool{false, true} {
 			for _, tb := range []bool{false, true} {
-				ar, ac := c.m, c.k
-				if ta {
-					ar, ac = c.k, c.m
-				}
-				br, bc := c.k, c.n
-				if tb {
-					br, bc = c.n, c.k
-				}
-				lda, ldb, ldc := ac+c.pad, bc+c.pad+1, c.n+c.pad+2
-				a := randn(rng, ar*lda, 1)
-				b := randn(rng, br*ldb, 1)
-				c0 := randn(rng, c.m*ldc, 1)
+				ldc := c.n + c.pad + 2
+				a, lda, b, ldb, c0 := gemmOperands(rng, c.m, c.n, c.k, ta, tb, c.pad, ldc)
 				if c.beta == 0 {
 					// beta == 0 must not read C: NaN there must not leak.
 					for i := range c0 {

@@ -2,6 +2,7 @@ package kernels
 
 import (
 	"fmt"
+	"math/rand/v2"
 	"testing"
 )
 
@@ -33,18 +34,8 @@ func TestGemm(t *testing.T) {
 		for _, c := range cases {
 			for _, ta := range []bool{false, true} {
 				for _, tb := range []bool{false, true} {
-					ar, ac := c.m, c.k
-					if ta {
-						ar, ac = c.k, c.m
-					}
-					br, bc := c.k, c.n
-					if tb {
-						br, bc = c.n, c.k
-					}
-					lda, ldb, ldc := ac+c.pad, bc+c.pad+1, c.n+c.pad
-					a := randn(rng, ar*lda, 1)
-					b := randn(rng, br*ldb, 1)
-					c0 := randn(rng, c.m*ldc, 1)
+					ldc := c.n + c.pad
+					a, lda, b, ldb, c0 := gemmOperands(rng, c.m, c.n, c.k, ta, tb, c.pad, ldc)
 					got, want := clone(c0), clone(c0)
 					d.Gemm(ta, tb, c.m, c.n, c.k, c.alpha, Host(a), lda, Host(b), ldb, c.beta, Host(got), ldc)
 					refGemm(ta, tb, c.m, c.n, c.k, c.alpha, a, lda, b, ldb, c.beta, want, ldc)
@@ -55,6 +46,25 @@ func TestGemm(t *testing.T) {
 			}
 		}
 	})
+}
+
+// gemmOperands draws A and B for op(A) (m,k) @ op(B) (k,n), stored transposed
+// as ta/tb with row strides padded by pad and pad+1, and C (m rows of stride
+// ldc).
+func gemmOperands(rng *rand.Rand, m, n, k int, ta, tb bool, pad, ldc int) (a []float32, lda int, b []float32, ldb int, c []float32) {
+	ar, ac := m, k
+	if ta {
+		ar, ac = k, m
+	}
+	br, bc := k, n
+	if tb {
+		br, bc = n, k
+	}
+	lda, ldb = ac+pad, bc+pad+1
+	a = randn(rng, ar*lda, 1)
+	b = randn(rng, br*ldb, 1)
+	c = randn(rng, m*ldc, 1)
+	return a, lda, b, ldb, c
 }
 
 // TestGemmBetaZeroIgnoresNaN: beta == 0 must overwrite C, as in BLAS, so a fresh
