@@ -200,4 +200,10 @@ func (m *Model) ReleaseWorkspace() {
 		}
 		m.infer = nil
 	}
+	if p := m.panels; p != nil {
+		if !p.buf.Empty() {
+			m.Dev.Free(p.buf)
+		}
+		m.panels = nil
+	}
 }

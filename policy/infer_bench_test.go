@@ -85,26 +85,53 @@ func fusedAndPlain(b *testing.B) (fused, plain *Model) {
 // b.N timed ones) and reports tokens / the median time of each as
 // fused_<unit> and plain_<unit>.
 func abMedians(b *testing.B, fused, plain *Model, tokens float64, unit string, fn func(*Model) error) {
-	var tf, tp []float64
+	abRun(b, tokens, unit, "fused_", "plain_", func() error { return fn(fused) }, func() error { return fn(plain) })
+}
+
+// abRun runs x and y alternately (one untimed round, then b.N timed ones) and
+// reports tokens / the median time of each, as xName+unit and yName+unit.
+func abRun(b *testing.B, tokens float64, unit, xName, yName string, x, y func() error) {
+	var tx, ty []float64
 	for i := 0; i < b.N+1; i++ {
-		for _, m := range []*Model{fused, plain} {
+		for j, fn := range []func() error{x, y} {
 			t0 := time.Now()
-			if err := fn(m); err != nil {
+			if err := fn(); err != nil {
 				b.Fatal(err)
 			}
 			if i > 0 {
-				if m == fused {
-					tf = append(tf, time.Since(t0).Seconds())
+				if j == 0 {
+					tx = append(tx, time.Since(t0).Seconds())
 				} else {
-					tp = append(tp, time.Since(t0).Seconds())
+					ty = append(ty, time.Since(t0).Seconds())
 				}
 			}
 		}
 	}
-	slices.Sort(tf)
-	slices.Sort(tp)
-	b.ReportMetric(tokens/tf[len(tf)/2], "fused_"+unit)
-	b.ReportMetric(tokens/tp[len(tp)/2], "plain_"+unit)
+	slices.Sort(tx)
+	slices.Sort(ty)
+	b.ReportMetric(tokens/tx[len(tx)/2], xName+unit)
+	b.ReportMetric(tokens/ty[len(ty)/2], yName+unit)
+}
+
+// BenchmarkGeneratePanels alternates Generate at the bench shape with the decode
+// products reading panel-packed weights (packing included) and row-major ones.
+func BenchmarkGeneratePanels(b *testing.B) {
+	m := benchModel(b)
+	rng := rand.New(rand.NewPCG(2, 2))
+	prompts := make([][]int32, 8)
+	for i := range prompts {
+		prompts[i] = randomTokens(rng, 16, m.Config.VocabSize)
+	}
+	opt := SampleOptions{MaxNewTokens: 64, Temperature: 1, Seed: 1}
+	defer func(u bool) { usePanels = u }(usePanels)
+	gen := func(panels bool) func() error {
+		return func() error {
+			usePanels = panels
+			_, err := m.Generate(prompts, opt)
+			return err
+		}
+	}
+	abRun(b, 512, "new_tokens/s", "panels_", "rowmajor_", gen(true), gen(false))
 }
 
 // benchModelGPT2 is a randomly initialised 124M GPT-2 (V=50257, C=768) on the CPU.

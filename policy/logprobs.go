@@ -81,6 +81,7 @@ type blockCache struct {
 	S, Tc          int
 	B, T           int            // full attention: N = B*T
 	att            kernels.Tensor // (B,NH,T,T) full attention's scratch
+	panels         *panelSet      // the block weights panel-packed, or nil
 }
 
 // inferBlocks runs every transformer block over the N rows of r.x in place.
@@ -89,8 +90,12 @@ func (m *Model) inferBlocks(r rowBufs, N int, bc *blockCache) {
 	C, NH, eps := cfg.Channels, cfg.NumHeads, cfg.LayerNormEps
 	layer := bc.S * bc.Tc * C
 	for l, lp := range m.Layout.Layers {
+		var pw [4]kernels.Tensor // empty: InferLinearPanels is InferLinear
+		if bc.panels != nil {
+			pw = bc.panels.w[l]
+		}
 		d.LayerNormForward(r.ln, r.mean, r.rstd, r.x, m.Param(lp.Ln1W), m.Param(lp.Ln1B), N, C, eps)
-		kernels.InferLinear(d, r.qkv, r.ln, m.Param(lp.AttnW), m.Param(lp.AttnB), kernels.Tensor{}, N, C, 3*C, false, false)
+		kernels.InferLinearPanels(d, r.qkv, r.ln, pw[0], m.Param(lp.AttnW), m.Param(lp.AttnB), kernels.Tensor{}, N, C, 3*C, false, false)
 		if bc.kcache.Empty() {
 			d.AttentionForward(r.atty, bc.att, r.qkv, bc.B, bc.T, C, NH)
 		} else {
@@ -99,10 +104,10 @@ func (m *Model) inferBlocks(r rowBufs, N int, bc *blockCache) {
 		}
 		// x += atty @ W + b and x += gelu(ln @ W + b) @ W + b: the residual adds
 		// and the GELU are fused into the products where the device can.
-		kernels.InferLinear(d, r.x, r.atty, m.Param(lp.AttnProjW), m.Param(lp.AttnProjB), r.tmp, N, C, C, true, false)
+		kernels.InferLinearPanels(d, r.x, r.atty, pw[1], m.Param(lp.AttnProjW), m.Param(lp.AttnProjB), r.tmp, N, C, C, true, false)
 		d.LayerNormForward(r.ln, r.mean, r.rstd, r.x, m.Param(lp.Ln2W), m.Param(lp.Ln2B), N, C, eps)
-		kernels.InferLinear(d, r.fchGelu, r.ln, m.Param(lp.FcW), m.Param(lp.FcB), r.fch, N, C, 4*C, false, true)
-		kernels.InferLinear(d, r.x, r.fchGelu, m.Param(lp.FcProjW), m.Param(lp.FcProjB), r.tmp, N, 4*C, C, true, false)
+		kernels.InferLinearPanels(d, r.fchGelu, r.ln, pw[2], m.Param(lp.FcW), m.Param(lp.FcB), r.fch, N, C, 4*C, false, true)
+		kernels.InferLinearPanels(d, r.x, r.fchGelu, pw[3], m.Param(lp.FcProjW), m.Param(lp.FcProjB), r.tmp, N, 4*C, C, true, false)
 	}
 }
 

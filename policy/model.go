@@ -19,9 +19,10 @@ type Model struct {
 
 	// Working memory reused across calls (llm.c style), grown on demand. A Model is
 	// not safe for concurrent use: these buffers belong to the call in progress.
-	train *trainActs // Forward/ForwardHidden activations kept for backward
-	infer *inferActs // LogProbs and Generate: one layer's worth, no backward
-	rl    *rlForward // what BackwardLogProbs needs from ForwardLogProbs
+	train  *trainActs // Forward/ForwardHidden activations kept for backward
+	infer  *inferActs // LogProbs and Generate: one layer's worth, no backward
+	rl     *rlForward // what BackwardLogProbs needs from ForwardLogProbs
+	panels *panelSet  // Generate's panel-packed block weights (panels.go)
 }
 
 // New allocates a model with zeroed parameters on dev. Call Init for a fresh

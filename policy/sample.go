@@ -76,7 +76,7 @@ func (m *Model) Generate(prompts [][]int32, opt SampleOptions) ([]Sample, error)
 	Tc := min(cfg.MaxSeqLen, maxP+opt.MaxNewTokens) // cache positions any prompt can reach
 	perSlot := 2*L*Tc*C + C + V + rowFloats(C)
 	S := min(len(prompts), max(1, genBudget/perSlot))
-	g := &generation{m: m, opt: opt, Tc: Tc, z: make([]float64, V), idx: make([]int32, V)}
+	g := &generation{m: m, opt: opt, Tc: Tc, z: make([]float64, V), idx: make([]int32, V), panels: m.decodePanels(opt.MaxNewTokens)}
 	for lo := 0; lo < len(prompts); lo += S {
 		hi := min(len(prompts), lo+S)
 		g.run(prompts[lo:hi], lo, out[lo:hi])
@@ -89,6 +89,8 @@ type generation struct {
 	m   *Model
 	opt SampleOptions
 	Tc  int // cache length in positions
+	// the block weights panel-packed for the decode steps, or nil
+	panels *panelSet
 
 	// host scratch, sized once per group
 	tokens, slot, pos []int32
@@ -133,7 +135,7 @@ func (g *generation) run(prompts [][]int32, first int, out []Sample) {
 	g.slot = slices.Grow(g.slot[:0], rows)[:rows]
 	g.pos = slices.Grow(g.pos[:0], rows)[:rows]
 	g.logits = slices.Grow(g.logits[:0], S*V)[:S*V]
-	bc := &blockCache{kcache: a.kcache, vcache: a.vcache, S: S, Tc: Tc}
+	bc := &blockCache{kcache: a.kcache, vcache: a.vcache, S: S, Tc: Tc, panels: g.panels}
 	wte, wpe := m.Param(m.Layout.Wte), m.Param(m.Layout.Wpe)
 
 	// forward runs n rows (tokens/slot/pos) through the blocks; x holds the result.
