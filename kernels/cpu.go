@@ -11,7 +11,8 @@ import (
 // package is built with cgo (gemm_blas.go) and to a blocked pure-Go gemm
 // otherwise (gemm_go.go).
 type CPU struct {
-	threads int // goroutines an op may use, e.g. 2
+	threads int        // goroutines an op may use, e.g. 2
+	pool    workerPool // helper goroutines kept between inference ops (pool.go)
 }
 
 var _ Device = (*CPU)(nil)

@@ -227,7 +227,8 @@ func TestAdamW(t *testing.T) {
 	}
 }
 
-// TestNoGoroutineLeak: every op waits for the goroutines it starts.
+// TestNoGoroutineLeak: every op waits for the goroutines it starts, and the
+// device's pool helpers exit once it has been idle for poolIdleExit.
 func TestNoGoroutineLeak(t *testing.T) {
 	before := runtime.NumGoroutine()
 	d := NewCPU(4)
@@ -235,7 +236,15 @@ func TestNoGoroutineLeak(t *testing.T) {
 	d.Scale(x, 2)
 	d.Gemm(false, false, 256, 256, 256, 1, x, 256, x, 256, 0, d.Alloc(256*256), 256)
 	d.GeluForward(x, x, x.N)
-	time.Sleep(10 * time.Millisecond) // let finished goroutines exit
+	// A few-row product: inferShare, through the device's pool.
+	InferLinear(d, d.Alloc(4*1024), x, x, Tensor{}, Tensor{}, 4, 256, 1024, false, false)
+	if d.pool.alive.Load() == 0 && usePool {
+		t.Fatal("the ops started no pool helpers")
+	}
+	deadline := time.Now().Add(poolSpin + poolIdleExit + 2*time.Second)
+	for runtime.NumGoroutine() > before && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
 	if after := runtime.NumGoroutine(); after > before {
 		t.Fatalf("got %d goroutines after the ops, want at most %d", after, before)
 	}

@@ -20,6 +20,9 @@ func (c *CPU) inferShare(n int, fn func(i int)) {
 		}
 		return
 	}
+	if usePool && c.pool.do(n, workers-1, fn) {
+		return
+	}
 	var next atomic.Int64
 	run := func() {
 		for {
