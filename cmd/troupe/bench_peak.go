@@ -2,6 +2,9 @@ package main
 
 import (
 	"errors"
+	"fmt"
+	"math/rand/v2"
+	"slices"
 	"time"
 
 	"github.com/troupe-rl/troupe/kernels"
@@ -30,5 +33,33 @@ func benchPeak(out *benchOut, threads int) error {
 		out.emit(benchResult{"bench": "peak_fma", "isa": p.ISA, "threads": n, "gflops": round1(p.GFLOPs), "gflops_median": round1(p.Median), "rounds": 10,
 			"gflops_per_thread": round1(p.GFLOPs / float64(n))})
 	}
+	benchGemmCeiling(out, threads)
 	return nil
+}
+
+// benchGemmCeiling times the CPU device's Gemm alone at the largest product of
+// a "small" training step (2048 x 384 @ 384 x 1536, c_fc's forward) on threads
+// threads, the best of about 1 s of calls: what the matrix products reach
+// outside the model, to read the model's fraction of the FMA peak against.
+func benchGemmCeiling(out *benchOut, threads int) {
+	const m, k, n = 2048, 384, 1536
+	log.Info().Int("threads", threads).Msg("bench: sgemm alone")
+	d := kernels.NewCPU(threads)
+	rng := rand.New(rand.NewPCG(5, 5))
+	a, b, c := d.Alloc(m*k), d.Alloc(k*n), d.Alloc(m*n)
+	for _, t := range []kernels.Tensor{a, b} {
+		for i := range t.F {
+			t.F[i] = float32(rng.NormFloat64())
+		}
+	}
+	var secs []float64
+	for start := time.Now(); len(secs) < 5 || time.Since(start) < time.Second; {
+		t0 := time.Now()
+		d.Gemm(false, false, m, n, k, 1, a, k, b, n, 0, c, n)
+		secs = append(secs, time.Since(t0).Seconds())
+	}
+	slices.Sort(secs)
+	flop := 2.0 * m * n * k
+	out.emit(benchResult{"bench": "peak_gemm", "threads": threads, "shape": fmt.Sprintf("%dx%dx%d", m, k, n),
+		"backend": d.Backend(), "gflops": round1(flop / secs[0] / 1e9), "gflops_median": round1(flop / secs[len(secs)/2] / 1e9), "calls": len(secs)})
 }

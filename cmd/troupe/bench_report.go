@@ -300,6 +300,13 @@ func renderBenchTable(lines []benchResult) string {
 				fig = fmt.Sprintf("FP32 FMA peak GFLOP/s, %s: no probe in this build", plural(t, "thread"))
 			}
 			add(fig, opt(r, "gflops", fmtNum), dash, "", "")
+		case bench == "peak_gemm":
+			t, _ := num(r, "threads")
+			fig := fmt.Sprintf("sgemm GFLOP/s alone, %s, %s, best of %.0f", strings.ReplaceAll(str(r, "shape"), "x", "×"), plural(t, "thread"), r["calls"])
+			if peak > 0 {
+				fig += fmt.Sprintf(" (%% of the %.0f-thread peak)", peakThreads)
+			}
+			add(fig, opt(r, "gflops", frac), dash, "", "")
 		case impl == "summary" && bench == "train":
 			bt, _ := num(r, "batch")
 			st, _ := num(r, "seq")

@@ -49,6 +49,7 @@ func TestRenderBenchTable(t *testing.T) {
 	jsonl := `{"bench":"machine","cpu":"Test CPU","cores":2,"threads":2,"backend":"openblas X","go":"go1.26","os":"linux","arch":"amd64","time":"2026-11-27T05:00:00Z"}
 {"bench":"peak_fma","isa":"avx512","threads":1,"gflops":110}
 {"bench":"peak_fma","isa":"avx512","threads":2,"gflops":200}
+{"bench":"peak_gemm","threads":2,"shape":"2048x384x1536","gflops":150,"calls":40}
 {"impl":"troupe","bench":"train","config":"small","tokens_per_s":2000}
 {"impl":"summary","config":"small","bench":"train","batch":8,"seq":256,"troupe_tokens_per_s":2000,"pytorch_tokens_per_s":1600,"ratio":1.25,"troupe_model_gflops_per_s":130,"pytorch_model_gflops_per_s":104}
 {"impl":"summary","config":"small","bench":"generate","troupe_new_tokens_per_s":2500,"pytorch_new_tokens_per_s":800,"ratio":3.12}
@@ -70,8 +71,8 @@ func TestRenderBenchTable(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(lines) != 14 {
-		t.Fatalf("%d lines read, want 14 (blank lines skipped)", len(lines))
+	if len(lines) != 15 {
+		t.Fatalf("%d lines read, want 15 (blank lines skipped)", len(lines))
 	}
 	table := renderBenchTable(lines)
 	for _, want := range []string{
@@ -79,6 +80,7 @@ func TestRenderBenchTable(t *testing.T) {
 		"| figure | troupe | PyTorch | ratio | target |",
 		"| FP32 FMA peak GFLOP/s, 1 thread, avx512 | 110 | – |  |  |",
 		"| FP32 FMA peak GFLOP/s, 2 threads, avx512 | 200 | – |  |  |",
+		"| sgemm GFLOP/s alone, 2048×384×1536, 2 threads, best of 40 (% of the 2-thread peak) | 150 (75%) | – |  |  |",
 		"| train tokens/s, small (B8 T256) | 2000 | 1600 | 1.25× | ≥ 1.3× |",
 		"| train model GFLOP/s, small (% of the 2-thread peak) | 130 (65%) | 104 (52%) |  | ≥ 65% of peak |",
 		"| generate new tokens/s, small (batch 8, 64 new) | 2500 | 800 | 3.12× | ≥ 3× |",
