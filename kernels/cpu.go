@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"runtime"
 	"sync"
+	"sync/atomic"
 )
 
 // CPU is the host backend: tensors are plain []float32 and every op runs on
@@ -11,8 +12,9 @@ import (
 // package is built with cgo (gemm_blas.go) and to a blocked pure-Go gemm
 // otherwise (gemm_go.go).
 type CPU struct {
-	threads int        // goroutines an op may use, e.g. 2
-	pool    workerPool // helper goroutines kept between inference ops (pool.go)
+	threads int          // goroutines an op may use, e.g. 2
+	pool    workerPool   // helper goroutines kept between ops inside PoolOps (pool.go)
+	scopes  atomic.Int32 // PoolOps scopes open
 }
 
 var _ Device = (*CPU)(nil)
@@ -59,6 +61,9 @@ func (c *CPU) parallelFor(n, work int, fn func(lo, hi int)) {
 	}
 	if chunks <= 1 {
 		fn(0, n)
+		return
+	}
+	if c.pooled() && c.pool.do(chunks, chunks-1, func(i int) { fn(n*i/chunks, n*(i+1)/chunks) }) {
 		return
 	}
 	var wg sync.WaitGroup

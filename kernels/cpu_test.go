@@ -236,8 +236,12 @@ func TestNoGoroutineLeak(t *testing.T) {
 	d.Scale(x, 2)
 	d.Gemm(false, false, 256, 256, 256, 1, x, 256, x, 256, 0, d.Alloc(256*256), 256)
 	d.GeluForward(x, x, x.N)
-	// A few-row product: inferShare, through the device's pool.
+	// Inside PoolOps: a few-row product (inferShare) and a parallelFor op
+	// through the device's pool.
+	done := PoolOps(d)
 	InferLinear(d, d.Alloc(4*1024), x, x, Tensor{}, Tensor{}, 4, 256, 1024, false, false)
+	d.Scale(x, 0.5)
+	done()
 	if d.pool.alive.Load() == 0 && usePool {
 		t.Fatal("the ops started no pool helpers")
 	}

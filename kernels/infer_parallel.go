@@ -11,7 +11,8 @@ import (
 // machine whose other core is busy, the helper goroutine may wait a whole
 // scheduling slice before it starts, and the caller then idles. Taking small
 // pieces, the caller simply does more of them, and waits at most for the one
-// piece still running elsewhere.
+// piece still running elsewhere. Inside PoolOps the helpers come from the
+// device's pool.
 func (c *CPU) inferShare(n int, fn func(i int)) {
 	workers := min(c.threads, n)
 	if workers <= 1 {
@@ -20,7 +21,7 @@ func (c *CPU) inferShare(n int, fn func(i int)) {
 		}
 		return
 	}
-	if usePool && c.pool.do(n, workers-1, fn) {
+	if c.pooled() && c.pool.do(n, workers-1, fn) {
 		return
 	}
 	var next atomic.Int64

@@ -7,22 +7,38 @@ import (
 	"time"
 )
 
-// workerPool keeps a CPU device's helper goroutines between the inference ops
-// that inferShare splits (a decode step of "small" runs 24 such products of
-// ~50 µs each). Starting a goroutine per op wakes a parked OS thread, which
-// takes tens of microseconds on a VM while the caller waits for its helper at
-// the end of every op. A pool helper that finishes a job keeps looking for the
-// next one for poolSpin, then parks; after poolIdleExit parked it exits, so an
-// idle device holds no goroutines. A job's parts are claimed by the caller and
-// the helpers, each starting at its own share, so a helper that starts late
-// costs no more than the caller doing its part.
+// PoolOps makes d's parallel ops run on a pool of helper goroutines that stay
+// between ops, until the returned function is called (scopes may nest and
+// overlap); on devices other than the CPU it does nothing. It is for many short
+// ops in a row: Generate's decode steps run ~40 parallel ops of ~50 µs each.
+func PoolOps(d Device) (done func()) {
+	c, ok := d.(*CPU)
+	if !ok || !usePool {
+		return func() {}
+	}
+	c.scopes.Add(1)
+	var once sync.Once
+	return func() { once.Do(func() { c.scopes.Add(-1) }) }
+}
+
+// pooled reports whether an op should go through the pool (inside PoolOps).
+func (c *CPU) pooled() bool { return c.scopes.Load() > 0 }
+
+// workerPool is a CPU device's helper goroutines for PoolOps. Starting a
+// goroutine per op wakes a parked OS thread, which takes tens of microseconds
+// on a VM while the caller waits for its helper at the end of every op. A pool
+// helper that finishes a job keeps looking for the next one for poolSpin, then
+// parks; after poolIdleExit parked it exits, so an idle device holds no
+// goroutines. A job's parts are claimed by the caller and the helpers, each
+// starting at its own share (so consecutive ops keep a band on the same core),
+// and a helper that starts late costs no more than the caller doing its part.
 //
-// Same-process A/Bs on the 2-core dev machine (pool on/off, alternating):
-// Generate at the bench shape 1.23-1.27x new tokens/s, scoring within noise
-// (+-2%). Training ops (parallelFor) stay on a goroutine per part: through the
-// pool a training step measured 1-5% slower (its ops are long, so a helper's
-// start costs little, and a helper spinning beside the caller's serial work
-// costs a little).
+// Same-process A/Bs on the 2-core dev machine (alternating): Generate at the
+// bench shape 1.21-1.27x new tokens/s with the pool. Scoring (640-row products)
+// measured 1-4% slower and a training step 3-4% slower with their ops on the
+// pool, so they stay on a goroutine per part: their ops are long, so a helper's
+// start costs little, while a helper spinning on the other core delays the
+// goroutines of an op that does not go through the pool.
 type workerPool struct {
 	busy   sync.Mutex // one job at a time; a caller that finds it held starts goroutines as before
 	cur    atomic.Pointer[poolJob]
@@ -45,8 +61,8 @@ var (
 	poolSpin = 100 * time.Microsecond
 	// poolIdleExit is how long a parked helper waits for a job before exiting.
 	poolIdleExit = 250 * time.Millisecond
-	// usePool routes parallel ops through the device's helpers (benchmarks
-	// compare against a goroutine per part).
+	// usePool lets PoolOps turn the pool on (benchmarks compare against a
+	// goroutine per part).
 	usePool = true
 )
 

@@ -6,6 +6,8 @@ import (
 	"math"
 	"math/rand/v2"
 	"slices"
+
+	"github.com/troupe-rl/troupe/kernels"
 )
 
 // ErrOptions is wrapped by every invalid SampleOptions error.
@@ -71,6 +73,8 @@ func (m *Model) Generate(prompts [][]int32, opt SampleOptions) ([]Sample, error)
 	if len(prompts) == 0 {
 		return out, nil
 	}
+	// Decode steps are many short ops: keep the device's helpers between them.
+	defer kernels.PoolOps(m.Dev)()
 	cfg := m.Config
 	C, V, L := cfg.Channels, cfg.VocabSize, cfg.NumLayers
 	Tc := min(cfg.MaxSeqLen, maxP+opt.MaxNewTokens) // cache positions any prompt can reach
