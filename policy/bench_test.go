@@ -61,15 +61,21 @@ func benchTrainStep(b *testing.B, m *Model, B, T int) {
 	b.ReportMetric(float64(B*T*b.N)/b.Elapsed().Seconds(), "tokens/s")
 }
 
-// BenchmarkGenerateSmall: 8 prompts of 16 tokens, 64 new tokens each, T=1.
-func BenchmarkGenerateSmall(b *testing.B) {
-	m := benchModel(b)
+// benchGeneration is the bench shape's generation: 8 random prompts of 16
+// tokens, 64 new tokens each, sampled at T=1.
+func benchGeneration(m *Model) ([][]int32, SampleOptions) {
 	rng := rand.New(rand.NewPCG(2, 2))
 	prompts := make([][]int32, 8)
 	for i := range prompts {
 		prompts[i] = randomTokens(rng, 16, m.Config.VocabSize)
 	}
-	opt := SampleOptions{MaxNewTokens: 64, Temperature: 1, Seed: 1}
+	return prompts, SampleOptions{MaxNewTokens: 64, Temperature: 1, Seed: 1}
+}
+
+// BenchmarkGenerateSmall: 8 prompts of 16 tokens, 64 new tokens each, T=1.
+func BenchmarkGenerateSmall(b *testing.B) {
+	m := benchModel(b)
+	prompts, opt := benchGeneration(m)
 	if _, err := m.Generate(prompts, opt); err != nil {
 		b.Fatal(err)
 	}

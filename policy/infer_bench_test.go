@@ -57,12 +57,7 @@ func BenchmarkScoreFusedVsPlain(b *testing.B) {
 // products through Gemm + AddBias + AddInto), reporting both medians.
 func BenchmarkGenerateFusedVsPlain(b *testing.B) {
 	fused, plain := fusedAndPlain(b)
-	rng := rand.New(rand.NewPCG(2, 2))
-	prompts := make([][]int32, 8)
-	for i := range prompts {
-		prompts[i] = randomTokens(rng, 16, fused.Config.VocabSize)
-	}
-	opt := SampleOptions{MaxNewTokens: 64, Temperature: 1, Seed: 1}
+	prompts, opt := benchGeneration(fused)
 	abMedians(b, fused, plain, 512, "new_tokens/s", func(m *Model) error {
 		_, err := m.Generate(prompts, opt)
 		return err
@@ -117,12 +112,7 @@ func abRun(b *testing.B, tokens float64, unit, xName, yName string, x, y func() 
 // products reading panel-packed weights (packing included) and row-major ones.
 func BenchmarkGeneratePanels(b *testing.B) {
 	m := benchModel(b)
-	rng := rand.New(rand.NewPCG(2, 2))
-	prompts := make([][]int32, 8)
-	for i := range prompts {
-		prompts[i] = randomTokens(rng, 16, m.Config.VocabSize)
-	}
-	opt := SampleOptions{MaxNewTokens: 64, Temperature: 1, Seed: 1}
+	prompts, opt := benchGeneration(m)
 	defer func(u bool) { usePanels = u }(usePanels)
 	gen := func(panels bool) func() error {
 		return func() error {
