@@ -206,4 +206,5 @@ func (m *Model) ReleaseWorkspace() {
 		}
 		m.panels = nil
 	}
+	m.scoreActs = nil // host memory of single-threaded CPU views: the GC's
 }

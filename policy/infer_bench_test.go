@@ -137,3 +137,24 @@ func benchModelGPT2(b *testing.B) *Model {
 // BenchmarkScoreGPT2: LogProbs of 8 sequences of 80 tokens on the gpt2 shape,
 // what `troupe bench --config gpt2 --what score` times.
 func BenchmarkScoreGPT2(b *testing.B) { benchScore(b, benchModelGPT2(b)) }
+
+// BenchmarkScoreGroups alternates LogProbs at the bench shape scored as one
+// group of sequences per thread (single-threaded ops) and as one batch with
+// every op split over the threads.
+func BenchmarkScoreGroups(b *testing.B) {
+	m := benchModel(b)
+	rng := rand.New(rand.NewPCG(4, 4))
+	seqs := make([][]int32, 8)
+	for i := range seqs {
+		seqs[i] = randomTokens(rng, 80, m.Config.VocabSize)
+	}
+	defer func(g bool) { scoreGroups = g }(scoreGroups)
+	score := func(groups bool) func() error {
+		return func() error {
+			scoreGroups = groups
+			_, err := m.LogProbs(seqs)
+			return err
+		}
+	}
+	abRun(b, 632, "tokens/s", "groups_", "ops_", score(true), score(false))
+}

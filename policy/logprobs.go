@@ -171,6 +171,14 @@ func (m *Model) LogProbsT(seqs [][]int32, temperature float32) ([][]float32, err
 			return nil, err
 		}
 	}
+	if g := m.scoreGroupsFor(len(seqs)); g > 1 {
+		return m.logProbsGroups(seqs, temperature, g)
+	}
+	return m.logProbsBatch(seqs, temperature)
+}
+
+// logProbsBatch is LogProbsT after the checks, on m's device.
+func (m *Model) logProbsBatch(seqs [][]int32, temperature float32) ([][]float32, error) {
 	out := make([][]float32, len(seqs))
 	order := make([]int, len(seqs))
 	for i := range order {

@@ -23,6 +23,8 @@ type Model struct {
 	infer  *inferActs // LogProbs and Generate: one layer's worth, no backward
 	rl     *rlForward // what BackwardLogProbs needs from ForwardLogProbs
 	panels *panelSet  // Generate's panel-packed block weights (panels.go)
+	// LogProbs' per-group workspaces on the CPU (score_groups.go)
+	scoreActs []*inferActs
 }
 
 // New allocates a model with zeroed parameters on dev. Call Init for a fresh
