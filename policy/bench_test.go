@@ -93,11 +93,7 @@ func BenchmarkGenerateSmall(b *testing.B) {
 // BenchmarkLogProbsSmall: score 8 sequences of 256 tokens.
 func BenchmarkLogProbsSmall(b *testing.B) {
 	m := benchModel(b)
-	rng := rand.New(rand.NewPCG(3, 3))
-	seqs := make([][]int32, 8)
-	for i := range seqs {
-		seqs[i] = randomTokens(rng, 256, m.Config.VocabSize)
-	}
+	seqs := benchSeqs(m, 3, 256)
 	if _, err := m.LogProbs(seqs); err != nil {
 		b.Fatal(err)
 	}

@@ -13,14 +13,20 @@ import (
 // prompts plus 64 new ones), the shape `troupe bench --what score` times.
 func BenchmarkScoreBenchShape(b *testing.B) { benchScore(b, benchModel(b)) }
 
+// benchSeqs is 8 random sequences of T tokens for m, drawn from PCG(seed, seed).
+func benchSeqs(m *Model, seed uint64, T int) [][]int32 {
+	rng := rand.New(rand.NewPCG(seed, seed))
+	seqs := make([][]int32, 8)
+	for i := range seqs {
+		seqs[i] = randomTokens(rng, T, m.Config.VocabSize)
+	}
+	return seqs
+}
+
 // benchScore times m.LogProbs of 8 random sequences of 80 tokens and reports
 // tokens/s.
 func benchScore(b *testing.B, m *Model) {
-	rng := rand.New(rand.NewPCG(4, 4))
-	seqs := make([][]int32, 8)
-	for i := range seqs {
-		seqs[i] = randomTokens(rng, 80, m.Config.VocabSize)
-	}
+	seqs := benchSeqs(m, 4, 80)
 	if _, err := m.LogProbs(seqs); err != nil {
 		b.Fatal(err)
 	}
@@ -41,11 +47,7 @@ type plainDev struct{ kernels.Device }
 // both medians: an A/B in one process, robust to a busy machine's drift.
 func BenchmarkScoreFusedVsPlain(b *testing.B) {
 	fused, plain := fusedAndPlain(b)
-	rng := rand.New(rand.NewPCG(4, 4))
-	seqs := make([][]int32, 8)
-	for i := range seqs {
-		seqs[i] = randomTokens(rng, 80, fused.Config.VocabSize)
-	}
+	seqs := benchSeqs(fused, 4, 80)
 	abMedians(b, fused, plain, 632, "tokens/s", func(m *Model) error {
 		_, err := m.LogProbs(seqs)
 		return err
@@ -143,11 +145,7 @@ func BenchmarkScoreGPT2(b *testing.B) { benchScore(b, benchModelGPT2(b)) }
 // every op split over the threads.
 func BenchmarkScoreGroups(b *testing.B) {
 	m := benchModel(b)
-	rng := rand.New(rand.NewPCG(4, 4))
-	seqs := make([][]int32, 8)
-	for i := range seqs {
-		seqs[i] = randomTokens(rng, 80, m.Config.VocabSize)
-	}
+	seqs := benchSeqs(m, 4, 80)
 	defer func(g bool) { scoreGroups = g }(scoreGroups)
 	score := func(groups bool) func() error {
 		return func() error {

@@ -1,7 +1,6 @@
 package policy
 
 import (
-	"math/rand/v2"
 	"slices"
 	"testing"
 	"time"
@@ -17,11 +16,7 @@ func BenchmarkScoreSmallAB(b *testing.B) { scoreHeadAB(b, benchModel(b)) }
 // scoreHeadAB alternates LogProbs of 8 sequences of 80 tokens on m with fuseHead
 // off (a) and on (b) and reports both medians.
 func scoreHeadAB(b *testing.B, m *Model) {
-	rng := rand.New(rand.NewPCG(4, 4))
-	seqs := make([][]int32, 8)
-	for i := range seqs {
-		seqs[i] = randomTokens(rng, 80, m.Config.VocabSize)
-	}
+	seqs := benchSeqs(m, 4, 80)
 	defer func() { fuseHead = true }()
 	set := []func(){func() { fuseHead = false }, func() { fuseHead = true }}
 	ts := make([][]float64, 2)
