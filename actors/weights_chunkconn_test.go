@@ -17,7 +17,6 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
-	"github.com/rs/zerolog"
 )
 
 // fakeNATS accepts one connection on 127.0.0.1, sends info, and hands the
@@ -253,21 +252,11 @@ func TestChunkConnCredentials(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer pc.Close()
-			sc, err := Connect(url, c.opt)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer sc.Close()
 			pub, err := NewWeightPublisher(context.Background(), pc, "policy")
 			if err != nil {
 				t.Fatal(err)
 			}
-			rec := newReceived()
-			s, err := SubscribeWeights(sc, "policy", zerolog.Nop(), rec.on)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer s.Stop()
+			s, rec := subscribeOwn(t, url, c.opt)
 			if s.raw == nil {
 				t.Fatalf("chunk connection not used")
 			}
@@ -335,12 +324,7 @@ func TestWeightsRelease(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			rec := newReceived()
-			s, err := SubscribeWeights(nc, "policy", zerolog.Nop(), rec.on)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer s.Stop()
+			_, rec := subscribeOn(t, nc)
 			w := randomWeights(1<<18, 2)
 			ptr := func(i int) *float32 { return unsafe.SliceData(rec.got[i].Data) }
 			publishAndWait(t, pub, w, rec)

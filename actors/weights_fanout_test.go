@@ -416,15 +416,19 @@ func subscribeOwn(t *testing.T, url string, opts ...nats.Option) (*WeightSubscri
 	if err != nil {
 		t.Fatalf("Connect: %v", err)
 	}
+	t.Cleanup(c.Close) // after the subscriber's Stop (cleanups run last-in first-out)
+	return subscribeOn(t, c)
+}
+
+// subscribeOn subscribes to model "policy" on c, recording what arrives; the
+// subscriber stops at the end of the test.
+func subscribeOn(t *testing.T, c *nats.Conn) (*WeightSubscriber, *received) {
+	t.Helper()
 	rec := newReceived()
 	s, err := SubscribeWeights(c, "policy", zerolog.Nop(), rec.on)
 	if err != nil {
-		c.Close()
 		t.Fatalf("SubscribeWeights: %v", err)
 	}
-	t.Cleanup(func() {
-		s.Stop()
-		c.Close()
-	})
+	t.Cleanup(s.Stop)
 	return s, rec
 }

@@ -106,9 +106,7 @@ func (c *CPU) inferLinear(out, inp, weight, bias Tensor, N, K, OC int, accumulat
 			j0, j1 := p*per*32, min(OC, (p+1)*per*32)
 			inferSmall(N, j0, j1, K, x, K, w, OC, b, o, OC, accumulate)
 			if gelu {
-				for i := 0; i < N; i++ {
-					inferGelu(o[i*OC+j0 : i*OC+j1])
-				}
+				geluCols(o, 0, N, OC, j0, j1)
 			}
 		})
 		return
@@ -152,9 +150,7 @@ func (c *CPU) inferLinear(out, inp, weight, bias Tensor, N, K, OC int, accumulat
 			if byRows {
 				inferGelu(o[i0*OC : i1*OC])
 			} else {
-				for i := i0; i < i1; i++ {
-					inferGelu(o[i*OC+j0 : i*OC+j1])
-				}
+				geluCols(o, i0, i1, OC, j0, j1)
 			}
 		}
 	})
@@ -199,6 +195,13 @@ func (c *CPU) inferLinearPacked(o, x, w, b []float32, N, K, OC int, accumulate, 
 }
 
 // inferGelu applies GELU (tanh form, as GeluForward) to x in place.
+// geluCols applies inferGelu to columns [j0,j1) of rows [i0,i1) of o (row stride OC).
+func geluCols(o []float32, i0, i1, OC, j0, j1 int) {
+	for i := i0; i < i1; i++ {
+		inferGelu(o[i*OC+j0 : i*OC+j1])
+	}
+}
+
 func inferGelu(x []float32) {
 	if len(x) > 0 && !geluVector(x, x, nil) {
 		geluScalar(x, x)

@@ -116,10 +116,7 @@ func (c *CPU) inferLinearPanels(out, inp, panels, bias Tensor, N, K, OC int, acc
 		p0, p1 := p*per, min(tiles, (p+1)*per)
 		panelSmall(N, p0, p1, K, OC, x, K, panels.F, b, o, OC, accumulate)
 		if gelu {
-			j0, j1 := p0*panelCols, min(OC, p1*panelCols)
-			for i := 0; i < N; i++ {
-				inferGelu(o[i*OC+j0 : i*OC+j1])
-			}
+			geluCols(o, 0, N, OC, p0*panelCols, min(OC, p1*panelCols))
 		}
 	})
 }

@@ -76,11 +76,12 @@ func (m *Model) logProbsGroups(seqs [][]int32, temperature float32, g int) ([][]
 				group[j] = seqs[k]
 			}
 			lp, err := w.logProbsBatch(group, temperature)
-			errs[i] = err
+			if err != nil {
+				errs[i] = err
+				return
+			}
 			for j, k := range members[i] {
-				if err == nil {
-					out[k] = lp[j]
-				}
+				out[k] = lp[j]
 			}
 		}()
 	}

@@ -350,28 +350,23 @@ func renderBenchTable(lines []benchResult) string {
 				fig += fmt.Sprintf(" (%.2f× of 1)", s)
 			}
 			add(fig, opt(r, "tokens_per_s", fmtNum), dash, "", "")
-		case bench == "broadcast":
-			subs, _ := num(r, "subscribers")
-			params, _ := num(r, "params")
-			ours := opt(r, "broadcast_ms_median", fmtNum)
-			if c, ok := num(r, "copy_ms_median"); ok {
-				ours += " (1 TCP copy: " + fmtNum(c) + ")"
-			}
-			tgt := "≤ 3× one copy"
+		case bench == "broadcast" || bench == "broadcast_bf16":
+			// The bf16 row is read against the same fp32 copy and has no target.
+			copyOf, wire, of, tgt := "", "", " of a copy", "≤ 3× one copy"
 			if t, ok := num(r, "target_ratio"); ok {
 				tgt = fmt.Sprintf("≤ %g× one copy", t)
 			}
-			add(fmt.Sprintf("weight broadcast ms, %.0fM params to %.0f subscribers", params/1e6, subs), ours, dash,
-				opt(r, "ratio", func(f float64) string { return fmtRatio(f) + " of a copy" }), tgt)
-		case bench == "broadcast_bf16":
+			if bench == "broadcast_bf16" {
+				copyOf, wire, of, tgt = " of the fp32 bytes", ", bf16 on the wire", " of an fp32 copy", ""
+			}
 			subs, _ := num(r, "subscribers")
 			params, _ := num(r, "params")
 			ours := opt(r, "broadcast_ms_median", fmtNum)
 			if c, ok := num(r, "copy_ms_median"); ok {
-				ours += " (1 TCP copy of the fp32 bytes: " + fmtNum(c) + ")"
+				ours += " (1 TCP copy" + copyOf + ": " + fmtNum(c) + ")"
 			}
-			add(fmt.Sprintf("weight broadcast ms, %.0fM params to %.0f subscribers, bf16 on the wire", params/1e6, subs), ours, dash,
-				opt(r, "ratio", func(f float64) string { return fmtRatio(f) + " of an fp32 copy" }), "")
+			add(fmt.Sprintf("weight broadcast ms, %.0fM params to %.0f subscribers%s", params/1e6, subs, wire), ours, dash,
+				opt(r, "ratio", func(f float64) string { return fmtRatio(f) + of }), tgt)
 		case impl == "summary" && (bench == "train_seq" || bench == "generate_seq"):
 			st, _ := num(r, "seq")
 			bt, _ := num(r, "batch")
