@@ -180,6 +180,16 @@ func TestChunkConnRefusals(t *testing.T) {
 }
 
 // publishAndWait publishes w and waits until every receiver holds it.
+// newPublisher is a weight publisher for model "policy" on nc.
+func newPublisher(t *testing.T, nc *nats.Conn, opts ...PublisherOption) *WeightPublisher {
+	t.Helper()
+	pub, err := NewWeightPublisher(context.Background(), nc, "policy", opts...)
+	if err != nil {
+		t.Fatalf("NewWeightPublisher: %v", err)
+	}
+	return pub
+}
+
 func publishAndWait(t *testing.T, pub *WeightPublisher, w []float32, recs ...*received) int64 {
 	t.Helper()
 	a, err := pub.Publish(context.Background(), 1, false, w)
@@ -200,10 +210,7 @@ func TestFanoutThroughNATSGo(t *testing.T) {
 	for _, dtype := range []string{DTypeFP32, DTypeBF16} {
 		t.Run(dtype, func(t *testing.T) {
 			nc := startNATS(t)
-			pub, err := NewWeightPublisher(context.Background(), nc, "policy", WithWeightsDType(dtype))
-			if err != nil {
-				t.Fatal(err)
-			}
+			pub := newPublisher(t, nc, WithWeightsDType(dtype))
 			s, rec := subscribeOwn(t, nc.ConnectedUrl())
 			if s.raw != nil || s.chunks == nil {
 				t.Fatalf("chunk connection used with rawChunks off")
@@ -277,10 +284,7 @@ func TestChunkConnCredentials(t *testing.T) {
 // version comes from the fan-out.
 func TestChunkConnRedials(t *testing.T) {
 	nc := startNATS(t)
-	pub, err := NewWeightPublisher(context.Background(), nc, "policy")
-	if err != nil {
-		t.Fatal(err)
-	}
+	pub := newPublisher(t, nc)
 	s, rec := subscribeOwn(t, nc.ConnectedUrl())
 	if s.raw == nil {
 		t.Fatalf("chunk connection not used")
@@ -320,10 +324,7 @@ func TestWeightsRelease(t *testing.T) {
 	for _, dtype := range []string{DTypeFP32, DTypeBF16} {
 		t.Run(dtype, func(t *testing.T) {
 			nc := startNATS(t)
-			pub, err := NewWeightPublisher(context.Background(), nc, "policy", WithWeightsDType(dtype))
-			if err != nil {
-				t.Fatal(err)
-			}
+			pub := newPublisher(t, nc, WithWeightsDType(dtype))
 			_, rec := subscribeOn(t, nc)
 			w := randomWeights(1<<18, 2)
 			ptr := func(i int) *float32 { return unsafe.SliceData(rec.got[i].Data) }
