@@ -130,6 +130,66 @@ extern "C" __global__ void transpose_kernel(float *dst, int ldd, const float *sr
 	}
 }
 
+// copy2d: dst (rows,cols) at row stride ldd = src (rows,cols) at row stride lds.
+extern "C" __global__ void copy2d_kernel(float *dst, int ldd, const float *src, int lds, int rows, int cols) {
+	ROWS_COLS(r, j, rows, cols) dst[r * ldd + j] = src[r * lds + j];
+}
+
+// axpby2d: dst (rows,cols) at row stride ldd = beta*dst + src (rows,cols) at
+// row stride lds; dst is not read when beta == 0.
+extern "C" __global__ void axpby2d_kernel(float *dst, int ldd, const float *src, int lds, int rows, int cols, float beta) {
+	ROWS_COLS(r, j, rows, cols) {
+		float *p = dst + r * ldd + j;
+		float v = src[r * lds + j];
+		*p = beta == 0.0f ? v : beta * *p + v;
+	}
+}
+
+// fill_rows: out (N,OC) = res (N,OC) + bias (OC); either may be null (zero).
+extern "C" __global__ void fill_rows_kernel(float *out, const float *res, const float *bias, int N, int OC) {
+	ROWS_COLS(r, j, N, OC) {
+		float v = bias ? bias[j] : 0.0f;
+		if (res) v += res[r * OC + j];
+		out[r * OC + j] = v;
+	}
+}
+
+// batch_ptrs: up to five arrays of count device addresses for a batched
+// product over (b, h) = (i / NH, i % NH): ptrs[a*count + i] = base_a +
+// 4*(b*sb_a + h*sh_a); arrays whose base is 0 are skipped.
+extern "C" __global__ void batch_ptrs_kernel(unsigned long long *ptrs, int count, int NH,
+		unsigned long long b0, long long sb0, long long sh0, unsigned long long b1, long long sb1, long long sh1,
+		unsigned long long b2, long long sb2, long long sh2, unsigned long long b3, long long sb3, long long sh3,
+		unsigned long long b4, long long sb4, long long sh4) {
+	int i = blockIdx.x * blockDim.x + threadIdx.x;
+	if (i >= count) return;
+	long long b = i / NH, h = i % NH;
+	unsigned long long base[5] = {b0, b1, b2, b3, b4};
+	long long sb[5] = {sb0, sb1, sb2, sb3, sb4}, sh[5] = {sh0, sh1, sh2, sh3, sh4};
+#pragma unroll
+	for (int a = 0; a < 5; a++)
+		if (base[a]) ptrs[(long long)a * count + i] = base[a] + 4ull * (unsigned long long)(b * sb[a] + h * sh[a]);
+}
+
+// transpose_axpby: dst (cols,rows) at row stride ldd = beta*dst + src^T for src
+// (rows,cols) at row stride lds (dst not read when beta == 0); tiles as transpose.
+extern "C" __global__ void transpose_axpby_kernel(float *dst, int ldd, const float *src, int lds, int rows, int cols, float beta) {
+	__shared__ float tile[32][33];
+	int c0 = blockIdx.x * 32, r0 = blockIdx.y * 32;
+	for (int k = threadIdx.y; k < 32; k += blockDim.y) {
+		int r = r0 + k, c = c0 + threadIdx.x;
+		if (r < rows && c < cols) tile[k][threadIdx.x] = src[(long long)r * lds + c];
+	}
+	__syncthreads();
+	for (int k = threadIdx.y; k < 32; k += blockDim.y) {
+		int c = c0 + k, r = r0 + threadIdx.x;
+		if (r < rows && c < cols) {
+			float *p = dst + (long long)c * ldd + r;
+			*p = beta == 0.0f ? tile[threadIdx.x][k] : beta * *p + tile[threadIdx.x][k];
+		}
+	}
+}
+
 // sumsq_partial: partial[blockIdx.x] = sum of x^2 over this block's grid-stride
 // share, in double. A fixed grid makes the result independent of timing.
 extern "C" __global__ void sumsq_partial_kernel(const float *x, long long n, double *partial) {
@@ -262,15 +322,16 @@ extern "C" __global__ void gelu_forward_kernel(float *out, const float *inp, lon
 	}
 }
 
-// gelu_backward: dinp += gelu'(inp) * dout; dinp may alias dout.
-extern "C" __global__ void gelu_backward_kernel(float *dinp, const float *inp, const float *dout, long long n) {
+// gelu_backward: dinp += gelu'(inp) * dout (acc != 0) or dinp = gelu'(inp) *
+// dout (acc == 0: dinp is not read); dinp may alias dout.
+extern "C" __global__ void gelu_backward_kernel(float *dinp, const float *inp, const float *dout, long long n, int acc) {
 	GRID_STRIDE(i, n) {
 		float x = inp[i];
 		float u = GELU_SCALE * (x + 0.044715f * x * x * x);
 		float th = tanhf(u);
 		float g = 0.5f * (1.0f + th) + 0.5f * x * (1.0f - th * th) * GELU_SCALE * (1.0f + 3.0f * 0.044715f * x * x);
 		float d = dout[i];
-		dinp[i] += g * d;
+		dinp[i] = acc ? dinp[i] + g * d : g * d;
 	}
 }
 
@@ -466,6 +527,40 @@ extern "C" __global__ void logprob_backward_kernel(float *dlogits, const float *
 	}
 }
 
+// cross_entropy_fused: losses[i] = -log softmax(logits[i,:])[targets[i]] and
+// dlogits[i,:] = dlogp[i] * (onehot(targets[i]) - softmax(logits[i,:])),
+// overwritten (zeros where dlogp[i] == 0): one block per row. With dpad
+// non-null, dlogits is also written into dpad (N, ldp), zeros in columns V..ldp.
+extern "C" __global__ void cross_entropy_fused_kernel(float *losses, float *dlogits, const float *logits,
+		const int *targets, const float *dlogp, int N, int V, float *dpad, int ldp) {
+	__shared__ float sh[64];
+	long long i = blockIdx.x;
+	const float *x = logits + i * V;
+	float *dx = dlogits + i * V;
+	float m, s;
+	row_stats(x, V, m, s, sh);
+	int t = targets[i];
+	float shift = m + logf(s);
+	if (threadIdx.x == 0) losses[i] = shift - x[t];
+	float g = dlogp[i];
+	float *dp = dpad ? dpad + i * ldp : 0;
+	if (dp) for (int j = V + threadIdx.x; j < ldp; j += blockDim.x) dp[j] = 0.0f;
+	if (g == 0.0f) {
+		for (int j = threadIdx.x; j < V; j += blockDim.x) {
+			dx[j] = 0.0f;
+			if (dp) dp[j] = 0.0f;
+		}
+		return;
+	}
+#pragma unroll 4
+	for (int j = threadIdx.x; j < V; j += blockDim.x) {
+		float p = expf(x[j] - shift);
+		float v = (j == t ? g : 0.0f) - g * p;
+		dx[j] = v;
+		if (dp) dp[j] = v;
+	}
+}
+
 // row_entropy: H = -sum p log p of softmax(x), with the lse it used; from the
 // max-shifted sums s = sum e^{x-m} and w = sum e^{x-m} (x-m): H = log s - w/s.
 __device__ void row_entropy(const float *x, int V, float &H, float &lse, float *sh) {
@@ -509,11 +604,13 @@ extern "C" __global__ void entropy_backward_kernel(float *dlogits, const float *
 // ---- optimizer ----
 
 // adamw: PyTorch's AdamW over n values; bc1inv, bc2inv = 1/(1-beta^step), made
-// in float64 on the host.
-extern "C" __global__ void adamw_kernel(float *p, const float *g, float *m, float *v, long long n,
-		float lr, float beta1, float beta2, float eps, float wd, float bc1inv, float bc2inv) {
+// in float64 on the host. With gscale != 1 the gradients are first scaled in
+// place (clipping), in the same pass.
+extern "C" __global__ void adamw_kernel(float *p, float *g, float *m, float *v, long long n,
+		float lr, float beta1, float beta2, float eps, float wd, float bc1inv, float bc2inv, float gscale) {
 	GRID_STRIDE(i, n) {
 		float gi = g[i];
+		if (gscale != 1.0f) { gi *= gscale; g[i] = gi; }
 		float mi = beta1 * m[i] + (1.0f - beta1) * gi;
 		float vi = beta2 * v[i] + (1.0f - beta2) * gi * gi;
 		m[i] = mi;
@@ -536,5 +633,5 @@ var cudaKernelNames = []string{
 	"cached_write_kernel", "cached_attend_kernel",
 	"logprob_forward_kernel", "logprob_backward_kernel",
 	"entropy_forward_kernel", "entropy_backward_kernel",
-	"adamw_kernel",
+	"adamw_kernel", "cross_entropy_fused_kernel", "copy2d_kernel", "fill_rows_kernel", "batch_ptrs_kernel", "axpby2d_kernel", "transpose_axpby_kernel",
 }

@@ -4,6 +4,7 @@ package kernels_test
 
 import (
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"os"
 	"sort"
@@ -126,7 +127,8 @@ func TestCUDAProfileGPT2(t *testing.T) {
 	for i := range tokens {
 		tokens[i], targets[i] = int32(rng.IntN(cfg.VocabSize)), int32(rng.IntN(cfg.VocabSize))
 	}
-	run := func(d kernels.Device, steps int) time.Duration {
+	tokens64, targets64 := append(append([]int32(nil), tokens...), tokens...), append(append([]int32(nil), targets...), targets...)
+	run := func(d kernels.Device, steps, B int) (time.Duration, float32) {
 		m, err := policy.New(cfg, d)
 		if err != nil {
 			t.Fatal(err)
@@ -134,22 +136,64 @@ func TestCUDAProfileGPT2(t *testing.T) {
 		m.Init(1)
 		opt := policy.NewAdamW(m, policy.DefaultAdamWConfig())
 		var best time.Duration
+		var first float32
 		for s := 0; s < steps; s++ {
 			t0 := time.Now()
 			m.ZeroGrad()
-			m.LossAndBackward(tokens, targets, nil, B, T)
+			loss := m.LossAndBackward(tokens64[:B*T], targets64[:B*T], nil, B, T)
 			opt.Update(m, 3e-4)
 			d.Sync()
+			if s == 0 {
+				first = loss
+			}
 			if el := time.Since(t0); s > 0 && (best == 0 || el < best) {
 				best = el
 			}
 		}
 		m.ReleaseWorkspace()
-		return best
+		return best, first
 	}
-	plain := run(dev, 4)
+	// Same binary, same GPU, one variant after another: what each of the
+	// device's training-step paths is worth. The wrapper hides the fused ops
+	// (an embedded Device has only Device's methods).
+	type hidden struct{ kernels.Device }
+	var b strings.Builder
+	// model FLOPs of a step, counted as troupe bench counts them (PaLM's way)
+	nonEmb := cfg.NewLayout().Total - cfg.VocabSize*cfg.Channels - cfg.MaxSeqLen*cfg.Channels
+	flops := float64(B*T) * (6*float64(nonEmb+cfg.VocabSize*cfg.Channels) + 12*float64(cfg.NumLayers*T*cfg.Channels))
+	var ref float32
+	def := kernels.DefaultCUDAOptions()
+	with := func(f func(*kernels.CUDAOptions)) kernels.CUDAOptions { o := def; f(&o); return o }
+	for i, v := range []struct {
+		name string
+		dev  kernels.Device
+		o    kernels.CUDAOptions
+		B    int
+	}{
+		{"default", dev, def, B},
+		{"as before (none of these)", hidden{dev}, kernels.CUDAOptions{}, B},
+		{"without the fused ops (incl. cublasLt bias)", hidden{dev}, def, B},
+		{"without the padded LM head", dev, with(func(o *kernels.CUDAOptions) { o.PadVocab = false }), B},
+		{"without in-place attention", dev, with(func(o *kernels.CUDAOptions) { o.AttnPtrs = false }), B},
+		{"without transposed tall weight gradients", dev, with(func(o *kernels.CUDAOptions) { o.TallGrad = false }), B},
+		{"without cublasLt bias", dev, with(func(o *kernels.CUDAOptions) { o.LtBias = false }), B},
+		{"default, B=64", dev, def, 2 * B},
+	} {
+		kernels.SetCUDAOptions(dev, v.o)
+		el, loss := run(v.dev, 4, v.B)
+		fl := flops * float64(v.B) / float64(B)
+		fmt.Fprintf(&b, "  %-44s B=%d: %6.1f ms/step  %8.0f tokens/s  ~%5.1f TFLOP/s  first loss %.6f\n",
+			v.name, v.B, el.Seconds()*1e3, float64(v.B*T)/el.Seconds(), fl/el.Seconds()/1e12, loss)
+		if i == 0 {
+			ref = loss
+		} else if v.B == B && math.Abs(float64(loss-ref)) > 1e-3*math.Abs(float64(ref)) {
+			t.Errorf("%s: first loss %v, default %v", v.name, loss, ref)
+		}
+	}
+	kernels.SetCUDAOptions(dev, def)
+	plain, _ := run(dev, 4, B)
 	p := &timedDevice{Device: dev, total: map[string]time.Duration{}, calls: map[string]int{}}
-	run(p, 2)
+	run(p, 2, B)
 	var names []string
 	var sum time.Duration
 	for n, d := range p.total {
@@ -157,8 +201,7 @@ func TestCUDAProfileGPT2(t *testing.T) {
 		sum += d
 	}
 	sort.Slice(names, func(i, j int) bool { return p.total[names[i]] > p.total[names[j]] })
-	var b strings.Builder
-	fmt.Fprintf(&b, "GPT-2 124M B=%d T=%d: %.1f ms/step unprofiled; profiled (2 steps, synced per op):\n", B, T, plain.Seconds()*1e3)
+	fmt.Fprintf(&b, "GPT-2 124M B=%d T=%d: %.1f ms/step unprofiled; profiled (2 steps, synced per op; the fused ops show as their parts):\n", B, T, plain.Seconds()*1e3)
 	for _, n := range names {
 		fmt.Fprintf(&b, "  %-32s %8.2f ms/step %5d calls/step  %4.1f%%\n", n, p.total[n].Seconds()*1e3/2, p.calls[n]/2, 100*p.total[n].Seconds()/sum.Seconds())
 	}

@@ -357,10 +357,15 @@ func TestCUDAAttention(t *testing.T) {
 	d := testCUDA(t)
 	rng := newRNG(107)
 	defer d.setTF32(false)
-	for _, s := range [][5]int{{1, 1, 8, 2, 0}, {2, 37, 48, 3, 0}, {3, 128, 64, 4, 0}, {2, 256, 768, 12, 0}, {2, 256, 768, 12, 1}} {
+	defer SetCUDAOptions(d, DefaultCUDAOptions())
+	for _, s := range [][6]int{{1, 1, 8, 2, 0, 1}, {2, 37, 48, 3, 0, 1}, {2, 38, 48, 3, 0, 1}, {3, 128, 64, 4, 0, 1}, {2, 256, 768, 12, 0, 1}, {2, 256, 768, 12, 1, 1},
+		{2, 37, 48, 3, 0, 0}, {2, 256, 768, 12, 1, 0}} {
 		B, T, C, NH := s[0], s[1], s[2], s[3]
 		tf32 := s[4] == 1
 		d.setTF32(tf32)
+		o := DefaultCUDAOptions()
+		o.AttnPtrs = s[5] == 1 // in place (address arrays, on 16-byte aligned inputs), or on permuted copies
+		SetCUDAOptions(d, o)
 		rtol := 1e-4
 		if tf32 {
 			rtol = tf32Rtol
@@ -368,7 +373,10 @@ func TestCUDAAttention(t *testing.T) {
 		qkv := randn(rng, B*T*3*C, 1)
 		out, att := make([]float32, B*T*C), make([]float32, B*NH*T*T)
 		refAttentionForward(out, att, qkv, B, T, C, NH)
-		gq, gout, gatt := up(d, qkv, 1), d.Alloc(B*T*C), up(d, randn(rng, B*NH*T*T, 1), 0) // att starts as garbage
+		// The in-place path needs 16-byte aligned operands (cuBLAS reads the
+		// address arrays unchecked); misaligned ones take the permuted path.
+		off := 1 - s[5]
+		gq, gout, gatt := up(d, qkv, off), d.Alloc(B*T*C), up(d, randn(rng, B*NH*T*T, 1), 0) // att starts as garbage
 		d.AttentionForward(gout, gatt, gq, B, T, C, NH)
 		relClose(t, fmt.Sprintf("AttentionForward %v out", s), down(d, gout), out, rtol)
 		relClose(t, fmt.Sprintf("AttentionForward %v att", s), down(d, gatt), att, rtol)
@@ -378,7 +386,7 @@ func TestCUDAAttention(t *testing.T) {
 		want := clone(dqkv)
 		refAttentionBackward(want, dout, qkv, att, B, T, C, NH)
 		gd := up(d, dqkv, 0)
-		d.AttentionBackward(gd, up(d, dout, 3), gq, gatt, B, T, C, NH)
+		d.AttentionBackward(gd, up(d, dout, 3*off), gq, gatt, B, T, C, NH)
 		relClose(t, fmt.Sprintf("AttentionBackward %v", s), down(d, gd), want, rtol)
 	}
 }
