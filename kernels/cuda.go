@@ -78,6 +78,10 @@ type cudaDevice struct {
 
 	lt   uintptr // cublasLt handle
 	ltWS Tensor  // cublasLt's workspace
+
+	fusedAttn bool   // attention on the fused WMMA kernels (cuda_attention.go) where they apply
+	attnErr   error  // why those kernels did not compile, if they did not
+	rowdot    Tensor // their backward's row sums (B*NH*T)
 }
 
 // intSlots is how many recent int32 uploads stay on the device: a training step
@@ -162,6 +166,7 @@ func newCUDA(ordinal int) (*cudaDevice, error) {
 	if err = d.compile(); err != nil {
 		return nil, err
 	}
+	d.compileAttention()
 	if d.partial, err = cu.MemAlloc(sumsqBlocks * 8); err != nil {
 		return nil, fmt.Errorf("%w: alloc: %v", ErrCUDA, err)
 	}
@@ -232,8 +237,15 @@ func (d *cudaDevice) Backend() string {
 	if d.tf32 {
 		math = "TF32 tensor cores"
 	}
-	return fmt.Sprintf("%s, sm_%d%d, %d SMs, CUDA driver %d.%d, NVRTC %s, cuBLAS %s",
-		d.name, d.ccMajor, d.ccMinor, d.sms, d.driver/1000, d.driver%1000/10, d.nvrtcVer, math)
+	attn := "attention on cuBLAS"
+	if d.fusedAttn {
+		attn = "fused attention (WMMA)"
+	}
+	if d.attnErr != nil {
+		attn = fmt.Sprintf("attention on cuBLAS (the fused kernels did not compile: %v)", d.attnErr)
+	}
+	return fmt.Sprintf("%s, sm_%d%d, %d SMs, CUDA driver %d.%d, NVRTC %s, cuBLAS %s, %s",
+		d.name, d.ccMajor, d.ccMinor, d.sms, d.driver/1000, d.driver%1000/10, d.nvrtcVer, math, attn)
 }
 
 // GPUName is the device's marketing name, e.g. "NVIDIA H100 80GB HBM3".
@@ -992,6 +1004,10 @@ func (d *cudaDevice) AttentionForward(out, att, qkv Tensor, B, T, C, NH int) {
 		return
 	}
 	defer d.enter()()
+	if d.useFusedAttention(T, C/NH, out, att, qkv) {
+		d.attentionForwardFused(out, att, qkv, B, T, C, NH)
+		return
+	}
 	if d.inPlaceAttention(T, C/NH, out, att, qkv) {
 		d.attentionForwardInPlace(out, att, qkv, B, T, C, NH)
 		return
@@ -1025,6 +1041,10 @@ func (d *cudaDevice) AttentionBackward(dqkv, dout, qkv, att Tensor, B, T, C, NH 
 		return
 	}
 	defer d.enter()()
+	if d.useFusedAttention(T, C/NH, dqkv, dout, qkv, att) {
+		d.attentionBackwardFused(dqkv, dout, qkv, att, B, T, C, NH)
+		return
+	}
 	if d.inPlaceAttention(T, C/NH, dqkv, dout, qkv, att) {
 		d.attentionBackwardInPlace(dqkv, dout, qkv, att, B, T, C, NH)
 		return

@@ -13,20 +13,20 @@ import (
 
 // CUDAOptions are the cuda device's switchable product paths (see the fields
 // of cudaDevice), for same-binary comparisons in the kernels_test profiles.
-type CUDAOptions struct{ PadVocab, AttnPtrs, TallGrad, LtBias bool }
+type CUDAOptions struct{ PadVocab, AttnPtrs, TallGrad, LtBias, FusedAttn bool }
 
 // DefaultCUDAOptions is what NewCUDA starts with.
 func DefaultCUDAOptions() CUDAOptions {
 	d := cudaDevice{}
 	d.defaultOptions()
-	return CUDAOptions{d.padVocab, d.attnPtrs, d.tallGrad, d.ltBias}
+	return CUDAOptions{d.padVocab, d.attnPtrs, d.tallGrad, d.ltBias, d.fusedAttn}
 }
 
 // SetCUDAOptions switches dev's product paths.
 func SetCUDAOptions(dev Device, o CUDAOptions) {
 	d := dev.(*cudaDevice)
 	defer d.enter()()
-	d.padVocab, d.attnPtrs, d.tallGrad, d.ltBias = o.PadVocab, o.AttnPtrs, o.TallGrad, o.LtBias
+	d.padVocab, d.attnPtrs, d.tallGrad, d.ltBias, d.fusedAttn = o.PadVocab, o.AttnPtrs, o.TallGrad, o.LtBias, o.FusedAttn && d.attnErr == nil
 }
 
 // TestCUDAGemmPadded: C = A B^T with a long n that is not a multiple of 64

@@ -158,6 +158,9 @@ func TestCUDAProfileGPT2(t *testing.T) {
 	// (an embedded Device has only Device's methods).
 	type hidden struct{ kernels.Device }
 	var b strings.Builder
+	if be, ok := dev.(interface{ Backend() string }); ok {
+		fmt.Fprintf(&b, "%s\n", be.Backend())
+	}
 	// model FLOPs of a step, counted as troupe bench counts them (PaLM's way)
 	nonEmb := cfg.NewLayout().Total - cfg.VocabSize*cfg.Channels - cfg.MaxSeqLen*cfg.Channels
 	flops := float64(B*T) * (6*float64(nonEmb+cfg.VocabSize*cfg.Channels) + 12*float64(cfg.NumLayers*T*cfg.Channels))
@@ -175,6 +178,7 @@ func TestCUDAProfileGPT2(t *testing.T) {
 		{"without the fused ops (incl. cublasLt bias)", hidden{dev}, def, B},
 		{"without the padded LM head", dev, with(func(o *kernels.CUDAOptions) { o.PadVocab = false }), B},
 		{"without in-place attention", dev, with(func(o *kernels.CUDAOptions) { o.AttnPtrs = false }), B},
+		{"with the fused attention kernels (WMMA)", dev, with(func(o *kernels.CUDAOptions) { o.FusedAttn = true }), B},
 		{"without transposed tall weight gradients", dev, with(func(o *kernels.CUDAOptions) { o.TallGrad = false }), B},
 		{"without cublasLt bias", dev, with(func(o *kernels.CUDAOptions) { o.LtBias = false }), B},
 		{"default, B=64", dev, def, 2 * B},

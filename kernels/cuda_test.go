@@ -358,13 +358,20 @@ func TestCUDAAttention(t *testing.T) {
 	rng := newRNG(107)
 	defer d.setTF32(false)
 	defer SetCUDAOptions(d, DefaultCUDAOptions())
+	// s[5]: 0 misaligned operands (permuted copies), 1 aligned (in place through
+	// address arrays), 2 aligned with the fused kernels on (used with TF32 at
+	// head size 64 and T a multiple of 64).
 	for _, s := range [][6]int{{1, 1, 8, 2, 0, 1}, {2, 37, 48, 3, 0, 1}, {2, 38, 48, 3, 0, 1}, {3, 128, 64, 4, 0, 1}, {2, 256, 768, 12, 0, 1}, {2, 256, 768, 12, 1, 1},
-		{2, 37, 48, 3, 0, 0}, {2, 256, 768, 12, 1, 0}} {
+		{2, 37, 48, 3, 0, 0}, {2, 256, 768, 12, 1, 0},
+		{2, 256, 768, 12, 1, 2}, {3, 128, 128, 2, 1, 2}, {1, 64, 64, 1, 1, 2}, {2, 192, 256, 4, 1, 2}} {
 		B, T, C, NH := s[0], s[1], s[2], s[3]
 		tf32 := s[4] == 1
 		d.setTF32(tf32)
 		o := DefaultCUDAOptions()
-		o.AttnPtrs = s[5] == 1 // in place (address arrays, on 16-byte aligned inputs), or on permuted copies
+		o.AttnPtrs, o.FusedAttn = s[5] >= 1, s[5] == 2
+		if s[5] == 2 && d.attnErr != nil {
+			t.Fatalf("the fused attention kernels did not compile: %v", d.attnErr)
+		}
 		SetCUDAOptions(d, o)
 		rtol := 1e-4
 		if tf32 {
@@ -375,7 +382,10 @@ func TestCUDAAttention(t *testing.T) {
 		refAttentionForward(out, att, qkv, B, T, C, NH)
 		// The in-place path needs 16-byte aligned operands (cuBLAS reads the
 		// address arrays unchecked); misaligned ones take the permuted path.
-		off := 1 - s[5]
+		off := 0
+		if s[5] == 0 {
+			off = 1
+		}
 		gq, gout, gatt := up(d, qkv, off), d.Alloc(B*T*C), up(d, randn(rng, B*NH*T*T, 1), 0) // att starts as garbage
 		d.AttentionForward(gout, gatt, gq, B, T, C, NH)
 		relClose(t, fmt.Sprintf("AttentionForward %v out", s), down(d, gout), out, rtol)
