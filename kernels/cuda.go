@@ -820,31 +820,52 @@ func (d *cudaDevice) matmulBiasForward(out, inp, weight, bias Tensor, N, C, OC i
 	dneed(inp, N*C, "MatmulForward inp")
 	dneed(weight, C*OC, "MatmulForward weight")
 	dneed(bias, OC, "MatmulForward bias")
-	if d.ltBias && N > 0 && C > 0 && OC > 0 && (inp.Ptr|weight.Ptr|bias.Ptr|out.Ptr)%16 == 0 {
-		done := d.enter()
-		// column-major: out' (OC,N) = weight' (OC,C) inp' (C,N) + bias (OC)
-		err := cublasLtMatmulBias(d.lt, d.tf32, false, false, OC, N, C, weight.Ptr, OC, inp.Ptr, C,
-			bias.Ptr, out.Ptr, OC, d.ltWS.Ptr, ltWorkspace, *(*uintptr)(unsafe.Pointer(&d.stream)))
-		done()
-		if err == nil {
-			return
-		}
-		if se, ok := err.(cublasStatusError); !ok || se.status != cublasNotSupported {
-			panic(fmt.Errorf("%w: %v", ErrCUDA, err))
-		}
+	if d.ltForward(out, inp, weight, bias, Tensor{}, N, C, OC) {
+		return
 	}
 	d.Gemm(false, false, N, OC, C, 1, inp, C, weight, OC, 0, out, OC)
 	d.AddBias(out, bias, N, OC)
 }
 
-// matmulResidualForward implements residualMatmuler: out's rows are set to
-// res + bias in one pass, then the product is added by cuBLAS with beta = 1
-// (one pass over out fewer than a product, a bias pass and a residual pass).
+// ltForward runs out (N,OC) = inp (N,C) @ weight (C,OC) + bias + res on cublasLt
+// (bias and res may be empty), the bias and the residual added in the product's
+// epilogue, and reports whether it did: not for operands that are not 16-byte
+// aligned, nor for shapes cublasLt has no algorithm for.
+func (d *cudaDevice) ltForward(out, inp, weight, bias, res Tensor, N, C, OC int) bool {
+	if !d.ltBias || N <= 0 || C <= 0 || OC <= 0 || (inp.Ptr|weight.Ptr|bias.Ptr|res.Ptr|out.Ptr)%16 != 0 {
+		return false
+	}
+	defer d.enter()()
+	beta, c := float32(0), out.Ptr
+	if !res.Empty() {
+		beta, c = 1, res.Ptr
+	}
+	// column-major: out' (OC,N) = weight' (OC,C) inp' (C,N) + beta res' + bias (OC)
+	err := cublasLtMatmul(d.lt, d.tf32, false, false, OC, N, C, weight.Ptr, OC, inp.Ptr, C,
+		bias.Ptr, beta, c, OC, out.Ptr, OC, d.ltWS.Ptr, ltWorkspace, *(*uintptr)(unsafe.Pointer(&d.stream)))
+	if err == nil {
+		return true
+	}
+	if se, ok := err.(cublasStatusError); !ok || se.status != cublasNotSupported {
+		panic(fmt.Errorf("%w: %v", ErrCUDA, err))
+	}
+	return false
+}
+
+// matmulResidualForward implements residualMatmuler: out = inp @ weight + bias
+// + res with the bias and the residual added by cublasLt's epilogue; where
+// cublasLt does not apply, out's rows are set to res + bias in one pass and the
+// product is added by cuBLAS with beta = 1.
 func (d *cudaDevice) matmulResidualForward(out, inp, weight, bias, res Tensor, N, C, OC int) {
 	dneed(out, N*OC, "MatmulForwardResidual out")
 	dneed(res, N*OC, "MatmulForwardResidual res")
+	dneed(inp, N*C, "MatmulForwardResidual inp")
+	dneed(weight, C*OC, "MatmulForwardResidual weight")
 	if !bias.Empty() {
 		dneed(bias, OC, "MatmulForwardResidual bias")
+	}
+	if d.ltForward(out, inp, weight, bias, res, N, C, OC) {
+		return
 	}
 	func() {
 		defer d.enter()()

@@ -49,42 +49,45 @@ static uint32_t troupe_align(uintptr_t p) {
 	return a;
 }
 
-// troupe_lt_matmul_bias: column-major D (m,n) at ldd = op(A) op(B) + bias (m,
-// broadcast over the columns), on cublasLt with its BIAS epilogue. Returns
-// CUBLAS_STATUS_NOT_SUPPORTED (15) untouched when no algorithm fits.
-static int troupe_lt_matmul_bias(uintptr_t h, int tf32, int ta, int tb, int m, int n, int k,
-		uintptr_t a, int lda, uintptr_t b, int ldb, uintptr_t bias, uintptr_t d, int ldd,
-		uintptr_t ws, uint64_t wsSize, uintptr_t stream) {
+// troupe_lt_matmul: column-major D (m,n) at ldd = op(A) op(B) + beta*C (m,n at
+// ldc) + bias (m, broadcast over the columns; none when bias is 0), on cublasLt
+// with its BIAS epilogue. C may be D. Returns CUBLAS_STATUS_NOT_SUPPORTED (15)
+// untouched when no algorithm fits.
+static int troupe_lt_matmul(uintptr_t h, int tf32, int ta, int tb, int m, int n, int k,
+		uintptr_t a, int lda, uintptr_t b, int ldb, uintptr_t bias, float beta, uintptr_t c, int ldc,
+		uintptr_t d, int ldd, uintptr_t ws, uint64_t wsSize, uintptr_t stream) {
 	cublasLtMatmulDesc_t op = NULL;
-	cublasLtMatrixLayout_t A = NULL, B = NULL, D = NULL;
+	cublasLtMatrixLayout_t A = NULL, B = NULL, Cl = NULL, D = NULL;
 	cublasLtMatmulPreference_t pref = NULL;
 	cublasLtMatmulHeuristicResult_t res;
 	int found = 0;
 	cublasOperation_t opa = ta ? CUBLAS_OP_T : CUBLAS_OP_N, opb = tb ? CUBLAS_OP_T : CUBLAS_OP_N;
-	cublasLtEpilogue_t epi = CUBLASLT_EPILOGUE_BIAS;
+	cublasLtEpilogue_t epi = bias ? CUBLASLT_EPILOGUE_BIAS : CUBLASLT_EPILOGUE_DEFAULT;
 	const void *bp = (const void *)bias;
-	uint32_t alA = troupe_align(a), alB = troupe_align(b), alD = troupe_align(d);
-	float alpha = 1.0f, beta = 0.0f;
+	uint32_t alA = troupe_align(a), alB = troupe_align(b), alC = troupe_align(c), alD = troupe_align(d);
+	float alpha = 1.0f;
 	cublasStatus_t st = cublasLtMatmulDescCreate(&op, tf32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F, CUDA_R_32F);
 	if (st == 0) st = cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSA, &opa, sizeof(opa));
 	if (st == 0) st = cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSB, &opb, sizeof(opb));
 	if (st == 0) st = cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof(epi));
-	if (st == 0) st = cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bp, sizeof(bp));
+	if (st == 0 && bias) st = cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bp, sizeof(bp));
 	if (st == 0) st = cublasLtMatrixLayoutCreate(&A, CUDA_R_32F, ta ? k : m, ta ? m : k, lda);
 	if (st == 0) st = cublasLtMatrixLayoutCreate(&B, CUDA_R_32F, tb ? n : k, tb ? k : n, ldb);
+	if (st == 0) st = cublasLtMatrixLayoutCreate(&Cl, CUDA_R_32F, m, n, ldc);
 	if (st == 0) st = cublasLtMatrixLayoutCreate(&D, CUDA_R_32F, m, n, ldd);
 	if (st == 0) st = cublasLtMatmulPreferenceCreate(&pref);
 	if (st == 0) st = cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &wsSize, sizeof(wsSize));
 	if (st == 0) st = cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &alA, sizeof(alA));
 	if (st == 0) st = cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &alB, sizeof(alB));
-	if (st == 0) st = cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &alD, sizeof(alD));
+	if (st == 0) st = cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &alC, sizeof(alC));
 	if (st == 0) st = cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &alD, sizeof(alD));
-	if (st == 0) st = cublasLtMatmulAlgoGetHeuristic((cublasLtHandle_t)h, op, A, B, D, D, pref, 1, &res, &found);
+	if (st == 0) st = cublasLtMatmulAlgoGetHeuristic((cublasLtHandle_t)h, op, A, B, Cl, D, pref, 1, &res, &found);
 	if (st == 0 && found == 0) st = CUBLAS_STATUS_NOT_SUPPORTED;
 	if (st == 0) st = cublasLtMatmul((cublasLtHandle_t)h, op, &alpha, (const void *)a, A, (const void *)b, B, &beta,
-		(const void *)d, D, (void *)d, D, &res.algo, (void *)ws, wsSize, (cudaStream_t)stream);
+		(const void *)c, Cl, (void *)d, D, &res.algo, (void *)ws, wsSize, (cudaStream_t)stream);
 	if (pref) cublasLtMatmulPreferenceDestroy(pref);
 	if (D) cublasLtMatrixLayoutDestroy(D);
+	if (Cl) cublasLtMatrixLayoutDestroy(Cl);
 	if (B) cublasLtMatrixLayoutDestroy(B);
 	if (A) cublasLtMatrixLayoutDestroy(A);
 	if (op) cublasLtMatmulDescDestroy(op);
@@ -162,16 +165,17 @@ func cublasLtCreate() (uintptr, error) {
 	return uintptr(h), nil
 }
 
-// cublasLtMatmulBias is D (m,n) = op(A) op(B) + bias (m) in cuBLAS's
-// column-major terms, the bias added by the product's epilogue; ws is a device
-// workspace of wsSize bytes.
-func cublasLtMatmulBias(handle uintptr, tf32, transA, transB bool, m, n, k int, a uintptr, lda int, b uintptr, ldb int,
-	bias, d uintptr, ldd int, ws uintptr, wsSize int, stream uintptr) error {
-	st := C.troupe_lt_matmul_bias(C.uintptr_t(handle), C.int(b2i(tf32)), C.int(b2i(transA)), C.int(b2i(transB)),
+// cublasLtMatmul is D (m,n) = op(A) op(B) + beta*C + bias (m) in cuBLAS's
+// column-major terms, the bias (none when 0) and C added by the product's
+// epilogue; ws is a device workspace of wsSize bytes.
+func cublasLtMatmul(handle uintptr, tf32, transA, transB bool, m, n, k int, a uintptr, lda int, b uintptr, ldb int,
+	bias uintptr, beta float32, c uintptr, ldc int, d uintptr, ldd int, ws uintptr, wsSize int, stream uintptr) error {
+	st := C.troupe_lt_matmul(C.uintptr_t(handle), C.int(b2i(tf32)), C.int(b2i(transA)), C.int(b2i(transB)),
 		C.int(m), C.int(n), C.int(k), C.uintptr_t(a), C.int(lda), C.uintptr_t(b), C.int(ldb),
-		C.uintptr_t(bias), C.uintptr_t(d), C.int(ldd), C.uintptr_t(ws), C.uint64_t(wsSize), C.uintptr_t(stream))
+		C.uintptr_t(bias), C.float(beta), C.uintptr_t(c), C.int(ldc), C.uintptr_t(d), C.int(ldd),
+		C.uintptr_t(ws), C.uint64_t(wsSize), C.uintptr_t(stream))
 	if st != 0 {
-		return cublasStatusError{"cublasLtMatmul (bias epilogue)", int(st)}
+		return cublasStatusError{"cublasLtMatmul", int(st)}
 	}
 	return nil
 }

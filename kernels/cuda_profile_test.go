@@ -180,7 +180,7 @@ func TestCUDAProfileGPT2(t *testing.T) {
 		{"without in-place attention", dev, with(func(o *kernels.CUDAOptions) { o.AttnPtrs = false }), B},
 		{"with the fused attention kernels (WMMA)", dev, with(func(o *kernels.CUDAOptions) { o.FusedAttn = true }), B},
 		{"without transposed tall weight gradients", dev, with(func(o *kernels.CUDAOptions) { o.TallGrad = false }), B},
-		{"without cublasLt bias", dev, with(func(o *kernels.CUDAOptions) { o.LtBias = false }), B},
+		{"without cublasLt (bias, residual epilogues)", dev, with(func(o *kernels.CUDAOptions) { o.LtBias = false }), B},
 		{"default, B=64", dev, def, 2 * B},
 	} {
 		kernels.SetCUDAOptions(dev, v.o)

@@ -301,7 +301,7 @@ func TestCUDAEncoder(t *testing.T) {
 func TestCUDALayerNorm(t *testing.T) {
 	d := testCUDA(t)
 	rng := newRNG(105)
-	for _, s := range [][2]int{{1, 5}, {33, 48}, {300, 768}} {
+	for _, s := range [][2]int{{1, 5}, {33, 48}, {300, 768}, {2000, 1024}, {5, 1600}} {
 		N, C := s[0], s[1]
 		inp, w, b := randn(rng, N*C, 2), randn(rng, C, 1), randn(rng, C, 1)
 		for i := range inp {
