@@ -7,34 +7,36 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"unsafe"
 
 	"gorgonia.org/cu"
 	"gorgonia.org/cu/nvrtc"
 )
 
-// Fused causal attention for head size 64 on TF32 tensor cores (WMMA), in
-// three kernels that keep the (T,T) scores on chip: the forward writes the
-// probabilities into att (the Device contract, which the backward reads) and y
-// straight into out; the backward computes each query tile's dq (and the row
-// sums rowdot_i = sum_j P_ij dP_ij), then each key tile's dk and dv. They
-// replace the batched cuBLAS products, the softmax passes and their trips
-// through memory; products and results are those of the cuBLAS path up to the
-// order of float sums and TF32 rounding. Compiled with NVRTC apart from
-// cudaSource, with CUDA's include directory for <mma.h>: where that fails the
-// device keeps the cuBLAS path and says why in Backend.
+// Fused causal attention for head size 64 and T up to 512 on TF32 tensor cores
+// (WMMA), in three kernels that keep a query tile's (64, T) scores in shared
+// memory: the forward writes the probabilities into att (the Device contract,
+// which the backward reads) and y straight into out; the backward computes
+// each query tile's dq (and the row sums rowdot_i = sum_j P_ij dP_ij), then
+// each key tile's dk and dv. They replace the batched cuBLAS products, the
+// softmax passes and their trips through memory; products and results are
+// those of the cuBLAS path up to the order of float sums and TF32 rounding.
+// Compiled with NVRTC apart from cudaSource, with CUDA's include directory for
+// <mma.h>: where that fails the device keeps the cuBLAS path and says why in
+// Backend.
 //
-// Off by default: correct (TestCUDAAttention, the model's losses) but slower
-// than the in-place cuBLAS path on an H200 (GPT-2 B32 T256 step 44.2 against
-// 37.5 ms; the backward 8.8 against ~3.6 ms): the lanes' row loops hit 8-way
-// shared-memory bank conflicts, the key-tile kernel reads dO and q fragments
-// from global memory in its inner loop, and the backward computes dP twice.
+// Off by default until measured faster than the in-place cuBLAS path. A first
+// version (lanes looping over half rows, 8-way shared-memory bank conflicts;
+// global fragment loads in the key-tile kernel; dP computed twice) was correct
+// but slower on an H200: GPT-2 B32 T256 step 44.2 against 37.5 ms.
 const cudaAttentionSource = `
 #include <mma.h>
 using namespace nvcuda;
 
 #define HS 64      // head size
 #define TB 64      // query rows per block, keys per chunk
-#define LDS 72     // shared-memory row stride in floats (a multiple of 8: 32-byte aligned rows)
+#define LDS 72     // shared-memory row stride of a 64-wide tile, in floats (a multiple of 8: 32-byte aligned rows)
+#define WARP 32
 #define NEG_INF __int_as_float(0xff800000)
 
 typedef wmma::fragment<wmma::matrix_a, 16, 16, 8, wmma::precision::tf32, wmma::row_major> frag_a;
@@ -47,8 +49,18 @@ template <typename F> __device__ __forceinline__ void to_tf32(F &f, float s) {
 	for (int t = 0; t < f.num_elements; t++) f.x[t] = wmma::__float_to_tf32(f.x[t] * s);
 }
 
+__device__ __forceinline__ float warp_sum(float v) {
+	for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+	return v;
+}
+
+__device__ __forceinline__ float warp_max(float v) {
+	for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+	return v;
+}
+
 // load_tile: a (64, 64) tile at src (row stride ld floats, 16-byte aligned) into
-// sh (row stride LDS), by the block's 128 threads in float4s.
+// sh (row stride LDS), by the block's threads in float4s.
 __device__ __forceinline__ void load_tile(float *sh, const float *src, long long ld) {
 	for (int i = threadIdx.x; i < TB * HS / 4; i += blockDim.x) {
 		int r = i / (HS / 4), c = (i % (HS / 4)) * 4;
@@ -56,200 +68,171 @@ __device__ __forceinline__ void load_tile(float *sh, const float *src, long long
 	}
 }
 
-// merge folds the (max, sum of exp(x - max)) pair (m2, s2) into (m, s).
-__device__ __forceinline__ void merge(float &m, float &s, float m2, float s2) {
-	if (m2 == NEG_INF) return;
-	if (m == NEG_INF) { m = m2; s = s2; return; }
-	if (m2 > m) { s = s * expf(m - m2) + s2; m = m2; }
-	else s += s2 * expf(m2 - m);
+// rows_times: acc (16, 64) = A (16 rows of a, row stride lda) @ B where B (64,
+// 64) sits in shared memory at row stride LDS: k-steps of 8 over the 64.
+__device__ __forceinline__ void rows_times(frag_c acc[HS / 16], const float *a, int lda, const float *b) {
+	for (int k = 0; k < TB / 8; k++) {
+		frag_a fa;
+		wmma::load_matrix_sync(fa, a + k * 8, lda);
+		to_tf32(fa, 1.0f);
+		for (int n = 0; n < HS / 16; n++) {
+			frag_b fb;
+			wmma::load_matrix_sync(fb, b + k * 8 * LDS + n * 16, LDS);
+			to_tf32(fb, 1.0f);
+			wmma::mma_sync(acc[n], fa, fb, acc[n]);
+		}
+	}
 }
 
-// attn_fwd: block (query tile qt, b*NH + h), 4 warps of 16 query rows. Two
-// passes over the key chunks up to the diagonal: the row max and sum, then P
-// written to att and y += P v. q is pre-scaled by 1/sqrt(hs) before rounding.
+// times_rows_t: s (16 rows, 64 cols) of the warp = A (16 x 64, fragments in
+// registers) @ B^T with B (64, 64) in shared memory at row stride LDS; stored at
+// dst (row stride ldd).
+__device__ __forceinline__ void times_rows_t(float *dst, int ldd, const frag_a a[HS / 8], const float *b) {
+	for (int n = 0; n < TB / 16; n++) {
+		frag_c s;
+		wmma::fill_fragment(s, 0.0f);
+		for (int k = 0; k < HS / 8; k++) {
+			frag_bt fb;
+			wmma::load_matrix_sync(fb, b + n * 16 * LDS + k * 8, LDS);
+			to_tf32(fb, 1.0f);
+			wmma::mma_sync(s, a[k], fb, s);
+		}
+		wmma::store_matrix_sync(dst + n * 16, s, ldd, wmma::mem_row_major);
+	}
+}
+
+// attn_fwd: block (query tile qt, b*NH + h), 4 warps of 16 query rows. The
+// scores of the tile's 64 rows over the keys up to the diagonal are kept in
+// shared memory (64 x SL, SL = T + 8): S = (q/sqrt(hs)) k^T chunk by chunk,
+// then a warp per row takes max and sum and writes P into S and att (zeros
+// above the diagonal), then y = P v chunk by chunk, written into out.
 extern "C" __global__ void __launch_bounds__(128) attn_fwd_kernel(float *out, float *att, const float *qkv,
 		int T, int NH, float scale) {
-	__shared__ __align__(32) float kv[TB * LDS];
-	__shared__ __align__(32) float ss[TB * LDS];
+	extern __shared__ __align__(32) float smem[];
+	int SL = T + 8;
+	float *S = smem, *kv = smem + TB * SL;
 	int qt = blockIdx.x, bh = blockIdx.y, b = bh / NH, h = bh % NH;
 	int C = NH * HS, C3 = 3 * C;
-	int w = threadIdx.x / 32, lane = threadIdx.x % 32, r = lane >> 1, half = lane & 1;
-	int q0 = qt * TB, tq = q0 + 16 * w + r;
+	int w = threadIdx.x / WARP, lane = threadIdx.x % WARP;
+	int q0 = qt * TB, nk = (qt + 1) * TB;
 	const float *base = qkv + (long long)b * T * C3 + h * HS;
-	float *srow = ss + (16 * w + r) * LDS + half * 32;
-	float *arow = att + ((long long)bh * T + tq) * T;
 	frag_a qa[HS / 8];
 	for (int k = 0; k < HS / 8; k++) {
 		wmma::load_matrix_sync(qa[k], base + (long long)(q0 + 16 * w) * C3 + k * 8, C3);
 		to_tf32(qa[k], scale);
 	}
-	float m = NEG_INF, l = 0.0f;
-	for (int pass = 0; pass < 2; pass++) {
-		frag_c o[HS / 16];
-		for (int n = 0; n < HS / 16; n++) wmma::fill_fragment(o[n], 0.0f);
-		for (int j = 0; j <= qt; j++) {
-			__syncthreads();
-			load_tile(kv, base + (long long)j * TB * C3 + C, C3);
-			__syncthreads();
-			for (int n = 0; n < TB / 16; n++) {
-				frag_c s;
-				wmma::fill_fragment(s, 0.0f);
-				for (int k = 0; k < HS / 8; k++) {
-					frag_bt kb;
-					wmma::load_matrix_sync(kb, kv + n * 16 * LDS + k * 8, LDS);
-					to_tf32(kb, 1.0f);
-					wmma::mma_sync(s, qa[k], kb, s);
-				}
-				wmma::store_matrix_sync(ss + 16 * w * LDS + n * 16, s, LDS, wmma::mem_row_major);
-			}
-			__syncwarp();
-			int key0 = j * TB + half * 32;
-			if (pass == 0) {
-				float mc = NEG_INF;
-				for (int c = 0; c < 32; c++) if (key0 + c <= tq) mc = fmaxf(mc, srow[c]);
-				float sc = 0.0f;
-				if (mc != NEG_INF) for (int c = 0; c < 32; c++) if (key0 + c <= tq) sc += expf(srow[c] - mc);
-				merge(m, l, mc, sc);
-				continue;
-			}
-			float inv = 1.0f / l;
-			for (int c = 0; c < 32; c += 4) {
-				float4 p;
-				p.x = key0 + c <= tq ? expf(srow[c] - m) * inv : 0.0f;
-				p.y = key0 + c + 1 <= tq ? expf(srow[c + 1] - m) * inv : 0.0f;
-				p.z = key0 + c + 2 <= tq ? expf(srow[c + 2] - m) * inv : 0.0f;
-				p.w = key0 + c + 3 <= tq ? expf(srow[c + 3] - m) * inv : 0.0f;
-				*(float4 *)&srow[c] = p;
-				*(float4 *)&arow[key0 + c] = p;
-			}
-			__syncthreads();
-			load_tile(kv, base + (long long)j * TB * C3 + 2 * C, C3);
-			__syncthreads();
-			for (int k = 0; k < TB / 8; k++) {
-				frag_a pa;
-				wmma::load_matrix_sync(pa, ss + 16 * w * LDS + k * 8, LDS);
-				to_tf32(pa, 1.0f);
-				for (int n = 0; n < HS / 16; n++) {
-					frag_b vb;
-					wmma::load_matrix_sync(vb, kv + k * 8 * LDS + n * 16, LDS);
-					to_tf32(vb, 1.0f);
-					wmma::mma_sync(o[n], pa, vb, o[n]);
-				}
-			}
+	for (int j = 0; j <= qt; j++) {
+		__syncthreads();
+		load_tile(kv, base + (long long)j * TB * C3 + C, C3);
+		__syncthreads();
+		times_rows_t(S + 16 * w * SL + j * TB, SL, qa, kv);
+	}
+	__syncwarp();
+	for (int r = 0; r < 16; r++) {
+		int tq = q0 + 16 * w + r;
+		float *srow = S + (16 * w + r) * SL;
+		float m = NEG_INF;
+		for (int c = lane; c <= tq; c += WARP) m = fmaxf(m, srow[c]);
+		m = warp_max(m);
+		float l = 0.0f;
+		for (int c = lane; c <= tq; c += WARP) l += expf(srow[c] - m);
+		float inv = 1.0f / warp_sum(l);
+		float *arow = att + ((long long)bh * T + tq) * T;
+		for (int c = lane; c < nk; c += WARP) {
+			float p = c <= tq ? expf(srow[c] - m) * inv : 0.0f;
+			srow[c] = p;
+			arow[c] = p;
 		}
-		if (pass == 0) {
-			// the pair of lanes that share a row hold halves of its statistics
-			float m2 = __shfl_xor_sync(0xffffffffu, m, 1), l2 = __shfl_xor_sync(0xffffffffu, l, 1);
-			merge(m, l, m2, l2);
-			m = __shfl_sync(0xffffffffu, m, lane & ~1); // both halves use the even lane's (same) figures
-			l = __shfl_sync(0xffffffffu, l, lane & ~1);
-			continue;
-		}
-		for (int j = (qt + 1) * TB + half * 32; j < T; j += TB)
-			for (int c = 0; c < 32; c += 4) *(float4 *)&arow[j + c] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-		__syncwarp();
-		for (int n = 0; n < HS / 16; n++) wmma::store_matrix_sync(ss + 16 * w * LDS + n * 16, o[n], LDS, wmma::mem_row_major);
-		__syncwarp();
-		float *orow = out + ((long long)b * T + tq) * C + h * HS + half * 32;
-		for (int c = 0; c < 32; c += 4) *(float4 *)&orow[c] = *(float4 *)&srow[c];
+		for (int c = nk + lane; c < T; c += WARP) arow[c] = 0.0f;
+	}
+	frag_c o[HS / 16];
+	for (int n = 0; n < HS / 16; n++) wmma::fill_fragment(o[n], 0.0f);
+	for (int j = 0; j <= qt; j++) {
+		__syncthreads();
+		load_tile(kv, base + (long long)j * TB * C3 + 2 * C, C3);
+		__syncthreads();
+		rows_times(o, S + 16 * w * SL + j * TB, SL, kv);
+	}
+	__syncwarp();
+	for (int n = 0; n < HS / 16; n++) wmma::store_matrix_sync(S + 16 * w * SL + n * 16, o[n], SL, wmma::mem_row_major);
+	__syncwarp();
+	for (int r = 0; r < 16; r++) {
+		float *orow = out + ((long long)b * T + q0 + 16 * w + r) * C + h * HS;
+		const float *srow = S + (16 * w + r) * SL;
+		orow[lane] = srow[lane];
+		orow[lane + WARP] = srow[lane + WARP];
 	}
 }
 
-// attn_bwd_q: block (query tile, b*NH + h). Pass 1: dP = dO v^T over the key
-// chunks and rowdot_i = sum_j P_ij dP_ij (saved for attn_bwd_kv); pass 2:
-// dS = P (dP - rowdot) scale and dq += dS k, added into dqkv.
+// attn_bwd_q: block (query tile, b*NH + h). dP = dO v^T over the key chunks up
+// to the diagonal, kept in shared memory; a warp per row forms rowdot =
+// sum_j P_ij dP_ij (saved for attn_bwd_kv) and dS = P (dP - rowdot) scale in
+// place; then dq += dS k chunk by chunk, added into dqkv.
 extern "C" __global__ void __launch_bounds__(128) attn_bwd_q_kernel(float *dqkv, float *rowdot, const float *dout,
 		const float *qkv, const float *att, int T, int NH, float scale) {
-	__shared__ __align__(32) float kv[TB * LDS];
-	__shared__ __align__(32) float ss[TB * LDS];
+	extern __shared__ __align__(32) float smem[];
+	int SL = T + 8;
+	float *S = smem, *kv = smem + TB * SL;
 	int qt = blockIdx.x, bh = blockIdx.y, b = bh / NH, h = bh % NH;
 	int C = NH * HS, C3 = 3 * C;
-	int w = threadIdx.x / 32, lane = threadIdx.x % 32, r = lane >> 1, half = lane & 1;
-	int q0 = qt * TB, tq = q0 + 16 * w + r;
+	int w = threadIdx.x / WARP, lane = threadIdx.x % WARP;
+	int q0 = qt * TB, nk = (qt + 1) * TB;
 	const float *base = qkv + (long long)b * T * C3 + h * HS;
-	float *srow = ss + (16 * w + r) * LDS + half * 32;
-	const float *arow = att + ((long long)bh * T + tq) * T;
 	frag_a da[HS / 8];
 	for (int k = 0; k < HS / 8; k++) {
 		wmma::load_matrix_sync(da[k], dout + ((long long)b * T + q0 + 16 * w) * C + h * HS + k * 8, C);
 		to_tf32(da[k], 1.0f);
 	}
-	float rd = 0.0f;
-	frag_c dq[HS / 16];
-	for (int n = 0; n < HS / 16; n++) wmma::fill_fragment(dq[n], 0.0f);
-	for (int pass = 0; pass < 2; pass++) {
-		for (int j = 0; j <= qt; j++) {
-			__syncthreads();
-			load_tile(kv, base + (long long)j * TB * C3 + 2 * C, C3); // v
-			__syncthreads();
-			for (int n = 0; n < TB / 16; n++) {
-				frag_c s;
-				wmma::fill_fragment(s, 0.0f);
-				for (int k = 0; k < HS / 8; k++) {
-					frag_bt vb;
-					wmma::load_matrix_sync(vb, kv + n * 16 * LDS + k * 8, LDS);
-					to_tf32(vb, 1.0f);
-					wmma::mma_sync(s, da[k], vb, s);
-				}
-				wmma::store_matrix_sync(ss + 16 * w * LDS + n * 16, s, LDS, wmma::mem_row_major);
-			}
-			__syncwarp();
-			int key0 = j * TB + half * 32;
-			if (pass == 0) {
-				for (int c = 0; c < 32; c += 4) {
-					float4 p = *(const float4 *)&arow[key0 + c];
-					rd += p.x * srow[c] + p.y * srow[c + 1] + p.z * srow[c + 2] + p.w * srow[c + 3];
-				}
-				continue;
-			}
-			for (int c = 0; c < 32; c += 4) {
-				float4 p = *(const float4 *)&arow[key0 + c];
-				srow[c] = p.x * (srow[c] - rd) * scale;
-				srow[c + 1] = p.y * (srow[c + 1] - rd) * scale;
-				srow[c + 2] = p.z * (srow[c + 2] - rd) * scale;
-				srow[c + 3] = p.w * (srow[c + 3] - rd) * scale;
-			}
-			__syncthreads();
-			load_tile(kv, base + (long long)j * TB * C3 + C, C3); // k
-			__syncthreads();
-			for (int k = 0; k < TB / 8; k++) {
-				frag_a sa;
-				wmma::load_matrix_sync(sa, ss + 16 * w * LDS + k * 8, LDS);
-				to_tf32(sa, 1.0f);
-				for (int n = 0; n < HS / 16; n++) {
-					frag_b kb;
-					wmma::load_matrix_sync(kb, kv + k * 8 * LDS + n * 16, LDS);
-					to_tf32(kb, 1.0f);
-					wmma::mma_sync(dq[n], sa, kb, dq[n]);
-				}
-			}
-		}
-		if (pass == 0) {
-			rd += __shfl_xor_sync(0xffffffffu, rd, 1);
-			if (half == 0) rowdot[(long long)bh * T + tq] = rd;
-		}
+	for (int j = 0; j <= qt; j++) {
+		__syncthreads();
+		load_tile(kv, base + (long long)j * TB * C3 + 2 * C, C3); // v
+		__syncthreads();
+		times_rows_t(S + 16 * w * SL + j * TB, SL, da, kv);
 	}
 	__syncwarp();
-	for (int n = 0; n < HS / 16; n++) wmma::store_matrix_sync(ss + 16 * w * LDS + n * 16, dq[n], LDS, wmma::mem_row_major);
+	for (int r = 0; r < 16; r++) {
+		int tq = q0 + 16 * w + r;
+		float *srow = S + (16 * w + r) * SL;
+		const float *arow = att + ((long long)bh * T + tq) * T;
+		float rd = 0.0f;
+		for (int c = lane; c < nk; c += WARP) rd += arow[c] * srow[c];
+		rd = warp_sum(rd);
+		if (lane == 0) rowdot[(long long)bh * T + tq] = rd;
+		for (int c = lane; c < nk; c += WARP) srow[c] = arow[c] * (srow[c] - rd) * scale;
+	}
+	frag_c dq[HS / 16];
+	for (int n = 0; n < HS / 16; n++) wmma::fill_fragment(dq[n], 0.0f);
+	for (int j = 0; j <= qt; j++) {
+		__syncthreads();
+		load_tile(kv, base + (long long)j * TB * C3 + C, C3); // k
+		__syncthreads();
+		rows_times(dq, S + 16 * w * SL + j * TB, SL, kv);
+	}
 	__syncwarp();
-	float *drow = dqkv + ((long long)b * T + tq) * C3 + h * HS + half * 32;
-	for (int c = 0; c < 32; c++) drow[c] += srow[c];
+	for (int n = 0; n < HS / 16; n++) wmma::store_matrix_sync(S + 16 * w * SL + n * 16, dq[n], SL, wmma::mem_row_major);
+	__syncwarp();
+	for (int r = 0; r < 16; r++) {
+		float *drow = dqkv + ((long long)b * T + q0 + 16 * w + r) * C3 + h * HS;
+		const float *srow = S + (16 * w + r) * SL;
+		drow[lane] += srow[lane];
+		drow[lane + WARP] += srow[lane + WARP];
+	}
 }
 
 // attn_bwd_kv: block (key tile, b*NH + h), 4 warps of 16 keys; over the query
-// tiles from the diagonal on: dP^T = v dO^T, dS^T = P^T (dP^T - rowdot) scale,
-// dv += P^T dO and dk += dS^T q, added into dqkv at the end.
+// tiles from the diagonal on, with the tile's P, dO and q staged in shared
+// memory: dP^T = v dO^T, dS^T = P^T (dP^T - rowdot) scale (a warp per key row),
+// dv += P^T dO and dk += dS^T q; added into dqkv at the end.
 extern "C" __global__ void __launch_bounds__(128) attn_bwd_kv_kernel(float *dqkv, const float *rowdot, const float *dout,
 		const float *qkv, const float *att, int T, int NH, float scale) {
-	__shared__ __align__(32) float ps[TB * LDS]; // P tile (queries, keys)
-	__shared__ __align__(32) float st[TB * LDS]; // per warp: (16 keys, 64 queries)
+	extern __shared__ __align__(32) float smem[];
+	float *ps = smem, *st = smem + TB * LDS, *ot = smem + 2 * TB * LDS, *qs = smem + 3 * TB * LDS;
 	int kt = blockIdx.x, bh = blockIdx.y, b = bh / NH, h = bh % NH;
 	int C = NH * HS, C3 = 3 * C;
-	int w = threadIdx.x / 32, lane = threadIdx.x % 32, r = lane >> 1, half = lane & 1;
+	int w = threadIdx.x / WARP, lane = threadIdx.x % WARP;
 	int k0 = kt * TB;
 	const float *base = qkv + (long long)b * T * C3 + h * HS;
 	const float *dbase = dout + (long long)b * T * C + h * HS;
-	float *srow = st + (16 * w + r) * LDS + half * 32;
 	frag_a va[HS / 8];
 	for (int k = 0; k < HS / 8; k++) {
 		wmma::load_matrix_sync(va[k], base + (long long)(k0 + 16 * w) * C3 + 2 * C + k * 8, C3);
@@ -264,25 +247,18 @@ extern "C" __global__ void __launch_bounds__(128) attn_bwd_kv_kernel(float *dqkv
 		int q0 = qt * TB;
 		__syncthreads();
 		load_tile(ps, att + ((long long)bh * T + q0) * T + k0, T);
+		load_tile(ot, dbase + (long long)q0 * C, C);
+		load_tile(qs, base + (long long)q0 * C3, C3);
 		__syncthreads();
-		// dP^T (16 keys, 64 queries) = v dO^T
-		for (int n = 0; n < TB / 16; n++) {
-			frag_c s;
-			wmma::fill_fragment(s, 0.0f);
-			for (int k = 0; k < HS / 8; k++) {
-				frag_bt ob;
-				wmma::load_matrix_sync(ob, dbase + (long long)(q0 + n * 16) * C + k * 8, C);
-				to_tf32(ob, 1.0f);
-				wmma::mma_sync(s, va[k], ob, s);
-			}
-			wmma::store_matrix_sync(st + 16 * w * LDS + n * 16, s, LDS, wmma::mem_row_major);
-		}
+		times_rows_t(st + 16 * w * LDS, LDS, va, ot); // dP^T (16 keys, 64 queries)
 		__syncwarp();
-		const float *rdq = rowdot + (long long)bh * T + q0 + half * 32;
-		int key = 16 * w + r;
-		for (int c = 0; c < 32; c++) {
-			float p = ps[(half * 32 + c) * LDS + key];
-			srow[c] = p * (srow[c] - rdq[c]) * scale;
+		const float *rd = rowdot + (long long)bh * T + q0;
+		float rd0 = rd[lane], rd1 = rd[lane + WARP];
+		for (int r = 0; r < 16; r++) {
+			int key = 16 * w + r;
+			float *srow = st + key * LDS;
+			srow[lane] = ps[lane * LDS + key] * (srow[lane] - rd0) * scale;
+			srow[lane + WARP] = ps[(lane + WARP) * LDS + key] * (srow[lane + WARP] - rd1) * scale;
 		}
 		__syncwarp();
 		for (int k = 0; k < TB / 8; k++) {
@@ -294,24 +270,33 @@ extern "C" __global__ void __launch_bounds__(128) attn_bwd_kv_kernel(float *dqkv
 			to_tf32(sa, 1.0f);
 			for (int n = 0; n < HS / 16; n++) {
 				frag_b ob, qb;
-				wmma::load_matrix_sync(ob, dbase + (long long)(q0 + k * 8) * C + n * 16, C);
+				wmma::load_matrix_sync(ob, ot + k * 8 * LDS + n * 16, LDS);
 				to_tf32(ob, 1.0f);
 				wmma::mma_sync(dv[n], pa, ob, dv[n]);
-				wmma::load_matrix_sync(qb, base + (long long)(q0 + k * 8) * C3 + n * 16, C3);
+				wmma::load_matrix_sync(qb, qs + k * 8 * LDS + n * 16, LDS);
 				to_tf32(qb, 1.0f);
 				wmma::mma_sync(dk[n], sa, qb, dk[n]);
 			}
 		}
 	}
 	__syncwarp();
-	float *drow = dqkv + ((long long)b * T + k0 + 16 * w + r) * C3 + h * HS + half * 32;
 	for (int n = 0; n < HS / 16; n++) wmma::store_matrix_sync(st + 16 * w * LDS + n * 16, dk[n], LDS, wmma::mem_row_major);
 	__syncwarp();
-	for (int c = 0; c < 32; c++) drow[C + c] += srow[c];
+	for (int r = 0; r < 16; r++) {
+		float *drow = dqkv + ((long long)b * T + k0 + 16 * w + r) * C3 + C + h * HS;
+		const float *srow = st + (16 * w + r) * LDS;
+		drow[lane] += srow[lane];
+		drow[lane + WARP] += srow[lane + WARP];
+	}
 	__syncwarp();
 	for (int n = 0; n < HS / 16; n++) wmma::store_matrix_sync(st + 16 * w * LDS + n * 16, dv[n], LDS, wmma::mem_row_major);
 	__syncwarp();
-	for (int c = 0; c < 32; c++) drow[2 * C + c] += srow[c];
+	for (int r = 0; r < 16; r++) {
+		float *drow = dqkv + ((long long)b * T + k0 + 16 * w + r) * C3 + 2 * C + h * HS;
+		const float *srow = st + (16 * w + r) * LDS;
+		drow[lane] += srow[lane];
+		drow[lane + WARP] += srow[lane + WARP];
+	}
 }
 `
 
@@ -348,6 +333,13 @@ func (d *cudaDevice) compileAttention() {
 			if err != nil {
 				return fmt.Errorf("kernel %s: %v", name, err)
 			}
+			bytes := attnSmemRows(attnMaxT)
+			if name == "attn_bwd_kv_kernel" {
+				bytes = attnSmemKV
+			}
+			if err := funcMaxDynamicSmem(*(*uintptr)(unsafe.Pointer(&f)), bytes); err != nil {
+				return fmt.Errorf("kernel %s: %v", name, err)
+			}
 			d.fn[name] = f
 		}
 		return nil
@@ -355,11 +347,23 @@ func (d *cudaDevice) compileAttention() {
 	d.fusedAttn = false // slower than the cuBLAS path for now: see the note at cudaAttentionSource
 }
 
+// attnMaxT is the longest T the fused kernels take: attn_fwd and attn_bwd_q
+// keep a (64, T+8) row block of scores in shared memory.
+const attnMaxT = 512
+
+// attnSmemRows is the dynamic shared memory of attn_fwd and attn_bwd_q at T:
+// the (64, T+8) scores and a (64, 72) tile, in bytes.
+func attnSmemRows(T int) int { return (64*(T+8) + 64*72) * 4 }
+
+// attnSmemKV is attn_bwd_kv's: four (64, 72) tiles.
+const attnSmemKV = 4 * 64 * 72 * 4
+
 // useFusedAttention reports whether attention at this shape runs the fused
-// kernels: TF32 products on (they are TF32), head size 64, T a multiple of 64,
-// and every tensor 32-byte aligned (WMMA loads from global memory).
+// kernels: TF32 products on (they are TF32), head size 64, T a multiple of 64
+// up to attnMaxT, and every tensor 32-byte aligned (WMMA loads from global
+// memory).
 func (d *cudaDevice) useFusedAttention(T, hs int, ts ...Tensor) bool {
-	if !d.fusedAttn || d.attnErr != nil || !d.tf32 || hs != 64 || T < 64 || T%64 != 0 {
+	if !d.fusedAttn || d.attnErr != nil || !d.tf32 || hs != 64 || T < 64 || T%64 != 0 || T > attnMaxT {
 		return false
 	}
 	for _, t := range ts {
@@ -373,7 +377,7 @@ func (d *cudaDevice) useFusedAttention(T, hs int, ts ...Tensor) bool {
 // attentionForwardFused: attn_fwd over (T/64 query tiles, B*NH).
 func (d *cudaDevice) attentionForwardFused(out, att, qkv Tensor, B, T, C, NH int) {
 	scale := float32(1 / math.Sqrt(float64(C/NH)))
-	d.launch("attn_fwd_kernel", T/64, B*NH, 128, 1, 0, devPtr(out), devPtr(att), devPtr(qkv), T, NH, scale)
+	d.launch("attn_fwd_kernel", T/64, B*NH, 128, 1, attnSmemRows(T), devPtr(out), devPtr(att), devPtr(qkv), T, NH, scale)
 }
 
 // attentionBackwardFused: attn_bwd_q then attn_bwd_kv, with the row sums in
@@ -384,6 +388,6 @@ func (d *cudaDevice) attentionBackwardFused(dqkv, dout, qkv, att Tensor, B, T, C
 		d.rowdot = d.allocRaw(need)
 	}
 	scale := float32(1 / math.Sqrt(float64(C/NH)))
-	d.launch("attn_bwd_q_kernel", T/64, B*NH, 128, 1, 0, devPtr(dqkv), devPtr(d.rowdot), devPtr(dout), devPtr(qkv), devPtr(att), T, NH, scale)
-	d.launch("attn_bwd_kv_kernel", T/64, B*NH, 128, 1, 0, devPtr(dqkv), devPtr(d.rowdot), devPtr(dout), devPtr(qkv), devPtr(att), T, NH, scale)
+	d.launch("attn_bwd_q_kernel", T/64, B*NH, 128, 1, attnSmemRows(T), devPtr(dqkv), devPtr(d.rowdot), devPtr(dout), devPtr(qkv), devPtr(att), T, NH, scale)
+	d.launch("attn_bwd_kv_kernel", T/64, B*NH, 128, 1, attnSmemKV, devPtr(dqkv), devPtr(d.rowdot), devPtr(dout), devPtr(qkv), devPtr(att), T, NH, scale)
 }

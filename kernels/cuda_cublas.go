@@ -8,12 +8,13 @@ package kernels
 // addresses or a cuBLAS handle, never Go memory.
 
 /*
-#cgo LDFLAGS: -lcublas -lcublasLt
+#cgo LDFLAGS: -lcublas -lcublasLt -lcuda
 #cgo linux CFLAGS: -I/usr/local/cuda/include
 #cgo linux LDFLAGS: -L/usr/local/cuda/lib64
 #include <stdint.h>
 #include <cublas_v2.h>
 #include <cublasLt.h>
+#include <cuda.h>
 
 static int troupe_cublas_tf32(uintptr_t h, int on) {
 	return (int)cublasSetMathMode((cublasHandle_t)h, on ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH);
@@ -34,6 +35,12 @@ static int troupe_cublas_sgemm_batched(uintptr_t h, int ta, int tb, int m, int n
 		uintptr_t a, int lda, uintptr_t b, int ldb, float beta, uintptr_t c, int ldc, int count) {
 	return (int)cublasSgemmBatched((cublasHandle_t)h, ta ? CUBLAS_OP_T : CUBLAS_OP_N, tb ? CUBLAS_OP_T : CUBLAS_OP_N,
 		m, n, k, &alpha, (const float *const *)a, lda, (const float *const *)b, ldb, &beta, (float *const *)c, ldc, count);
+}
+
+// troupe_func_smem lets kernel fn use up to bytes of dynamic shared memory
+// (past the 48 KiB a launch gets without asking).
+static int troupe_func_smem(uintptr_t fn, int bytes) {
+	return (int)cuFuncSetAttribute((CUfunction)fn, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, bytes);
 }
 
 static int troupe_lt_create(uintptr_t *h) {
@@ -149,6 +156,15 @@ func cublasSgemmBatched(handle uintptr, transA, transB bool, m, n, k int, alpha 
 		C.float(beta), C.uintptr_t(c), C.int(ldc), C.int(count))
 	if st != 0 {
 		return cublasStatusError{"cublasSgemmBatched", int(st)}
+	}
+	return nil
+}
+
+// funcMaxDynamicSmem lets the kernel behind fn (a cu.Function's CUfunction)
+// use up to bytes of dynamic shared memory.
+func funcMaxDynamicSmem(fn uintptr, bytes int) error {
+	if st := C.troupe_func_smem(C.uintptr_t(fn), C.int(bytes)); st != 0 {
+		return fmt.Errorf("cuFuncSetAttribute(MAX_DYNAMIC_SHARED_SIZE_BYTES, %d) failed with CUresult %d", bytes, int(st))
 	}
 	return nil
 }

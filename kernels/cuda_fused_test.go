@@ -99,7 +99,7 @@ func TestCUDAFused(t *testing.T) {
 	t.Run("MatmulForwardResidual", func(t *testing.T) {
 		// aligned operands take cublasLt (bias and residual in its epilogue),
 		// misaligned ones a fill pass and a product with beta = 1
-		N, C, OC := 70, 48, 96
+		N, C, OC := ltMinRows+6, 48, 96
 		for _, withBias := range []bool{true, false} {
 			for _, aligned := range []bool{true, false} {
 				in := [][]float32{randn(rng, N*OC, 1), randn(rng, N*C, 1), randn(rng, C*OC, 1), randn(rng, OC, 1), randn(rng, N*OC, 1)}
@@ -115,8 +115,9 @@ func TestCUDAFused(t *testing.T) {
 		}
 	})
 	t.Run("MatmulForward", func(t *testing.T) {
-		// aligned operands take cublasLt's bias epilogue, misaligned ones a bias pass
-		for _, s := range [][3]int{{70, 48, 96}, {256, 768, 2304}, {33, 20, 12}} {
+		// aligned operands of ltMinRows rows or more take cublasLt's bias
+		// epilogue; misaligned ones and fewer rows a bias pass
+		for _, s := range [][3]int{{ltMinRows + 6, 48, 96}, {ltMinRows, 768, 2304}, {256, 768, 2304}, {33, 20, 12}} {
 			N, C, OC := s[0], s[1], s[2]
 			for _, aligned := range []bool{true, false} {
 				in := [][]float32{randn(rng, N*OC, 1), randn(rng, N*C, 1), randn(rng, C*OC, 1), randn(rng, OC, 1)}

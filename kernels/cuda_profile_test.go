@@ -159,7 +159,7 @@ func TestCUDAProfileGPT2(t *testing.T) {
 	type hidden struct{ kernels.Device }
 	var b strings.Builder
 	if be, ok := dev.(interface{ Backend() string }); ok {
-		fmt.Fprintf(&b, "%s\n", be.Backend())
+		t.Log(be.Backend())
 	}
 	// model FLOPs of a step, counted as troupe bench counts them (PaLM's way)
 	nonEmb := cfg.NewLayout().Total - cfg.VocabSize*cfg.Channels - cfg.MaxSeqLen*cfg.Channels
@@ -178,15 +178,16 @@ func TestCUDAProfileGPT2(t *testing.T) {
 		{"without the fused ops (incl. cublasLt bias)", hidden{dev}, def, B},
 		{"without the padded LM head", dev, with(func(o *kernels.CUDAOptions) { o.PadVocab = false }), B},
 		{"without in-place attention", dev, with(func(o *kernels.CUDAOptions) { o.AttnPtrs = false }), B},
-		{"with the fused attention kernels (WMMA)", dev, with(func(o *kernels.CUDAOptions) { o.FusedAttn = true }), B},
 		{"without transposed tall weight gradients", dev, with(func(o *kernels.CUDAOptions) { o.TallGrad = false }), B},
 		{"without cublasLt (bias, residual epilogues)", dev, with(func(o *kernels.CUDAOptions) { o.LtBias = false }), B},
 		{"default, B=64", dev, def, 2 * B},
+		{"with the fused attention kernels (WMMA)", dev, with(func(o *kernels.CUDAOptions) { o.FusedAttn = true }), B},
+		{"with the fused attention kernels, B=64", dev, with(func(o *kernels.CUDAOptions) { o.FusedAttn = true }), 2 * B},
 	} {
 		kernels.SetCUDAOptions(dev, v.o)
 		el, loss := run(v.dev, 4, v.B)
 		fl := flops * float64(v.B) / float64(B)
-		fmt.Fprintf(&b, "  %-44s B=%d: %6.1f ms/step  %8.0f tokens/s  ~%5.1f TFLOP/s  first loss %.6f\n",
+		t.Logf("  %-44s B=%d: %6.1f ms/step  %8.0f tokens/s  ~%5.1f TFLOP/s  first loss %.6f",
 			v.name, v.B, el.Seconds()*1e3, float64(v.B*T)/el.Seconds(), fl/el.Seconds()/1e12, loss)
 		if i == 0 {
 			ref = loss

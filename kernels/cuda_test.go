@@ -363,7 +363,7 @@ func TestCUDAAttention(t *testing.T) {
 	// head size 64 and T a multiple of 64).
 	for _, s := range [][6]int{{1, 1, 8, 2, 0, 1}, {2, 37, 48, 3, 0, 1}, {2, 38, 48, 3, 0, 1}, {3, 128, 64, 4, 0, 1}, {2, 256, 768, 12, 0, 1}, {2, 256, 768, 12, 1, 1},
 		{2, 37, 48, 3, 0, 0}, {2, 256, 768, 12, 1, 0},
-		{2, 256, 768, 12, 1, 2}, {3, 128, 128, 2, 1, 2}, {1, 64, 64, 1, 1, 2}, {2, 192, 256, 4, 1, 2}} {
+		{2, 256, 768, 12, 1, 2}, {3, 128, 128, 2, 1, 2}, {1, 64, 64, 1, 1, 2}, {2, 192, 256, 4, 1, 2}, {1, 512, 128, 2, 1, 2}} {
 		B, T, C, NH := s[0], s[1], s[2], s[3]
 		tf32 := s[4] == 1
 		d.setTF32(tf32)
@@ -387,6 +387,9 @@ func TestCUDAAttention(t *testing.T) {
 			off = 1
 		}
 		gq, gout, gatt := up(d, qkv, off), d.Alloc(B*T*C), up(d, randn(rng, B*NH*T*T, 1), 0) // att starts as garbage
+		if s[5] == 2 && !d.useFusedAttention(T, C/NH, gq, gout, gatt) {
+			t.Fatalf("%v: the fused kernels do not take this shape", s)
+		}
 		d.AttentionForward(gout, gatt, gq, B, T, C, NH)
 		relClose(t, fmt.Sprintf("AttentionForward %v out", s), down(d, gout), out, rtol)
 		relClose(t, fmt.Sprintf("AttentionForward %v att", s), down(d, gatt), att, rtol)
