@@ -763,7 +763,7 @@ func (d *cudaDevice) transposeOf(src uintptr, rows, cols, ld int) uintptr {
 			d.freeRaw(t.buf)
 			t.buf = d.allocRaw(rows * cols)
 		}
-		d.launch("transpose_kernel", (cols+31)/32, (rows+31)/32, 32, 8, 0, devPtr(t.buf), rows, cu.DevicePtr(src), ld, rows, cols)
+		d.launch("transpose_axpby_kernel", (cols+31)/32, (rows+31)/32, 32, 8, 0, devPtr(t.buf), rows, cu.DevicePtr(src), ld, rows, cols, float32(0))
 		t.src, t.rows, t.cols, t.ld = src, rows, cols, ld
 	}
 	return t.buf.Ptr
@@ -1283,15 +1283,21 @@ func (d *cudaDevice) LogProbForward(logp, logits Tensor, targets []int32, N, V i
 	d.launch("logprob_forward_kernel", N, 1, rowThreads(V), 1, 0, devPtr(logp), devPtr(logits), p[0], N, V)
 }
 
+// checkLogProbRows panics unless dlogits and logits hold (N,V) device values
+// and targets and dlogp N each, targets in [0,V).
+func checkLogProbRows(op string, dlogits, logits Tensor, targets []int32, dlogp []float32, N, V int) {
+	dneed(dlogits, N*V, op+" dlogits")
+	dneed(logits, N*V, op+" logits")
+	checkTargets(targets, N, V)
+	if len(dlogp) < N {
+		panic(fmt.Errorf("%w: %s has %d dlogp for N=%d", ErrShape, op, len(dlogp), N))
+	}
+}
+
 // LogProbBackward implements Device: dlogits[i,:] += dlogp[i]*(onehot - softmax);
 // rows with dlogp[i] == 0 are skipped.
 func (d *cudaDevice) LogProbBackward(dlogits, logits Tensor, targets []int32, dlogp []float32, N, V int) {
-	dneed(dlogits, N*V, "LogProbBackward dlogits")
-	dneed(logits, N*V, "LogProbBackward logits")
-	checkTargets(targets, N, V)
-	if len(dlogp) < N {
-		panic(fmt.Errorf("%w: LogProbBackward has %d dlogp for N=%d", ErrShape, len(dlogp), N))
-	}
+	checkLogProbRows("LogProbBackward", dlogits, logits, targets, dlogp, N, V)
 	if N == 0 {
 		return
 	}
@@ -1305,12 +1311,7 @@ func (d *cudaDevice) LogProbBackward(dlogits, logits Tensor, targets []int32, dl
 // (overwritten) in one kernel, a block per row.
 func (d *cudaDevice) crossEntropyFused(losses, dlogits, logits Tensor, targets []int32, dlogp []float32, N, V int) {
 	dneed(losses, N, "CrossEntropyForwardBackward losses")
-	dneed(logits, N*V, "CrossEntropyForwardBackward logits")
-	dneed(dlogits, N*V, "CrossEntropyForwardBackward dlogits")
-	checkTargets(targets, N, V)
-	if len(dlogp) < N {
-		panic(fmt.Errorf("%w: CrossEntropyForwardBackward has %d dlogp for N=%d", ErrShape, len(dlogp), N))
-	}
+	checkLogProbRows("CrossEntropyForwardBackward", dlogits, logits, targets, dlogp, N, V)
 	if N == 0 {
 		return
 	}

@@ -34,15 +34,13 @@ import (
 // query-tile kernel, the warps' 16 rows taken one after another, and WMMA's
 // fragment loads through shared memory where FlashAttention keeps P in
 // registers (mma.sync).
-const cudaAttentionSource = `
+const cudaAttentionSource = cudaHelpers + `
 #include <mma.h>
 using namespace nvcuda;
 
 #define HS 64      // head size
 #define TB 64      // query rows per block, keys per chunk
 #define LDS 72     // shared-memory row stride of a 64-wide tile, in floats (a multiple of 8: 32-byte aligned rows)
-#define WARP 32
-#define NEG_INF __int_as_float(0xff800000)
 
 typedef wmma::fragment<wmma::matrix_a, 16, 16, 8, wmma::precision::tf32, wmma::row_major> frag_a;
 typedef wmma::fragment<wmma::matrix_a, 16, 16, 8, wmma::precision::tf32, wmma::col_major> frag_at;
@@ -52,16 +50,6 @@ typedef wmma::fragment<wmma::accumulator, 16, 16, 8, float> frag_c;
 
 template <typename F> __device__ __forceinline__ void to_tf32(F &f, float s) {
 	for (int t = 0; t < f.num_elements; t++) f.x[t] = wmma::__float_to_tf32(f.x[t] * s);
-}
-
-__device__ __forceinline__ float warp_sum(float v) {
-	for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-	return v;
-}
-
-__device__ __forceinline__ float warp_max(float v) {
-	for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
-	return v;
 }
 
 // load_tile: a (64, 64) tile at src (row stride ld floats, 16-byte aligned) into

@@ -42,17 +42,8 @@ func TestCUDAGemmPadded(t *testing.T) {
 	for _, s := range [][3]int{{300, 4099, 64}, {260, 72, 4133}, {4111, 70, 40}, {520, 264, 2100}} {
 		m, n, k := s[0], s[1], s[2]
 		for _, tr := range [][2]bool{{false, false}, {false, true}, {true, false}, {true, true}} {
-			ta, tb := tr[0], tr[1]
-			ar, ac := m, k
-			if ta {
-				ar, ac = k, m
-			}
-			br, bc := k, n
-			if tb {
-				br, bc = n, k
-			}
-			lda, ldb, ldc := ac+3, bc+6, n+5
-			a, b, c := randn(rng, ar*lda, 1), randn(rng, br*ldb, 1), randn(rng, m*ldc, 1)
+			ta, tb, ldc := tr[0], tr[1], n+5
+			a, lda, b, ldb, c := gemmOperands(rng, m, n, k, ta, tb, 3, ldc)
 			for _, beta := range []float32{0, 0.5} {
 				want := clone(c)
 				refGemm(ta, tb, m, n, k, 0.7, a, lda, b, ldb, beta, want, ldc)

@@ -13,20 +13,8 @@ package kernels
 // 2^31 values at N = 43k rows of GPT-2's vocabulary. Reductions over a row use
 // one warp (C-wide rows) or one block (V-wide rows); their float sums differ from
 // the CPU's in the order of addition only.
-const cudaSource = `
-#define WARP 32
+const cudaSource = cudaHelpers + `
 #define GELU_SCALE 0.7978845608028654f
-#define NEG_INF __int_as_float(0xff800000)
-
-__device__ __forceinline__ float warp_sum(float v) {
-	for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-	return v;
-}
-
-__device__ __forceinline__ float warp_max(float v) {
-	for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
-	return v;
-}
 
 // online_merge folds the running (max, sum of exp(x-max)) pair (m2, s2) into (m, s).
 __device__ __forceinline__ void online_merge(float &m, float &s, float m2, float s2) {
@@ -113,22 +101,6 @@ extern "C" __global__ void scale2d_kernel(float *c, int m, int n, int ldc, float
 	}
 }
 
-// transpose: dst (cols,rows) at row stride ldd = src (rows,cols) at row stride
-// lds, transposed, through 32x32 tiles of shared memory so that both the reads
-// and the writes are coalesced. Block (32,8); grid (ceil(cols/32), ceil(rows/32)).
-extern "C" __global__ void transpose_kernel(float *dst, int ldd, const float *src, int lds, int rows, int cols) {
-	__shared__ float tile[32][33];
-	int c0 = blockIdx.x * 32, r0 = blockIdx.y * 32;
-	for (int k = threadIdx.y; k < 32; k += blockDim.y) {
-		int r = r0 + k, c = c0 + threadIdx.x;
-		if (r < rows && c < cols) tile[k][threadIdx.x] = src[(long long)r * lds + c];
-	}
-	__syncthreads();
-	for (int k = threadIdx.y; k < 32; k += blockDim.y) {
-		int c = c0 + k, r = r0 + threadIdx.x;
-		if (r < rows && c < cols) dst[(long long)c * ldd + r] = tile[threadIdx.x][k];
-	}
-}
 
 // copy2d: dst (rows,cols) at row stride ldd = src (rows,cols) at row stride lds.
 extern "C" __global__ void copy2d_kernel(float *dst, int ldd, const float *src, int lds, int rows, int cols) {
@@ -172,7 +144,9 @@ extern "C" __global__ void batch_ptrs_kernel(unsigned long long *ptrs, int count
 }
 
 // transpose_axpby: dst (cols,rows) at row stride ldd = beta*dst + src^T for src
-// (rows,cols) at row stride lds (dst not read when beta == 0); tiles as transpose.
+// (rows,cols) at row stride lds (dst not read when beta == 0: a plain
+// transpose), through 32x32 tiles of shared memory so that both the reads and
+// the writes are coalesced. Block (32,8); grid (ceil(cols/32), ceil(rows/32)).
 extern "C" __global__ void transpose_axpby_kernel(float *dst, int ldd, const float *src, int lds, int rows, int cols, float beta) {
 	__shared__ float tile[32][33];
 	int c0 = blockIdx.x * 32, r0 = blockIdx.y * 32;
@@ -621,9 +595,25 @@ extern "C" __global__ void adamw_kernel(float *p, float *g, float *m, float *v, 
 }
 `
 
+// cudaHelpers opens both NVRTC programs (cudaSource, cudaAttentionSource).
+const cudaHelpers = `
+#define WARP 32
+#define NEG_INF __int_as_float(0xff800000)
+
+__device__ __forceinline__ float warp_sum(float v) {
+	for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+	return v;
+}
+
+__device__ __forceinline__ float warp_max(float v) {
+	for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+	return v;
+}
+`
+
 // cudaKernelNames are the kernels cudaDevice loads from cudaSource, by name.
 var cudaKernelNames = []string{
-	"scale_kernel", "add_into_kernel", "add_kernel", "scale2d_kernel", "sumsq_partial_kernel", "transpose_kernel",
+	"scale_kernel", "add_into_kernel", "add_kernel", "scale2d_kernel", "sumsq_partial_kernel",
 	"add_bias_kernel", "bias_backward_kernel",
 	"encoder_forward_kernel", "encoder_backward_kernel",
 	"layernorm_forward_kernel", "layernorm_backward_kernel",

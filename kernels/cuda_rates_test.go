@@ -14,6 +14,32 @@ import (
 	"gorgonia.org/cu"
 )
 
+// profileCUDA returns the device with TF32 on for a timing test, skipping
+// unless TROUPE_CUDA_PROFILE is set; TF32 goes back off at the end.
+func profileCUDA(t *testing.T) *cudaDevice {
+	t.Helper()
+	if os.Getenv("TROUPE_CUDA_PROFILE") == "" {
+		t.Skip("set TROUPE_CUDA_PROFILE=1 to time the products")
+	}
+	d := testCUDA(t)
+	d.setTF32(true)
+	t.Cleanup(func() { d.setTF32(false) })
+	return d
+}
+
+// perCall runs f once (warm-up), then reps times, and returns the seconds a
+// call took on the device.
+func perCall(d *cudaDevice, reps int, f func()) float64 {
+	f()
+	d.Sync()
+	t0 := time.Now()
+	for r := 0; r < reps; r++ {
+		f()
+	}
+	d.Sync()
+	return time.Since(t0).Seconds() / float64(reps)
+}
+
 // rawRate times one cuBLAS Sgemm as cuBLAS reads it (column-major, no operand
 // swap, none of Gemm's transposes) and returns TFLOP/s.
 func rawRate(d *cudaDevice, ta, tb bool, m, n, k, lda, ldb, ldc int, beta float32) (float64, float64) {
@@ -37,15 +63,7 @@ func rawRate(d *cudaDevice, ta, tb bool, m, n, k, lda, ldb, ldc int, beta float3
 		d.blas.Sgemm(op(ta), op(tb), m, n, k, 1, devSlice(A), lda, devSlice(B), ldb, beta, devSlice(C), ldc)
 		d.check(d.blas.Err(), "rate Sgemm")
 	}
-	call()
-	d.Sync()
-	const reps = 5
-	t0 := time.Now()
-	for r := 0; r < reps; r++ {
-		call()
-	}
-	d.Sync()
-	el := time.Since(t0).Seconds() / reps
+	el := perCall(d, 5, call)
 	return el * 1e3, 2 * float64(m) * float64(n) * float64(k) / el / 1e12
 }
 
@@ -54,12 +72,7 @@ func rawRate(d *cudaDevice, ta, tb bool, m, n, k, lda, ldb, ldc int, beta float3
 // with the leading dimensions, or the dimension itself, padded to 50304: what
 // a padded scratch buffer inside Gemm would buy.
 func TestCUDALMHeadRates(t *testing.T) {
-	if os.Getenv("TROUPE_CUDA_PROFILE") == "" {
-		t.Skip("set TROUPE_CUDA_PROFILE=1 to time the products")
-	}
-	d := testCUDA(t)
-	d.setTF32(true)
-	defer d.setTF32(false)
+	d := profileCUDA(t)
 	const N, C, V, Vp = 8192, 768, 50257, 50304
 	type c struct {
 		name                string
@@ -109,12 +122,7 @@ func TestCUDALMHeadRates(t *testing.T) {
 // copies (strided batched) and straight on the qkv layout through pointer
 // arrays (row stride 3C), which would save the permutes.
 func TestCUDAAttentionRates(t *testing.T) {
-	if os.Getenv("TROUPE_CUDA_PROFILE") == "" {
-		t.Skip("set TROUPE_CUDA_PROFILE=1 to time the products")
-	}
-	d := testCUDA(t)
-	d.setTF32(true)
-	defer d.setTF32(false)
+	d := profileCUDA(t)
 	const B, T, NH, hs = 32, 256, 12, 64
 	C := NH * hs
 	qkv, att, y := d.Alloc(B*T*3*C), d.Alloc(B*NH*T*T), d.Alloc(B*T*C)
@@ -137,15 +145,7 @@ func TestCUDAAttentionRates(t *testing.T) {
 	ap, yp := mk(att.Ptr, NH*T*T, T*T), mk(y.Ptr, T*C, hs)
 	var b strings.Builder
 	timeIt := func(name string, flops float64, f func()) {
-		f()
-		d.Sync()
-		t0 := time.Now()
-		const reps = 10
-		for r := 0; r < reps; r++ {
-			f()
-		}
-		d.Sync()
-		el := time.Since(t0).Seconds() / reps
+		el := perCall(d, 10, f)
 		fmt.Fprintf(&b, "  %-44s %7.3f ms  %6.1f TFLOP/s\n", name, el*1e3, flops/el/1e12)
 	}
 	fl := 2 * float64(count) * T * T * hs

@@ -5,11 +5,9 @@ package kernels
 import (
 	"fmt"
 	"math"
-	"os"
 	"strings"
 	"sync"
 	"testing"
-	"time"
 )
 
 // Every op of the cuda device against the CPU reference (reference.go), on
@@ -144,17 +142,8 @@ func TestCUDAGemm(t *testing.T) {
 			m, n, k := s[0], s[1], s[2]
 			for _, tr := range [][2]bool{{false, false}, {false, true}, {true, false}, {true, true}} {
 				for _, beta := range []float32{0, 1} {
-					ta, tb := tr[0], tr[1]
-					ar, ac := m, k
-					if ta {
-						ar, ac = k, m
-					}
-					br, bc := k, n
-					if tb {
-						br, bc = n, k
-					}
-					lda, ldb, ldc := ac+3, bc, n+1
-					a, b, c := randn(rng, ar*lda, 1), randn(rng, br*ldb, 1), randn(rng, m*ldc, 1)
+					ta, tb, ldc := tr[0], tr[1], n+1
+					a, lda, b, ldb, c := gemmOperands(rng, m, n, k, ta, tb, 3, ldc)
 					want := clone(c)
 					refGemm(ta, tb, m, n, k, 0.7, a, lda, b, ldb, beta, want, ldc)
 					dc := up(d, c, 1)
@@ -174,11 +163,7 @@ func TestCUDAGemm(t *testing.T) {
 // TestCUDAGemmRates (TROUPE_CUDA_PROFILE=1) times cuBLAS at GPT-2's shapes in
 // each transpose and math mode: where the products' ceiling lies.
 func TestCUDAGemmRates(t *testing.T) {
-	if os.Getenv("TROUPE_CUDA_PROFILE") == "" {
-		t.Skip("set TROUPE_CUDA_PROFILE=1 to time the products")
-	}
-	d := testCUDA(t)
-	defer d.setTF32(false)
+	d := profileCUDA(t)
 	var b strings.Builder
 	for _, tf32 := range []bool{true, false} {
 		d.setTF32(tf32)
@@ -197,15 +182,7 @@ func TestCUDAGemmRates(t *testing.T) {
 				if tr[1] {
 					ldb = k
 				}
-				d.Gemm(tr[0], tr[1], m, n, k, 1, A, lda, B, ldb, 0, C, n)
-				d.Sync()
-				t0 := time.Now()
-				const reps = 3
-				for r := 0; r < reps; r++ {
-					d.Gemm(tr[0], tr[1], m, n, k, 1, A, lda, B, ldb, 0, C, n)
-				}
-				d.Sync()
-				el := time.Since(t0).Seconds() / reps
+				el := perCall(d, 3, func() { d.Gemm(tr[0], tr[1], m, n, k, 1, A, lda, B, ldb, 0, C, n) })
 				fmt.Fprintf(&b, "  tf32=%-5v %5dx%5dx%5d trans=%s%s  %7.3f ms  %6.1f TFLOP/s\n", tf32, m, n, k,
 					map[bool]string{false: "N", true: "T"}[tr[0]], map[bool]string{false: "N", true: "T"}[tr[1]], el*1e3, 2*float64(m)*float64(n)*float64(k)/el/1e12)
 			}
