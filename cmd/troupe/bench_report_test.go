@@ -102,6 +102,29 @@ func TestRenderBenchTable(t *testing.T) {
 		t.Errorf("small's training row drawn more than once:\n%s", table)
 	}
 
+	// A GPU run: model TFLOP/s against the GPU's TF32 peak, no CPU targets.
+	gpuLines, err := parseBenchLines([]byte(`{"batch":32,"bench":"train","config":"gpt2","device":"cuda:0","gpu":"NVIDIA H200","impl":"troupe","mfu":0.339,"model_gflops_per_s":167712.5,"peak_tf32_tflops":494.7,"seq":256,"tokens_per_s":217742.9}
+{"batch":32,"bench":"train","config":"gpt2","impl":"summary","pytorch":"skipped","seq":256,"troupe_model_gflops_per_s":167712.5,"troupe_tokens_per_s":217742.9}
+{"batch":8,"bench":"generate","config":"small","device":"cuda:0","impl":"troupe","new_tokens_per_s":1324.1}
+{"bench":"generate","config":"small","impl":"summary","troupe_new_tokens_per_s":1324.1}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	gpuTable := renderBenchTable(gpuLines)
+	for _, want := range []string{
+		"| train tokens/s, gpt2 (B32 T256) | 217,743 | – | – |  |",
+		"| train model TFLOP/s, gpt2, NVIDIA H200 (% of its 495 TFLOP/s TF32 peak) | 168 (33.9%) | – |  | ≥ 40% of the TF32 peak (aim) |",
+		"| generate new tokens/s, small (batch 8, 64 new) | 1324 | – | – |  |",
+	} {
+		if !strings.Contains(gpuTable, want) {
+			t.Errorf("GPU table lacks %q:\n%s", want, gpuTable)
+		}
+	}
+	if strings.Contains(gpuTable, "65% of peak") || strings.Contains(gpuTable, "GFLOP/s") {
+		t.Errorf("GPU table shows CPU figures or targets:\n%s", gpuTable)
+	}
+
 	if _, err := parseBenchLines([]byte("{\"a\":1}\nnot json\n")); err == nil || !strings.Contains(err.Error(), "line 2") {
 		t.Fatalf("bad line: got %v, want an error naming line 2", err)
 	}
