@@ -299,9 +299,9 @@ var cudaAttentionKernelNames = []string{"attn_fwd_kernel", "attn_bwd_q_kernel", 
 // stays off and attnErr says why.
 func (d *cudaDevice) compileAttention() {
 	d.attnErr = func() error {
-		inc := filepath.Join(os.Getenv("CUDA_HOME"), "include")
-		if os.Getenv("CUDA_HOME") == "" {
-			inc = "/usr/local/cuda/include"
+		inc := cudaIncludeDir()
+		if inc == "" {
+			return fmt.Errorf("no CUDA include directory with mma.h ($CUDA_HOME/include, /usr/local/cuda/include, /usr/include)")
 		}
 		prog, err := nvrtc.CreateProgram(cudaAttentionSource, "troupe_attention.cu")
 		if err != nil {
@@ -338,6 +338,21 @@ func (d *cudaDevice) compileAttention() {
 		return nil
 	}()
 	d.fusedAttn = false // slower than the cuBLAS path for now: see the note at cudaAttentionSource
+}
+
+// cudaIncludeDir is the first of $CUDA_HOME/include, /usr/local/cuda/include
+// and /usr/include (Debian's packages) that holds mma.h, or "".
+func cudaIncludeDir() string {
+	var dirs []string
+	if h := os.Getenv("CUDA_HOME"); h != "" {
+		dirs = append(dirs, filepath.Join(h, "include"))
+	}
+	for _, dir := range append(dirs, "/usr/local/cuda/include", "/usr/include") {
+		if _, err := os.Stat(filepath.Join(dir, "mma.h")); err == nil {
+			return dir
+		}
+	}
+	return ""
 }
 
 // attnMaxT is the longest T the fused kernels take: attn_fwd and attn_bwd_q
