@@ -44,6 +44,10 @@ type RunConfig struct {
 	Seed uint64 `yaml:"seed"`
 	// Threads for the CPU kernels, 0 (the default) = every core.
 	Threads int `yaml:"threads"`
+	// Device runs the learner's model: cpu (the default) or cuda (GPU 0; a
+	// binary built with -tags cuda). Evaluator and rollout actors stay on the
+	// CPU; the weights they get are the learner's, downloaded once a version.
+	Device string `yaml:"device"`
 	// MaxNonFinite: a step (ppo: an iteration) whose loss or gradients are
 	// NaN or Inf is skipped and logged; this many in a row stop the run,
 	// default 5.
@@ -186,6 +190,7 @@ type ClusterConfig struct {
 func DefaultRunConfig() RunConfig {
 	return RunConfig{
 		Seed:         1,
+		Device:       "cpu",
 		MaxNonFinite: 5,
 		Model:        learner.DefaultModelConfig(),
 		Data:         learner.DefaultDataConfig(),
@@ -537,6 +542,9 @@ func (c RunConfig) Validate() error {
 	}
 	if c.RunDir == "" {
 		return bad("run_dir", "must not be empty")
+	}
+	if c.Device != "cpu" && c.Device != "cuda" {
+		return bad("device", "%q is not a device; allowed values: cpu, cuda", c.Device)
 	}
 	for _, sec := range []struct {
 		path string

@@ -95,7 +95,7 @@ func TestLoadRunConfigErrors(t *testing.T) {
 		want string // the whole message after "run.yaml: "
 	}{
 		{"unknown top-level key", minimalConfig + "stpes: 3\n",
-			"line 4: stpes: unknown key; allowed: stage, run_dir, seed, threads, max_non_finite, model, data, train, ppo, critic, reward, generator, reference, checkpoint, publish, evaluator, nats, cluster"},
+			"line 4: stpes: unknown key; allowed: stage, run_dir, seed, threads, device, max_non_finite, model, data, train, ppo, critic, reward, generator, reference, checkpoint, publish, evaluator, nats, cluster"},
 		{"unknown key in a section", minimalConfig + "train:\n  steps: 10\n  lrr: 0.1\n",
 			"line 6: train.lrr: unknown key; allowed: steps, batch_size, seq_len, grad_accum, lr, min_lr, warmup_steps, weight_decay, beta1, beta2, grad_clip, eval_batches"},
 		{"unknown key in a flow mapping", minimalConfig + "checkpoint: {every: 10, kept: 2}\n",
@@ -110,6 +110,8 @@ func TestLoadRunConfigErrors(t *testing.T) {
 			`line 5: ppo.algorithm: "reinforce" is not one of ppo, a2c`},
 		{"ppo bad rule", "stage: ppo\ndata: {train: [a]}\nreward: {rules: [{type: exact}]}\n",
 			`line 3: reward.rules[0].type: "exact" is not one of exact_match, length, format`},
+		{"bad device", minimalConfig + "device: gpu\n",
+			`line 4: device: "gpu" is not a device; allowed values: cpu, cuda`},
 		{"bad max_non_finite", minimalConfig + "max_non_finite: 0\n",
 			"line 4: max_non_finite: must be >= 1, got 0"},
 		{"ppo bad pool", "stage: ppo\ndata: {train: [a]}\nreward: {rules: [{type: exact_match}]}\ngenerator: {replicas: 0}\n",

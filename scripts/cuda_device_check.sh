@@ -4,7 +4,8 @@
 #   1. every CUDA test of ./kernels (the fused-attention cases in their own process,
 #      so that a fault there cannot take the others down),
 #   2. the GPT-2 training step variant by variant (TestCUDAProfileGPT2),
-#   3. troupe bench --device cuda --config gpt2 at B32 and B64 (JSON and tables
+#   3. `troupe run` with `device: cuda` (TestCUDARunPretrain, beside the CPU),
+#   4. troupe bench --device cuda --config gpt2 at B32 and B64 (JSON and tables
 #      under $OUT, default /tmp/cuda-check).
 # Exits non-zero when a test fails.
 set -uo pipefail
@@ -32,6 +33,9 @@ grep -E "$show" "$out/tests.log" | grep -v 'set TROUPE'
 grep -E "$show" "$out/attention.log"
 TROUPE_CUDA_PROFILE=1 "$out/kernels.test" -test.run 'CUDAProfileGPT2$' -test.v 2>&1 | tee "$out/profile.log" | head -40
 wait
+# `troupe run` with `device: cuda`: a tiny pretraining run on the GPU beside the same on the CPU
+go test -vet=off -tags "$tags" -count=1 -run 'CUDARun' -v ./cmd/troupe > "$out/run.log" 2>&1 || rc=1
+grep -E "$show|loss gpu" "$out/run.log"
 cat "$out/build.log"
 if [ -x "$out/troupe" ]; then
   "$out/troupe" bench --device cuda --config gpt2 --torch off --out "$out/bench32" 2>&1 | grep -E '^\|'

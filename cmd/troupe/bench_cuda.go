@@ -13,12 +13,13 @@ import (
 // shares it (and its compiled kernels).
 var openCUDA = sync.OnceValues(func() (kernels.Device, error) { return kernels.NewCUDA(0) })
 
-// newCUDABenchDevice returns GPU 0 for `troupe bench --device cuda`.
-func newCUDABenchDevice() (kernels.Device, error) {
+// newCUDADevice returns GPU 0 for `troupe bench --device cuda` and a run's
+// `device: cuda`.
+func newCUDADevice() (kernels.Device, error) {
 	dev, err := openCUDA()
 	if err == nil {
 		if b, ok := dev.(interface{ Backend() string }); ok {
-			log.Info().Str("device", dev.Name()).Str("backend", b.Backend()).Msg("bench: on the GPU")
+			log.Info().Str("device", dev.Name()).Str("backend", b.Backend()).Msg("on the GPU")
 		}
 	}
 	return dev, err

@@ -143,7 +143,10 @@ func runStage(target string, o runOptions) error {
 		}
 		log.Info().Str("init", mc.Init).Msg("model starts from a checkpoint")
 	}
-	dev := kernels.NewCPU(cfg.Threads)
+	dev, err := learnerDevice(cfg)
+	if err != nil {
+		return err
+	}
 	start := time.Now()
 	job, err := buildJob(cfg, mc, dev)
 	if err != nil {
@@ -297,6 +300,19 @@ type rlStage struct{ learner.RLJob }
 
 func (j rlStage) done() int  { return j.IterationsDone() }
 func (j rlStage) total() int { return j.TotalIterations() }
+
+// learnerDevice is the device the config's `device` names for the learner's
+// model: the CPU with `threads` threads, or GPU 0.
+func learnerDevice(cfg actors.RunConfig) (kernels.Device, error) {
+	if cfg.Device != "cuda" {
+		return kernels.NewCPU(cfg.Threads), nil
+	}
+	dev, err := newCUDADevice() // bench_cuda.go, or bench_nocuda.go's error
+	if err != nil {
+		return nil, fmt.Errorf("device: cuda: %w", err)
+	}
+	return dev, nil
+}
 
 // buildJob builds the stage's job; mc is cfg.Model with init resolved.
 func buildJob(cfg actors.RunConfig, mc learner.ModelConfig, dev kernels.Device) (stageJob, error) {
