@@ -23,6 +23,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/rs/zerolog"
+
+	"github.com/troupe-rl/troupe/kernels"
 )
 
 // The fan-out path (issue 6): before it announces version v, the publisher
@@ -145,34 +147,19 @@ func wireBlob(w []float32, dtype string, scratch []byte) (blob []byte, encode fu
 		}
 		if littleEndian {
 			h := unsafe.Slice((*uint16)(unsafe.Pointer(unsafe.SliceData(b))), len(w))[done:to]
-			for i, v := range w[done:to] {
-				h[i] = toBF16(v)
-			}
+			kernels.EncodeBF16(h, w[done:to]) // AVX-512 where the CPU has it
 		} else {
 			for i := done; i < to; i++ {
-				binary.LittleEndian.PutUint16(b[2*i:], toBF16(w[i]))
+				binary.LittleEndian.PutUint16(b[2*i:], kernels.ToBF16(w[i]))
 			}
 		}
 		done = to
 	}
 }
 
-// toBF16 rounds v to bfloat16 (nearest, ties to even); NaN stays NaN.
-func toBF16(v float32) uint16 {
-	b := math.Float32bits(v)
-	if b&0x7fffffff > 0x7f800000 { // NaN: keep it one (quiet)
-		return uint16(b>>16) | 0x40
-	}
-	b += 0x7fff + (b>>16)&1
-	return uint16(b >> 16)
-}
-
-// fromBF16 is the float32 value of a bfloat16.
-func fromBF16(h uint16) float32 { return math.Float32frombits(uint32(h) << 16) }
-
 // RoundBF16 is v rounded to the nearest bfloat16 (what a bf16 subscriber
 // receives for v): relative error at most 2^-8.
-func RoundBF16(v float32) float32 { return fromBF16(toBF16(v)) }
+func RoundBF16(v float32) float32 { return kernels.FromBF16(kernels.ToBF16(v)) }
 
 // decodeBlob turns a verified blob of dtype into values. For fp32, values is
 // nil or the []float32 whose memory blob already is (from the fan-out or a
@@ -214,30 +201,7 @@ func decodeInto(w []float32, blob []byte, dtype string) {
 		}
 		return
 	}
-	n := len(blob) / 2
-	w = w[:n]
-	if littleEndian {
-		// Four values from one 8-byte load (a bfloat16 is the top half of
-		// its float32's bits): 2x the value-at-a-time loop, on every byte
-		// every bf16 subscriber receives.
-		u := unsafe.Slice((*uint32)(unsafe.Pointer(unsafe.SliceData(w))), n)
-		i := 0
-		for ; i+8 <= len(blob); i += 8 {
-			x := binary.LittleEndian.Uint64(blob[i:])
-			q := u[i/2 : i/2+4 : i/2+4]
-			q[0] = uint32(x) << 16
-			q[1] = uint32(x) & 0xffff0000
-			q[2] = uint32(x>>32) << 16
-			q[3] = uint32(x>>32) & 0xffff0000
-		}
-		for ; i+2 <= len(blob); i += 2 {
-			u[i/2] = uint32(binary.LittleEndian.Uint16(blob[i:])) << 16
-		}
-		return
-	}
-	for i := range w {
-		w[i] = fromBF16(binary.LittleEndian.Uint16(blob[2*i:]))
-	}
+	kernels.DecodeBF16(w, blob) // AVX-512 where the CPU has it
 }
 
 // fanOut publishes blob as version v's chunks and returns the blob's CRC-32C

@@ -39,3 +39,7 @@ func logProbVector(logp, x []float32, targets []int32, rows, V int) bool { retur
 func logProbBackwardVector(dx, x []float32, targets []int32, g []float32, rows, V int) bool {
 	return false
 }
+
+func bf16EncodeVector(dst []uint16, src []float32) bool { return false }
+
+func bf16DecodeVector(dst []float32, src []byte) bool { return false }
