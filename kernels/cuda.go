@@ -74,7 +74,7 @@ type cudaDevice struct {
 	padVocab bool // products with a long odd dimension (GPT-2's 50257) run padded to a multiple of 64
 	attnPtrs bool // attention's products read q, k, v and write y in place through address arrays
 	tallGrad bool // weight gradients with more rows than columns run as the transposed product
-	ltBias   bool // MatmulForward's bias is added by a cublasLt epilogue
+	ltBias   bool // the forward products' bias (and residual) added by a cublasLt epilogue (ltForward)
 
 	lt   uintptr // cublasLt handle
 	ltWS Tensor  // cublasLt's workspace
