@@ -603,19 +603,7 @@ func (d *cudaDevice) SumSquares(t Tensor) float64 {
 
 // checkGemmDevice is checkGemm for device tensors (sizes from N).
 func checkGemmDevice(transA, transB bool, m, n, k int, a Tensor, lda int, b Tensor, ldb int, cc Tensor, ldc int) {
-	ar, ac := m, k
-	if transA {
-		ar, ac = k, m
-	}
-	br, bc := k, n
-	if transB {
-		br, bc = n, k
-	}
-	bad := m < 0 || n < 0 || k < 0 || lda < max(1, ac) || ldb < max(1, bc) || ldc < max(1, n)
-	if bad || a.N < gemmStored(ar, ac, lda) || b.N < gemmStored(br, bc, ldb) || cc.N < gemmStored(m, n, ldc) {
-		panic(fmt.Errorf("%w: Gemm(transA=%v, transB=%v, m=%d, n=%d, k=%d, lda=%d, ldb=%d, ldc=%d) on A %d, B %d, C %d values",
-			ErrShape, transA, transB, m, n, k, lda, ldb, ldc, a.N, b.N, cc.N))
-	}
+	checkGemmSizes(transA, transB, m, n, k, a.N, lda, b.N, ldb, cc.N, ldc)
 }
 
 // Gemm implements Device: C (m,n) = alpha*op(A) @ op(B) + beta*C, row-major, on

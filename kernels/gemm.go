@@ -109,17 +109,29 @@ func gemmStored(rows, cols, ld int) int {
 // checkGemm panics with ErrShape when a stride is shorter than its row or a matrix
 // runs past its tensor.
 func checkGemm(transA, transB bool, m, n, k int, a Tensor, lda int, b Tensor, ldb int, cc Tensor, ldc int) {
-	ar, ac := m, k // A as stored
+	checkGemmSizes(transA, transB, m, n, k, len(a.F), lda, len(b.F), ldb, len(cc.F), ldc)
+}
+
+// storedShapes is how A and B of op(A) (m,k) @ op(B) (k,n) are stored: A (ar,ac),
+// B (br,bc).
+func storedShapes(transA, transB bool, m, n, k int) (ar, ac, br, bc int) {
+	ar, ac, br, bc = m, k, k, n
 	if transA {
 		ar, ac = k, m
 	}
-	br, bc := k, n // B as stored
 	if transB {
 		br, bc = n, k
 	}
+	return ar, ac, br, bc
+}
+
+// checkGemmSizes panics with ErrShape unless A, B and C, holding na, nb and nc
+// values, fit the product at their row strides.
+func checkGemmSizes(transA, transB bool, m, n, k, na, lda, nb, ldb, nc, ldc int) {
+	ar, ac, br, bc := storedShapes(transA, transB, m, n, k)
 	bad := m < 0 || n < 0 || k < 0 || lda < max(1, ac) || ldb < max(1, bc) || ldc < max(1, n)
-	if bad || len(a.F) < gemmStored(ar, ac, lda) || len(b.F) < gemmStored(br, bc, ldb) || len(cc.F) < gemmStored(m, n, ldc) {
+	if bad || na < gemmStored(ar, ac, lda) || nb < gemmStored(br, bc, ldb) || nc < gemmStored(m, n, ldc) {
 		panic(fmt.Errorf("%w: Gemm(transA=%v, transB=%v, m=%d, n=%d, k=%d, lda=%d, ldb=%d, ldc=%d) on A %d, B %d, C %d values",
-			ErrShape, transA, transB, m, n, k, lda, ldb, ldc, len(a.F), len(b.F), len(cc.F)))
+			ErrShape, transA, transB, m, n, k, lda, ldb, ldc, na, nb, nc))
 	}
 }

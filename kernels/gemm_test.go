@@ -52,14 +52,7 @@ func TestGemm(t *testing.T) {
 // as ta/tb with row strides padded by pad and pad+1, and C (m rows of stride
 // ldc).
 func gemmOperands(rng *rand.Rand, m, n, k int, ta, tb bool, pad, ldc int) (a []float32, lda int, b []float32, ldb int, c []float32) {
-	ar, ac := m, k
-	if ta {
-		ar, ac = k, m
-	}
-	br, bc := k, n
-	if tb {
-		br, bc = n, k
-	}
+	ar, ac, br, bc := storedShapes(ta, tb, m, n, k)
 	lda, ldb = ac+pad, bc+pad+1
 	a = randn(rng, ar*lda, 1)
 	b = randn(rng, br*ldb, 1)

@@ -18,6 +18,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/troupe-rl/troupe/kernels"
 )
 
 // SafeTensor is one tensor of a safetensors file. In memory the values are
@@ -320,9 +322,7 @@ func (s *stFile) each(e stEntry, fn func(off int, vals []float32) error) error {
 				v[i] = f16ToF32(binary.LittleEndian.Uint16(b[2*i:]))
 			}
 		case "BF16":
-			for i := range v {
-				v[i] = math.Float32frombits(uint32(binary.LittleEndian.Uint16(b[2*i:])) << 16)
-			}
+			kernels.DecodeBF16(v, b[:2*len(v)])
 		}
 		if err := fn(off, v); err != nil {
 			return err
