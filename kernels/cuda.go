@@ -389,21 +389,28 @@ func (d *cudaDevice) freeRaw(t Tensor) {
 	d.check(cu.MemFree(cu.DevicePtr(t.Ptr)), "freeing device memory")
 }
 
+// grow returns *t, reallocated first to n floats when it holds fewer (its
+// contents are then undefined): the device's scratch buffers, kept between
+// calls.
+func (d *cudaDevice) grow(t *Tensor, n int) Tensor {
+	if t.N < n {
+		d.freeRaw(*t)
+		*t = d.allocRaw(n)
+	}
+	return *t
+}
+
 // scratch returns d.work grown to at least n floats (contents undefined).
 func (d *cudaDevice) scratch(n int) Tensor {
 	if d.work.N < n {
-		d.freeRaw(d.work)
-		d.work = d.allocRaw(max(n, d.work.N*5/4))
+		n = max(n, d.work.N*5/4)
 	}
-	return d.work
+	return d.grow(&d.work, n)
 }
 
 // uploadVals copies a host float slice to a device scratch buffer.
 func (d *cudaDevice) uploadVals(v []float32) cu.DevicePtr {
-	if d.vals.N < len(v) {
-		d.freeRaw(d.vals)
-		d.vals = d.allocRaw(max(len(v), 1024))
-	}
+	d.grow(&d.vals, max(len(v), 1024))
 	if len(v) > 0 {
 		d.check(cu.MemcpyHtoD(cu.DevicePtr(d.vals.Ptr), unsafe.Pointer(&v[0]), int64(len(v))*4), "uploading values")
 	}
@@ -645,8 +652,8 @@ func (d *cudaDevice) Gemm(transA, transB bool, m, n, k int, alpha float32, a Ten
 // on a transposed copy of A where cuBLAS is faster that way.
 func (d *cudaDevice) gemm(transA, transB bool, m, n, k int, alpha float32, a uintptr, lda int,
 	b uintptr, ldb int, beta float32, c uintptr, ldc int) {
-	if d.padVocab && !transA && transB && beta == 0 && n >= 4096 && n%64 != 0 && m >= 256 && k%4 == 0 && k <= 8192 {
-		d.gemmPadded(m, n, k, alpha, a, lda, b, ldb, c, ldc)
+	if np := d.paddedWidth(n, m); np > 0 && !transA && transB && beta == 0 && k%4 == 0 && k <= 8192 {
+		d.gemmPadded(np, m, n, k, alpha, a, lda, b, ldb, c, ldc)
 		return
 	}
 	if d.gemmMirrored(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc) {
@@ -656,11 +663,7 @@ func (d *cudaDevice) gemm(transA, transB bool, m, n, k int, alpha float32, a uin
 		// A weight gradient (m,n) = A^T B with m > n (GPT-2's 3072x768): cuBLAS is
 		// faster at the transposed product (n,m) = B^T A (H200, TF32: 0.13 against
 		// 0.20 ms at k = 8192), and the (m,n) result is cheap to transpose into C.
-		if need := m * n; d.pad.N < need {
-			d.freeRaw(d.pad)
-			d.pad = d.allocRaw(need)
-		}
-		tmp := d.pad.Ptr
+		tmp := d.grow(&d.pad, m*n).Ptr
 		d.gemm(true, false, n, m, k, alpha, b, ldb, a, lda, 0, tmp, m)
 		d.launch("transpose_axpby_kernel", (m+31)/32, (n+31)/32, 32, 8, 0, cu.DevicePtr(c), ldc, cu.DevicePtr(tmp), m, n, m, beta)
 		return
@@ -682,20 +685,25 @@ func (d *cudaDevice) gemm(transA, transB bool, m, n, k int, alpha float32, a uin
 	d.check(d.blas.Err(), "cuBLAS Sgemm")
 }
 
+// paddedWidth is n rounded up to a multiple of 64 when the products over an
+// (rows, n) matrix run on padded copies (gemmPadded, gemmMirrored): a long n
+// (>= 4096) that is not a multiple of 64, over 256 rows or more; else 0.
+func (d *cudaDevice) paddedWidth(n, rows int) int {
+	if !d.padVocab || n < 4096 || n%64 == 0 || rows < 256 {
+		return 0
+	}
+	return (n + 63) / 64 * 64
+}
+
 // gemmPadded is Gemm's C (m,n) = alpha * A (m,k) @ B^T for B stored (n,k) with
 // a long n that is not a multiple of 64 (GPT-2's LM head, n = V = 50257): B is
-// copied into a zero-padded (np,k), np = n rounded up to 64, the product runs
+// copied into a zero-padded (np,k), np = paddedWidth(n, m), the product runs
 // into an (m,np) scratch, and its first n columns are copied into C. On an H200
 // at m = 8192, k = 768 cuBLAS (TF32) takes 4.9 ms for n = 50257 and 1.5 ms for
 // n = 50304, against ~0.9 ms for the copies. The scratch stays allocated for
 // the next call.
-func (d *cudaDevice) gemmPadded(m, n, k int, alpha float32, a uintptr, lda int, b uintptr, ldb int, c uintptr, ldc int) {
-	np := (n + 63) / 64 * 64
-	if need := np*k + m*np; d.pad.N < need {
-		d.freeRaw(d.pad)
-		d.pad = d.allocRaw(need)
-	}
-	bp := d.pad.Ptr
+func (d *cudaDevice) gemmPadded(np, m, n, k int, alpha float32, a uintptr, lda int, b uintptr, ldb int, c uintptr, ldc int) {
+	bp := d.grow(&d.pad, np*k+m*np).Ptr
 	cp := bp + uintptr(np*k)*4
 	d.launchRC("copy2d_kernel", n, k, cu.DevicePtr(bp), k, cu.DevicePtr(b), ldb, n, k)
 	d.check(cu.MemsetD32Async(cu.DevicePtr(bp+uintptr(n*k)*4), 0, int64((np-n)*k), d.stream), "zeroing the padding")
@@ -721,11 +729,7 @@ func (d *cudaDevice) gemmMirrored(transA, transB bool, m, n, k int, alpha float3
 	}
 	N, V, Vp := mr.rows, mr.cols, mr.ldp
 	dp := devSlice(Tensor{Ptr: mr.buf.Ptr, N: 1})
-	if need := Vp * n; d.pad.N < need {
-		d.freeRaw(d.pad)
-		d.pad = d.allocRaw(need)
-	}
-	sp := d.pad.Ptr
+	sp := d.grow(&d.pad, Vp*n).Ptr
 	switch {
 	case !transA && m == N && k == V: // dx = D @ B, B stored (V,n)
 		d.launchRC("copy2d_kernel", V, n, cu.DevicePtr(sp), n, cu.DevicePtr(b), ldb, V, n)
@@ -747,10 +751,7 @@ func (d *cudaDevice) gemmMirrored(transA, transB bool, m, n, k int, alpha float3
 func (d *cudaDevice) transposeOf(src uintptr, rows, cols, ld int) uintptr {
 	t := &d.trans
 	if t.src != src || t.rows != rows || t.cols != cols || t.ld != ld {
-		if t.buf.N < rows*cols {
-			d.freeRaw(t.buf)
-			t.buf = d.allocRaw(rows * cols)
-		}
+		d.grow(&t.buf, rows*cols)
 		d.launch("transpose_axpby_kernel", (cols+31)/32, (rows+31)/32, 32, 8, 0, devPtr(t.buf), rows, cu.DevicePtr(src), ld, rows, cols, float32(0))
 		t.src, t.rows, t.cols, t.ld = src, rows, cols, ld
 	}
@@ -828,7 +829,7 @@ const ltMinRows = 1024
 // operands that are not 16-byte aligned, nor for shapes cublasLt has no
 // algorithm for.
 func (d *cudaDevice) ltForward(out, inp, weight, bias, res Tensor, N, C, OC int) bool {
-	if !d.ltBias || N < ltMinRows || C <= 0 || OC <= 0 || (inp.Ptr|weight.Ptr|bias.Ptr|res.Ptr|out.Ptr)%16 != 0 {
+	if !d.ltBias || N < ltMinRows || C <= 0 || OC <= 0 || !aligned(16, inp, weight, bias, res, out) {
 		return false
 	}
 	defer d.enter()()
@@ -1100,10 +1101,7 @@ func (d *cudaDevice) batchPtrs(count, NH int, ops ...ptrArray) []uintptr {
 	if len(ops) > 5 {
 		panic(fmt.Errorf("%w: batchPtrs takes 5 operands, got %d", ErrCUDA, len(ops)))
 	}
-	if need := 2 * 5 * count; d.ptrs.N < need {
-		d.freeRaw(d.ptrs)
-		d.ptrs = d.allocRaw(need)
-	}
+	d.grow(&d.ptrs, 2*5*count)
 	args := []any{cu.DevicePtr(d.ptrs.Ptr), count, NH}
 	out := make([]uintptr, len(ops))
 	for a := 0; a < 5; a++ {
@@ -1124,11 +1122,13 @@ func (d *cudaDevice) batchPtrs(count, NH int, ops ...ptrArray) []uintptr {
 // every step between matrices must be a multiple of 16 bytes: hs and T*T
 // multiples of 4 floats and the tensors aligned.
 func (d *cudaDevice) inPlaceAttention(T, hs int, ts ...Tensor) bool {
-	if !d.attnPtrs || hs%4 != 0 || T*T%4 != 0 {
-		return false
-	}
+	return d.attnPtrs && hs%4 == 0 && T*T%4 == 0 && aligned(16, ts...)
+}
+
+// aligned reports whether every tensor's device address is a multiple of n bytes.
+func aligned(n uintptr, ts ...Tensor) bool {
 	for _, t := range ts {
-		if t.Ptr%16 != 0 {
+		if t.Ptr%n != 0 {
 			return false
 		}
 	}
@@ -1307,14 +1307,9 @@ func (d *cudaDevice) crossEntropyFused(losses, dlogits, logits Tensor, targets [
 	p := d.uploadInts(targets[:N])
 	g := d.uploadVals(dlogp[:N])
 	var pad cu.DevicePtr
-	ldp := 0
-	if d.padVocab && V >= 4096 && V%64 != 0 && N >= 256 {
-		ldp = (V + 63) / 64 * 64
-		if mr := &d.mirror; mr.buf.N < N*ldp {
-			d.freeRaw(mr.buf)
-			mr.buf = d.allocRaw(N * ldp)
-		}
-		pad = devPtr(d.mirror.buf)
+	ldp := d.paddedWidth(V, N)
+	if ldp > 0 {
+		pad = devPtr(d.grow(&d.mirror.buf, N*ldp))
 	}
 	d.launch("cross_entropy_fused_kernel", N, 1, rowThreads(V), 1, 0, devPtr(losses), devPtr(dlogits), devPtr(logits), p[0], g, N, V, pad, ldp)
 	if ldp > 0 {

@@ -371,15 +371,7 @@ const attnSmemKV = 4 * 64 * 72 * 4
 // up to attnMaxT, and every tensor 32-byte aligned (WMMA loads from global
 // memory).
 func (d *cudaDevice) useFusedAttention(T, hs int, ts ...Tensor) bool {
-	if !d.fusedAttn || d.attnErr != nil || !d.tf32 || hs != 64 || T < 64 || T%64 != 0 || T > attnMaxT {
-		return false
-	}
-	for _, t := range ts {
-		if t.Ptr%32 != 0 {
-			return false
-		}
-	}
-	return true
+	return d.fusedAttn && d.attnErr == nil && d.tf32 && hs == 64 && T >= 64 && T%64 == 0 && T <= attnMaxT && aligned(32, ts...)
 }
 
 // attentionForwardFused: attn_fwd over (T/64 query tiles, B*NH).
@@ -391,10 +383,7 @@ func (d *cudaDevice) attentionForwardFused(out, att, qkv Tensor, B, T, C, NH int
 // attentionBackwardFused: attn_bwd_q then attn_bwd_kv, with the row sums in
 // a (B*NH*T) scratch between them.
 func (d *cudaDevice) attentionBackwardFused(dqkv, dout, qkv, att Tensor, B, T, C, NH int) {
-	if need := B * NH * T; d.rowdot.N < need {
-		d.freeRaw(d.rowdot)
-		d.rowdot = d.allocRaw(need)
-	}
+	d.grow(&d.rowdot, B*NH*T)
 	scale := float32(1 / math.Sqrt(float64(C/NH)))
 	d.launch("attn_bwd_q_kernel", T/64, B*NH, 128, 1, attnSmemRows(T), devPtr(dqkv), devPtr(d.rowdot), devPtr(dout), devPtr(qkv), devPtr(att), T, NH, scale)
 	d.launch("attn_bwd_kv_kernel", T/64, B*NH, 128, 1, attnSmemKV, devPtr(dqkv), devPtr(d.rowdot), devPtr(dout), devPtr(qkv), devPtr(att), T, NH, scale)

@@ -351,7 +351,7 @@ const gpuBatchScale = 8
 // benchDevice opens the device named by --device.
 func benchDevice(name string, threads int) (kernels.Device, error) {
 	if name == "cuda" {
-		return newCUDADevice() // bench_cuda.go, or bench_nocuda.go's error
+		return newCUDADevice() // device_cuda.go, or device_nocuda.go's error
 	}
 	return kernels.NewCPU(threads), nil
 }

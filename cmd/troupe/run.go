@@ -307,7 +307,7 @@ func learnerDevice(cfg actors.RunConfig) (kernels.Device, error) {
 	if cfg.Device != "cuda" {
 		return kernels.NewCPU(cfg.Threads), nil
 	}
-	dev, err := newCUDADevice() // bench_cuda.go, or bench_nocuda.go's error
+	dev, err := newCUDADevice() // device_cuda.go, or device_nocuda.go's error
 	if err != nil {
 		return nil, fmt.Errorf("device: cuda: %w", err)
 	}
