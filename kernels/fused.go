@@ -29,6 +29,18 @@ type crossEntropyFuser interface {
 	crossEntropyFused(logp, dlogits, logits Tensor, targets []int32, dlogp []float32, N, V int)
 }
 
+// geluMatmuler runs MatmulGeluForward with the bias and GELU in the product's
+// store (pre and out written once each, no pass of their own).
+type geluMatmuler interface {
+	matmulGeluForward(pre, out, inp, weight, bias Tensor, N, C, OC int)
+}
+
+// geluMatmulBackwarder runs MatmulGeluBackwardOverwrite with GELU's derivative
+// applied in the product's store.
+type geluMatmulBackwarder interface {
+	matmulGeluBackward(dpre, dweight, dbias, dout, inp, weight, pre Tensor, N, C, OC int)
+}
+
 // adamWScaler is AdamW after grads *= gscale, in the same pass.
 type adamWScaler interface {
 	adamWScaled(params, grads, m, v Tensor, gscale float32, step int, lr, beta1, beta2, eps, weightDecay float32)
@@ -44,6 +56,40 @@ func MatmulForwardResidual(d Device, out, inp, weight, bias, res Tensor, N, C, O
 	}
 	MatmulForward(d, out, inp, weight, bias, N, C, OC)
 	d.AddInto(out.Slice(0, N*OC), res.Slice(0, N*OC))
+}
+
+// MatmulGeluForward is MatmulForward followed by GELU: pre (N,OC) = inp (N,C) @
+// weight (C,OC) + bias (OC; may be empty) and out (N,OC) = gelu(pre), both kept
+// (the backward needs pre, the next product out). out must not alias pre or inp.
+func MatmulGeluForward(d Device, pre, out, inp, weight, bias Tensor, N, C, OC int) {
+	if f, ok := d.(geluMatmuler); ok {
+		f.matmulGeluForward(pre, out, inp, weight, bias, N, C, OC)
+		return
+	}
+	MatmulForward(d, pre, inp, weight, bias, N, C, OC)
+	d.GeluForward(out, pre, N*OC)
+}
+
+// MatmulGeluBackwardOverwrite is the backward of y = gelu(pre) @ weight + bias
+// through the product and the GELU before it: dpre (N,C) is OVERWRITTEN with
+// (dout (N,OC) @ weight^T) * gelu'(pre), dweight (C,OC) += inp^T @ dout and dbias
+// (OC) += column sums of dout, where inp = gelu(pre) as the forward kept it.
+// tmp (N*C) is scratch for devices without the fused op (the CPU takes an empty
+// one); dpre must not alias dout, inp or pre.
+func MatmulGeluBackwardOverwrite(d Device, dpre, tmp, dweight, dbias, dout, inp, weight, pre Tensor, N, C, OC int) {
+	if f, ok := d.(geluMatmulBackwarder); ok {
+		f.matmulGeluBackward(dpre, dweight, dbias, dout, inp, weight, pre, N, C, OC)
+		return
+	}
+	MatmulBackwardOverwrite(d, tmp, dweight, dbias, dout, inp, weight, N, C, OC)
+	GeluBackwardOverwrite(d, dpre, pre, tmp, N*C)
+}
+
+// MatmulGeluBackwardNeedsTmp reports whether MatmulGeluBackwardOverwrite uses
+// its tmp on d (false where d fuses the op).
+func MatmulGeluBackwardNeedsTmp(d Device) bool {
+	_, ok := d.(geluMatmulBackwarder)
+	return !ok
 }
 
 // MatmulBackwardOverwrite is MatmulBackward except that dinp is overwritten
@@ -111,13 +157,76 @@ func AdamWScaled(d Device, params, grads, m, v Tensor, gscale float32, step int,
 	d.AdamW(params, grads, m, v, step, lr, beta1, beta2, eps, weightDecay)
 }
 
-// matmulBiasForward implements biasMatmuler: out's rows are set to the bias and
-// the product added with beta = 1. A product with beta = 0 clears C first
-// anyway, so the bias costs nothing beyond that clearing pass.
+// gemmEpilogue is what the packed sgemm's tile store does besides alpha and
+// beta (gemmPackedEpi), each slice starting at element (0,0) of C: add bias
+// (n) and the residual rows res (stride ldr) as res + bias, the sum a C
+// pre-filled with them would hold; multiply the result by GELU'(dgx) (rows at
+// ldx); then GELU with gelu, into gout (rows at ldg) when set while C keeps the
+// value before it, else into C.
+type gemmEpilogue struct {
+	bias, res, dgx, gout []float32
+	ldr, ldx, ldg        int
+	gelu                 bool
+}
+
+// band is e for the rows [i0,...) of C.
+func (e gemmEpilogue) band(i0 int) gemmEpilogue {
+	if e.res != nil {
+		e.res = e.res[i0*e.ldr:]
+	}
+	if e.dgx != nil {
+		e.dgx = e.dgx[i0*e.ldx:]
+	}
+	if e.gout != nil {
+		e.gout = e.gout[i0*e.ldg:]
+	}
+	return e
+}
+
+// trainEpilogues lets the training ops fuse into the packed sgemm's tile
+// store (gemmEpiBands); benchmarks turn it off to compare.
+var trainEpilogues = true
+
+// gemmEpiBands computes C (m,n) = A (m,k) @ op(B) with the epilogue e (beta 0,
+// alpha 1) on the packed sgemm, in row bands of whole register tiles, one per
+// thread. It reports false, doing nothing, when the packed kernel would not
+// take a band of this shape (gemmPackedWins; the caller then composes the op
+// from Gemm and passes of its own).
+func (c *CPU) gemmEpiBands(transB bool, m, n, k int, a []float32, lda int, b []float32, ldb int,
+	cc []float32, ldc int, e gemmEpilogue) bool {
+	if !trainEpilogues {
+		return false
+	}
+	tiles := (m + gemmPackedMR - 1) / gemmPackedMR
+	parts := min(c.threads, max(1, 2*m*n*k/gemmSplitWork), tiles)
+	if !gemmPackedWins(false, transB, (m+parts-1)/parts, n, k) {
+		return false
+	}
+	c.parallelFor(parts, minChunkWork, func(lo, hi int) {
+		for p := lo; p < hi; p++ {
+			i0, i1 := min(m, tiles*p/parts*gemmPackedMR), min(m, tiles*(p+1)/parts*gemmPackedMR)
+			if i0 >= i1 {
+				continue
+			}
+			be := e.band(i0)
+			gemmPackedEpi(false, transB, i1-i0, n, k, 1, a[i0*lda:], lda, b, ldb, 0, cc[i0*ldc:], ldc, &be)
+		}
+	})
+	return true
+}
+
+// matmulBiasForward implements biasMatmuler: the packed sgemm adds the bias in
+// its tile store; elsewhere out's rows are set to the bias and the product
+// added with beta = 1 (a product with beta = 0 clears C first anyway).
 func (c *CPU) matmulBiasForward(out, inp, weight, bias Tensor, N, C, OC int) {
 	need(out, N*OC, "MatmulForward out")
 	need(bias, OC, "MatmulForward bias")
+	need(inp, N*C, "MatmulForward inp")
+	need(weight, C*OC, "MatmulForward weight")
 	o, bb := out.F, bias.F[:OC]
+	if c.gemmEpiBands(false, N, OC, C, inp.F, C, weight.F, OC, o, OC, gemmEpilogue{bias: bb}) {
+		return
+	}
 	c.parallelFor(N, OC/4, func(lo, hi int) {
 		for i := lo; i < hi; i++ {
 			copy(o[i*OC:i*OC+OC], bb)
@@ -126,21 +235,28 @@ func (c *CPU) matmulBiasForward(out, inp, weight, bias Tensor, N, C, OC int) {
 	c.Gemm(false, false, N, OC, C, 1, inp, C, weight, OC, 1, out, OC)
 }
 
-// matmulResidualForward implements residualMatmuler: out's rows are set to
-// res + bias, then the product is added with beta = 1.
+// matmulResidualForward implements residualMatmuler: the packed sgemm adds
+// res + bias in its tile store; elsewhere out's rows are set to res + bias,
+// then the product is added with beta = 1.
 func (c *CPU) matmulResidualForward(out, inp, weight, bias, res Tensor, N, C, OC int) {
 	need(out, N*OC, "MatmulForwardResidual out")
 	need(res, N*OC, "MatmulForwardResidual res")
+	need(inp, N*C, "MatmulForwardResidual inp")
+	need(weight, C*OC, "MatmulForwardResidual weight")
+	var bb []float32
 	if !bias.Empty() {
 		need(bias, OC, "MatmulForwardResidual bias")
+		bb = bias.F[:OC]
 	}
 	o, r := out.F, res.F
+	if c.gemmEpiBands(false, N, OC, C, inp.F, C, weight.F, OC, o, OC, gemmEpilogue{bias: bb, res: r, ldr: OC}) {
+		return
+	}
 	c.parallelFor(N, OC/2, func(lo, hi int) {
-		if bias.Empty() {
+		if bb == nil {
 			copy(o[lo*OC:hi*OC], r[lo*OC:hi*OC])
 			return
 		}
-		bb := bias.F[:OC]
 		for i := lo; i < hi; i++ {
 			oo, rr := o[i*OC:i*OC+OC], r[i*OC:i*OC+OC]
 			for j, b := range bb {
@@ -149,6 +265,42 @@ func (c *CPU) matmulResidualForward(out, inp, weight, bias, res Tensor, N, C, OC
 		}
 	})
 	c.Gemm(false, false, N, OC, C, 1, inp, C, weight, OC, 1, out, OC)
+}
+
+// matmulGeluForward implements geluMatmuler: the packed sgemm's tile store
+// adds the bias, stores pre and GELU's output; elsewhere the product and
+// GeluForward as two ops.
+func (c *CPU) matmulGeluForward(pre, out, inp, weight, bias Tensor, N, C, OC int) {
+	need(pre, N*OC, "MatmulGeluForward pre")
+	need(out, N*OC, "MatmulGeluForward out")
+	need(inp, N*C, "MatmulGeluForward inp")
+	need(weight, C*OC, "MatmulGeluForward weight")
+	var bb []float32
+	if !bias.Empty() {
+		need(bias, OC, "MatmulGeluForward bias")
+		bb = bias.F[:OC]
+	}
+	if c.gemmEpiBands(false, N, OC, C, inp.F, C, weight.F, OC, pre.F, OC, gemmEpilogue{bias: bb, gout: out.F, ldg: OC, gelu: true}) {
+		return
+	}
+	MatmulForward(c, pre, inp, weight, bias, N, C, OC)
+	c.GeluForward(out, pre, N*OC)
+}
+
+// matmulGeluBackward implements geluMatmulBackwarder: dpre = (dout @ weight^T)
+// with GELU's derivative applied in the packed sgemm's tile store (elsewhere
+// the product, then geluBackwardSet in place), then the weight and bias
+// gradients as MatmulBackward.
+func (c *CPU) matmulGeluBackward(dpre, dweight, dbias, dout, inp, weight, pre Tensor, N, C, OC int) {
+	need(dpre, N*C, "MatmulGeluBackwardOverwrite dpre")
+	need(pre, N*C, "MatmulGeluBackwardOverwrite pre")
+	need(dout, N*OC, "MatmulGeluBackwardOverwrite dout")
+	need(weight, C*OC, "MatmulGeluBackwardOverwrite weight")
+	if !c.gemmEpiBands(true, N, C, OC, dout.F, OC, weight.F, OC, dpre.F, C, gemmEpilogue{dgx: pre.F, ldx: C}) {
+		c.Gemm(false, true, N, C, OC, 1, dout, OC, weight, OC, 0, dpre, C)
+		c.geluBackwardSet(dpre, pre, dpre, N*C)
+	}
+	MatmulBackward(c, Tensor{}, dweight, dbias, dout, inp, weight, N, C, OC)
 }
 
 // crossEntropyFused implements crossEntropyFuser: logp (N) gets the NEGATED

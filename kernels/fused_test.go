@@ -74,6 +74,74 @@ func TestMatmulFused(t *testing.T) {
 	})
 }
 
+// TestMatmulGeluFused: MatmulGeluForward and MatmulGeluBackwardOverwrite (the
+// CPU's tile epilogues and the composed fallback) against the references, and
+// the fused CPU results bit-identical to the separate ops they replace, at
+// shapes where the packed sgemm takes the product (several depth blocks,
+// ragged tiles) and where it does not.
+func TestMatmulGeluFused(t *testing.T) {
+	rng := newRNG(53)
+	fusedDevices(t, func(t *testing.T, d Device) {
+		for _, s := range [][3]int{{5, 7, 9}, {300, 37, 129}, {128, 384, 1536}, {131, 1100, 70}, {2048, 96, 64}} {
+			N, C, OC := s[0], s[1], s[2]
+			inp, w, b := randn(rng, N*C, 1), randn(rng, C*OC, 0.3), randn(rng, OC, 1)
+			tol := 1e-4 * float64(max(C, N, OC))
+			for _, bias := range []Tensor{Host(b), {}} {
+				pre, out := randn(rng, N*OC, 1), randn(rng, N*OC, 1) // garbage: overwritten
+				MatmulGeluForward(d, Host(pre), Host(out), Host(inp), Host(w), bias, N, C, OC)
+				wantPre, wantOut := make([]float32, N*OC), make([]float32, N*OC)
+				refGemm(false, false, N, OC, C, 1, inp, C, w, OC, 0, wantPre, OC)
+				if !bias.Empty() {
+					refAddBias(wantPre, b, N, OC)
+				}
+				refGeluForward(wantOut, wantPre, N*OC)
+				what := fmt.Sprintf("MatmulGeluForward %v bias=%v", s, !bias.Empty())
+				closeTo(t, what+" pre", pre, wantPre, tol, 1e-4)
+				closeTo(t, what+" out", out, wantOut, tol, 1e-4)
+				// The same bits as the two ops it fuses.
+				pre2, out2 := make([]float32, N*OC), make([]float32, N*OC)
+				MatmulForward(d, Host(pre2), Host(inp), Host(w), bias, N, C, OC)
+				d.GeluForward(Host(out2), Host(pre2), N*OC)
+				sameBits(t, what+" pre vs MatmulForward", pre, pre2)
+				sameBits(t, what+" out vs GeluForward", out, out2)
+			}
+
+			// Backward of y = gelu(pre) @ w2 + b2 with w2 (OC, C): dpre (N,OC).
+			preAct := randn(rng, N*OC, 1.5)
+			act := make([]float32, N*OC)
+			refGeluForward(act, preAct, N*OC)
+			w2, dout := randn(rng, OC*C, 0.3), randn(rng, N*C, 1)
+			dpre, dw, db := randn(rng, N*OC, 1), randn(rng, OC*C, 1), randn(rng, C, 1)
+			dwW, dbW := clone(dw), clone(db)
+			dw2, db2 := clone(dw), clone(db)
+			MatmulGeluBackwardOverwrite(d, Host(dpre), Host(make([]float32, N*OC)), Host(dw), Host(db), Host(dout), Host(act), Host(w2), Host(preAct), N, OC, C)
+			dact, dpreW := make([]float32, N*OC), make([]float32, N*OC)
+			refGemm(false, true, N, OC, C, 1, dout, C, w2, C, 0, dact, OC)
+			refGeluBackward(dpreW, preAct, dact, N*OC)
+			refGemm(true, false, OC, C, N, 1, act, OC, dout, C, 1, dwW, C)
+			refBiasBackward(dbW, dout, N, C)
+			what := fmt.Sprintf("MatmulGeluBackwardOverwrite %v", s)
+			closeTo(t, what+" dpre", dpre, dpreW, tol, 1e-4)
+			closeTo(t, what+" dweight", dw, dwW, tol, 1e-4)
+			closeTo(t, what+" dbias", db, dbW, tol, 1e-4)
+			tmp, dpre2 := make([]float32, N*OC), make([]float32, N*OC)
+			MatmulBackwardOverwrite(d, Host(tmp), Host(dw2), Host(db2), Host(dout), Host(act), Host(w2), N, OC, C)
+			GeluBackwardOverwrite(d, Host(dpre2), Host(preAct), Host(tmp), N*OC)
+			sameBits(t, what+" dpre vs the two ops", dpre, dpre2)
+		}
+	})
+}
+
+// sameBits fails unless got and want hold the same float32 bits.
+func sameBits(t *testing.T, what string, got, want []float32) {
+	t.Helper()
+	for i := range want {
+		if math.Float32bits(got[i]) != math.Float32bits(want[i]) {
+			t.Fatalf("%s: element %d is %v, want %v (bit for bit)", what, i, got[i], want[i])
+		}
+	}
+}
+
 func TestGeluBackwardOverwrite(t *testing.T) {
 	rng := newRNG(51)
 	fusedDevices(t, func(t *testing.T, d Device) {

@@ -196,17 +196,51 @@ static __attribute__((target("avx512f"))) void troupe_pack_b(int transB, int N, 
 	}
 }
 
+// tg_epi is a tile's epilogue beyond alpha and beta, its pointers at the
+// tile's element (0,0): bias (row of 32) and res (rows at stride ldr, added as
+// res + bias before the product, as a C pre-filled with them would be) on the
+// first depth block; on the last, the result times GELU'(dgx) (rows at ldx)
+// when dgx is set, then GELU when gelu is set, the GELU going to gout (rows at
+// ldg) while C keeps the value before it when gout is set.
+typedef struct {
+	const float *bias, *res, *dgx;
+	float *gout;
+	long ldr, ldx, ldg;
+	int gelu;
+} tg_epi;
+
+// tg_dgelu is GELU's derivative at x, as troupe_gelu_bwd computes it
+// (cgo preambles cannot share a static function; the same operations in the
+// same order, so the fused and the separate pass give the same bits).
+static inline __attribute__((always_inline, target("avx512f"))) __m512 tg_dgelu(__m512 v) {
+	const __m512 one = _mm512_set1_ps(1.0f);
+	__m512 v2 = _mm512_mul_ps(v, v);
+	__m512 u = _mm512_mul_ps(_mm512_set1_ps(0.7978845608028654f), _mm512_fmadd_ps(_mm512_mul_ps(_mm512_set1_ps(0.044715f), v2), v, v));
+	__m512 e = _ZGVeN16v_expf(_mm512_mul_ps(_mm512_set1_ps(-2.0f), _mm512_abs_ps(u)));
+	__m512 inv = _mm512_div_ps(one, _mm512_add_ps(one, e));
+	__mmask16 neg = _mm512_cmp_ps_mask(u, _mm512_setzero_ps(), _CMP_LT_OQ);
+	__m512 sech2 = _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(4.0f), e), _mm512_mul_ps(inv, inv));
+	__m512 sg = _mm512_mask_mul_ps(inv, neg, inv, e);
+	__m512 du = _mm512_mul_ps(_mm512_set1_ps(0.7978845608028654f), _mm512_fmadd_ps(_mm512_set1_ps(3 * 0.044715f), v2, one));
+	return _mm512_fmadd_ps(_mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(0.5f), v), sech2), du, sg);
+}
+
 // tg_store is the kernels' epilogue: rows [0,rows) of the C tile at c get
-// alpha * (c0|c1) + bias (first k-block only) + vb * C (C not read on the
-// first k-block when beta is 0), then GELU with gelu, stored under the column
-// masks m0, m1. Inlined, so the accumulators stay in registers.
+// alpha * (c0|c1) + bias and residual (first k-block only, see tg_epi) + vb *
+// C (C not read on the first k-block when beta is 0), then what e asks for
+// on the last block, stored under the column masks m0, m1. Inlined, so the
+// accumulators stay in registers.
 static inline __attribute__((always_inline, target("avx512f"))) void tg_store(const __m512 *c0, const __m512 *c1,
-		float *c, long ldc, int rows, __mmask16 m0, __mmask16 m1, int first, float alpha, float beta,
-		const float *bias, int gelu) {
+		float *c, long ldc, int rows, __mmask16 m0, __mmask16 m1, int first, int last, float alpha, float beta,
+		const tg_epi *e) {
 	__m512 vb = _mm512_set1_ps(first ? beta : 1.0f), va = _mm512_set1_ps(alpha);
 	int load = !first || beta != 0.0f;
 	__m512 bias0 = _mm512_setzero_ps(), bias1 = _mm512_setzero_ps();
-	if (first && bias) {
+	const float *bias = first && e ? e->bias : 0, *res = first && e ? e->res : 0;
+	const float *dgx = last && e ? e->dgx : 0;
+	int gelu = last && e && e->gelu;
+	float *gout = gelu ? e->gout : 0;
+	if (bias) {
 		bias0 = _mm512_maskz_loadu_ps(m0, bias);
 		bias1 = _mm512_maskz_loadu_ps(m1, bias + 16);
 	}
@@ -214,12 +248,27 @@ static inline __attribute__((always_inline, target("avx512f"))) void tg_store(co
 	for (int r = 0; r < TG_MR; r++) {
 		if (r >= rows) break;
 		float *p = c + (long)r * ldc;
-		__m512 v0 = _mm512_fmadd_ps(va, c0[r], bias0), v1 = _mm512_fmadd_ps(va, c1[r], bias1);
+		__m512 t0 = bias0, t1 = bias1;
+		if (res) {
+			t0 = _mm512_add_ps(_mm512_maskz_loadu_ps(m0, res + (long)r * e->ldr), bias0);
+			t1 = _mm512_add_ps(_mm512_maskz_loadu_ps(m1, res + (long)r * e->ldr + 16), bias1);
+		}
+		__m512 v0 = _mm512_fmadd_ps(va, c0[r], t0), v1 = _mm512_fmadd_ps(va, c1[r], t1);
 		if (load) {
 			v0 = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(m0, p), v0);
 			v1 = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(m1, p + 16), v1);
 		}
+		if (dgx) {
+			const float *x = dgx + (long)r * e->ldx;
+			v0 = _mm512_mul_ps(tg_dgelu(_mm512_maskz_loadu_ps(m0, x)), v0);
+			v1 = _mm512_mul_ps(tg_dgelu(_mm512_maskz_loadu_ps(m1, x + 16)), v1);
+		}
 		if (gelu) {
+			if (gout) {
+				_mm512_mask_storeu_ps(p, m0, v0);
+				_mm512_mask_storeu_ps(p + 16, m1, v1);
+				p = gout + (long)r * e->ldg;
+			}
 			v0 = tg_gelu(v0);
 			v1 = tg_gelu(v1);
 		}
@@ -230,14 +279,14 @@ static inline __attribute__((always_inline, target("avx512f"))) void tg_store(co
 
 // tg_kernel is the MR x 32 micro-kernel: C tile (rows valid rows, columns
 // masked by m0/m1) = alpha * A B + beta * C + bias over kc on the first depth
-// block (beta == 0: C not read; bias may be NULL), C += alpha * A B on later
-// ones; on the last, GELU of the result with gelu. A's element (r, k) is
+// block (beta == 0: C not read), C += alpha * A B on later ones, with the
+// epilogue e (may be NULL) as tg_store applies it. A's element (r, k) is
 // a[r*rs + k*ks]; with clamp, rows past `rows` repeat the last valid row
 // (never stored) instead of reading padding. Inlined into its two callers with
 // constant rs/ks/clamp, so each gets its own addressing.
 static inline __attribute__((always_inline, target("avx512f"))) void tg_kernel(int kc, const float *a, long rs,
 		long ks, int clamp, const float *bp, float *c, long ldc, int rows, __mmask16 m0, __mmask16 m1, int first,
-		float alpha, float beta, const float *bias, int gelu) {
+		int last, float alpha, float beta, const tg_epi *e) {
 	__m512 c0[TG_MR], c1[TG_MR];
 	const float *ar[TG_MR];
 #pragma GCC unroll 16
@@ -255,6 +304,23 @@ static inline __attribute__((always_inline, target("avx512f"))) void tg_kernel(i
 			_mm_prefetch((const char *)(c + (long)r * ldc + 31), _MM_HINT_T0);
 		}
 	}
+	// So do the epilogue's other rows (residual, GELU input, GELU output).
+	if (e) {
+		const float *x = first && e->res ? e->res : 0, *g = last && e->gelu ? e->gout : 0;
+		const float *dx = last ? e->dgx : 0;
+		long ldx = e->ldr;
+		if (!x) x = dx, ldx = e->ldx;
+		for (int r = 0; r < rows; r++) {
+			if (x) {
+				_mm_prefetch((const char *)(x + (long)r * ldx), _MM_HINT_T0);
+				_mm_prefetch((const char *)(x + (long)r * ldx + 31), _MM_HINT_T0);
+			}
+			if (g) {
+				_mm_prefetch((const char *)(g + (long)r * e->ldg), _MM_HINT_T0);
+				_mm_prefetch((const char *)(g + (long)r * e->ldg + 31), _MM_HINT_T0);
+			}
+		}
+	}
 	for (int k = 0; k < kc; k++) {
 #if TG_PF > 0
 		_mm_prefetch((const char *)(bp + TG_PF), _MM_HINT_T0);
@@ -270,31 +336,31 @@ static inline __attribute__((always_inline, target("avx512f"))) void tg_kernel(i
 		}
 		bp += TG_NR;
 	}
-	tg_store(c0, c1, c, ldc, rows, m0, m1, first, alpha, beta, bias, gelu);
+	tg_store(c0, c1, c, ldc, rows, m0, m1, first, last, alpha, beta, e);
 }
 
 // troupe_kernel: A from a packed panel ap (TG_MR values per depth step, rows
 // past `rows` zero; alpha already applied by the packing).
 static __attribute__((target("avx512f"))) void troupe_kernel(int kc, const float *ap, const float *bp,
-		float *c, long ldc, int rows, __mmask16 m0, __mmask16 m1, int first, float beta,
-		const float *bias, int gelu) {
-	tg_kernel(kc, ap, 1, TG_MR, 0, bp, c, ldc, rows, m0, m1, first, 1.0f, beta, bias, gelu);
+		float *c, long ldc, int rows, __mmask16 m0, __mmask16 m1, int first, int last, float beta,
+		const tg_epi *e) {
+	tg_kernel(kc, ap, 1, TG_MR, 0, bp, c, ldc, rows, m0, m1, first, last, 1.0f, beta, e);
 }
 
 // troupe_kernel_d: A read straight from its rows (A stored (M,K), not
 // transposed; a at row 0 of the tile, depth pc) instead of a packed panel.
 static __attribute__((target("avx512f"))) void troupe_kernel_d(int kc, const float *a, long lda, const float *bp,
-		float *c, long ldc, int rows, __mmask16 m0, __mmask16 m1, int first, float alpha, float beta,
-		const float *bias, int gelu) {
-	tg_kernel(kc, a, lda, 1, 1, bp, c, ldc, rows, m0, m1, first, alpha, beta, bias, gelu);
+		float *c, long ldc, int rows, __mmask16 m0, __mmask16 m1, int first, int last, float alpha, float beta,
+		const tg_epi *e) {
+	tg_kernel(kc, a, lda, 1, 1, bp, c, ldc, rows, m0, m1, first, last, alpha, beta, e);
 }
 
-// troupe_sgemm: C (M,N) = alpha * op(A) @ op(B) + beta * C (+ bias (N) when not
-// NULL; then GELU of all that with gelu), single-threaded; ws holds
-// troupe_sgemm_ws(M,N,K) floats, 64-byte aligned.
+// troupe_sgemm: C (M,N) = alpha * op(A) @ op(B) + beta * C, then the epilogue
+// e (NULL: none; see tg_epi, its pointers at element (0,0) of C),
+// single-threaded; ws holds troupe_sgemm_ws(M,N,K) floats, 64-byte aligned.
 static __attribute__((target("avx512f"))) void troupe_sgemm(int transA, int transB, int M, int N, int K,
 		float alpha, const float *A, long lda, const float *B, long ldb, float beta, float *C, long ldc,
-		float *ws, const float *bias, int gelu) {
+		float *ws, const tg_epi *e) {
 	int kc0 = troupe_sgemm_kc(K);
 	int ncb = troupe_sgemm_nc(N, kc0);
 	long mp = (long)(M + TG_MR - 1) / TG_MR * TG_MR;
@@ -313,18 +379,37 @@ static __attribute__((target("avx512f"))) void troupe_sgemm(int transA, int tran
 				const float *a = ap + (long)i0 * kc;
 				for (int j0 = 0; j0 < nc; j0 += TG_NR) {
 					int w = nc - j0;
+					long col = jc + j0;
+					tg_epi te, *tp = 0;
+					if (e) {
+						te = *e;
+						if (te.bias) te.bias += col;
+						if (te.res) te.res += i0 * te.ldr + col;
+						if (te.dgx) te.dgx += i0 * te.ldx + col;
+						if (te.gout) te.gout += i0 * te.ldg + col;
+						tp = &te;
+					}
 					if (direct) {
 						troupe_kernel_d(kc, A + (long)i0 * lda + pc, lda, bp + (long)j0 * kc,
-							C + (long)i0 * ldc + jc + j0, ldc, rows, TG_MASK(w), TG_MASK(w - 16), first,
-							alpha, beta, bias ? bias + jc + j0 : 0, gelu && last);
+							C + (long)i0 * ldc + col, ldc, rows, TG_MASK(w), TG_MASK(w - 16), first, last,
+							alpha, beta, tp);
 						continue;
 					}
-					troupe_kernel(kc, a, bp + (long)j0 * kc, C + (long)i0 * ldc + jc + j0, ldc, rows,
-						TG_MASK(w), TG_MASK(w - 16), first, beta, bias ? bias + jc + j0 : 0, gelu && last);
+					troupe_kernel(kc, a, bp + (long)j0 * kc, C + (long)i0 * ldc + col, ldc, rows,
+						TG_MASK(w), TG_MASK(w - 16), first, last, beta, tp);
 				}
 			}
 		}
 	}
+}
+
+// troupe_sgemm_epi is troupe_sgemm with the epilogue's fields as arguments (Go
+// may not pass C a pointer to Go memory holding Go pointers); has_epi 0: none.
+static void troupe_sgemm_epi(int transA, int transB, int M, int N, int K, float alpha, const float *A, long lda,
+		const float *B, long ldb, float beta, float *C, long ldc, float *ws, int has_epi, const float *bias,
+		const float *res, long ldr, const float *dgx, long ldx, float *gout, long ldg, int gelu) {
+	tg_epi e = {bias, res, dgx, gout, ldr, ldx, ldg, gelu};
+	troupe_sgemm(transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, ws, has_epi ? &e : 0);
 }
 */
 import "C"
@@ -351,7 +436,7 @@ var gemmPackedWS sync.Pool
 // lacks AVX-512 or a dimension is 0.
 func gemmPacked(transA, transB bool, m, n, k int, alpha float32, a []float32, lda int,
 	b []float32, ldb int, beta float32, cc []float32, ldc int) bool {
-	return gemmPackedEx(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, cc, ldc, nil, false)
+	return gemmPackedEpi(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, cc, ldc, nil)
 }
 
 // gemmPackedEx is gemmPacked with an epilogue fused into the store of each
@@ -359,28 +444,53 @@ func gemmPacked(transA, transB bool, m, n, k int, alpha float32, a []float32, ld
 // then C = gelu(C) with gelu, so neither makes a pass over C of its own.
 func gemmPackedEx(transA, transB bool, m, n, k int, alpha float32, a []float32, lda int,
 	b []float32, ldb int, beta float32, cc []float32, ldc int, bias []float32, gelu bool) bool {
+	var e *gemmEpilogue
+	if bias != nil || gelu {
+		e = &gemmEpilogue{bias: bias, gelu: gelu}
+	}
+	return gemmPackedEpi(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, cc, ldc, e)
+}
+
+// gemmPackedEpi is gemmPacked with the epilogue e (nil: none) fused into the
+// store of each register tile (see gemmEpilogue).
+func gemmPackedEpi(transA, transB bool, m, n, k int, alpha float32, a []float32, lda int,
+	b []float32, ldb int, beta float32, cc []float32, ldc int, e *gemmEpilogue) bool {
 	if !gemmPackedOK || m <= 0 || n <= 0 || k <= 0 {
 		return false
 	}
-	gemmPackedRun(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, cc, ldc, bias, gelu)
-	return true
-}
-
-// gemmPackedRun calls troupe_sgemm with a pooled workspace.
-func gemmPackedRun(transA, transB bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int,
-	beta float32, cc []float32, ldc int, bias []float32, gelu bool) {
-	ws := gemmPackedBuf(int(C.troupe_sgemm_ws(C.int(m), C.int(n), C.int(k))) + 16)
-	var pbias *C.float
-	if bias != nil {
-		_ = bias[n-1]
-		pbias = (*C.float)(unsafe.Pointer(&bias[0]))
+	var (
+		has                  C.int
+		bias, res, dgx, gout *C.float
+		ldr, ldx, ldg        C.long
+		gelu                 C.int
+	)
+	if e != nil {
+		has, gelu = 1, cbool(e.gelu)
+		if e.bias != nil {
+			_ = e.bias[n-1]
+			bias = (*C.float)(unsafe.Pointer(&e.bias[0]))
+		}
+		if e.res != nil {
+			_ = e.res[gemmStored(m, n, e.ldr)-1]
+			res, ldr = (*C.float)(unsafe.Pointer(&e.res[0])), C.long(e.ldr)
+		}
+		if e.dgx != nil {
+			_ = e.dgx[gemmStored(m, n, e.ldx)-1]
+			dgx, ldx = (*C.float)(unsafe.Pointer(&e.dgx[0])), C.long(e.ldx)
+		}
+		if e.gout != nil {
+			_ = e.gout[gemmStored(m, n, e.ldg)-1]
+			gout, ldg = (*C.float)(unsafe.Pointer(&e.gout[0])), C.long(e.ldg)
+		}
 	}
-	C.troupe_sgemm(cbool(transA), cbool(transB), C.int(m), C.int(n), C.int(k), C.float(alpha),
+	ws := gemmPackedBuf(int(C.troupe_sgemm_ws(C.int(m), C.int(n), C.int(k))) + 16)
+	C.troupe_sgemm_epi(cbool(transA), cbool(transB), C.int(m), C.int(n), C.int(k), C.float(alpha),
 		(*C.float)(unsafe.Pointer(&a[0])), C.long(lda),
 		(*C.float)(unsafe.Pointer(&b[0])), C.long(ldb), C.float(beta),
 		(*C.float)(unsafe.Pointer(&cc[0])), C.long(ldc),
-		(*C.float)(unsafe.Pointer(&ws[gemmAlign(ws)])), pbias, cbool(gelu))
+		(*C.float)(unsafe.Pointer(&ws[gemmAlign(ws)])), has, bias, res, ldr, dgx, ldx, gout, ldg, gelu)
 	gemmPackedWS.Put(&ws)
+	return true
 }
 
 // gemmPackedBuf takes a buffer of at least n floats from the pool, or makes one

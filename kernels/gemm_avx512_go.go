@@ -14,3 +14,12 @@ func gemmPackedEx(transA, transB bool, m, n, k int, alpha float32, a []float32, 
 	b []float32, ldb int, beta float32, cc []float32, ldc int, bias []float32, gelu bool) bool {
 	return false
 }
+
+// gemmPackedEpi has no pure-Go kernel: it does nothing and reports false.
+func gemmPackedEpi(transA, transB bool, m, n, k int, alpha float32, a []float32, lda int,
+	b []float32, ldb int, beta float32, cc []float32, ldc int, e *gemmEpilogue) bool {
+	return false
+}
+
+// gemmPackedWins: without the packed kernel, never.
+func gemmPackedWins(transA, transB bool, m, n, k int) bool { return false }

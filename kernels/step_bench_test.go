@@ -2,7 +2,9 @@ package kernels
 
 import (
 	"math"
+	"slices"
 	"testing"
+	"time"
 )
 
 // BenchmarkGPTSmallStep runs the op sequence of one training step of GPT config
@@ -14,9 +16,49 @@ import (
 // 1,600 tokens/s; it reports tokens/s and model GFLOP/s (6 * params * tokens,
 // plus attention).
 func BenchmarkGPTSmallStep(b *testing.B) {
+	step, N, flops := newSmallStep(NewCPU(0))
+	step(0) // warm up: first touches of the buffers
+	b.ResetTimer()
+	for i := range b.N {
+		step(i + 1)
+	}
+	sec := b.Elapsed().Seconds() / float64(b.N)
+	b.ReportMetric(float64(N)/sec, "tokens/s")
+	b.ReportMetric(flops/sec/1e9, "GFLOP/s")
+}
+
+// BenchmarkTrainEpilogues A/B-compares, in one process, the small step with
+// the training products' fused tile epilogues (bias, residual, GELU and its
+// derivative in the packed sgemm's store) and without (trainEpilogues off:
+// bias and residual pre-filled, GELU passes of its own), alternating step by
+// step; it reports each one's median and best step time.
+//
+//	go test -run '^$' -bench TrainEpilogues -benchtime 20x ./kernels/
+func BenchmarkTrainEpilogues(b *testing.B) {
+	defer func(v bool) { trainEpilogues = v }(trainEpilogues)
+	step, _, _ := newSmallStep(NewCPU(0))
+	step(0)
+	var ts [2][]time.Duration
+	for i := range b.N {
+		for v := range 2 {
+			trainEpilogues = v == 1
+			t0 := time.Now()
+			step(i + 1)
+			ts[v] = append(ts[v], time.Since(t0))
+		}
+	}
+	for v, name := range []string{"off", "on"} {
+		slices.Sort(ts[v])
+		b.ReportMetric(float64(ts[v][len(ts[v])/2].Microseconds())/1000, name+"_median_ms")
+		b.ReportMetric(float64(ts[v][0].Microseconds())/1000, name+"_best_ms")
+	}
+}
+
+// newSmallStep builds the op sequence of one training step of GPT config
+// "small" on d; see BenchmarkGPTSmallStep.
+func newSmallStep(d Device) (step func(it int), rows int, flops float64) {
 	const V, T, L, NH, C, B = 512, 256, 6, 6, 384, 8
 	const N = B * T
-	d := NewCPU(0)
 	rng := newRNG(40)
 	// Per-layer weights; the grads are separate buffers of the same sizes.
 	type layer struct{ ln1w, ln1b, qkvw, qkvb, projw, projb, ln2w, ln2b, fcw, fcb, fc2w, fc2b Tensor }
@@ -44,7 +86,7 @@ func BenchmarkGPTSmallStep(b *testing.B) {
 			d.Alloc(N * C), d.Alloc(N * C), d.Alloc(N * C), d.Alloc(N), d.Alloc(N), d.Alloc(N * 4 * C), d.Alloc(N * 4 * C)}
 	}
 	x0, out, lnf, mf, rf, logits, losses := d.Alloc(N*C), d.Alloc(N*C), d.Alloc(N*C), d.Alloc(N), d.Alloc(N), d.Alloc(N*V), d.Alloc(N)
-	dres, dln, dqkv, datty, dfch, dlogits := d.Alloc(N*C), d.Alloc(N*C), d.Alloc(N*3*C), d.Alloc(N*C), d.Alloc(N*4*C), d.Alloc(N*V)
+	dres, dln, dqkv, datty, dfch, dfchg, dlogits := d.Alloc(N*C), d.Alloc(N*C), d.Alloc(N*3*C), d.Alloc(N*C), d.Alloc(N*4*C), d.Alloc(N*4*C), d.Alloc(N*V)
 	tokens, targets, pos := randTokens(rng, N, V), randTokens(rng, N, V), make([]int32, N)
 	for i := range pos {
 		pos[i] = int32(i % T)
@@ -52,7 +94,7 @@ func BenchmarkGPTSmallStep(b *testing.B) {
 	// One flat buffer for AdamW, as the model keeps it.
 	pAll, gAll, mAll, vAll := d.Alloc(nparams), d.Alloc(nparams), d.Alloc(nparams), d.Alloc(nparams)
 
-	step := func(it int) {
+	step = func(it int) {
 		d.EncoderForward(x0, tokens, pos, wte, wpe, N, C)
 		x := x0
 		for l := 0; l < L; l++ {
@@ -63,8 +105,7 @@ func BenchmarkGPTSmallStep(b *testing.B) {
 			d.AttentionForward(a.atty, a.att, a.qkv, B, T, C, NH)
 			MatmulForwardResidual(d, a.res2, a.atty, w.projw, w.projb, a.res, N, C, C)
 			d.LayerNormForward(a.ln2, a.m2, a.r2, a.res2, w.ln2w, w.ln2b, N, C, 1e-5)
-			MatmulForward(d, a.fch, a.ln2, w.fcw, w.fcb, N, C, 4*C)
-			d.GeluForward(a.fchg, a.fch, N*4*C)
+			MatmulGeluForward(d, a.fch, a.fchg, a.ln2, w.fcw, w.fcb, N, C, 4*C)
 			MatmulForwardResidual(d, out, a.fchg, w.fc2w, w.fc2b, a.res2, N, 4*C, C)
 			x = out
 		}
@@ -77,8 +118,7 @@ func BenchmarkGPTSmallStep(b *testing.B) {
 		d.LayerNormBackward(dres, dlnfw, dlnfb, dln, x, lnfw, mf, rf, N, C)
 		for l := L - 1; l >= 0; l-- {
 			w, g, a := ws[l], gs[l], as[l]
-			MatmulBackwardOverwrite(d, dfch, g.fc2w, g.fc2b, dres, a.fchg, w.fc2w, N, 4*C, C)
-			GeluBackwardOverwrite(d, dfch, a.fch, dfch, N*4*C) // in place on the CPU
+			MatmulGeluBackwardOverwrite(d, dfch, dfchg, g.fc2w, g.fc2b, dres, a.fchg, w.fc2w, a.fch, N, 4*C, C)
 			MatmulBackwardOverwrite(d, dln, g.fcw, g.fcb, dfch, a.ln2, w.fcw, N, C, 4*C)
 			d.LayerNormBackward(dres, g.ln2w, g.ln2b, dln, a.res2, w.ln2w, a.m2, a.r2, N, C)
 			MatmulBackwardOverwrite(d, datty, g.projw, g.projb, dres, a.atty, w.projw, N, C, C)
@@ -91,15 +131,8 @@ func BenchmarkGPTSmallStep(b *testing.B) {
 		norm := math.Sqrt(d.SumSquares(gAll))
 		AdamWScaled(d, pAll, gAll, mAll, vAll, float32(min(1, 1/(norm+1e-6))), it+1, 1e-3, 0.9, 0.95, 1e-8, 0.1)
 	}
-	step(0) // warm up: first touches of the buffers
-	b.ResetTimer()
-	for i := range b.N {
-		step(i + 1)
-	}
-	sec := b.Elapsed().Seconds() / float64(b.N)
-	flops := 6*float64(nparams)*N + float64(L)*6*float64(B*T*T*C) // + attention (causal half of 12*B*T*T*C)
-	b.ReportMetric(N/sec, "tokens/s")
-	b.ReportMetric(flops/sec/1e9, "GFLOP/s")
+	flops = 6*float64(nparams)*N + float64(L)*6*float64(B*T*T*C) // + attention (causal half of 12*B*T*T*C)
+	return step, N, flops
 }
 
 // BenchmarkGPTSmallDecode runs the op sequence of one KV-cache decode step of

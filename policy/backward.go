@@ -76,8 +76,7 @@ func (m *Model) backwardFromHidden(dlnf kernels.Tensor) {
 			resIn = a.layers[l-1].res3
 		}
 		// MLP: res3 = res2 + c_proj(gelu(c_fc(ln_2(res2))))
-		kernels.MatmulBackwardOverwrite(d, a.dfchGelu, m.Grad(lp.FcProjW), m.Grad(lp.FcProjB), a.dres, la.fchGelu, m.Param(lp.FcProjW), N, 4*C, C)
-		kernels.GeluBackwardOverwrite(d, a.dfch, la.fch, a.dfchGelu, N*4*C)
+		kernels.MatmulGeluBackwardOverwrite(d, a.dfch, a.dfchGelu, m.Grad(lp.FcProjW), m.Grad(lp.FcProjB), a.dres, la.fchGelu, m.Param(lp.FcProjW), la.fch, N, 4*C, C)
 		kernels.MatmulBackwardOverwrite(d, a.dln, m.Grad(lp.FcW), m.Grad(lp.FcB), a.dfch, la.ln2, m.Param(lp.FcW), N, C, 4*C)
 		d.LayerNormBackward(a.dres, m.Grad(lp.Ln2W), m.Grad(lp.Ln2B), a.dln, la.res2, m.Param(lp.Ln2W), la.ln2Mean, la.ln2Rstd, N, C)
 		// Attention: res2 = resIn + c_proj(attn(c_attn(ln_1(resIn))))

@@ -67,7 +67,7 @@ type trainActs struct {
 	dlogits               kernels.Tensor // (N,V)
 	dres, dln             kernels.Tensor // (N,C) residual-stream gradient; C-wide scratch
 	dqkv                  kernels.Tensor // (N,3C)
-	dfch, dfchGelu        kernels.Tensor // (N,4C)
+	dfch, dfchGelu        kernels.Tensor // (N,4C); dfchGelu only where MatmulGeluBackwardOverwrite needs scratch
 }
 
 // carveHead lays out the LM head's tensors, which only Forward needs (a reward
@@ -79,7 +79,8 @@ func (a *trainActs) carveHead(c *carver, N, V int) {
 }
 
 // carve lays the views out for (B,T); with c.buf empty it only sizes them.
-func (a *trainActs) carve(c *carver, cfg Config, B, T int) {
+// geluTmp: the device needs dfchGelu as MatmulGeluBackwardOverwrite's scratch.
+func (a *trainActs) carve(c *carver, cfg Config, B, T int, geluTmp bool) {
 	N, C, NH := B*T, cfg.Channels, cfg.NumHeads
 	a.encoded = c.take(N * C)
 	a.layers = a.layers[:0]
@@ -98,7 +99,11 @@ func (a *trainActs) carve(c *carver, cfg Config, B, T int) {
 	a.lnf, a.lnfMean, a.lnfRstd = c.take(N*C), c.take(N), c.take(N)
 	a.dres, a.dln = c.take(N*C), c.take(N*C)
 	a.dqkv = c.take(N * 3 * C)
-	a.dfch, a.dfchGelu = c.take(N*4*C), c.take(N*4*C)
+	a.dfch = c.take(N * 4 * C)
+	a.dfchGelu = kernels.Tensor{}
+	if geluTmp {
+		a.dfchGelu = c.take(N * 4 * C)
+	}
 }
 
 // trainActsFor returns the model's training activations laid out for (B,T),
@@ -109,9 +114,10 @@ func (m *Model) trainActsFor(B, T int) *trainActs {
 	}
 	a := m.train
 	var dry carver
-	a.carve(&dry, m.Config, B, T)
+	geluTmp := kernels.MatmulGeluBackwardNeedsTmp(m.Dev)
+	a.carve(&dry, m.Config, B, T, geluTmp)
 	a.buf = grow(m.Dev, a.buf, dry.off)
-	a.carve(&carver{buf: a.buf}, m.Config, B, T)
+	a.carve(&carver{buf: a.buf}, m.Config, B, T, geluTmp)
 	a.B, a.T = B, T
 	N := B * T
 	if cap(a.tokens) < N {
@@ -159,8 +165,7 @@ func (m *Model) ForwardHidden(tokens []int32, B, T int) kernels.Tensor {
 		d.AttentionForward(la.atty, la.att, la.qkv, B, T, C, NH)
 		kernels.MatmulForwardResidual(d, la.res2, la.atty, m.Param(lp.AttnProjW), m.Param(lp.AttnProjB), res, N, C, C)
 		d.LayerNormForward(la.ln2, la.ln2Mean, la.ln2Rstd, la.res2, m.Param(lp.Ln2W), m.Param(lp.Ln2B), N, C, cfg.LayerNormEps)
-		kernels.MatmulForward(d, la.fch, la.ln2, m.Param(lp.FcW), m.Param(lp.FcB), N, C, 4*C)
-		d.GeluForward(la.fchGelu, la.fch, N*4*C)
+		kernels.MatmulGeluForward(d, la.fch, la.fchGelu, la.ln2, m.Param(lp.FcW), m.Param(lp.FcB), N, C, 4*C)
 		kernels.MatmulForwardResidual(d, la.res3, la.fchGelu, m.Param(lp.FcProjW), m.Param(lp.FcProjB), la.res2, N, 4*C, C)
 		res = la.res3
 	}
