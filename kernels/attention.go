@@ -24,7 +24,7 @@ func (c *CPU) AttentionForward(out, att, qkv Tensor, B, T, C, NH int) {
 	hs, C3 := C/NH, 3*C
 	scale := float32(1 / math.Sqrt(float64(hs)))
 	c.parallelFor(B*NH, 2*T*T*hs, func(lo, hi int) {
-		kt := getScratch(hs * (T + 15) / 16 * 16)
+		kt := getScratch(attentionScratch(T, hs, false))
 		defer putScratch(kt)
 		for bh := lo; bh < hi; bh++ {
 			b, h := bh/NH, bh%NH
@@ -96,7 +96,7 @@ func (c *CPU) AttentionBackward(dqkv, dout, qkv, att Tensor, B, T, C, NH int) {
 		sp := getScratch(T * T) // datt, then dpre in place: this goroutine's scratch
 		defer putScratch(sp)
 		dp := *sp
-		vt := getScratch(hs * (T + 15) / 16 * 16)
+		vt := getScratch(attentionScratch(T, hs, true))
 		defer putScratch(vt)
 		for bh := lo; bh < hi; bh++ {
 			b, h := bh/NH, bh%NH

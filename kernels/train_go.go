@@ -24,6 +24,9 @@ func crossEntropyVector(logp, dx, x []float32, targets []int32, g []float32, row
 	return false
 }
 
+// attentionScratch: the Go path needs none.
+func attentionScratch(T, hs int, bwd bool) int { return 0 }
+
 func attentionForwardVector(q, k, v []float32, ld int, out []float32, ldo int, att []float32, T, hs int, scale float32, kt []float32) bool {
 	return false
 }
