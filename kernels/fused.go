@@ -125,7 +125,8 @@ func GeluBackwardOverwrite(d Device, dinp, inp, dout Tensor, n int) {
 // CrossEntropyForwardBackward is CrossEntropyForward and CrossEntropyBackward
 // in one go: it writes the per-token losses (N), OVERWRITES dlogits (N,V) with
 // the gradient of the masked mean loss times dloss (no zeroing needed), and
-// returns the mean loss. dlogits must not alias logits.
+// returns the mean loss. dlogits must not alias logits unless
+// CrossEntropyInPlace(d).
 func CrossEntropyForwardBackward(d Device, losses, dlogits, logits Tensor, targets []int32, mask []float32, dloss float32, N, V int) float32 {
 	f, ok := d.(crossEntropyFuser)
 	if !ok {
@@ -302,6 +303,26 @@ func (c *CPU) matmulGeluBackward(dpre, dweight, dbias, dout, inp, weight, pre Te
 	}
 	MatmulBackward(c, Tensor{}, dweight, dbias, dout, inp, weight, N, C, OC)
 }
+
+// crossEntropyInPlacer marks a device whose crossEntropyFused may overwrite
+// the logits with dlogits.
+type crossEntropyInPlacer interface {
+	crossEntropyInPlace() bool
+}
+
+// CrossEntropyInPlace reports whether CrossEntropyForwardBackward on d may be
+// given the logits as dlogits (the gradient then replaces them, and the (N,V)
+// buffer a separate dlogits needs is saved: 206 MB at GPT-2's vocabulary and
+// 1024 rows).
+func CrossEntropyInPlace(d Device) bool {
+	f, ok := d.(crossEntropyInPlacer)
+	return ok && f.crossEntropyInPlace()
+}
+
+// crossEntropyInPlace implements crossEntropyInPlacer: each row is read (its
+// max, its target's logit) before its gradient is written, element by element
+// after the value it replaces.
+func (c *CPU) crossEntropyInPlace() bool { return true }
 
 // crossEntropyFused implements crossEntropyFuser: logp (N) gets the NEGATED
 // log-probabilities of the targets (the losses) and dlogits (N,V) is overwritten

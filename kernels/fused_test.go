@@ -209,9 +209,24 @@ func TestCrossEntropyForwardBackward(t *testing.T) {
 				}
 				closeTo(t, what+" losses", losses.F, lp, 1e-4, 1e-5)
 				closeTo(t, what+" dlogits", dl.F, wantD, 1e-6, 1e-5)
+
+				// In place where the device allows it: the same loss and bits.
+				if !CrossEntropyInPlace(d) {
+					continue
+				}
+				inplace, losses2 := clone(logits), d.Alloc(N)
+				loss2 := CrossEntropyForwardBackward(d, losses2, Host(inplace), Host(inplace), tg, mask, dloss, N, V)
+				if loss2 != loss {
+					t.Fatalf("%s in place: loss %v, want %v", what, loss2, loss)
+				}
+				sameBits(t, what+" in place losses", losses2.F, losses.F)
+				sameBits(t, what+" in place dlogits", inplace, dl.F)
 			}
 		}
 	})
+	if !CrossEntropyInPlace(NewCPU(1)) || CrossEntropyInPlace(unfusedDevice{NewCPU(1)}) {
+		t.Fatal("CrossEntropyInPlace: want true on the CPU, false without its fused op")
+	}
 }
 
 // randMask is a mask of N weights in [0,1] with some zeros.

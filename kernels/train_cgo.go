@@ -146,6 +146,8 @@ static __attribute__((target("avx512f"))) void troupe_xent(float *logp, float *d
 		__m512 vmax = _mm512_set1_ps(fmx);
 		int store = mode == 1 && gi != 0.0f;
 		double sum = 0;
+		int t = targets[i];
+		float xt = xr[t]; // before dx (which may be x itself) is written
 		for (long j0 = 0; j0 < V; j0 += 1024) {
 			long j1 = j0 + 1024 < V ? j0 + 1024 : V;
 			__m512 s = _mm512_setzero_ps();
@@ -158,8 +160,7 @@ static __attribute__((target("avx512f"))) void troupe_xent(float *logp, float *d
 			}
 			sum += (double)_mm512_reduce_add_ps(s);
 		}
-		int t = targets[i];
-		if (logp) logp[i] = (float)((double)(xr[t] - fmx) - log(sum));
+		if (logp) logp[i] = (float)((double)(xt - fmx) - log(sum));
 		if (mode == 0) continue;
 		if (mode == 1 && !store) {
 			for (long j = 0; j < V; j += 16) _mm512_mask_storeu_ps(dr + j, TROUPE_MASK(V - j), _mm512_setzero_ps());

@@ -55,7 +55,8 @@ type trainActs struct {
 	B, T   int            // shape of the last forward
 	logits bool           // the last forward computed logits (Forward, not ForwardHidden)
 	buf    kernels.Tensor // backing store for every view below but the head's
-	head   kernels.Tensor // backing store for logitsT, losses, dlogits
+	head   kernels.Tensor // backing store for logitsT, losses
+	dhead  kernels.Tensor // backing store for dlogits, allocated on first need (dlogitsFor)
 	tokens []int32        // (N) copy of the input ids, for the embedding backward
 	pos    []int32        // (N) 0..T-1 per row
 
@@ -75,7 +76,6 @@ type trainActs struct {
 func (a *trainActs) carveHead(c *carver, N, V int) {
 	a.logitsT = c.take(N * V)
 	a.losses = c.take(N)
-	a.dlogits = c.take(N * V)
 }
 
 // carve lays the views out for (B,T); with c.buf empty it only sizes them.
@@ -187,12 +187,22 @@ func (m *Model) Forward(tokens []int32, B, T int) kernels.Tensor {
 	return a.logitsT
 }
 
+// dlogitsFor returns a's (N,V) gradient buffer for the logits, a view of
+// dhead grown on first need: pretraining and SFT on a device whose
+// cross-entropy works in place never allocate it (the gradient replaces the
+// logits), only the RL head's log-prob and entropy backward does.
+func (m *Model) dlogitsFor(a *trainActs, N, V int) kernels.Tensor {
+	a.dhead = grow(m.Dev, a.dhead, N*V)
+	a.dlogits = a.dhead.Slice(0, N*V)
+	return a.dlogits
+}
+
 // ReleaseWorkspace frees the activation and KV-cache memory kept between calls
 // (on an accelerator it is most of the memory besides the parameters); the next
 // call allocates afresh. Params, Grads and optimizer state are untouched.
 func (m *Model) ReleaseWorkspace() {
 	if a := m.train; a != nil {
-		for _, t := range []kernels.Tensor{a.buf, a.head} {
+		for _, t := range []kernels.Tensor{a.buf, a.head, a.dhead} {
 			if !t.Empty() {
 				m.Dev.Free(t)
 			}

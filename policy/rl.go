@@ -56,7 +56,7 @@ func (m *Model) ForwardLogProbs(tokens, targets []int32, B, T int, temperature f
 	if wantEntropy {
 		// dlogits is backward's scratch, zeroed there before use: until then its
 		// first N values can hold the entropies.
-		e := a.dlogits.Slice(0, N)
+		e := m.dlogitsFor(a, N, V).Slice(0, N)
 		d.EntropyForward(e, logits, N, V)
 		ent = make([]float32, N)
 		d.Download(ent, e)
@@ -84,12 +84,13 @@ func (m *Model) BackwardLogProbs(dlogp, dent []float32) {
 		panic(fmt.Errorf("%w: BackwardLogProbs has %d dlogp and %d dent for %d rows", kernels.ErrShape, len(dlogp), len(dent), N))
 	}
 	d := m.Dev
-	d.Zero(a.dlogits)
-	d.LogProbBackward(a.dlogits, a.logitsT, st.targets, st.scaled(0, dlogp), N, V)
+	dlogits := m.dlogitsFor(a, N, V)
+	d.Zero(dlogits)
+	d.LogProbBackward(dlogits, a.logitsT, st.targets, st.scaled(0, dlogp), N, V)
 	if dent != nil {
-		d.EntropyBackward(a.dlogits, a.logitsT, st.scaled(1, dent), N, V)
+		d.EntropyBackward(dlogits, a.logitsT, st.scaled(1, dent), N, V)
 	}
-	m.BackwardLogits(a.dlogits)
+	m.BackwardLogits(dlogits)
 }
 
 // scaled returns c times st.scale (c itself when the scale is 1) in st.coef[k]:

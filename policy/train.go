@@ -15,9 +15,17 @@ func (m *Model) LossAndBackward(tokens, targets []int32, mask []float32, B, T in
 	a, d := m.train, m.Dev
 	N, V := B*T, m.Config.VocabSize
 	m.checkTargets(targets, mask, N)
-	// One pass per row: the losses and dlogits (overwritten, no zeroing).
-	loss := kernels.CrossEntropyForwardBackward(d, a.losses, a.dlogits, logits, targets, mask, 1, N, V)
-	m.BackwardLogits(a.dlogits)
+	// One pass per row: the losses and dlogits (overwritten, no zeroing), in
+	// place of the logits where the device can (they are not read again).
+	dlogits, inPlace := logits, kernels.CrossEntropyInPlace(d)
+	if !inPlace {
+		dlogits = m.dlogitsFor(a, N, V)
+	}
+	loss := kernels.CrossEntropyForwardBackward(d, a.losses, dlogits, logits, targets, mask, 1, N, V)
+	m.BackwardLogits(dlogits)
+	if inPlace {
+		a.logits = false // replaced by their gradient: nothing may read them now
+	}
 	return loss
 }
 
