@@ -396,6 +396,10 @@ import (
 // gemmPackedOK reports whether gemmPacked runs here (the CPU has AVX-512F).
 var gemmPackedOK = hasAVX512
 
+// gemmDirectN is the widest product the packed kernel runs with A read in
+// place (not packed).
+const gemmDirectN = int(C.TG_DIRECT_N)
+
 // gemmPackedMR is the micro-kernel's rows: row bands of a product split over
 // threads are best made of whole MR-row tiles.
 const gemmPackedMR = int(C.TG_MR)

@@ -6,6 +6,9 @@ package kernels
 // build has none and takes the pure-Go gemm path.
 const gemmPackedOK = false
 
+// gemmDirectN: see gemm_avx512_cgo.go.
+const gemmDirectN = 512
+
 // gemmPackedMR: see gemm_avx512_cgo.go.
 const gemmPackedMR = 12
 
