@@ -245,6 +245,11 @@ func runBench(args []string) error {
 		for _, w := range whats {
 			out.emit(benchSummary(name, shape, w, reps, ours[w], theirs[w]))
 		}
+		if *peak && *device == "cpu" {
+			if err := benchPeakRounds(out, *threads, peakRecheckRounds, "after "+name); err != nil {
+				return err
+			}
+		}
 	}
 	if scaleRollout {
 		if err := benchRolloutScaling(out, *rolloutIters); err != nil {

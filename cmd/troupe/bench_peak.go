@@ -21,21 +21,39 @@ func benchPeak(out *benchOut, threads int) error {
 		counts = append(counts, threads)
 	}
 	for _, n := range counts {
-		log.Info().Int("threads", n).Msg("bench: FP32 FMA peak")
-		p, err := kernels.MeasurePeakFMA(n, 10, 200*time.Millisecond)
-		if errors.Is(err, kernels.ErrNoPeakProbe) {
-			out.emit(benchResult{"bench": "peak_fma", "threads": n, "available": false, "reason": err.Error()})
-			return nil
-		}
-		if err != nil {
+		if err := benchPeakRounds(out, n, 10, "start"); err != nil {
 			return err
 		}
-		out.emit(benchResult{"bench": "peak_fma", "isa": p.ISA, "threads": n, "gflops": round1(p.GFLOPs), "gflops_median": round1(p.Median), "rounds": 10,
-			"gflops_per_thread": round1(p.GFLOPs / float64(n))})
 	}
 	benchGemmCeiling(out, threads)
 	return nil
 }
+
+// benchPeakRounds measures the FMA peak on n threads, rounds rounds of about
+// 0.2 s, and emits it as a peak_fma line tagged with when it ran. bench runs
+// it again after each config's measurements (peakRecheckRounds): on this
+// shared VM one round of the start's ten once read 171 GFLOP/s on 2 threads
+// against 173 on 1, the second vCPU taken by other work for the whole
+// second, which made the model's "fraction of peak" read 95%. The table takes
+// the best round of the run (bench_report.go).
+func benchPeakRounds(out *benchOut, n, rounds int, when string) error {
+	log.Info().Int("threads", n).Str("when", when).Msg("bench: FP32 FMA peak")
+	p, err := kernels.MeasurePeakFMA(n, rounds, 200*time.Millisecond)
+	if errors.Is(err, kernels.ErrNoPeakProbe) {
+		out.emit(benchResult{"bench": "peak_fma", "threads": n, "available": false, "reason": err.Error(), "when": when})
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	out.emit(benchResult{"bench": "peak_fma", "isa": p.ISA, "threads": n, "gflops": round1(p.GFLOPs), "gflops_median": round1(p.Median), "rounds": rounds,
+		"gflops_per_thread": round1(p.GFLOPs / float64(n)), "when": when})
+	return nil
+}
+
+// peakRecheckRounds is how many rounds the FMA peak gets again after each
+// config (about a second).
+const peakRecheckRounds = 5
 
 // benchGemmCeiling times the CPU device's Gemm alone at the largest product of
 // a "small" training step (2048 x 384 @ 384 x 1536, c_fc's forward) on threads

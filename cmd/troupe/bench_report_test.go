@@ -125,6 +125,29 @@ func TestRenderBenchTable(t *testing.T) {
 		t.Errorf("GPU table shows CPU figures or targets:\n%s", gpuTable)
 	}
 
+	// A peak measured again later in the run counts at its best, in one row,
+	// and the fractions are of that best.
+	rechecked, err := parseBenchLines([]byte(`{"bench":"machine","cpu":"Test CPU","cores":2,"threads":2}
+{"bench":"peak_fma","isa":"avx512","threads":2,"gflops":171,"rounds":10,"when":"start"}
+{"impl":"summary","config":"small","bench":"train","batch":8,"seq":256,"troupe_tokens_per_s":2000,"troupe_model_gflops_per_s":163}
+{"bench":"peak_fma","isa":"avx512","threads":2,"gflops":326,"rounds":5,"when":"after small"}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rt := renderBenchTable(rechecked)
+	for _, want := range []string{
+		"| FP32 FMA peak GFLOP/s, 2 threads, avx512, best of 15 rounds at 2 points of the run | 326 | – |  |  |",
+		"| train model GFLOP/s, small (% of the 2-thread peak) | 163 (50%) | – |  | ≥ 65% of peak |",
+	} {
+		if !strings.Contains(rt, want) {
+			t.Errorf("re-measured peak: table lacks %q:\n%s", want, rt)
+		}
+	}
+	if strings.Count(rt, "FP32 FMA peak") != 1 {
+		t.Errorf("re-measured peak drawn more than once:\n%s", rt)
+	}
+
 	if _, err := parseBenchLines([]byte("{\"a\":1}\nnot json\n")); err == nil || !strings.Contains(err.Error(), "line 2") {
 		t.Fatalf("bad line: got %v, want an error naming line 2", err)
 	}
