@@ -85,6 +85,18 @@ func softmaxCausalRow(row []float32, t int) {
 //
 // with every product restricted to the lower triangle by blocks, as in the forward.
 func (c *CPU) AttentionBackward(dqkv, dout, qkv, att Tensor, B, T, C, NH int) {
+	c.attentionBackward(dqkv, dout, qkv, att, B, T, C, NH, true)
+}
+
+// attentionBackwardSet implements attentionBackwardSetter: AttentionBackward
+// that overwrites dqkv. Every row block of dq, dk and dv is one product (the
+// whole sum over keys or queries), so each is stored instead of added.
+func (c *CPU) attentionBackwardSet(dqkv, dout, qkv, att Tensor, B, T, C, NH int) {
+	c.attentionBackward(dqkv, dout, qkv, att, B, T, C, NH, false)
+}
+
+// attentionBackward is AttentionBackward adding into dqkv (acc) or overwriting it.
+func (c *CPU) attentionBackward(dqkv, dout, qkv, att Tensor, B, T, C, NH int, acc bool) {
 	checkAttention(B, T, C, NH)
 	need(dqkv, B*T*3*C, "AttentionBackward dqkv")
 	need(dout, B*T*C, "AttentionBackward dout")
@@ -92,6 +104,10 @@ func (c *CPU) AttentionBackward(dqkv, dout, qkv, att Tensor, B, T, C, NH int) {
 	need(att, B*NH*T*T, "AttentionBackward att")
 	hs, C3 := C/NH, 3*C
 	scale := float32(1 / math.Sqrt(float64(hs)))
+	beta := float32(0)
+	if acc {
+		beta = 1
+	}
 	c.parallelFor(B*NH, 4*T*T*hs, func(lo, hi int) {
 		sp := getScratch(T * T) // datt, then dpre in place: this goroutine's scratch
 		defer putScratch(sp)
@@ -105,7 +121,7 @@ func (c *CPU) AttentionBackward(dqkv, dout, qkv, att Tensor, B, T, C, NH int) {
 			dq, dk, dv := dqkv.F[base:], dqkv.F[base+C:], dqkv.F[base+2*C:]
 			a := att.F[bh*T*T : (bh+1)*T*T]
 			do := dout.F[b*T*C+h*hs:]
-			if attentionBackwardVector(q, k, v, C3, dq, dk, dv, do, C, a, T, hs, scale, *vt, dp) {
+			if attentionBackwardVector(q, k, v, C3, dq, dk, dv, do, C, a, T, hs, scale, *vt, dp, acc) {
 				continue
 			}
 			for i0 := 0; i0 < T; i0 += attnBlock {
@@ -113,7 +129,7 @@ func (c *CPU) AttentionBackward(dqkv, dout, qkv, att Tensor, B, T, C, NH int) {
 				// dp[i0:i1, 0:i1] = do[i0:i1] @ v[0:i1]^T
 				gemmSerial(false, true, i1-i0, i1, hs, 1, do[i0*C:], C, v, C3, 0, dp[i0*T:], T)
 				// dv[i0:i1] += a[i0:T, i0:i1]^T @ do[i0:T] (rows t < i0 of a are 0 there)
-				gemmSerial(true, false, i1-i0, hs, T-i0, 1, a[i0*T+i0:], T, do[i0*C:], C, 1, dv[i0*C3:], C3)
+				gemmSerial(true, false, i1-i0, hs, T-i0, 1, a[i0*T+i0:], T, do[i0*C:], C, beta, dv[i0*C3:], C3)
 			}
 			for t := 0; t < T; t++ {
 				ar, dr := a[t*T:t*T+t+1], dp[t*T:(t+1)*T]
@@ -133,9 +149,9 @@ func (c *CPU) AttentionBackward(dqkv, dout, qkv, att Tensor, B, T, C, NH int) {
 			for i0 := 0; i0 < T; i0 += attnBlock {
 				i1 := min(T, i0+attnBlock)
 				// dq[i0:i1] += dp[i0:i1, 0:i1] @ k[0:i1]
-				gemmSerial(false, false, i1-i0, hs, i1, 1, dp[i0*T:], T, k, C3, 1, dq[i0*C3:], C3)
+				gemmSerial(false, false, i1-i0, hs, i1, 1, dp[i0*T:], T, k, C3, beta, dq[i0*C3:], C3)
 				// dk[i0:i1] += dp[i0:T, i0:i1]^T @ q[i0:T]
-				gemmSerial(true, false, i1-i0, hs, T-i0, 1, dp[i0*T+i0:], T, q[i0*C3:], C3, 1, dk[i0*C3:], C3)
+				gemmSerial(true, false, i1-i0, hs, T-i0, 1, dp[i0*T+i0:], T, q[i0*C3:], C3, beta, dk[i0*C3:], C3)
 			}
 		}
 	})

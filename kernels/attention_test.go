@@ -33,6 +33,30 @@ func TestAttention(t *testing.T) {
 	})
 }
 
+// TestAttentionBackwardOverwrite: garbage in dqkv is overwritten with exactly
+// what AttentionBackward adds onto zeros, on the CPU and through the composed
+// fallback (a CGO_ENABLED=0 run covers the pure-Go products).
+func TestAttentionBackwardOverwrite(t *testing.T) {
+	rng := newRNG(11)
+	fusedDevices(t, func(t *testing.T, d Device) {
+		for _, s := range attnShapes {
+			B, T, C, NH := s[0], s[1], s[2], s[3]
+			qkv, dout := randn(rng, B*T*3*C, 1), randn(rng, B*T*C, 1)
+			out, att := make([]float32, B*T*C), make([]float32, B*NH*T*T)
+			d.AttentionForward(Host(out), Host(att), Host(qkv), B, T, C, NH)
+			want := make([]float32, B*T*3*C)
+			d.AttentionBackward(Host(want), Host(dout), Host(qkv), Host(att), B, T, C, NH)
+			got := randn(rng, B*T*3*C, 1)
+			AttentionBackwardOverwrite(d, Host(got), Host(dout), Host(qkv), Host(att), B, T, C, NH)
+			for i := range want {
+				if got[i] != want[i] {
+					t.Fatalf("AttentionBackwardOverwrite %v: dqkv[%d] = %v, want %v", s, i, got[i], want[i])
+				}
+			}
+		}
+	})
+}
+
 // TestAttentionCachedPrefill: a prompt's rows through the cache (one call, and one
 // row per call) give exactly AttentionForward's rows.
 func TestAttentionCachedPrefill(t *testing.T) {

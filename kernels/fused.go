@@ -41,6 +41,11 @@ type geluMatmulBackwarder interface {
 	matmulGeluBackward(dpre, dweight, dbias, dout, inp, weight, pre Tensor, N, C, OC int)
 }
 
+// attentionBackwardSetter runs AttentionBackwardOverwrite without zeroing dqkv.
+type attentionBackwardSetter interface {
+	attentionBackwardSet(dqkv, dout, qkv, att Tensor, B, T, C, NH int)
+}
+
 // adamWScaler is AdamW after grads *= gscale, in the same pass.
 type adamWScaler interface {
 	adamWScaled(params, grads, m, v Tensor, gscale float32, step int, lr, beta1, beta2, eps, weightDecay float32)
@@ -56,6 +61,17 @@ func MatmulForwardResidual(d Device, out, inp, weight, bias, res Tensor, N, C, O
 	}
 	MatmulForward(d, out, inp, weight, bias, N, C, OC)
 	d.AddInto(out.Slice(0, N*OC), res.Slice(0, N*OC))
+}
+
+// AttentionBackwardOverwrite is AttentionBackward except that dqkv (B,T,3C) is
+// OVERWRITTEN with the gradient (no zeroing first).
+func AttentionBackwardOverwrite(d Device, dqkv, dout, qkv, att Tensor, B, T, C, NH int) {
+	if f, ok := d.(attentionBackwardSetter); ok {
+		f.attentionBackwardSet(dqkv, dout, qkv, att, B, T, C, NH)
+		return
+	}
+	d.Zero(dqkv.Slice(0, B*T*3*C))
+	d.AttentionBackward(dqkv, dout, qkv, att, B, T, C, NH)
 }
 
 // MatmulGeluForward is MatmulForward followed by GELU: pre (N,OC) = inp (N,C) @

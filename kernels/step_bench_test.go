@@ -122,8 +122,7 @@ func newSmallStep(d Device) (step func(it int), rows int, flops float64) {
 			MatmulBackwardOverwrite(d, dln, g.fcw, g.fcb, dfch, a.ln2, w.fcw, N, C, 4*C)
 			d.LayerNormBackward(dres, g.ln2w, g.ln2b, dln, a.res2, w.ln2w, a.m2, a.r2, N, C)
 			MatmulBackwardOverwrite(d, datty, g.projw, g.projb, dres, a.atty, w.projw, N, C, C)
-			d.Zero(dqkv)
-			d.AttentionBackward(dqkv, datty, a.qkv, a.att, B, T, C, NH)
+			AttentionBackwardOverwrite(d, dqkv, datty, a.qkv, a.att, B, T, C, NH)
 			MatmulBackwardOverwrite(d, dln, g.qkvw, g.qkvb, dqkv, a.ln1, w.qkvw, N, C, 3*C)
 			d.LayerNormBackward(dres, g.ln1w, g.ln1b, dln, a.res, w.ln1w, a.m1, a.r1, N, C)
 		}

@@ -327,14 +327,15 @@ static void troupe_attn_fwd(const float *q, const float *k, const float *v, long
 	}
 }
 
-// One (batch, head) of the attention backward, adding into dq, dk, dv (row
-// stride ld, like q, k, v) given dout (ldo) and the forward's att (T,T):
+// One (batch, head) of the attention backward, adding into dq, dk, dv (or,
+// without acc, overwriting them; each row block is one product) (row stride ld,
+// like q, k, v) given dout (ldo) and the forward's att (T,T):
 //   dp = dout v^T;  ds = att*(dp - rowsum(att*dp))*scale;  dq += ds k;
 //   dv += att^T dout;  dk += ds^T q.
 // ws is scratch of troupe_attn_ws(T, hs, 1) floats (v^T, k, dout and q in
 // panels), ds of T*T.
 static void troupe_attn_bwd(const float *q, const float *k, const float *v, long ld, float *dq, float *dk, float *dv,
-		const float *dout, long ldo, const float *att, long T, long hs, float scale, float *ws, float *ds) {
+		const float *dout, long ldo, const float *att, long T, long hs, float scale, float *ws, float *ds, int acc) {
 	long TP = T * ((hs + 31) & ~31L);
 	float *vtp = ws, *kp = ws + hs * ((T + 31) & ~31L), *dop = kp + TP, *qp = dop + TP;
 	troupe_panels_t(vtp, v, ld, T, hs);
@@ -351,13 +352,13 @@ static void troupe_attn_bwd(const float *q, const float *k, const float *v, long
 			troupe_dsoftmax(ds + i * T, att + i * T, i + 1, scale);
 			troupe_zero(ds + i * T + i + 1, T - i - 1);
 		}
-		troupe_mmp_r[R](hs, i1, ds + i0 * T, T, 1, kp, T * 32, dq + i0 * ld, ld, 1, 1);
+		troupe_mmp_r[R](hs, i1, ds + i0 * T, T, 1, kp, T * 32, dq + i0 * ld, ld, 1, acc);
 	}
 	// Key rows j0..j0+R: only query rows i >= j0 have weights on them.
 	for (long j0 = 0; j0 < T; j0 += 8) {
 		long R = T - j0 < 8 ? T - j0 : 8;
-		troupe_mmp_r[R](hs, T - j0, att + j0 * T + j0, 1, T, dop + j0 * 32, T * 32, dv + j0 * ld, ld, 1, 1);
-		troupe_mmp_r[R](hs, T - j0, ds + j0 * T + j0, 1, T, qp + j0 * 32, T * 32, dk + j0 * ld, ld, 1, 1);
+		troupe_mmp_r[R](hs, T - j0, att + j0 * T + j0, 1, T, dop + j0 * 32, T * 32, dv + j0 * ld, ld, 1, acc);
+		troupe_mmp_r[R](hs, T - j0, ds + j0 * T + j0, 1, T, qp + j0 * 32, T * 32, dk + j0 * ld, ld, 1, acc);
 	}
 }
 
@@ -490,16 +491,16 @@ func attentionForwardVector(q, k, v []float32, ld int, out []float32, ldo int, a
 }
 
 // attentionBackwardVector runs one (batch, head) of AttentionBackward with the
-// AVX-512 kernels; ws is scratch of attentionScratch(T, hs, true) floats, ds
-// of T*T.
-func attentionBackwardVector(q, k, v []float32, ld int, dq, dk, dv, dout []float32, ldo int, att []float32, T, hs int, scale float32, ws, ds []float32) bool {
+// AVX-512 kernels, adding into dq, dk, dv with acc, else overwriting them; ws
+// is scratch of attentionScratch(T, hs, true) floats, ds of T*T.
+func attentionBackwardVector(q, k, v []float32, ld int, dq, dk, dv, dout []float32, ldo int, att []float32, T, hs int, scale float32, ws, ds []float32, acc bool) bool {
 	if !hasAVX512 || T == 0 || hs == 0 {
 		return hasAVX512
 	}
 	_ = ws[attentionScratch(T, hs, true)-1]
 	_ = ds[T*T-1]
 	C.troupe_attn_bwd(fptr(q), fptr(k), fptr(v), C.long(ld), fptr(dq), fptr(dk), fptr(dv), fptr(dout), C.long(ldo),
-		fptr(att), C.long(T), C.long(hs), C.float(scale), fptr(ws), fptr(ds))
+		fptr(att), C.long(T), C.long(hs), C.float(scale), fptr(ws), fptr(ds), cbool(acc))
 	return true
 }
 

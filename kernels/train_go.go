@@ -31,7 +31,7 @@ func attentionForwardVector(q, k, v []float32, ld int, out []float32, ldo int, a
 	return false
 }
 
-func attentionBackwardVector(q, k, v []float32, ld int, dq, dk, dv, dout []float32, ldo int, att []float32, T, hs int, scale float32, vt, ds []float32) bool {
+func attentionBackwardVector(q, k, v []float32, ld int, dq, dk, dv, dout []float32, ldo int, att []float32, T, hs int, scale float32, vt, ds []float32, acc bool) bool {
 	return false
 }
 

@@ -82,8 +82,7 @@ func (m *Model) backwardFromHidden(dlnf kernels.Tensor) {
 		// Attention: res2 = resIn + c_proj(attn(c_attn(ln_1(resIn))))
 		// a.dln as d(atty), overwritten
 		kernels.MatmulBackwardOverwrite(d, a.dln, m.Grad(lp.AttnProjW), m.Grad(lp.AttnProjB), a.dres, la.atty, m.Param(lp.AttnProjW), N, C, C)
-		d.Zero(a.dqkv)
-		d.AttentionBackward(a.dqkv, a.dln, la.qkv, la.att, B, T, C, NH)
+		kernels.AttentionBackwardOverwrite(d, a.dqkv, a.dln, la.qkv, la.att, B, T, C, NH)
 		// a.dln as d(ln1), overwritten
 		kernels.MatmulBackwardOverwrite(d, a.dln, m.Grad(lp.AttnW), m.Grad(lp.AttnB), a.dqkv, la.ln1, m.Param(lp.AttnW), N, C, 3*C)
 		d.LayerNormBackward(a.dres, m.Grad(lp.Ln1W), m.Grad(lp.Ln1B), a.dln, resIn, m.Param(lp.Ln1W), la.ln1Mean, la.ln1Rstd, N, C)
