@@ -111,11 +111,28 @@ func (c *CPU) Copy(dst, src Tensor) {
 	if dst.N != src.N {
 		panic(fmt.Errorf("%w: Copy N=%d into N=%d", ErrShape, src.N, dst.N))
 	}
-	copy(dst.F[:dst.N], src.F[:src.N])
+	d, sv := dst.F[:dst.N], src.F[:src.N]
+	if len(d) < memPassSplit {
+		copy(d, sv)
+		return
+	}
+	c.parallelFor(len(d), 1, func(lo, hi int) { copy(d[lo:hi], sv[lo:hi]) })
 }
 
+// memPassSplit is the length from which the plain memory passes (Zero, Copy)
+// split over the threads: clearing GPT-2's 496 MB of gradients took 57 ms on
+// one thread and 19.5 ms on two (same process).
+const memPassSplit = 1 << 20
+
 // Zero implements Device: t = 0.
-func (c *CPU) Zero(t Tensor) { clear(t.F[:t.N]) }
+func (c *CPU) Zero(t Tensor) {
+	f := t.F[:t.N]
+	if len(f) < memPassSplit {
+		clear(f)
+		return
+	}
+	c.parallelFor(len(f), 1, func(lo, hi int) { clear(f[lo:hi]) })
+}
 
 // Sync implements Device; CPU ops finish before they return.
 func (c *CPU) Sync() {}

@@ -11,7 +11,7 @@ import (
 func TestElementwise(t *testing.T) {
 	rng := newRNG(2)
 	forDevices(t, func(t *testing.T, d *CPU) {
-		for _, n := range []int{1, 7, 1000, 100003} {
+		for _, n := range []int{1, 7, 1000, 100003, 1<<20 + 37} { // the last splits Zero and Copy over threads
 			a, b := randn(rng, n, 1), randn(rng, n, 1)
 			out := d.Alloc(n)
 			d.Add(out, Host(a), Host(b))
