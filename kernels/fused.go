@@ -232,15 +232,26 @@ func (c *CPU) gemmEpiBands(transB bool, m, n, k int, a []float32, lda int, b []f
 	return true
 }
 
+// checkLinear panics with ErrShape unless out (N,OC), inp (N,C), weight (C,OC)
+// and bias (OC; may be empty) hold their values, naming what; it returns the
+// bias's values, nil when empty.
+func checkLinear(what string, out, inp, weight, bias Tensor, N, C, OC int) []float32 {
+	need(out, N*OC, what+" out")
+	need(inp, N*C, what+" inp")
+	need(weight, C*OC, what+" weight")
+	if bias.Empty() {
+		return nil
+	}
+	need(bias, OC, what+" bias")
+	return bias.F[:OC]
+}
+
 // matmulBiasForward implements biasMatmuler: the packed sgemm adds the bias in
 // its tile store; elsewhere out's rows are set to the bias and the product
 // added with beta = 1 (a product with beta = 0 clears C first anyway).
 func (c *CPU) matmulBiasForward(out, inp, weight, bias Tensor, N, C, OC int) {
-	need(out, N*OC, "MatmulForward out")
 	need(bias, OC, "MatmulForward bias")
-	need(inp, N*C, "MatmulForward inp")
-	need(weight, C*OC, "MatmulForward weight")
-	o, bb := out.F, bias.F[:OC]
+	o, bb := out.F, checkLinear("MatmulForward", out, inp, weight, bias, N, C, OC)
 	if c.gemmEpiBands(false, N, OC, C, inp.F, C, weight.F, OC, o, OC, gemmEpilogue{bias: bb}) {
 		return
 	}
@@ -256,15 +267,8 @@ func (c *CPU) matmulBiasForward(out, inp, weight, bias Tensor, N, C, OC int) {
 // res + bias in its tile store; elsewhere out's rows are set to res + bias,
 // then the product is added with beta = 1.
 func (c *CPU) matmulResidualForward(out, inp, weight, bias, res Tensor, N, C, OC int) {
-	need(out, N*OC, "MatmulForwardResidual out")
 	need(res, N*OC, "MatmulForwardResidual res")
-	need(inp, N*C, "MatmulForwardResidual inp")
-	need(weight, C*OC, "MatmulForwardResidual weight")
-	var bb []float32
-	if !bias.Empty() {
-		need(bias, OC, "MatmulForwardResidual bias")
-		bb = bias.F[:OC]
-	}
+	bb := checkLinear("MatmulForwardResidual", out, inp, weight, bias, N, C, OC)
 	o, r := out.F, res.F
 	if c.gemmEpiBands(false, N, OC, C, inp.F, C, weight.F, OC, o, OC, gemmEpilogue{bias: bb, res: r, ldr: OC}) {
 		return
@@ -289,14 +293,7 @@ func (c *CPU) matmulResidualForward(out, inp, weight, bias, res Tensor, N, C, OC
 // GeluForward as two ops.
 func (c *CPU) matmulGeluForward(pre, out, inp, weight, bias Tensor, N, C, OC int) {
 	need(pre, N*OC, "MatmulGeluForward pre")
-	need(out, N*OC, "MatmulGeluForward out")
-	need(inp, N*C, "MatmulGeluForward inp")
-	need(weight, C*OC, "MatmulGeluForward weight")
-	var bb []float32
-	if !bias.Empty() {
-		need(bias, OC, "MatmulGeluForward bias")
-		bb = bias.F[:OC]
-	}
+	bb := checkLinear("MatmulGeluForward", out, inp, weight, bias, N, C, OC)
 	if c.gemmEpiBands(false, N, OC, C, inp.F, C, weight.F, OC, pre.F, OC, gemmEpilogue{bias: bb, gout: out.F, ldg: OC, gelu: true}) {
 		return
 	}

@@ -67,14 +67,7 @@ var (
 // AddInto nor the product's own clearing of C makes a pass, and GELU runs on
 // each band as soon as its product is done, while it is in cache.
 func (c *CPU) inferLinear(out, inp, weight, bias Tensor, N, K, OC int, accumulate, gelu bool) {
-	need(out, N*OC, "InferLinear out")
-	need(inp, N*K, "InferLinear inp")
-	need(weight, K*OC, "InferLinear weight")
-	var b []float32
-	if !bias.Empty() {
-		need(bias, OC, "InferLinear bias")
-		b = bias.F[:OC]
-	}
+	b := checkLinear("InferLinear", out, inp, weight, bias, N, K, OC)
 	if N <= 0 || OC <= 0 {
 		return
 	}
