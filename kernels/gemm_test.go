@@ -28,7 +28,10 @@ func TestGemm(t *testing.T) {
 		{5, 37, 19, 3, 0.5, 1},       // small M, ragged column tile, beta
 		{16, 33, 17, 2, 1, 0.5},      // two groups of 8 rows
 		{12, 100, 31, 1, -1, 1},      // a group of 8 and one of 4
-		{70, 64, 9000, 2, 1, 0.5},    // vocabulary-deep: column bands (deepColumnBands)
+		{100, 96, 9000, 2, 1, 0.5},   // vocabulary-deep: column bands on 3 threads (deepColumnBands)
+	}
+	if gemmPackedOK && !deepColumnBands(false, false, 100, 96, 9000, 3) {
+		t.Fatal("the vocabulary-deep case does not take column bands on 3 threads")
 	}
 	rng := newRNG(1)
 	forDevices(t, func(t *testing.T, d *CPU) {
