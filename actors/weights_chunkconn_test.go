@@ -179,7 +179,6 @@ func TestChunkConnRefusals(t *testing.T) {
 	}
 }
 
-// publishAndWait publishes w and waits until every receiver holds it.
 // newPublisher is a weight publisher for model "policy" on nc.
 func newPublisher(t *testing.T, nc *nats.Conn, opts ...PublisherOption) *WeightPublisher {
 	t.Helper()
@@ -190,6 +189,7 @@ func newPublisher(t *testing.T, nc *nats.Conn, opts ...PublisherOption) *WeightP
 	return pub
 }
 
+// publishAndWait publishes w and waits until every receiver holds it.
 func publishAndWait(t *testing.T, pub *WeightPublisher, w []float32, recs ...*received) int64 {
 	t.Helper()
 	a, err := pub.Publish(context.Background(), 1, false, w)

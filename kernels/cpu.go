@@ -112,11 +112,7 @@ func (c *CPU) Copy(dst, src Tensor) {
 		panic(fmt.Errorf("%w: Copy N=%d into N=%d", ErrShape, src.N, dst.N))
 	}
 	d, sv := dst.F[:dst.N], src.F[:src.N]
-	if len(d) < memPassSplit {
-		copy(d, sv)
-		return
-	}
-	c.parallelFor(len(d), 1, func(lo, hi int) { copy(d[lo:hi], sv[lo:hi]) })
+	c.memPass(len(d), func(lo, hi int) { copy(d[lo:hi], sv[lo:hi]) })
 }
 
 // memPassSplit is the length from which the plain memory passes (Zero, Copy)
@@ -124,14 +120,20 @@ func (c *CPU) Copy(dst, src Tensor) {
 // one thread and 19.5 ms on two (same process).
 const memPassSplit = 1 << 20
 
+// memPass runs fn over [0,n): inline below memPassSplit values, else split
+// over the threads.
+func (c *CPU) memPass(n int, fn func(lo, hi int)) {
+	if n < memPassSplit {
+		fn(0, n)
+		return
+	}
+	c.parallelFor(n, 1, fn)
+}
+
 // Zero implements Device: t = 0.
 func (c *CPU) Zero(t Tensor) {
 	f := t.F[:t.N]
-	if len(f) < memPassSplit {
-		clear(f)
-		return
-	}
-	c.parallelFor(len(f), 1, func(lo, hi int) { clear(f[lo:hi]) })
+	c.memPass(len(f), func(lo, hi int) { clear(f[lo:hi]) })
 }
 
 // Sync implements Device; CPU ops finish before they return.

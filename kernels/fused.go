@@ -320,7 +320,7 @@ func (c *CPU) matmulGeluBackward(dpre, dweight, dbias, dout, inp, weight, pre Te
 // crossEntropyInPlacer marks a device whose crossEntropyFused may overwrite
 // the logits with dlogits.
 type crossEntropyInPlacer interface {
-	crossEntropyInPlace() bool
+	crossEntropyInPlace()
 }
 
 // CrossEntropyInPlace reports whether CrossEntropyForwardBackward on d may be
@@ -328,14 +328,14 @@ type crossEntropyInPlacer interface {
 // buffer a separate dlogits needs is saved: 206 MB at GPT-2's vocabulary and
 // 1024 rows).
 func CrossEntropyInPlace(d Device) bool {
-	f, ok := d.(crossEntropyInPlacer)
-	return ok && f.crossEntropyInPlace()
+	_, ok := d.(crossEntropyInPlacer)
+	return ok
 }
 
 // crossEntropyInPlace implements crossEntropyInPlacer: each row is read (its
 // max, its target's logit) before its gradient is written, element by element
 // after the value it replaces.
-func (c *CPU) crossEntropyInPlace() bool { return true }
+func (c *CPU) crossEntropyInPlace() {}
 
 // crossEntropyFused implements crossEntropyFuser: logp (N) gets the NEGATED
 // log-probabilities of the targets (the losses) and dlogits (N,V) is overwritten

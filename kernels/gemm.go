@@ -36,10 +36,7 @@ func (c *CPU) gemm(transA, transB bool, m, n, k int, alpha float32, a []float32,
 	b []float32, ldb int, beta float32, cc []float32, ldc int) {
 	work := 2 * m * n * k
 	parts := min(c.threads, max(1, work/gemmSplitWork))
-	byRows := m >= n
-	if byRows && deepColumnBands(transA, transB, m, n, k, parts) {
-		byRows = false
-	}
+	byRows := m >= n && !deepColumnBands(transA, transB, m, n, k, parts)
 	// Bands at least 16 wide keep the micro-kernels' register tiles full.
 	if byRows {
 		parts = min(parts, max(1, m/16))

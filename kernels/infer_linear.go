@@ -187,7 +187,6 @@ func (c *CPU) inferLinearPacked(o, x, w, b []float32, N, K, OC int, accumulate, 
 	})
 }
 
-// inferGelu applies GELU (tanh form, as GeluForward) to x in place.
 // geluCols applies inferGelu to columns [j0,j1) of rows [i0,i1) of o (row stride OC).
 func geluCols(o []float32, i0, i1, OC, j0, j1 int) {
 	for i := i0; i < i1; i++ {
@@ -195,6 +194,7 @@ func geluCols(o []float32, i0, i1, OC, j0, j1 int) {
 	}
 }
 
+// inferGelu applies GELU (tanh form, as GeluForward) to x in place.
 func inferGelu(x []float32) {
 	if len(x) > 0 && !geluVector(x, x, nil) {
 		geluScalar(x, x)

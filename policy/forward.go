@@ -65,7 +65,6 @@ type trainActs struct {
 	lnf, lnfMean, lnfRstd kernels.Tensor // (N,C), (N), (N): final LayerNorm
 	logitsT               kernels.Tensor // (N,V)
 	losses                kernels.Tensor // (N) per-token cross-entropy
-	dlogits               kernels.Tensor // (N,V)
 	dres, dln             kernels.Tensor // (N,C) residual-stream gradient; C-wide scratch
 	dqkv                  kernels.Tensor // (N,3C)
 	dfch, dfchGelu        kernels.Tensor // (N,4C); dfchGelu only where MatmulGeluBackwardOverwrite needs scratch
@@ -187,14 +186,13 @@ func (m *Model) Forward(tokens []int32, B, T int) kernels.Tensor {
 	return a.logitsT
 }
 
-// dlogitsFor returns a's (N,V) gradient buffer for the logits, a view of
-// dhead grown on first need: pretraining and SFT on a device whose
+// dlogitsFor returns an (N,V) gradient buffer for the logits, a view of
+// a.dhead grown on first need: pretraining and SFT on a device whose
 // cross-entropy works in place never allocate it (the gradient replaces the
 // logits), only the RL head's log-prob and entropy backward does.
 func (m *Model) dlogitsFor(a *trainActs, N, V int) kernels.Tensor {
 	a.dhead = grow(m.Dev, a.dhead, N*V)
-	a.dlogits = a.dhead.Slice(0, N*V)
-	return a.dlogits
+	return a.dhead.Slice(0, N*V)
 }
 
 // ReleaseWorkspace frees the activation and KV-cache memory kept between calls

@@ -54,9 +54,8 @@ func (m *Model) ForwardLogProbs(tokens, targets []int32, B, T int, temperature f
 	logp = make([]float32, N)
 	d.Download(logp, a.losses)
 	if wantEntropy {
-		// dlogits is backward's scratch, zeroed there before use: until then its
-		// first N values can hold the entropies.
-		e := m.dlogitsFor(a, N, V).Slice(0, N)
+		// The log-probs are on the host now: a.losses holds the entropies.
+		e := a.losses.Slice(0, N)
 		d.EntropyForward(e, logits, N, V)
 		ent = make([]float32, N)
 		d.Download(ent, e)
