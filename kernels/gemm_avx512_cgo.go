@@ -251,6 +251,16 @@ static inline __attribute__((always_inline, target("avx512f"))) void tg_store(co
 	}
 }
 
+// tg_prefetch_rows prefetches the 32 values at p of each of rows rows (row
+// stride ld); nothing for a NULL p.
+static inline __attribute__((always_inline)) void tg_prefetch_rows(const float *p, long ld, int rows) {
+	if (!p) return;
+	for (int r = 0; r < rows; r++) {
+		_mm_prefetch((const char *)(p + (long)r * ld), _MM_HINT_T0);
+		_mm_prefetch((const char *)(p + (long)r * ld + 31), _MM_HINT_T0);
+	}
+}
+
 // tg_kernel is the MR x 32 micro-kernel: C tile (rows valid rows, columns
 // masked by m0/m1) = alpha * A B + beta * C + bias over kc on the first depth
 // block (beta == 0: C not read), C += alpha * A B on later ones, with the
@@ -280,20 +290,9 @@ static inline __attribute__((always_inline, target("avx512f"))) void tg_kernel(i
 	}
 	// So do the epilogue's other rows (residual, GELU input, GELU output).
 	if (e) {
-		const float *x = first && e->res ? e->res : 0, *g = last && e->gelu ? e->gout : 0;
-		const float *dx = last ? e->dgx : 0;
-		long ldx = e->ldr;
-		if (!x) x = dx, ldx = e->ldx;
-		for (int r = 0; r < rows; r++) {
-			if (x) {
-				_mm_prefetch((const char *)(x + (long)r * ldx), _MM_HINT_T0);
-				_mm_prefetch((const char *)(x + (long)r * ldx + 31), _MM_HINT_T0);
-			}
-			if (g) {
-				_mm_prefetch((const char *)(g + (long)r * e->ldg), _MM_HINT_T0);
-				_mm_prefetch((const char *)(g + (long)r * e->ldg + 31), _MM_HINT_T0);
-			}
-		}
+		tg_prefetch_rows(first ? e->res : 0, e->ldr, rows);
+		tg_prefetch_rows(last ? e->dgx : 0, e->ldx, rows);
+		tg_prefetch_rows(last && e->gelu ? e->gout : 0, e->ldg, rows);
 	}
 	for (int k = 0; k < kc; k++) {
 #if TG_PF > 0
