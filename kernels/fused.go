@@ -46,6 +46,13 @@ type attentionBackwardSetter interface {
 	attentionBackwardSet(dqkv, dout, qkv, att Tensor, B, T, C, NH int)
 }
 
+// headLossFuser runs LMHeadLossAndBackward itself, the logits in its own
+// (padded) scratch: the caller needs no (N,V) buffer.
+type headLossFuser interface {
+	headLossBackward(losses, dx, dwte, x, wte Tensor, targets []int32, dlogp []float32, N, C, V int)
+	fusesHead() bool // the fused op is switched on
+}
+
 // adamWScaler is AdamW after grads *= gscale, in the same pass.
 type adamWScaler interface {
 	adamWScaled(params, grads, m, v Tensor, gscale float32, step int, lr, beta1, beta2, eps, weightDecay float32)
@@ -159,6 +166,65 @@ func CrossEntropyForwardBackward(d Device, losses, dlogits, logits Tensor, targe
 	host := make([]float32, N)
 	d.Download(host, losses)
 	return maskedMean(host, mask)
+}
+
+// LMHeadFused reports whether d runs LMHeadLossAndBackward without the caller's
+// logits and dlogits buffers (it may pass empty ones).
+func LMHeadFused(d Device) bool {
+	f, ok := d.(headLossFuser)
+	return ok && f.fusesHead()
+}
+
+// LMHeadLossAndBackward is the tied LM head of pretraining and SFT with its loss
+// and backward in one op: logits (N,V) = x (N,C) @ wte (V,C)^T, the per-row
+// cross-entropy against targets into losses (N) and the masked mean returned (as
+// CrossEntropyForwardBackward with dloss), dx (N,C) OVERWRITTEN with the
+// gradient of the loss and dwte (V,C) += its gradient. Devices without the fused
+// op form the logits in logits (N*V) and their gradient in dlogits (N*V; may be
+// logits itself on a CrossEntropyInPlace device); where LMHeadFused(d) both may
+// be empty. dx must not alias x.
+func LMHeadLossAndBackward(d Device, losses, dx, dwte, logits, dlogits, x, wte Tensor, targets []int32, mask []float32, dloss float32, N, C, V int) float32 {
+	f, ok := d.(headLossFuser)
+	if !ok || !f.fusesHead() {
+		MatmulTransForward(d, logits, x, wte, N, C, V)
+		loss := CrossEntropyForwardBackward(d, losses, dlogits, logits, targets, mask, dloss, N, V)
+		MatmulTransBackwardOverwrite(d, dx, dwte, dlogits, x, wte, N, C, V)
+		return loss
+	}
+	if mask != nil && len(mask) < N {
+		panic(fmt.Errorf("%w: LMHeadLossAndBackward has %d mask values for N=%d", ErrShape, len(mask), N))
+	}
+	dlogp, _ := meanLossGrad(mask, dloss, N) // all zero when every row is masked out
+	f.headLossBackward(losses, dx, dwte, x, wte, targets, dlogp, N, C, V)
+	host := make([]float32, N)
+	d.Download(host, losses)
+	return maskedMean(host, mask)
+}
+
+// AdamWRun is a run of neighbouring parameters that share a weight decay:
+// values [Off, Off+N) of the flat buffers AdamWRuns updates.
+type AdamWRun struct {
+	Off, N      int
+	WeightDecay float32
+}
+
+// adamWRunner runs AdamWRuns in one pass over the buffers; false when it does
+// not take these runs (the caller then updates them one by one).
+type adamWRunner interface {
+	adamWRuns(params, grads, m, v Tensor, runs []AdamWRun, gscale float32, step int, lr, beta1, beta2, eps float32) bool
+}
+
+// AdamWRuns is AdamWScaled over each run of the flat buffers params, grads, m
+// and v with the run's own weight decay: one pass over the whole model where
+// the device can (a GPU then launches one kernel, not one per run).
+func AdamWRuns(d Device, params, grads, m, v Tensor, runs []AdamWRun, gscale float32, step int, lr, beta1, beta2, eps float32) {
+	if f, ok := d.(adamWRunner); ok && f.adamWRuns(params, grads, m, v, runs, gscale, step, lr, beta1, beta2, eps) {
+		return
+	}
+	for _, r := range runs {
+		AdamWScaled(d, params.Slice(r.Off, r.N), grads.Slice(r.Off, r.N), m.Slice(r.Off, r.N), v.Slice(r.Off, r.N),
+			gscale, step, lr, beta1, beta2, eps, r.WeightDecay)
+	}
 }
 
 // AdamWScaled multiplies grads by gscale in place (gradient clipping) and then

@@ -285,3 +285,61 @@ func TestAdamWScaled(t *testing.T) {
 		closeTo(t, "AdamWScaled v", v, vW, 1e-7, 1e-5)
 	})
 }
+
+// TestAdamWRuns: AdamWRuns gives each run its own weight decay, as the
+// reference AdamW run by run.
+func TestAdamWRuns(t *testing.T) {
+	rng := newRNG(55)
+	fusedDevices(t, func(t *testing.T, d Device) {
+		runs := []AdamWRun{{0, 768, 0}, {768, 3001, 0.1}, {3769, 12, 0}, {3781, 500, 0.1}}
+		n := 4281
+		p, g := randn(rng, n, 1), randn(rng, n, 1)
+		m, v := make([]float32, n), make([]float32, n)
+		pW, gW, mW, vW := clone(p), clone(g), clone(m), clone(v)
+		AdamWRuns(d, Host(p), Host(g), Host(m), Host(v), runs, 0.5, 1, 1e-3, 0.9, 0.95, 1e-8)
+		for i := range gW {
+			gW[i] *= 0.5
+		}
+		for _, r := range runs {
+			s := func(x []float32) []float32 { return x[r.Off : r.Off+r.N] }
+			refAdamW(s(pW), s(gW), s(mW), s(vW), 1, 1e-3, 0.9, 0.95, 1e-8, r.WeightDecay)
+		}
+		closeTo(t, "AdamWRuns params", p, pW, 1e-6, 1e-5)
+		closeTo(t, "AdamWRuns grads", g, gW, 1e-7, 1e-6)
+		closeTo(t, "AdamWRuns m", m, mW, 1e-7, 1e-5)
+		closeTo(t, "AdamWRuns v", v, vW, 1e-7, 1e-5)
+	})
+}
+
+// TestLMHeadLossAndBackward: the LM head with its loss and backward in one call
+// equals the product, the fused cross-entropy and the head's backward run one
+// after another (the composition the CPU runs, checked op by op elsewhere).
+func TestLMHeadLossAndBackward(t *testing.T) {
+	rng := newRNG(56)
+	fusedDevices(t, func(t *testing.T, d Device) {
+		N, C, V := 37, 16, 101
+		x, wte := randn(rng, N*C, 1), randn(rng, V*C, 0.5)
+		targets := make([]int32, N)
+		for i := range targets {
+			targets[i] = int32(rng.IntN(V))
+		}
+		mask := make([]float32, N)
+		for i := range mask {
+			mask[i] = float32(i % 3)
+		}
+		dwte0 := randn(rng, V*C, 0.1)
+		losses, dx, dwte, logits, dlogits := make([]float32, N), randn(rng, N*C, 1), clone(dwte0), make([]float32, N*V), make([]float32, N*V)
+		loss := LMHeadLossAndBackward(d, Host(losses), Host(dx), Host(dwte), Host(logits), Host(dlogits), Host(x), Host(wte), targets, mask, 0.5, N, C, V)
+
+		wl, wdx, wdwte, wlogits, wdlogits := make([]float32, N), make([]float32, N*C), clone(dwte0), make([]float32, N*V), make([]float32, N*V)
+		MatmulTransForward(d, Host(wlogits), Host(x), Host(wte), N, C, V)
+		want := CrossEntropyForwardBackward(d, Host(wl), Host(wdlogits), Host(wlogits), targets, mask, 0.5, N, V)
+		MatmulTransBackward(d, Host(wdx), Host(wdwte), Host(wdlogits), Host(x), Host(wte), N, C, V)
+		if loss != want {
+			t.Fatalf("loss %v, want %v", loss, want)
+		}
+		closeTo(t, "losses", losses, wl, 0, 0)
+		closeTo(t, "dx", dx, wdx, 0, 0)
+		closeTo(t, "dwte", dwte, wdwte, 0, 0)
+	})
+}

@@ -177,13 +177,19 @@ func (m *Model) ForwardHidden(tokens []int32, B, T int) kernels.Tensor {
 func (m *Model) Forward(tokens []int32, B, T int) kernels.Tensor {
 	h := m.ForwardHidden(tokens, B, T)
 	a := m.train
-	var dry carver
-	a.carveHead(&dry, B*T, m.Config.VocabSize)
-	a.head = grow(m.Dev, a.head, dry.off)
-	a.carveHead(&carver{buf: a.head}, B*T, m.Config.VocabSize)
+	m.carveHead(a, B*T, m.Config.VocabSize)
 	kernels.MatmulTransForward(m.Dev, a.logitsT, h, m.Param(m.Layout.Wte), B*T, m.Config.Channels, m.Config.VocabSize)
 	a.logits = true
 	return a.logitsT
+}
+
+// carveHead lays out a.head for N rows of V logits and N losses (V may be 0:
+// the losses alone), growing it as needed.
+func (m *Model) carveHead(a *trainActs, N, V int) {
+	var dry carver
+	a.carveHead(&dry, N, V)
+	a.head = grow(m.Dev, a.head, dry.off)
+	a.carveHead(&carver{buf: a.head}, N, V)
 }
 
 // dlogitsFor returns an (N,V) gradient buffer for the logits, a view of

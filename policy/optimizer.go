@@ -28,6 +28,8 @@ type AdamW struct {
 	Config AdamWConfig
 	M, V   kernels.Tensor // (Layout.Total) first and second moments
 	Step   int            // updates done so far; the next one is Step+1
+
+	runs []kernels.AdamWRun // UpdateWithNorm's runs of tensors, reused
 }
 
 // NewAdamW allocates zeroed moments for m's parameters on m's device.
@@ -73,22 +75,22 @@ func (o *AdamW) UpdateWithNorm(m *Model, lr float32, norm float64) (gradNorm flo
 	gradNorm = float32(norm)
 	o.Step++
 	c := o.Config
-	// One kernel call per run of neighbouring tensors with the same decay flag.
+	// The runs of neighbouring tensors with the same decay flag, in one call.
 	specs := m.Layout.Specs
+	o.runs = o.runs[:0]
 	for i := 0; i < len(specs); {
 		j, decay := i, specs[i].Decay
 		for j < len(specs) && specs[j].Decay == decay {
 			j++
 		}
 		off := specs[i].Offset
-		n := specs[j-1].Offset + specs[j-1].Size - off
-		wd := float32(0)
+		run := kernels.AdamWRun{Off: off, N: specs[j-1].Offset + specs[j-1].Size - off}
 		if decay {
-			wd = c.WeightDecay
+			run.WeightDecay = c.WeightDecay
 		}
-		kernels.AdamWScaled(m.Dev, m.Params.Slice(off, n), m.Grads.Slice(off, n), o.M.Slice(off, n), o.V.Slice(off, n),
-			gscale, o.Step, lr, c.Beta1, c.Beta2, c.Eps, wd)
+		o.runs = append(o.runs, run)
 		i = j
 	}
+	kernels.AdamWRuns(m.Dev, m.Params, m.Grads, o.M, o.V, o.runs, gscale, o.Step, lr, c.Beta1, c.Beta2, c.Eps)
 	return gradNorm
 }

@@ -11,9 +11,23 @@ import (
 // nil = all ones), and the backward pass, ADDING into m.Grads so that callers can
 // accumulate micro-batches (call ZeroGrad first). Returns the loss.
 func (m *Model) LossAndBackward(tokens, targets []int32, mask []float32, B, T int) float32 {
+	d := m.Dev
+	N, C, V := B*T, m.Config.Channels, m.Config.VocabSize
+	if kernels.LMHeadFused(d) {
+		// The device runs the LM head, the loss and the head's backward in one
+		// op on scratch of its own: no (N,V) logits here.
+		h := m.ForwardHidden(tokens, B, T)
+		m.checkTargets(targets, mask, N)
+		a := m.train
+		m.carveHead(a, N, 0)
+		m.ensureGrads()
+		loss := kernels.LMHeadLossAndBackward(d, a.losses, a.dln, m.Grad(m.Layout.Wte), kernels.Tensor{}, kernels.Tensor{},
+			h, m.Param(m.Layout.Wte), targets, mask, 1, N, C, V)
+		m.backwardFromHidden(a.dln)
+		return loss
+	}
 	logits := m.Forward(tokens, B, T)
-	a, d := m.train, m.Dev
-	N, V := B*T, m.Config.VocabSize
+	a := m.train
 	m.checkTargets(targets, mask, N)
 	// One pass per row: the losses and dlogits (overwritten, no zeroing), in
 	// place of the logits where the device can (they are not read again).
