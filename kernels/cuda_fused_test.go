@@ -4,7 +4,10 @@ package kernels
 
 import (
 	"fmt"
+	"runtime"
 	"testing"
+
+	"gorgonia.org/cu"
 )
 
 // The cuda device's fused training ops and its padded and in-place product
@@ -13,13 +16,44 @@ import (
 
 // CUDAOptions are the cuda device's switchable product paths (see the fields
 // of cudaDevice), for same-binary comparisons in the kernels_test profiles.
-type CUDAOptions struct{ PadVocab, AttnPtrs, TallGrad, LtBias, FusedAttn bool }
+type CUDAOptions struct {
+	PadVocab, AttnPtrs, TallGrad, LtBias, FusedAttn, FuseHead, Vec4, HeadDWT bool
+}
 
 // DefaultCUDAOptions is what NewCUDA starts with.
 func DefaultCUDAOptions() CUDAOptions {
 	d := cudaDevice{}
 	d.defaultOptions()
-	return CUDAOptions{d.padVocab, d.attnPtrs, d.tallGrad, d.ltBias, d.fusedAttn}
+	return CUDAOptions{d.padVocab, d.attnPtrs, d.tallGrad, d.ltBias, d.fusedAttn, d.fuseHead, d.vec4, d.headDWT}
+}
+
+// StartCUDAOpTimes times every op dev queues from now on, on the GPU.
+func StartCUDAOpTimes(dev Device) {
+	d := dev.(*cudaDevice)
+	defer d.enter()()
+	if d.opTimes == nil {
+		d.opTimes = &opTimer{}
+	}
+}
+
+// StopCUDAOpTimes waits for the timed ops and returns their GPU times by name.
+func StopCUDAOpTimes(dev Device) []OpTime {
+	d := dev.(*cudaDevice)
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	d.check(cu.SetCurrentContext(d.ctx), "making the context current")
+	o := d.opTimes
+	d.opTimes = nil
+	if o == nil {
+		return nil
+	}
+	t := o.times(d)
+	for i := range o.free {
+		cu.DestroyEvent(&o.free[i])
+	}
+	return t
 }
 
 // SetCUDAOptions switches dev's product paths.
@@ -27,6 +61,7 @@ func SetCUDAOptions(dev Device, o CUDAOptions) {
 	d := dev.(*cudaDevice)
 	defer d.enter()()
 	d.padVocab, d.attnPtrs, d.tallGrad, d.ltBias, d.fusedAttn = o.PadVocab, o.AttnPtrs, o.TallGrad, o.LtBias, o.FusedAttn && d.attnErr == nil
+	d.fuseHead, d.vec4, d.headDWT = o.FuseHead, o.Vec4, o.HeadDWT
 }
 
 // TestCUDAGemmPadded: C = A B^T with a long n that is not a multiple of 64
@@ -198,6 +233,123 @@ func TestCUDALMHeadBackward(t *testing.T) {
 			relClose(t, "dlogits "+what, gpu[1], cpu[1], cudaRtol)
 			relClose(t, "dinp "+what, gpu[3], cpu[3], cudaRtol)
 			relClose(t, "dweight "+what, gpu[4], cpu[4], cudaRtol)
+		}
+	}
+}
+
+// TestCUDALMHeadFused: LMHeadLossAndBackward on the cuda device (the head on
+// padded scratch, the cross-entropy in place) against the CPU's composition, at
+// a vocabulary that needs padding and one that does not, with masked rows.
+func TestCUDALMHeadFused(t *testing.T) {
+	d := testCUDA(t)
+	if !LMHeadFused(d) {
+		t.Fatal("the cuda device does not fuse the LM head by default")
+	}
+	rng := newRNG(141)
+	N, C := 300, 64
+	for _, V := range []int{4099, 4096} {
+		targets := make([]int32, N)
+		for i := range targets {
+			targets[i] = int32(rng.IntN(V))
+		}
+		mask := make([]float32, N)
+		for i := range mask {
+			mask[i] = float32(i % 3)
+		}
+		// losses, dx (garbage), dwte (accumulated into), x, wte (V,C), logits scratch (the CPU's)
+		in := [][]float32{make([]float32, N), randn(rng, N*C, 1), randn(rng, V*C, 0.1), randn(rng, N*C, 1),
+			randn(rng, V*C, 0.5), make([]float32, N*V)}
+		var loss [2]float32
+		cpu, gpu := twinRun(t, d, in, false, func(dev Device, ts []Tensor) {
+			l := LMHeadLossAndBackward(dev, ts[0], ts[1], ts[2], ts[5], ts[5], ts[3], ts[4], targets, mask, 0.5, N, C, V)
+			if _, ok := dev.(*CPU); ok {
+				loss[0] = l
+			} else {
+				loss[1] = l
+			}
+		})
+		what := fmt.Sprintf("V=%d", V)
+		relClose(t, "losses "+what, gpu[0], cpu[0], cudaRtol)
+		relClose(t, "dx "+what, gpu[1], cpu[1], cudaRtol)
+		relClose(t, "dwte "+what, gpu[2], cpu[2], cudaRtol)
+		relClose(t, "mean loss "+what, loss[1:], loss[:1], cudaRtol)
+	}
+}
+
+// TestCUDAVec4: the float4 GELU, AdamW and bias-gradient kernels against the
+// cuda device's scalar kernels (Vec4 off), on aligned sizes that take them
+// (and an odd width, which falls back). The float4 softmax and cross-entropy
+// are checked against the CPU in TestCUDAAttention and TestCUDALMHeadFused.
+func TestCUDAVec4(t *testing.T) {
+	d := testCUDA(t)
+	defer SetCUDAOptions(d, DefaultCUDAOptions())
+	rng := newRNG(143)
+	off := DefaultCUDAOptions()
+	off.Vec4 = false
+	n := 4 * 3001
+	x, dout, acc := randn(rng, n, 2), randn(rng, n, 1), randn(rng, n, 1)
+	v := randn(rng, n, 1)
+	for i := range v {
+		v[i] *= v[i]
+	}
+	p, g, m := randn(rng, n, 1), randn(rng, n, 1), randn(rng, n, 0.1)
+	run := func(o CUDAOptions) (res [][]float32) {
+		SetCUDAOptions(d, o)
+		tx, out := up(d, x, 0), d.Alloc(n)
+		d.GeluForward(out, tx, n)
+		res = append(res, down(d, out))
+		ta := up(d, acc, 0)
+		d.GeluBackward(ta, tx, up(d, dout, 0), n)
+		res = append(res, down(d, ta))
+		GeluBackwardOverwrite(d, ta, tx, up(d, dout, 0), n)
+		res = append(res, down(d, ta))
+		tp, tg, tm, tv := up(d, p, 0), up(d, g, 0), up(d, m, 0), up(d, v, 0)
+		AdamWScaled(d, tp, tg, tm, tv, 0.37, 3, 1e-3, 0.9, 0.95, 1e-8, 0.1)
+		res = append(res, down(d, tp), down(d, tg), down(d, tm), down(d, tv))
+		return res
+	}
+	want, got := run(off), run(DefaultCUDAOptions())
+	for i, name := range []string{"GeluForward", "GeluBackward", "GeluBackwardOverwrite", "AdamW params", "AdamW grads", "AdamW m", "AdamW v"} {
+		relClose(t, name, got[i], want[i], 1e-6)
+	}
+	for _, s := range [][2]int{{8192, 768}, {300, 3072}, {77, 96}, {40, 1602}} {
+		N, OC := s[0], s[1]
+		dout, db := randn(rng, N*OC, 1), randn(rng, OC, 1)
+		bias := func(o CUDAOptions) []float32 {
+			SetCUDAOptions(d, o)
+			tb := up(d, db, 0)
+			d.BiasBackward(tb, up(d, dout, 0), N, OC)
+			return down(d, tb)
+		}
+		relClose(t, fmt.Sprintf("BiasBackward N=%d OC=%d", N, OC), bias(DefaultCUDAOptions()), bias(off), 1e-5)
+	}
+}
+
+// TestCUDAAdamWRuns: AdamWRuns on the cuda device (one kernel over all runs
+// when they fall on float4 boundaries, run by run when not) against the CPU's
+// run-by-run AdamWScaled.
+func TestCUDAAdamWRuns(t *testing.T) {
+	d := testCUDA(t)
+	rng := newRNG(153)
+	for _, sizes := range [][]int{{768, 4096, 768, 768, 2304 * 8, 12}, {7, 64, 5}} {
+		var runs []AdamWRun
+		n := 0
+		for i, s := range sizes {
+			runs = append(runs, AdamWRun{Off: n, N: s, WeightDecay: float32(i%2) * 0.1})
+			n += s
+		}
+		v := randn(rng, n, 1)
+		for i := range v {
+			v[i] *= v[i]
+		}
+		in := [][]float32{randn(rng, n, 1), randn(rng, n, 1), randn(rng, n, 0.1), v}
+		for _, gscale := range []float32{1, 0.37} {
+			cpu, gpu := twinRun(t, d, in, true, func(dev Device, ts []Tensor) {
+				AdamWRuns(dev, ts[0], ts[1], ts[2], ts[3], runs, gscale, 3, 1e-3, 0.9, 0.95, 1e-8)
+			})
+			for i, name := range []string{"params", "grads", "m", "v"} {
+				relClose(t, fmt.Sprintf("AdamWRuns %v gscale=%v %s", sizes, gscale, name), gpu[i], cpu[i], 1e-5)
+			}
 		}
 	}
 }

@@ -128,7 +128,9 @@ func TestCUDAProfileGPT2(t *testing.T) {
 		tokens[i], targets[i] = int32(rng.IntN(cfg.VocabSize)), int32(rng.IntN(cfg.VocabSize))
 	}
 	tokens64, targets64 := append(append([]int32(nil), tokens...), tokens...), append(append([]int32(nil), targets...), targets...)
-	run := func(d kernels.Device, steps, B int) (time.Duration, float32) {
+	// run times steps training steps (the best after the first); hook, if set,
+	// is called before each step.
+	run := func(d kernels.Device, steps, B int, hook func(step int)) (time.Duration, float32) {
 		m, err := policy.New(cfg, d)
 		if err != nil {
 			t.Fatal(err)
@@ -138,6 +140,9 @@ func TestCUDAProfileGPT2(t *testing.T) {
 		var best time.Duration
 		var first float32
 		for s := 0; s < steps; s++ {
+			if hook != nil {
+				hook(s)
+			}
 			t0 := time.Now()
 			m.ZeroGrad()
 			loss := m.LossAndBackward(tokens64[:B*T], targets64[:B*T], nil, B, T)
@@ -180,12 +185,15 @@ func TestCUDAProfileGPT2(t *testing.T) {
 		{"without in-place attention", dev, with(func(o *kernels.CUDAOptions) { o.AttnPtrs = false }), B},
 		{"without transposed tall weight gradients", dev, with(func(o *kernels.CUDAOptions) { o.TallGrad = false }), B},
 		{"without cublasLt (bias, residual epilogues)", dev, with(func(o *kernels.CUDAOptions) { o.LtBias = false }), B},
+		{"without the fused LM head", dev, with(func(o *kernels.CUDAOptions) { o.FuseHead = false }), B},
+		{"without the float4 kernels (GELU, AdamW, bias grad, softmax, CE)", dev, with(func(o *kernels.CUDAOptions) { o.Vec4 = false }), B},
+		{"without the transposed LM-head dW", dev, with(func(o *kernels.CUDAOptions) { o.HeadDWT = false }), B},
 		{"default, B=64", dev, def, 2 * B},
 		{"with the fused attention kernels (WMMA)", dev, with(func(o *kernels.CUDAOptions) { o.FusedAttn = true }), B},
 		{"with the fused attention kernels, B=64", dev, with(func(o *kernels.CUDAOptions) { o.FusedAttn = true }), 2 * B},
 	} {
 		kernels.SetCUDAOptions(dev, v.o)
-		el, loss := run(v.dev, 4, v.B)
+		el, loss := run(v.dev, 4, v.B, nil)
 		fl := flops * float64(v.B) / float64(B)
 		t.Logf("  %-44s B=%d: %6.1f ms/step  %8.0f tokens/s  ~%5.1f TFLOP/s  first loss %.6f",
 			v.name, v.B, el.Seconds()*1e3, float64(v.B*T)/el.Seconds(), fl/el.Seconds()/1e12, loss)
@@ -196,9 +204,47 @@ func TestCUDAProfileGPT2(t *testing.T) {
 		}
 	}
 	kernels.SetCUDAOptions(dev, def)
-	plain, _ := run(dev, 4, B)
+	// The default without the tuned cublasLt products (a switch apart from the
+	// options): Gemm's products on cuBLAS's first choice, as before.
+	kernels.SetCUDALtTune(dev, false)
+	el, loss := run(dev, 4, B, nil)
+	t.Logf("  %-44s B=%d: %6.1f ms/step  %8.0f tokens/s  ~%5.1f TFLOP/s  first loss %.6f",
+		"without the tuned cublasLt products", B, el.Seconds()*1e3, float64(B*T)/el.Seconds(), flops/el.Seconds()/1e12, loss)
+	if math.Abs(float64(loss-ref)) > 1e-3*math.Abs(float64(ref)) {
+		t.Errorf("without the tuned cublasLt products: first loss %v, default %v", loss, ref)
+	}
+	kernels.SetCUDALtTune(dev, true)
+	// The default path op by op, timed on the GPU (events, no syncs): where the
+	// step's GPU time goes, and how long the GPU waits for the CPU.
+	for _, bb := range []int{B, 2 * B} {
+		var t0 time.Time
+		run(dev, 4, bb, func(s int) {
+			if s == 2 {
+				dev.Sync()
+				kernels.StartCUDAOpTimes(dev)
+				t0 = time.Now()
+			}
+		})
+		wall := time.Since(t0) // the last two steps (and the model's release)
+		times := kernels.StopCUDAOpTimes(dev)
+		var gpu float64
+		for _, o := range times {
+			gpu += o.Ms
+		}
+		var eb strings.Builder
+		fmt.Fprintf(&eb, "default path B=%d, GPU time by op (events; the last 2 of 4 steps): %.1f ms/step busy of %.1f ms/step wall\n",
+			bb, gpu/2, wall.Seconds()*1e3/2)
+		for _, o := range times {
+			if o.Ms/gpu < 0.002 {
+				continue
+			}
+			fmt.Fprintf(&eb, "  %-48s %8.3f ms/step %5d calls/step  %4.1f%%\n", o.Name, o.Ms/2, o.Calls/2, 100*o.Ms/gpu)
+		}
+		t.Log(eb.String())
+	}
+	plain, _ := run(dev, 4, B, nil)
 	p := &timedDevice{Device: dev, total: map[string]time.Duration{}, calls: map[string]int{}}
-	run(p, 2, B)
+	run(p, 2, B, nil)
 	var names []string
 	var sum time.Duration
 	for n, d := range p.total {

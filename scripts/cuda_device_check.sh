@@ -7,7 +7,7 @@
 #   3. `troupe run` with `device: cuda` (TestCUDARunPretrain, beside the CPU),
 #   4. troupe bench --device cuda --config gpt2 at B32 and B64 (JSON and tables
 #      under $OUT, default /tmp/cuda-check).
-# Exits non-zero when a test fails.
+# Exits non-zero when a test fails. `cuda_device_check.sh profile` runs step 2 only.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${OUT:-/tmp/cuda-check}
@@ -24,6 +24,10 @@ if [ ! -e "$tooldir/vet" ]; then
   chmod +x "$tooldir/vet"
 fi
 go test -vet=off -tags "$tags" -c -o "$out/kernels.test" ./kernels || exit 1
+if [ "${1:-}" = profile ]; then
+  TROUPE_CUDA_PROFILE=1 "$out/kernels.test" -test.run 'CUDAProfileGPT2$' -test.v 2>&1 | tee "$out/profile.log"
+  exit "${PIPESTATUS[0]}"
+fi
 (go build -tags "$tags" -o "$out/troupe" ./cmd/troupe > "$out/build.log" 2>&1; echo "build rc=$?" >> "$out/build.log") &
 rc=0
 show='^(\s*--- |PASS|FAIL|ok|panic)|rror|cuda_.*go:[0-9]+'
@@ -31,7 +35,8 @@ show='^(\s*--- |PASS|FAIL|ok|panic)|rror|cuda_.*go:[0-9]+'
 grep -E "$show" "$out/tests.log" | grep -v 'set TROUPE'
 "$out/kernels.test" -test.run 'CUDAAttention$' -test.v > "$out/attention.log" 2>&1 || rc=1
 grep -E "$show" "$out/attention.log"
-TROUPE_CUDA_PROFILE=1 "$out/kernels.test" -test.run 'CUDAProfileGPT2$' -test.v 2>&1 | tee "$out/profile.log" | head -40
+TROUPE_CUDA_PROFILE=1 "$out/kernels.test" -test.run 'CUDAProfileGPT2$' -test.v > "$out/profile.log" 2>&1
+grep -v '^=== ' "$out/profile.log" | head -80
 wait
 # `troupe run` with `device: cuda`: a tiny pretraining run on the GPU beside the same on the CPU
 go test -vet=off -tags "$tags" -count=1 -run 'CUDARun' -v ./cmd/troupe > "$out/run.log" 2>&1 || rc=1
