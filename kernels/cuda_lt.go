@@ -14,7 +14,11 @@ package kernels
 // and 768x768x8192 at 134 (0.072 ms: 36 output tiles for 132 multiprocessors,
 // where only a split over k fills the GPU). cublasLt's heuristic offers several
 // algorithms for a shape (tile shapes, splits over k); timing them once per
-// shape picks the one this GPU runs fastest.
+// shape picks the one this GPU runs fastest. Measured on the H200 (same binary,
+// tuning on and off): the B32 step 32.8 against 33.2 ms, while the weight
+// gradients themselves stayed at 220-245 TFLOP/s (the candidates offered for
+// those shapes run alike; splitting k by hand through strided batched products
+// was slower still).
 
 /*
 #cgo LDFLAGS: -lcublasLt
