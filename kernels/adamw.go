@@ -24,10 +24,7 @@ func (c *CPU) adamWScaled(params, grads, m, v Tensor, gscale float32, step int, 
 		panic(fmt.Errorf("%w: AdamW on params %d, grads %d, m %d, v %d values at step %d",
 			ErrShape, n, grads.N, m.N, v.N, step))
 	}
-	// The bias corrections in float64: beta2^step is 1 - 1e-3*step for small steps,
-	// where float32 would round most of the correction away.
-	bc1 := float32(1 - math.Pow(float64(beta1), float64(step)))
-	bc2 := float32(1 - math.Pow(float64(beta2), float64(step)))
+	bc1, bc2 := adamBiasCorrections(beta1, beta2, step)
 	p, g, mm, vv := params.F[:n], grads.F[:n], m.F[:n], v.F[:n]
 	c.parallelFor(n, 20, func(lo, hi int) {
 		if adamwVector(p[lo:hi], g[lo:hi], mm[lo:hi], vv[lo:hi], lr, beta1, beta2, eps, weightDecay, 1/bc1, 1/bc2, gscale) {
@@ -47,4 +44,11 @@ func (c *CPU) adamWScaled(params, grads, m, v Tensor, gscale float32, step int, 
 			p[i] -= lr * (mhat/(float32(math.Sqrt(float64(vhat)))+eps) + weightDecay*p[i])
 		}
 	})
+}
+
+// adamBiasCorrections are AdamW's 1 - beta1^step and 1 - beta2^step, formed in
+// float64: beta2^step is 1 - 1e-3*step for small steps, where float32 would
+// round most of the correction away. Every device's AdamW uses them.
+func adamBiasCorrections(beta1, beta2 float32, step int) (bc1, bc2 float32) {
+	return float32(1 - math.Pow(float64(beta1), float64(step))), float32(1 - math.Pow(float64(beta2), float64(step)))
 }

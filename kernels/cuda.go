@@ -1248,7 +1248,7 @@ func (d *cudaDevice) AttentionBackward(dqkv, dout, qkv, att Tensor, B, T, C, NH 
 	// dv (T,hs) = att^T (T,T) @ dy (T,hs)
 	d.gemmStrided(true, false, T, hs, T, 1, att.Ptr, T, tt, dy, hs, th, 0, dv, hs, th, B*NH)
 	scale := float32(1 / math.Sqrt(float64(hs)))
-	d.softmaxCausalBackward(Tensor{Ptr: datt, N: B * NH * T * T}, att, B*NH*T, T, scale)
+	d.launchRows("softmax_causal_backward_kernel", B*NH*T, cu.DevicePtr(datt), devPtr(att), B*NH*T, T, scale)
 	// dq (T,hs) = dpre (T,T) @ k (T,hs); dk (T,hs) = dpre^T @ q
 	d.gemmStrided(false, false, T, hs, T, 1, datt, T, tt, k, hs, th, 0, dq, hs, th, B*NH)
 	d.gemmStrided(true, false, T, hs, T, 1, datt, T, tt, q, hs, th, 0, dk, hs, th, B*NH)
@@ -1314,11 +1314,6 @@ func (d *cudaDevice) softmaxCausal(att Tensor, rows, T int) {
 	d.launchRows("softmax_causal_kernel", rows, devPtr(att), rows, T)
 }
 
-// softmaxCausalBackward turns datt (rows,T) into dpreatt in place, given att.
-func (d *cudaDevice) softmaxCausalBackward(datt, att Tensor, rows, T int, scale float32) {
-	d.launchRows("softmax_causal_backward_kernel", rows, devPtr(datt), devPtr(att), rows, T, scale)
-}
-
 // gemmBatched is Gemm over count products whose operands are listed in the
 // device address arrays a, b, c (row-major, the same operand swap as Gemm).
 func (d *cudaDevice) gemmBatched(transA, transB bool, m, n, k int, alpha float32, a uintptr, lda int,
@@ -1372,7 +1367,7 @@ func (d *cudaDevice) attentionBackwardInPlace(dqkv, dout, qkv, att Tensor, B, T,
 	d.gemmBatched(true, false, T, hs, T, 1, at, T, dy, C, 1, dv, C3, count) // dv += att^T dy
 	d.mark("attention backward: att^T dy")
 	scale := float32(1 / math.Sqrt(float64(hs)))
-	d.softmaxCausalBackward(datt, att, count*T, T, scale)
+	d.launchRows("softmax_causal_backward_kernel", count*T, devPtr(datt), devPtr(att), count*T, T, scale)
 	d.mark("attention backward: softmax")
 	// The second set of arrays overwrites the first: the products above are
 	// queued before the kernel that writes it, so they have read theirs.
@@ -1548,7 +1543,7 @@ func (d *cudaDevice) headLossBackward(losses, dx, dwte, x, wte Tensor, targets [
 	}
 	d.mark("LM head: padded wte")
 	d.gemm(false, true, N, Vp, C, 1, x.Ptr, C, wp, C, 0, L, Vp) // logits = x @ wp^T
-	d.mark(fmt.Sprintf("LM head: logits %dx%dx%d", N, Vp, C))
+	d.mark("LM head: logits")
 	p := d.uploadInts(targets[:N])
 	g := d.uploadVals(dlogp[:N])
 	ce := "cross_entropy_inplace_kernel"
@@ -1558,18 +1553,18 @@ func (d *cudaDevice) headLossBackward(losses, dx, dwte, x, wte Tensor, targets [
 	d.launch(ce, N, 1, rowThreads(V), 1, 0, devPtr(losses), cu.DevicePtr(L), p[0], g, N, V, Vp)
 	d.mark("LM head: cross-entropy in place")
 	d.gemm(false, false, N, C, Vp, 1, L, Vp, wp, C, 0, dx.Ptr, C) // dx = dlogits @ wp
-	d.mark(fmt.Sprintf("LM head: dx %dx%dx%d", N, C, Vp))
+	d.mark("LM head: dx")
 	if d.headDWT {
 		// dwp^T (C,Vp) = x^T @ dlogits over wp, its first V columns transposed
 		// into dwte: cuBLAS runs the wide product faster than the tall one
 		// (as for the tall weight gradients, see gemm).
 		d.gemm(true, false, C, Vp, N, 1, x.Ptr, C, L, Vp, 0, wp, Vp)
-		d.mark(fmt.Sprintf("LM head: dW^T %dx%dx%d", C, Vp, N))
+		d.mark("LM head: dW^T")
 		d.launch("transpose_axpby_kernel", (V+31)/32, (C+31)/32, 32, 8, 0, devPtr(dwte), C, cu.DevicePtr(wp), Vp, C, V, float32(1))
 		return
 	}
 	d.gemm(true, false, Vp, C, N, 1, L, Vp, x.Ptr, C, 0, wp, C) // dwp = dlogits^T @ x, over wp
-	d.mark(fmt.Sprintf("LM head: dW %dx%dx%d", Vp, C, N))
+	d.mark("LM head: dW")
 	d.launchRC("axpby2d_kernel", V, C, devPtr(dwte), C, cu.DevicePtr(wp), C, V, C, float32(1))
 }
 
@@ -1645,8 +1640,7 @@ func (d *cudaDevice) adamWRuns(params, grads, m, v Tensor, runs []AdamWRun, gsca
 	}
 	defer d.enter()()
 	p := d.uploadInts(table)
-	bc1 := float32(1 - math.Pow(float64(beta1), float64(step)))
-	bc2 := float32(1 - math.Pow(float64(beta2), float64(step)))
+	bc1, bc2 := adamBiasCorrections(beta1, beta2, step)
 	d.launch1("adamw_runs4_kernel", n/4, devPtr(params), devPtr(grads), devPtr(m), devPtr(v), n/4,
 		p[0], len(runs), lr, beta1, beta2, eps, 1/bc1, 1/bc2, gscale)
 	return true
@@ -1664,8 +1658,7 @@ func (d *cudaDevice) adamWScaled(params, grads, m, v Tensor, gscale float32, ste
 		dneed(t, n, "AdamW")
 	}
 	defer d.enter()()
-	bc1 := float32(1 - math.Pow(float64(beta1), float64(step)))
-	bc2 := float32(1 - math.Pow(float64(beta2), float64(step)))
+	bc1, bc2 := adamBiasCorrections(beta1, beta2, step)
 	name, cnt := "adamw_kernel", n
 	if d.vec4 && n%4 == 0 && aligned(16, params, grads, m, v) {
 		name, cnt = "adamw4_kernel", n/4

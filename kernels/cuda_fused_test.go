@@ -162,10 +162,7 @@ func TestCUDAFused(t *testing.T) {
 	})
 	t.Run("CrossEntropyForwardBackward", func(t *testing.T) {
 		N, V := 9, 1031
-		targets := make([]int32, N)
-		for i := range targets {
-			targets[i] = int32(rng.IntN(V))
-		}
+		targets := randTokens(rng, N, V)
 		mask := []float32{1, 0, 1, 0.5, 1, 1, 0, 1, 1}
 		in := [][]float32{make([]float32, N), randn(rng, N*V, 1), randn(rng, N*V, 3)} // losses, dlogits (garbage), logits
 		var losses [2]float32
@@ -208,14 +205,8 @@ func TestCUDALMHeadBackward(t *testing.T) {
 	defer SetCUDAOptions(d, DefaultCUDAOptions())
 	rng := newRNG(139)
 	N, C, V := 300, 64, 4099
-	targets := make([]int32, N)
-	for i := range targets {
-		targets[i] = int32(rng.IntN(V))
-	}
-	mask := make([]float32, N)
-	for i := range mask {
-		mask[i] = float32(i % 3) // some rows masked out
-	}
+	targets := randTokens(rng, N, V)
+	mask := modMask(N) // a third of the rows masked out
 	// losses, dlogits (garbage), logits, dinp (garbage), dweight, inp, weight (V,C)
 	in := [][]float32{make([]float32, N), randn(rng, N*V, 1), randn(rng, N*V, 2), randn(rng, N*C, 1),
 		randn(rng, V*C, 0.1), randn(rng, N*C, 1), randn(rng, V*C, 0.5)}
@@ -248,14 +239,8 @@ func TestCUDALMHeadFused(t *testing.T) {
 	rng := newRNG(141)
 	N, C := 300, 64
 	for _, V := range []int{4099, 4096} {
-		targets := make([]int32, N)
-		for i := range targets {
-			targets[i] = int32(rng.IntN(V))
-		}
-		mask := make([]float32, N)
-		for i := range mask {
-			mask[i] = float32(i % 3)
-		}
+		targets := randTokens(rng, N, V)
+		mask := modMask(N) // a third of the rows masked out
 		// losses, dx (garbage), dwte (accumulated into), x, wte (V,C), logits scratch (the CPU's)
 		in := [][]float32{make([]float32, N), randn(rng, N*C, 1), randn(rng, V*C, 0.1), randn(rng, N*C, 1),
 			randn(rng, V*C, 0.5), make([]float32, N*V)}

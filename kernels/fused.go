@@ -158,11 +158,20 @@ func CrossEntropyForwardBackward(d Device, losses, dlogits, logits Tensor, targe
 		CrossEntropyBackward(d, dlogits, logits, targets, mask, dloss, N, V)
 		return loss
 	}
+	return fusedMeanLoss(d, "CrossEntropyForwardBackward", losses, mask, dloss, N, func(dlogp []float32) {
+		f.crossEntropyFused(losses, dlogits, logits, targets, dlogp, N, V)
+	})
+}
+
+// fusedMeanLoss runs a fused loss op (run) given each row's loss gradient for
+// the masked mean loss times dloss (all zero when every row is masked out),
+// and returns that mean of the per-row losses run wrote into losses.
+func fusedMeanLoss(d Device, op string, losses Tensor, mask []float32, dloss float32, N int, run func(dlogp []float32)) float32 {
 	if mask != nil && len(mask) < N {
-		panic(fmt.Errorf("%w: CrossEntropyForwardBackward has %d mask values for N=%d", ErrShape, len(mask), N))
+		panic(fmt.Errorf("%w: %s has %d mask values for N=%d", ErrShape, op, len(mask), N))
 	}
-	dlogp, _ := meanLossGrad(mask, dloss, N) // all zero when every row is masked out
-	f.crossEntropyFused(losses, dlogits, logits, targets, dlogp, N, V)
+	dlogp, _ := meanLossGrad(mask, dloss, N)
+	run(dlogp)
 	host := make([]float32, N)
 	d.Download(host, losses)
 	return maskedMean(host, mask)
@@ -191,14 +200,9 @@ func LMHeadLossAndBackward(d Device, losses, dx, dwte, logits, dlogits, x, wte T
 		MatmulTransBackwardOverwrite(d, dx, dwte, dlogits, x, wte, N, C, V)
 		return loss
 	}
-	if mask != nil && len(mask) < N {
-		panic(fmt.Errorf("%w: LMHeadLossAndBackward has %d mask values for N=%d", ErrShape, len(mask), N))
-	}
-	dlogp, _ := meanLossGrad(mask, dloss, N) // all zero when every row is masked out
-	f.headLossBackward(losses, dx, dwte, x, wte, targets, dlogp, N, C, V)
-	host := make([]float32, N)
-	d.Download(host, losses)
-	return maskedMean(host, mask)
+	return fusedMeanLoss(d, "LMHeadLossAndBackward", losses, mask, dloss, N, func(dlogp []float32) {
+		f.headLossBackward(losses, dx, dwte, x, wte, targets, dlogp, N, C, V)
+	})
 }
 
 // AdamWRun is a run of neighbouring parameters that share a weight decay:

@@ -319,14 +319,8 @@ func TestLMHeadLossAndBackward(t *testing.T) {
 	fusedDevices(t, func(t *testing.T, d Device) {
 		N, C, V := 37, 16, 101
 		x, wte := randn(rng, N*C, 1), randn(rng, V*C, 0.5)
-		targets := make([]int32, N)
-		for i := range targets {
-			targets[i] = int32(rng.IntN(V))
-		}
-		mask := make([]float32, N)
-		for i := range mask {
-			mask[i] = float32(i % 3)
-		}
+		targets := randTokens(rng, N, V)
+		mask := modMask(N) // a third of the rows masked out
 		dwte0 := randn(rng, V*C, 0.1)
 		losses, dx, dwte, logits, dlogits := make([]float32, N), randn(rng, N*C, 1), clone(dwte0), make([]float32, N*V), make([]float32, N*V)
 		loss := LMHeadLossAndBackward(d, Host(losses), Host(dx), Host(dwte), Host(logits), Host(dlogits), Host(x), Host(wte), targets, mask, 0.5, N, C, V)

@@ -28,6 +28,16 @@ func randTokens(rng *rand.Rand, n, v int) []int32 {
 	return x
 }
 
+// modMask is a loss mask of n rows weighted 0, 1, 2, 0, 1, 2, ...: a third of
+// them masked out.
+func modMask(n int) []float32 {
+	m := make([]float32, n)
+	for i := range m {
+		m[i] = float32(i % 3)
+	}
+	return m
+}
+
 // clone copies a slice so a fast op and its reference start from the same values.
 func clone(x []float32) []float32 { return append([]float32(nil), x...) }
 

@@ -6,40 +6,34 @@ import (
 	"github.com/troupe-rl/troupe/kernels"
 )
 
-// LossAndBackward runs Forward on B rows of T tokens, the masked mean
+// LossAndBackward runs the model on B rows of T tokens, the masked mean
 // cross-entropy against targets (B*T next-token ids; mask (B*T) weights in [0,1],
 // nil = all ones), and the backward pass, ADDING into m.Grads so that callers can
 // accumulate micro-batches (call ZeroGrad first). Returns the loss.
 func (m *Model) LossAndBackward(tokens, targets []int32, mask []float32, B, T int) float32 {
 	d := m.Dev
 	N, C, V := B*T, m.Config.Channels, m.Config.VocabSize
-	if kernels.LMHeadFused(d) {
-		// The device runs the LM head, the loss and the head's backward in one
-		// op on scratch of its own: no (N,V) logits here.
-		h := m.ForwardHidden(tokens, B, T)
-		m.checkTargets(targets, mask, N)
-		a := m.train
-		m.carveHead(a, N, 0)
-		m.ensureGrads()
-		loss := kernels.LMHeadLossAndBackward(d, a.losses, a.dln, m.Grad(m.Layout.Wte), kernels.Tensor{}, kernels.Tensor{},
-			h, m.Param(m.Layout.Wte), targets, mask, 1, N, C, V)
-		m.backwardFromHidden(a.dln)
-		return loss
-	}
-	logits := m.Forward(tokens, B, T)
-	a := m.train
+	h := m.ForwardHidden(tokens, B, T)
 	m.checkTargets(targets, mask, N)
-	// One pass per row: the losses and dlogits (overwritten, no zeroing), in
-	// place of the logits where the device can (they are not read again).
-	dlogits, inPlace := logits, kernels.CrossEntropyInPlace(d)
-	if !inPlace {
-		dlogits = m.dlogitsFor(a, N, V)
+	a := m.train
+	m.ensureGrads()
+	// The LM head, the loss and the head's backward in one call. A device that
+	// fuses them works on scratch of its own (no (N,V) logits here); others form
+	// the logits in a.logitsT and their gradient over them where the
+	// cross-entropy works in place, else in dlogitsFor's buffer.
+	var logits, dlogits kernels.Tensor
+	if kernels.LMHeadFused(d) {
+		m.carveHead(a, N, 0)
+	} else {
+		m.carveHead(a, N, V)
+		logits, dlogits = a.logitsT, a.logitsT
+		if !kernels.CrossEntropyInPlace(d) {
+			dlogits = m.dlogitsFor(a, N, V)
+		}
 	}
-	loss := kernels.CrossEntropyForwardBackward(d, a.losses, dlogits, logits, targets, mask, 1, N, V)
-	m.BackwardLogits(dlogits)
-	if inPlace {
-		a.logits = false // replaced by their gradient: nothing may read them now
-	}
+	loss := kernels.LMHeadLossAndBackward(d, a.losses, a.dln, m.Grad(m.Layout.Wte), logits, dlogits,
+		h, m.Param(m.Layout.Wte), targets, mask, 1, N, C, V)
+	m.backwardFromHidden(a.dln)
 	return loss
 }
 
