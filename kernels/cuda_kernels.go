@@ -785,6 +785,20 @@ __device__ __forceinline__ void adamw_one(float &p, float &g, float &m, float &v
 	p -= lr * (mhat / (sqrtf(vhat) + eps) + wd * p);
 }
 
+// adamw_four: adamw_one on float4 i of the buffers.
+__device__ __forceinline__ void adamw_four(float4 *p, float4 *g, float4 *m, float4 *v, long long i,
+		float lr, float beta1, float beta2, float eps, float wd, float bc1inv, float bc2inv, float gscale) {
+	float4 pi = p[i], gi = g[i], mi = m[i], vi = v[i];
+	adamw_one(pi.x, gi.x, mi.x, vi.x, lr, beta1, beta2, eps, wd, bc1inv, bc2inv, gscale);
+	adamw_one(pi.y, gi.y, mi.y, vi.y, lr, beta1, beta2, eps, wd, bc1inv, bc2inv, gscale);
+	adamw_one(pi.z, gi.z, mi.z, vi.z, lr, beta1, beta2, eps, wd, bc1inv, bc2inv, gscale);
+	adamw_one(pi.w, gi.w, mi.w, vi.w, lr, beta1, beta2, eps, wd, bc1inv, bc2inv, gscale);
+	p[i] = pi;
+	if (gscale != 1.0f) g[i] = gi;
+	m[i] = mi;
+	v[i] = vi;
+}
+
 // adamw_runs4: adamw4 over the whole model, float4 i of run r (the first with
 // ends4[r] > i) with weight decay wd[r]: table holds nruns ends (in float4s)
 // then nruns weight decays (float bits).
@@ -797,30 +811,14 @@ extern "C" __global__ void adamw_runs4_kernel(float4 *p, float4 *g, float4 *m, f
 			if (table[mid] > i) hi = mid; else lo = mid + 1;
 		}
 		float wd = __int_as_float(table[nruns + lo]);
-		float4 pi = p[i], gi = g[i], mi = m[i], vi = v[i];
-		adamw_one(pi.x, gi.x, mi.x, vi.x, lr, beta1, beta2, eps, wd, bc1inv, bc2inv, gscale);
-		adamw_one(pi.y, gi.y, mi.y, vi.y, lr, beta1, beta2, eps, wd, bc1inv, bc2inv, gscale);
-		adamw_one(pi.z, gi.z, mi.z, vi.z, lr, beta1, beta2, eps, wd, bc1inv, bc2inv, gscale);
-		adamw_one(pi.w, gi.w, mi.w, vi.w, lr, beta1, beta2, eps, wd, bc1inv, bc2inv, gscale);
-		p[i] = pi;
-		if (gscale != 1.0f) g[i] = gi;
-		m[i] = mi;
-		v[i] = vi;
+		adamw_four(p, g, m, v, i, lr, beta1, beta2, eps, wd, bc1inv, bc2inv, gscale);
 	}
 }
 
 extern "C" __global__ void adamw4_kernel(float4 *p, float4 *g, float4 *m, float4 *v, long long n4,
 		float lr, float beta1, float beta2, float eps, float wd, float bc1inv, float bc2inv, float gscale) {
 	GRID_STRIDE(i, n4) {
-		float4 pi = p[i], gi = g[i], mi = m[i], vi = v[i];
-		adamw_one(pi.x, gi.x, mi.x, vi.x, lr, beta1, beta2, eps, wd, bc1inv, bc2inv, gscale);
-		adamw_one(pi.y, gi.y, mi.y, vi.y, lr, beta1, beta2, eps, wd, bc1inv, bc2inv, gscale);
-		adamw_one(pi.z, gi.z, mi.z, vi.z, lr, beta1, beta2, eps, wd, bc1inv, bc2inv, gscale);
-		adamw_one(pi.w, gi.w, mi.w, vi.w, lr, beta1, beta2, eps, wd, bc1inv, bc2inv, gscale);
-		p[i] = pi;
-		if (gscale != 1.0f) g[i] = gi;
-		m[i] = mi;
-		v[i] = vi;
+		adamw_four(p, g, m, v, i, lr, beta1, beta2, eps, wd, bc1inv, bc2inv, gscale);
 	}
 }
 `
