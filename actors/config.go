@@ -135,6 +135,12 @@ type NATSConfig struct {
 	// value rounded to the nearest bfloat16, relative error <= 2^-8; the
 	// learner keeps training its fp32 masters).
 	WeightsDType string `yaml:"weights_dtype"`
+	// WeightsShm is whether the learner also hands each version to the
+	// generators and evaluators on its own machine through shared memory
+	// (a slot in /dev/shm they read instead of the NATS fan-out, which
+	// then serves only subscribers on other machines): auto (the default,
+	// also when empty; used where /dev/shm exists) or off.
+	WeightsShm string `yaml:"weights_shm"`
 }
 
 // TLSConfig names PEM files for one side of a TLS connection. All empty (the
@@ -611,6 +617,9 @@ func (c RunConfig) Validate() error {
 	}
 	if d := c.NATS.WeightsDType; d != "" && dtypeSize(d) == 0 {
 		return bad("nats.weights_dtype", "%q; allowed values: %s, %s", d, DTypeFP32, DTypeBF16)
+	}
+	if m := c.NATS.WeightsShm; m != "" && m != ShmAuto && m != ShmOff {
+		return bad("nats.weights_shm", "%q; allowed values: %s, %s", m, ShmAuto, ShmOff)
 	}
 	return c.Cluster.validate(c.Stage, c.NATS.URL)
 }

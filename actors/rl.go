@@ -31,6 +31,7 @@ type RLOptions struct {
 	NATSDir      string        // JetStream storage for the embedded server, e.g. RUN_DIR/nats
 	NATSOptions  []nats.Option // credentials and TLS for NATSURL (NATSConfig.Options)
 	WeightsDType string        // weights on the wire: "" or "fp32", or "bf16" (nats.weights_dtype)
+	WeightsShm   string        // "" or "auto": shared memory for this machine's subscribers; "off" (nats.weights_shm)
 
 	// Cluster, when set, lets `troupe worker` processes join the run (see
 	// ClusterConfig; its RunID must be set, e.g. RunIDOf): the learner joins
@@ -211,11 +212,12 @@ func RunRL(ctx context.Context, opt RLOptions) error {
 	}
 	defer nc.Close()
 	setup, cancelSetup := context.WithTimeout(ctx, 30*time.Second)
-	pub, err := NewWeightPublisher(setup, nc, opt.Model, WithWeightsDType(opt.WeightsDType))
+	pub, err := NewWeightPublisher(setup, nc, opt.Model, publisherOptions(opt.WeightsDType, opt.WeightsShm, log)...)
 	cancelSetup()
 	if err != nil {
 		return err
 	}
+	defer pub.Close() // after the actors stop: the last version's durable copy, the slots removed
 
 	// Every role is built here, before the learner trains: the job is not
 	// safe for concurrent use, the roles it returns each own their models.

@@ -24,6 +24,7 @@ type Options struct {
 	NATSDir      string        // JetStream storage for the embedded server, e.g. RUN_DIR/nats
 	NATSOptions  []nats.Option // credentials and TLS for NATSURL (NATSConfig.Options)
 	WeightsDType string        // weights on the wire: "" or "fp32", or "bf16" (nats.weights_dtype)
+	WeightsShm   string        // "" or "auto": shared memory for this machine's subscribers; "off" (nats.weights_shm)
 
 	PublishEvery    int // publish weights every N optimizer steps (and after the last), e.g. 50
 	CheckpointEvery int // checkpoint every N optimizer steps (and after the last / on stop), e.g. 200

@@ -96,11 +96,12 @@ func Run(ctx context.Context, opt Options) error {
 	}
 	defer nc.Close()
 	setup, cancelSetup := context.WithTimeout(ctx, 30*time.Second)
-	pub, err := NewWeightPublisher(setup, nc, opt.Model, WithWeightsDType(opt.WeightsDType))
+	pub, err := NewWeightPublisher(setup, nc, opt.Model, publisherOptions(opt.WeightsDType, opt.WeightsShm, log)...)
 	cancelSetup()
 	if err != nil {
 		return err
 	}
+	defer pub.Close() // after the actors stop: the last version's durable copy, the slots removed
 
 	// Evaluators are built here, before the learner steps: the job is not
 	// safe for concurrent use, the evaluators it returns are.

@@ -133,6 +133,10 @@ type WeightPublisher struct {
 	dtype   string // wire encoding, DTypeFP32 (default) or DTypeBF16
 	version int64  // last version published
 	scratch []byte // the bf16 blob, reused across versions
+	shmRoot string // tmpfs directory for the shared-memory slots ("" = none)
+	shm     *shmRing
+	log     zerolog.Logger
+	putDone chan error // the durable copy running after Publish returned (nil = none)
 }
 
 // PublisherOption configures a WeightPublisher.
@@ -155,6 +159,45 @@ func WithWeightsDType(dtype string) PublisherOption {
 	}
 }
 
+// WithWeightsShm has the publisher also write every version into a
+// shared-memory slot under root (a tmpfs such as /dev/shm; DefaultShmDir),
+// which subscribers on the same machine read instead of the fan-out
+// (weights_shm.go). "" (the default) = the fan-out alone. When the slot
+// cannot be made (a full tmpfs, say) the publisher logs why and goes on
+// without it.
+func WithWeightsShm(root string) PublisherOption {
+	return func(p *WeightPublisher) error {
+		p.shmRoot = root
+		return nil
+	}
+}
+
+// nats.weights_shm values.
+const (
+	ShmAuto = "auto"
+	ShmOff  = "off"
+)
+
+// publisherOptions are a run's publisher options from its config: the wire
+// dtype, the shared-memory slots unless shm is ShmOff, and the log.
+func publisherOptions(dtype, shm string, log zerolog.Logger) []PublisherOption {
+	opts := []PublisherOption{WithWeightsDType(dtype), WithWeightsLog(log.With().Str("actor", "weights").Logger())}
+	if shm != ShmOff {
+		opts = append(opts, WithWeightsShm(DefaultShmDir()))
+	}
+	return opts
+}
+
+// WithWeightsLog is where the publisher logs what it does not return: a
+// shared-memory slot it could not make, a durable copy that failed after
+// Publish returned.
+func WithWeightsLog(log zerolog.Logger) PublisherOption {
+	return func(p *WeightPublisher) error {
+		p.log = log
+		return nil
+	}
+}
+
 // NewWeightPublisher opens the weights store for model. Versions continue
 // after the latest one already announced there (a resumed run on the same
 // store keeps counting up, so no subscriber ever sees a version go backwards);
@@ -164,10 +207,16 @@ func NewWeightPublisher(ctx context.Context, nc *nats.Conn, model string, opts .
 	if err := checkModel(model); err != nil {
 		return nil, err
 	}
-	p := &WeightPublisher{nc: nc, model: model, dtype: DTypeFP32}
+	p := &WeightPublisher{nc: nc, model: model, dtype: DTypeFP32, log: zerolog.Nop()}
 	for _, o := range opts {
 		if err := o(p); err != nil {
 			return nil, err
+		}
+	}
+	if p.shmRoot != "" {
+		var err error
+		if p.shm, err = newShmRing(p.shmRoot, model); err != nil {
+			p.log.Warn().Err(err).Msg("weights go to this machine's subscribers over NATS")
 		}
 	}
 	js, err := jetstream.New(nc)
@@ -213,17 +262,22 @@ func (p *WeightPublisher) DType() string { return p.dtype }
 
 // Publish sends w as the next version (taken after step optimizer steps;
 // final marks the run's last one), then deletes the blob that falls out of
-// the last KeepVersions. In three steps:
+// the last KeepVersions. In four steps:
 //
-//  1. fan-out: the blob's chunks on core NATS, which every connected
+//  1. with WithWeightsShm, the blob goes into its shared-memory slot, where
+//     subscribers on this machine read it (weights_shm.go);
+//  2. fan-out: the blob's chunks on core NATS, which every connected
 //     subscriber receives at once (best effort: a subscriber that misses a
-//     chunk fetches the version from step 3's copy instead);
-//  2. the announcement (size, dtype, CRC-32C of the blob) in the
+//     chunk fetches the version from step 4's copy instead); with a slot,
+//     only when some subscriber asks for chunks;
+//  3. the announcement (size, dtype, CRC-32C of the blob, the slot) in the
 //     announcement stream: from here on the version number is spent, and
-//     subscribers that hold its chunks hand it over;
-//  3. the durable copy in the object store (at most putMaxPending chunks in
+//     subscribers that hold its chunks (or read its slot) hand it over;
+//  4. the durable copy in the object store (at most putMaxPending chunks in
 //     flight), for late joiners and for subscribers that missed chunks,
-//     which wait for it to appear.
+//     which wait for it to appear. With a slot it is written from the slot
+//     after Publish returns (the next Publish, Flush and Close wait for it);
+//     without one, before (it reads w).
 //
 // The announcement goes out before the durable copy so that the copy's time
 // is not on every subscriber's path. Publish returns a nil announcement only
@@ -232,13 +286,35 @@ func (p *WeightPublisher) DType() string { return p.dtype }
 // failed (returned with the error): a number handed to subscribers is never
 // reused for other weights.
 func (p *WeightPublisher) Publish(ctx context.Context, step int, final bool, w []float32) (*messages.WeightsAnnounce, error) {
-	// A bf16 blob is encoded chunk by chunk as the fan-out sends it (the
-	// first chunks go out while the rest is still fp32).
-	blob, encode := wireBlob(w, p.dtype, p.scratch)
-	if p.dtype != DTypeFP32 || !littleEndian {
-		p.scratch = blob
+	if err := p.Flush(ctx); err != nil {
+		p.log.Warn().Err(err).Msg("weights: the previous version's durable copy failed (announced; late joiners skip it)")
 	}
 	v := p.version + 1
+	var (
+		blob   []byte
+		encode func(end int)
+		slot   *shmSlot
+		crc    uint32
+	)
+	if p.shm != nil {
+		var err error
+		if slot, err = p.shm.slot(v, dtypeSize(p.dtype)*len(w)); err != nil {
+			p.log.Warn().Err(err).Msg("weights go to this machine's subscribers over NATS from now on")
+			p.shm.close()
+			p.shm = nil
+		} else {
+			crc = slot.write(v, w, p.dtype)
+			blob = slot.data
+		}
+	}
+	if slot == nil {
+		// A bf16 blob is encoded chunk by chunk as the fan-out sends it (the
+		// first chunks go out while the rest is still fp32).
+		blob, encode = wireBlob(w, p.dtype, p.scratch)
+		if p.dtype != DTypeFP32 || !littleEndian {
+			p.scratch = blob
+		}
+	}
 	a := &messages.WeightsAnnounce{
 		Model:   p.model,
 		Version: v,
@@ -247,16 +323,23 @@ func (p *WeightPublisher) Publish(ctx context.Context, step int, final bool, w [
 		Object:  objectName(p.model, v),
 		Final:   final,
 	}
-	crc, ferr := fanOut(ctx, p.nc, p.model, v, p.dtype, blob, encode)
-	if encode != nil {
-		encode(len(blob)) // what a failed fan-out did not reach, for the store
-	}
-	if ferr != nil {
-		if ctx.Err() != nil {
-			return nil, ferr
+	fanned := false
+	if slot == nil || chunksWanted(ctx, p.nc, p.model) {
+		c, ferr := fanOut(ctx, p.nc, p.model, v, p.dtype, blob, encode)
+		if encode != nil {
+			encode(len(blob)) // what a failed fan-out did not reach, for the store
 		}
-		// Subscribers will fetch this version from the store.
-		crc = crc32.Checksum(blob, castagnoli)
+		switch {
+		case ferr != nil && ctx.Err() != nil:
+			return nil, ferr
+		case slot != nil:
+		case ferr != nil:
+			// Subscribers will fetch this version from the store.
+			crc = crc32.Checksum(blob, castagnoli)
+		default:
+			crc = c
+		}
+		fanned = ferr == nil
 	}
 	a.Crc32C, a.Dtype = crcHex(crc), p.dtype
 	data, err := proto.Marshal(a)
@@ -267,21 +350,47 @@ func (p *WeightPublisher) Publish(ctx context.Context, step int, final bool, w [
 	m.Data = data
 	m.Header.Set(hdrCRC, crcHex(crc))
 	m.Header.Set(hdrDType, p.dtype)
-	if ferr == nil {
+	if fanned {
 		m.Header.Set(hdrFanout, "1")
+	}
+	if slot != nil {
+		m.Header.Set(hdrShm, slot.path)
+		m.Header.Set(hdrShmKey, p.shm.key)
 	}
 	if _, err := p.js.PublishMsg(ctx, m); err != nil {
 		return nil, fmt.Errorf("%w: announce %s: %v", ErrNATS, a.Object, err)
 	}
 	p.version = v
+	if slot == nil {
+		return a, p.store(ctx, a.Object, v, blob)
+	}
+	// This machine's subscribers read the slot now; as many as read the
+	// last version are waited for before the store's put competes with
+	// them for the CPU.
+	readers, done := p.shm.readers(v-1), make(chan error, 1)
+	p.putDone = done
+	go func() {
+		for deadline := time.Now().Add(shmStoreWait); slot.hdr.readers.Load() < readers && time.Now().Before(deadline); {
+			time.Sleep(2 * time.Millisecond)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), publishTimeout)
+		defer cancel()
+		done <- p.store(ctx, a.Object, v, blob)
+	}()
+	return a, nil
+}
+
+// store writes version v's durable copy as object name and deletes the one
+// that falls out of the last KeepVersions.
+func (p *WeightPublisher) store(ctx context.Context, name string, v int64, blob []byte) error {
 	putStart := time.Now()
 	for try := 1; ; try++ {
-		err = putObject(ctx, p.nc, p.js, p.obj, a.Object, blob, putMaxPending)
+		err := putObject(ctx, p.nc, p.js, p.obj, name, blob, putMaxPending)
 		if err == nil {
 			break
 		}
 		if time.Since(putStart) > retryPatience || ctx.Err() != nil {
-			return a, fmt.Errorf("%w: put %s (%d bytes; announced, subscribers that missed its chunks skip it): %v", ErrNATS, a.Object, len(blob), err)
+			return fmt.Errorf("%w: put %s (%d bytes; announced, subscribers that missed its chunks skip it): %v", ErrNATS, name, len(blob), err)
 		}
 		select {
 		case <-ctx.Done():
@@ -291,10 +400,40 @@ func (p *WeightPublisher) Publish(ctx context.Context, step int, final bool, w [
 	if old := v - KeepVersions; old >= 1 {
 		// A subscriber still downloading it fails and moves on to a newer one.
 		if err := p.obj.Delete(ctx, objectName(p.model, old)); err != nil && !errors.Is(err, jetstream.ErrObjectNotFound) {
-			return a, fmt.Errorf("%w: delete %s: %v", ErrNATS, objectName(p.model, old), err)
+			return fmt.Errorf("%w: delete %s: %v", ErrNATS, objectName(p.model, old), err)
 		}
 	}
-	return a, nil
+	return nil
+}
+
+// Flush waits until the last version's durable copy is stored (with a
+// shared-memory slot it is written after Publish returns) and returns its
+// error, or ctx's.
+func (p *WeightPublisher) Flush(ctx context.Context) error {
+	if p.putDone == nil {
+		return nil
+	}
+	select {
+	case err := <-p.putDone:
+		p.putDone = nil
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Close waits for the last durable copy (Flush) and removes the
+// shared-memory slots: subscribers that have not read the last version by
+// then fetch it from the object store. The publisher must not be used after.
+func (p *WeightPublisher) Close() error {
+	ctx, cancel := context.WithTimeout(context.Background(), publishTimeout)
+	defer cancel()
+	err := p.Flush(ctx)
+	if p.shm != nil {
+		p.shm.close()
+		p.shm = nil
+	}
+	return err
 }
 
 // Weights is one verified version handed to a subscriber's owner.
@@ -348,18 +487,25 @@ type WeightSubscriber struct {
 	cancel context.CancelFunc
 	done   chan struct{}
 
-	fanned, fetched atomic.Int64 // versions handed over from the fan-out / the object store
+	shm    *shmReader // this machine's shared-memory slots (nil: not read)
+	needMu sync.Mutex
+	need   *nats.Subscription // answers the publisher's "who wants chunks?" (nil: in a slot's hands)
+	nc     *nats.Conn
+
+	fanned, fetched, shmed atomic.Int64 // versions handed over from the fan-out / the object store / a slot
 }
 
 // announcement is a WeightsAnnounce with what its message headers say.
 type announcement struct {
 	*messages.WeightsAnnounce
-	crc    uint32 // CRC-32C of the blob, if hasCRC
-	hasCRC bool
-	dtype  string    // DTypeFP32 or DTypeBF16
-	fanout bool      // its chunks went out on the fan-out before it
-	seq    uint64    // stream sequence
-	seen   time.Time // when this subscriber got it
+	crc     uint32 // CRC-32C of the blob, if hasCRC
+	hasCRC  bool
+	dtype   string    // DTypeFP32 or DTypeBF16
+	fanout  bool      // its chunks went out on the fan-out before it
+	shmPath string    // its shared-memory slot, if it has one
+	shmKey  string    // dirKey of the slot's directory on the publisher's machine
+	seq     uint64    // stream sequence
+	seen    time.Time // when this subscriber got it
 }
 
 func parseAnnouncement(data []byte, h nats.Header, seq uint64) (*announcement, error) {
@@ -379,14 +525,23 @@ func parseAnnouncement(data []byte, h nats.Header, seq uint64) (*announcement, e
 		a.dtype = d
 	}
 	a.fanout = h.Get(hdrFanout) == "1"
+	a.shmPath, a.shmKey = h.Get(hdrShm), h.Get(hdrShmKey)
 	return a, nil
 }
+
+// SubscribeOption configures a WeightSubscriber.
+type SubscribeOption func(*WeightSubscriber)
+
+// WithoutShm makes the subscriber ignore shared-memory slots and take every
+// version from the fan-out (or the store), as a subscriber on another
+// machine does.
+func WithoutShm() SubscribeOption { return func(s *WeightSubscriber) { s.shm = nil } }
 
 // SubscribeWeights starts following model's weights on nc. onWeights is called
 // from the subscriber's own goroutine, one version at a time, with versions
 // strictly increasing; it must not block for long (an actor sends itself a
 // message). Refused blobs are logged on log and skipped. Stop ends it.
-func SubscribeWeights(nc *nats.Conn, model string, log zerolog.Logger, onWeights func(Weights)) (*WeightSubscriber, error) {
+func SubscribeWeights(nc *nats.Conn, model string, log zerolog.Logger, onWeights func(Weights), opts ...SubscribeOption) (*WeightSubscriber, error) {
 	if err := checkModel(model); err != nil {
 		return nil, err
 	}
@@ -400,7 +555,10 @@ func SubscribeWeights(nc *nats.Conn, model string, log zerolog.Logger, onWeights
 	if err != nil {
 		return nil, err
 	}
-	s := &WeightSubscriber{model: model, obj: obj, fan: newFanin(), onWeights: onWeights, log: log, wake: make(chan struct{}, 1), done: make(chan struct{})}
+	s := &WeightSubscriber{model: model, obj: obj, fan: newFanin(), onWeights: onWeights, log: log, wake: make(chan struct{}, 1), done: make(chan struct{}), nc: nc, shm: newShmReader()}
+	for _, o := range opts {
+		o(s)
+	}
 	// The fan-out's chunks first, registered with the server (Flush, or the
 	// chunk connection's PING) before the stream is read: an announcement
 	// stored after that point had its chunks sent while we listened, unless
@@ -416,7 +574,12 @@ func SubscribeWeights(nc *nats.Conn, model string, log zerolog.Logger, onWeights
 	}
 	fail := func(err error) (*WeightSubscriber, error) {
 		s.stopChunks()
+		s.wantChunks(false)
 		return nil, err
+	}
+	// Until a shared-memory slot serves it, the subscriber asks for chunks.
+	if err := s.wantChunks(true); err != nil {
+		return fail(err)
 	}
 	if s.chunks != nil {
 		// A chunk handler copies 1 MiB in well under a millisecond, but a
@@ -513,7 +676,7 @@ func (s *WeightSubscriber) run(ctx context.Context) {
 		case <-s.wake:
 		}
 		for a := s.next(); a != nil; a = s.next() {
-			w, fanned, err := s.receive(ctx, a)
+			w, from, err := s.receive(ctx, a)
 			if ctx.Err() != nil {
 				return
 			}
@@ -527,9 +690,12 @@ func (s *WeightSubscriber) run(ctx context.Context) {
 				s.log.Warn().Err(err).Str("model", a.Model).Int64("version", a.Version).Msg("weights version skipped")
 				continue
 			}
-			if fanned {
+			switch from {
+			case fromFanout:
 				s.fanned.Add(1)
-			} else {
+			case fromShm:
+				s.shmed.Add(1)
+			default:
 				s.fetched.Add(1)
 			}
 			s.onWeights(Weights{Version: a.Version, Step: int(a.Step), Final: a.Final, Data: w, release: s.fan.releaser(w)})
@@ -543,13 +709,65 @@ func (s *WeightSubscriber) Received() (fanout, store int64) {
 	return s.fanned.Load(), s.fetched.Load()
 }
 
-// receive gets a's values: from the fan-out when a's chunks went out while
-// this subscriber listened and all arrived intact, else from the store.
-func (s *WeightSubscriber) receive(ctx context.Context, a *announcement) ([]float32, bool, error) {
+// ReceivedShm is how many versions this subscriber read from a shared-memory
+// slot.
+func (s *WeightSubscriber) ReceivedShm() int64 { return s.shmed.Load() }
+
+// Where receive got a version from.
+const (
+	fromStore = iota
+	fromFanout
+	fromShm
+)
+
+// wantChunks starts (on) or stops answering the publisher's question whether
+// anyone wants the fan-out's chunks.
+func (s *WeightSubscriber) wantChunks(on bool) error {
+	s.needMu.Lock()
+	defer s.needMu.Unlock()
+	switch {
+	case on && s.need == nil:
+		sub, err := s.nc.Subscribe(weightsNeedSubject+s.model, func(m *nats.Msg) { m.Respond(nil) })
+		if err != nil {
+			return fmt.Errorf("%w: subscribe %s: %v", ErrNATS, weightsNeedSubject+s.model, err)
+		}
+		s.need = sub
+		// Registered with the server before the next version is published.
+		return s.nc.Flush()
+	case !on && s.need != nil:
+		err := s.need.Unsubscribe()
+		s.need = nil
+		return err
+	}
+	return nil
+}
+
+// receive gets a's values: from its shared-memory slot when this machine has
+// it, else from the fan-out when a's chunks went out while this subscriber
+// listened and all arrived intact, else from the store.
+func (s *WeightSubscriber) receive(ctx context.Context, a *announcement) ([]float32, int, error) {
+	if a.shmPath != "" && s.shm != nil {
+		w, err := s.shm.read(a, s.fan)
+		if err == nil {
+			if err := s.wantChunks(false); err != nil {
+				s.log.Debug().Err(err).Msg("weights: could not stop asking for chunks")
+			}
+			return w, fromShm, nil
+		}
+		if !errors.Is(err, errShmElsewhere) {
+			s.log.Debug().Err(err).Str("model", a.Model).Int64("version", a.Version).Msg("weights slot not read; taking the fan-out or the object store")
+		}
+	}
+	if s.shm != nil {
+		// A slot failed this version, or it has none: chunks from the next.
+		if err := s.wantChunks(true); err != nil {
+			s.log.Debug().Err(err).Msg("weights: could not ask for chunks")
+		}
+	}
 	if a.fanout && a.seq > s.joinSeq {
 		w, err := s.awaitFanout(ctx, a)
 		if err == nil || ctx.Err() != nil {
-			return w, err == nil, err
+			return w, fromFanout, err
 		}
 		// Superseded or lost chunks: the store still holds this version (it
 		// keeps KeepVersions), and a connected subscriber takes every version
@@ -557,7 +775,7 @@ func (s *WeightSubscriber) receive(ctx context.Context, a *announcement) ([]floa
 		s.log.Debug().Err(err).Str("model", a.Model).Int64("version", a.Version).Msg("weights fan-out missed; fetching from the object store")
 	}
 	w, err := s.fetchRetrying(ctx, a)
-	return w, false, err
+	return w, fromStore, err
 }
 
 // awaitFanout waits for a's chunks: all of them, or a sign that some are lost
@@ -812,6 +1030,10 @@ func (s *WeightSubscriber) Stop() {
 	s.sub.Stop()
 	s.stopChunks()
 	<-s.done
+	s.wantChunks(false)
+	if s.shm != nil {
+		s.shm.close()
+	}
 }
 
 // stopChunks ends the fan-out's chunk subscription (safe more than once).

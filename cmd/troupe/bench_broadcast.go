@@ -23,10 +23,14 @@ import (
 // bytes takes over loopback TCP. The aim is broadcast <= 3x copy with K = 4.
 //
 // Everything runs in this one process on 127.0.0.1 (an embedded JetStream
-// server in a temporary directory), so the figures share the machine's cores:
-// publisher, server (which copies every chunk to K connections and stores the
-// durable copy) and the K subscribers' reads all compete. The same rounds run
-// twice, fp32 on the wire (the ratio that counts) and bf16.
+// server in a temporary directory), so the figures share the machine's cores.
+// Two transports are timed, each with fp32 and bf16 on the wire:
+//   - shm: what subscribers on the learner's machine get (the publisher's
+//     shared-memory slot; nats.weights_shm: auto, the default), where the
+//     store's durable copy follows once they have read it;
+//   - nats: what subscribers on other machines get (the NATS fan-out; here
+//     over loopback, so the server's copies to K connections, the K reads
+//     and the store's copy all compete for the same cores).
 
 // broadcastRounds is how many versions are timed after the warm-up version.
 const broadcastRounds = 3
@@ -37,29 +41,40 @@ const broadcastModel = "bench-broadcast"
 // broadcastRoundTimeout bounds one version's delivery to all subscribers.
 const broadcastRoundTimeout = 10 * time.Minute
 
+// Transports the broadcast benchmark times.
+const (
+	transportShm  = "shm"
+	transportNATS = "nats"
+)
+
+// broadcastCase is one transport and wire dtype's timed versions.
+type broadcastCase struct {
+	Transport string          // transportShm or transportNATS
+	DType     string          // actors.DTypeFP32 or DTypeBF16
+	Hold      []time.Duration // per timed version: Publish start -> all K delivered
+	Publish   []time.Duration // per timed version: Publish start -> Publish returned
+	Stored    []time.Duration // per timed version: Publish start -> the durable copy stored (Flush returned)
+	CPU       []float64       // per timed version: process CPU seconds (user+sys) until stored and all K held it
+	CPUHold   []float64       // per timed version: process CPU seconds until all K held it
+	Fanout    int64           // deliveries from the fan-out, all versions
+	Store     int64           // deliveries fetched from the object store instead
+	Shm       int64           // deliveries read from a shared-memory slot
+}
+
 // broadcastResult is what runBroadcastBench measured.
 type broadcastResult struct {
 	Params      int             // float32 values per version, e.g. 124439808
 	Subscribers int             // K, e.g. 4
 	Bytes       int             // fp32 bytes per version (4 * Params)
-	Broadcast   []time.Duration // per timed version: Publish start -> all K delivered (fp32)
-	Publish     []time.Duration // per timed version: Publish start -> Publish returned (fan-out, announce, durable put; may end after Broadcast)
-	BF16        []time.Duration // as Broadcast, with bf16 on the wire (half the bytes)
-	BF16Publish []time.Duration // as Publish, bf16
+	Cases       []broadcastCase // shm fp32, shm bf16 (where the machine has a tmpfs), nats fp32, nats bf16
 	Copy        []time.Duration // per repeat: first write -> last byte read, loopback TCP
-	CPU         []float64       // per timed fp32 version: process CPU seconds (user+sys) from Publish until it returned and all K held it
-	CPUHold     []float64       // per timed fp32 version: process CPU seconds from Publish until all K held it (the store put only as far as it got meanwhile)
-	BF16CPU     []float64       // as CPU, bf16
-	BF16CPUHold []float64       // as CPUHold, bf16
 	CopyCPU     []float64       // per repeat: process CPU seconds of one loopback copy
-	Fanout      int64           // deliveries from the fan-out, all versions and dtypes
-	Store       int64           // deliveries fetched from the object store instead
 	Slow        int64           // server-side slow-consumer disconnects
 	PeakRSSMB   float64         // this process's peak resident set (VmHWM), 0 if unknown
 }
 
-// runBroadcastBench runs the benchmark and writes one JSON line to jsonOut
-// (bench's convention) and a short table to tableOut.
+// runBroadcastBench runs the benchmark and writes one JSON line per case to
+// jsonOut (bench's convention) and a short table to tableOut.
 func runBroadcastBench(params, subscribers int, jsonOut, tableOut io.Writer) error {
 	if params < 1 || subscribers < 1 {
 		return fmt.Errorf("%w: --broadcast must be > 0 and --subscribers >= 1", errUsage)
@@ -69,8 +84,8 @@ func runBroadcastBench(params, subscribers int, jsonOut, tableOut io.Writer) err
 		return err
 	}
 	enc := json.NewEncoder(jsonOut)
-	for _, line := range []benchResult{res.json(), res.jsonBF16()} {
-		if err := enc.Encode(line); err != nil {
+	for i := range res.Cases {
+		if err := enc.Encode(res.json(&res.Cases[i])); err != nil {
 			return err
 		}
 	}
@@ -91,15 +106,17 @@ func benchBroadcast(params, subscribers int) (*broadcastResult, error) {
 		return nil, err
 	}
 	defer actors.ShutdownNATS(srv)
-	for _, dtype := range []string{actors.DTypeFP32, actors.DTypeBF16} {
-		m, err := broadcastRun(url, dtype, subscribers, w, res)
-		if err != nil {
-			return nil, err
-		}
-		if dtype == actors.DTypeFP32 {
-			res.Broadcast, res.Publish, res.CPU, res.CPUHold = m.hold, m.publish, m.cpu, m.cpuHold
-		} else {
-			res.BF16, res.BF16Publish, res.BF16CPU, res.BF16CPUHold = m.hold, m.publish, m.cpu, m.cpuHold
+	transports := []string{transportNATS}
+	if actors.DefaultShmDir() != "" {
+		transports = []string{transportShm, transportNATS}
+	}
+	for _, tr := range transports {
+		for _, dtype := range []string{actors.DTypeFP32, actors.DTypeBF16} {
+			c := broadcastCase{Transport: tr, DType: dtype}
+			if err := broadcastRun(url, &c, subscribers, w); err != nil {
+				return nil, err
+			}
+			res.Cases = append(res.Cases, c)
 		}
 	}
 	res.Slow = srv.NumSlowConsumers()
@@ -123,32 +140,30 @@ func benchBroadcast(params, subscribers int) (*broadcastResult, error) {
 	return res, nil
 }
 
-// broadcastTimes is what broadcastRun measured, per timed version.
-type broadcastTimes struct {
-	hold    []time.Duration // Publish start -> all subscribers hold the version
-	publish []time.Duration // Publish start -> Publish returned (the store put done)
-	cpu     []float64       // process CPU seconds until both
-	cpuHold []float64       // process CPU seconds until all hold it
-}
-
 // broadcastRun publishes a warm-up version and broadcastRounds timed ones
-// of w in dtype to subscribers fresh subscribers (each on its own
-// connection, as generators are) and returns, per timed version, the time
-// from Publish to all subscribers holding it, Publish's own time, and the
-// CPU used. Each dtype gets its own model name (a fresh store history).
-func broadcastRun(url, dtype string, subscribers int, w []float32, res *broadcastResult) (*broadcastTimes, error) {
-	model := broadcastModel + "-" + dtype
+// of w with c's transport and dtype to subscribers fresh subscribers (each
+// on its own connection, as generators are) and records, per timed version,
+// the time from Publish to all subscribers holding it, to Publish returning
+// and to the durable copy being stored, and the CPU used. Each case gets its
+// own model name (a fresh store history).
+func broadcastRun(url string, c *broadcastCase, subscribers int, w []float32) error {
+	model := broadcastModel + "-" + c.Transport + "-" + c.DType
 	pubConn, err := actors.Connect(url)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	defer pubConn.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Hour)
 	defer cancel()
-	pub, err := actors.NewWeightPublisher(ctx, pubConn, model, actors.WithWeightsDType(dtype))
-	if err != nil {
-		return nil, err
+	opts := []actors.PublisherOption{actors.WithWeightsDType(c.DType), actors.WithWeightsLog(log.With().Str("bench", "broadcast").Logger())}
+	if c.Transport == transportShm {
+		opts = append(opts, actors.WithWeightsShm(actors.DefaultShmDir()))
 	}
+	pub, err := actors.NewWeightPublisher(ctx, pubConn, model, opts...)
+	if err != nil {
+		return err
+	}
+	defer pub.Close()
 
 	// A delivery is (subscriber, version, values); Data itself is handed
 	// back at once (Release: a generator does so once it has copied the
@@ -166,22 +181,27 @@ func broadcastRun(url, dtype string, subscribers int, w []float32, res *broadcas
 	for i := 0; i < subscribers; i++ {
 		nc, err := actors.Connect(url)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		defer nc.Close()
+		var sopts []actors.SubscribeOption
+		if c.Transport != transportShm {
+			sopts = append(sopts, actors.WithoutShm()) // as on another machine
+		}
 		s, err := actors.SubscribeWeights(nc, model, subLog, func(x actors.Weights) {
 			at := time.Now()
 			x.Release()
 			got <- delivery{sub: i, version: x.Version, n: len(x.Data), at: at}
-		})
+		}, sopts...)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		defer func() {
 			s.Stop()
 			f, st := s.Received()
-			res.Fanout += f
-			res.Store += st
+			c.Fanout += f
+			c.Store += st
+			c.Shm += s.ReceivedShm()
 		}()
 	}
 
@@ -218,49 +238,56 @@ func broadcastRun(url, dtype string, subscribers int, w []float32, res *broadcas
 	}
 
 	// Version 1 is the warm-up: store and consumers created, first chunks
-	// allocated, pages touched.
-	log.Info().Int("params", len(w)).Int("subscribers", subscribers).Str("dtype", dtype).Msg("bench: broadcast warm-up (version 1)")
+	// allocated, pages touched, slots mapped.
+	log.Info().Int("params", len(w)).Int("subscribers", subscribers).Str("transport", c.Transport).Str("dtype", c.DType).Msg("bench: broadcast warm-up (version 1)")
 	if _, err := pub.Publish(ctx, 0, false, w); err != nil {
-		return nil, err
+		return err
 	}
 	if _, err := waitAll(pub.Version(), nil); err != nil {
-		return nil, err
+		return err
 	}
-	m := &broadcastTimes{}
+	if err := pub.Flush(ctx); err != nil {
+		return err
+	}
 	type published struct {
-		at  time.Time
-		err error
+		at, stored time.Time
+		err        error
 	}
 	for r := 0; r < broadcastRounds; r++ {
 		w[0] = float32(r + 1) // each version differs from the last
 		v := pub.Version() + 1
-		log.Info().Int64("version", v).Str("dtype", dtype).Msg("bench: broadcast")
+		log.Info().Int64("version", v).Str("transport", c.Transport).Str("dtype", c.DType).Msg("bench: broadcast")
 		// Publish on its own goroutine, as the learner does between steps,
 		// so that the CPU used until every subscriber holds v is read then.
 		done, failed := make(chan published, 1), make(chan error, 1)
 		t0, c0 := time.Now(), cpuSeconds()
 		go func() {
 			_, err := pub.Publish(ctx, r+1, r == broadcastRounds-1, w)
+			at := time.Now()
+			if err == nil {
+				err = pub.Flush(ctx)
+			}
 			if err != nil {
 				failed <- err
 			}
-			done <- published{time.Now(), err}
+			done <- published{at, time.Now(), err}
 		}()
 		last, err := waitAll(v, failed)
 		cHold := cpuSeconds()
 		p := <-done
 		if p.err != nil {
-			return nil, fmt.Errorf("bench: publish version %d: %w", v, p.err)
+			return fmt.Errorf("bench: publish version %d: %w", v, p.err)
 		}
 		if err != nil {
-			return nil, err
+			return err
 		}
-		m.hold = append(m.hold, last.Sub(t0))
-		m.publish = append(m.publish, p.at.Sub(t0))
-		m.cpuHold = append(m.cpuHold, cHold-c0)
-		m.cpu = append(m.cpu, cpuSeconds()-c0)
+		c.Hold = append(c.Hold, last.Sub(t0))
+		c.Publish = append(c.Publish, p.at.Sub(t0))
+		c.Stored = append(c.Stored, p.stored.Sub(t0))
+		c.CPUHold = append(c.CPUHold, cHold-c0)
+		c.CPU = append(c.CPU, cpuSeconds()-c0)
 	}
-	return m, nil
+	return nil
 }
 
 // loopbackCopy sends src once over a TCP connection on 127.0.0.1 into dst (one
@@ -368,29 +395,49 @@ func ms(d time.Duration) float64 { return round1(float64(d.Microseconds()) / 1e3
 // gbps is bytes per second in GB/s (1e9 bytes).
 func gbps(bytes int, d time.Duration) float64 { return round2(float64(bytes) / d.Seconds() / 1e9) }
 
-func (r *broadcastResult) ratio() float64 {
-	return round2(medianDuration(r.Broadcast).Seconds() / medianDuration(r.Copy).Seconds())
+// benchName is the JSON line's "bench" for case c: broadcast (fp32) and
+// broadcast_bf16 for the first transport timed (shm where the machine has
+// it), broadcast_nats and broadcast_nats_bf16 for the fan-out after it.
+func (r *broadcastResult) benchName(c *broadcastCase) string {
+	name := "broadcast"
+	if c.Transport != r.Cases[0].Transport {
+		name += "_" + c.Transport
+	}
+	if c.DType != actors.DTypeFP32 {
+		name += "_" + c.DType
+	}
+	return name
 }
 
-func (r *broadcastResult) json() benchResult {
-	b, c := medianDuration(r.Broadcast), medianDuration(r.Copy)
-	line := benchResult{"impl": "troupe", "bench": "broadcast", "params": r.Params, "bytes": r.Bytes,
-		"subscribers": r.Subscribers, "rounds": len(r.Broadcast), "transport": "nats core fan-out + jetstream object store copy (embedded, 127.0.0.1)",
-		"broadcast_ms_min": ms(minDuration(r.Broadcast)), "broadcast_ms_median": ms(b),
-		"publish_ms_median": ms(medianDuration(r.Publish)),
-		"copy_ms_min":       ms(minDuration(r.Copy)), "copy_ms_median": ms(c),
-		"ratio": r.ratio(), "target_ratio": 3.0,
+// transportText says what a case's subscribers stand for.
+func transportText(transport string) string {
+	if transport == transportShm {
+		return "on the learner's machine: shared-memory slot (nats.weights_shm: auto), announced on NATS, durable copy after"
+	}
+	return "as on other machines: nats core fan-out + jetstream object store copy (embedded, 127.0.0.1)"
+}
+
+func (r *broadcastResult) json(c *broadcastCase) benchResult {
+	b, cp := medianDuration(c.Hold), medianDuration(r.Copy)
+	bytes := dtypeBytes(c.DType) * r.Params
+	line := benchResult{"impl": "troupe", "bench": r.benchName(c), "transport": c.Transport, "transport_detail": transportText(c.Transport),
+		"dtype": c.DType, "params": r.Params, "bytes": bytes, "copy_bytes": r.Bytes,
+		"subscribers": r.Subscribers, "rounds": len(c.Hold),
+		"broadcast_ms_min": ms(minDuration(c.Hold)), "broadcast_ms_median": ms(b),
+		"publish_ms_median": ms(medianDuration(c.Publish)),
+		"stored_ms_median":  ms(medianDuration(c.Stored)),
+		"copy_ms_min":       ms(minDuration(r.Copy)), "copy_ms_median": ms(cp),
+		"ratio": round2(b.Seconds() / cp.Seconds()), "target_ratio": 3.0,
 		// one version's bytes per second, and all K copies' bytes per second
-		"broadcast_gb_per_s":           gbps(r.Bytes, b),
-		"broadcast_aggregate_gb_per_s": gbps(r.Bytes*r.Subscribers, b),
-		"copy_gb_per_s":                gbps(r.Bytes, c),
-		"bf16_broadcast_ms_median":     ms(medianDuration(r.BF16)),
-		"bf16_ratio":                   round2(medianDuration(r.BF16).Seconds() / c.Seconds()),
-		"deliveries_fanout":            r.Fanout,
-		"deliveries_store":             r.Store,
+		"broadcast_gb_per_s":           gbps(bytes, b),
+		"broadcast_aggregate_gb_per_s": gbps(bytes*r.Subscribers, b),
+		"copy_gb_per_s":                gbps(r.Bytes, cp),
+		"deliveries_fanout":            c.Fanout,
+		"deliveries_store":             c.Store,
+		"deliveries_shm":               c.Shm,
 		"slow_consumers":               r.Slow,
-		"cpu_s_per_version_median":     round2(medianFloat(r.CPU)),
-		"cpu_s_to_hold_median":         round2(medianFloat(r.CPUHold)),
+		"cpu_s_per_version_median":     round2(medianFloat(c.CPU)),
+		"cpu_s_to_hold_median":         round2(medianFloat(c.CPUHold)),
 		"copy_cpu_s_median":            round2(medianFloat(r.CopyCPU)),
 	}
 	if r.PeakRSSMB > 0 {
@@ -399,50 +446,50 @@ func (r *broadcastResult) json() benchResult {
 	return line
 }
 
-// jsonBF16 is the bf16 broadcast's own line: the same versions with bf16 on
-// the wire (half the bytes), against the same loopback copy of the fp32
-// bytes.
-func (r *broadcastResult) jsonBF16() benchResult {
-	b, c := medianDuration(r.BF16), medianDuration(r.Copy)
-	return benchResult{"impl": "troupe", "bench": "broadcast_bf16", "dtype": "bf16", "params": r.Params, "bytes": 2 * r.Params,
-		"copy_bytes": r.Bytes, "subscribers": r.Subscribers, "rounds": len(r.BF16),
-		"broadcast_ms_min": ms(minDuration(r.BF16)), "broadcast_ms_median": ms(b),
-		"publish_ms_median": ms(medianDuration(r.BF16Publish)),
-		"copy_ms_median":    ms(c),
-		"ratio":             round2(b.Seconds() / c.Seconds()), "target_ratio": 3.0,
-		"broadcast_gb_per_s":       gbps(2*r.Params, b),
-		"cpu_s_per_version_median": round2(medianFloat(r.BF16CPU)),
-		"cpu_s_to_hold_median":     round2(medianFloat(r.BF16CPUHold)),
+func dtypeBytes(dtype string) int {
+	if dtype == actors.DTypeBF16 {
+		return 2
 	}
+	return 4
 }
 
 func (r *broadcastResult) table() string {
 	var b strings.Builder
-	bm, cm := medianDuration(r.Broadcast), medianDuration(r.Copy)
-	fmt.Fprintf(&b, "weight broadcast: %d params (%.1f MB), %d subscribers, %d versions timed\n",
-		r.Params, float64(r.Bytes)/1e6, r.Subscribers, len(r.Broadcast))
-	fmt.Fprintf(&b, "  %-34s %10s %10s %10s\n", "", "min ms", "median ms", "GB/s")
-	fmt.Fprintf(&b, "  %-34s %10.1f %10.1f %10.2f\n", fmt.Sprintf("publish -> all %d hold v+1", r.Subscribers),
-		ms(minDuration(r.Broadcast)), ms(bm), gbps(r.Bytes, bm))
-	fmt.Fprintf(&b, "  %-34s %10.1f %10.1f\n", "  Publish returned (incl. store put)",
-		ms(minDuration(r.Publish)), ms(medianDuration(r.Publish)))
-	fmt.Fprintf(&b, "  %-34s %10s %10s %10.2f\n", fmt.Sprintf("  (aggregate, %d copies)", r.Subscribers),
-		"", "", gbps(r.Bytes*r.Subscribers, bm))
-	fmt.Fprintf(&b, "  %-34s %10.1f %10.1f %10.2f\n", "one copy, loopback TCP",
-		ms(minDuration(r.Copy)), ms(cm), gbps(r.Bytes, cm))
-	fmt.Fprintf(&b, "  %-34s %10.1f %10.1f\n", "publish -> all hold v+1, bf16 wire",
-		ms(minDuration(r.BF16)), ms(medianDuration(r.BF16)))
-	verdict := "meets"
-	if r.ratio() > 3 {
-		verdict = "misses"
+	cm := medianDuration(r.Copy)
+	fmt.Fprintf(&b, "weight broadcast: %d params (%.1f MB fp32), %d subscribers, %d versions timed per case\n",
+		r.Params, float64(r.Bytes)/1e6, r.Subscribers, broadcastRounds)
+	fmt.Fprintf(&b, "  %-44s %10s %10s %10s %10s\n", "publish -> all hold v+1", "min ms", "median ms", "stored ms", "x copy")
+	for i := range r.Cases {
+		c := &r.Cases[i]
+		bm := medianDuration(c.Hold)
+		fmt.Fprintf(&b, "  %-44s %10.1f %10.1f %10.1f %10.2f\n", fmt.Sprintf("%s, %s on the wire", c.Transport, c.DType),
+			ms(minDuration(c.Hold)), ms(bm), ms(medianDuration(c.Stored)), round2(bm.Seconds()/cm.Seconds()))
 	}
-	fmt.Fprintf(&b, "  broadcast / copy (medians): %.2fx fp32 (%s the <= 3x aim), %.2fx bf16\n",
-		r.ratio(), verdict, round2(medianDuration(r.BF16).Seconds()/cm.Seconds()))
-	fmt.Fprintf(&b, "  CPU per fp32 version (publish, server, %d subscribers, store copy): %.2f s, %.2f s of it until all hold it; one loopback copy: %.2f s\n",
-		r.Subscribers, medianFloat(r.CPU), medianFloat(r.CPUHold), medianFloat(r.CopyCPU))
-	fmt.Fprintf(&b, "  CPU per bf16 version: %.2f s, %.2f s of it until all hold it\n", medianFloat(r.BF16CPU), medianFloat(r.BF16CPUHold))
-	fmt.Fprintf(&b, "  deliveries: %d from the fan-out, %d from the object store; %d slow-consumer disconnects\n",
-		r.Fanout, r.Store, r.Slow)
+	fmt.Fprintf(&b, "  %-44s %10.1f %10.1f\n", "one copy of the fp32 bytes, loopback TCP", ms(minDuration(r.Copy)), ms(cm))
+	for _, tr := range []string{transportShm, transportNATS} {
+		for i := range r.Cases {
+			if c := &r.Cases[i]; c.Transport == tr && c.DType == actors.DTypeFP32 {
+				ratio := round2(medianDuration(c.Hold).Seconds() / cm.Seconds())
+				verdict := "meets"
+				if ratio > 3 {
+					verdict = "misses"
+				}
+				fmt.Fprintf(&b, "  broadcast / copy (medians), %s fp32: %.2fx (%s the <= 3x aim)\n", tr, ratio, verdict)
+			}
+		}
+	}
+	for i := range r.Cases {
+		c := &r.Cases[i]
+		fmt.Fprintf(&b, "  CPU per %s %s version (publish, %d subscribers, store copy): %.2f s, %.2f s of it until all hold it\n",
+			c.Transport, c.DType, r.Subscribers, medianFloat(c.CPU), medianFloat(c.CPUHold))
+	}
+	fmt.Fprintf(&b, "  one loopback copy: %.2f CPU-s\n", medianFloat(r.CopyCPU))
+	for i := range r.Cases {
+		c := &r.Cases[i]
+		fmt.Fprintf(&b, "  deliveries, %s %s: %d from a shared-memory slot, %d from the fan-out, %d from the object store\n",
+			c.Transport, c.DType, c.Shm, c.Fanout, c.Store)
+	}
+	fmt.Fprintf(&b, "  slow-consumer disconnects: %d\n", r.Slow)
 	if r.PeakRSSMB > 0 {
 		fmt.Fprintf(&b, "  peak RSS: %.0f MB\n", r.PeakRSSMB)
 	}

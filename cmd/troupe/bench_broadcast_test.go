@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/troupe-rl/troupe/actors"
 )
 
 // TestBenchBroadcast runs the broadcast benchmark small (1 Mi values, 2
@@ -21,48 +23,61 @@ func TestBenchBroadcast(t *testing.T) {
 	if err := runBroadcastBench(1<<20, 2, &js, &table); err != nil {
 		t.Fatal(err)
 	}
-	// Two JSON lines: the fp32 broadcast (with the bf16 figures beside it)
-	// and the bf16 broadcast on its own.
-	var line, bf map[string]any
+	// One JSON line per transport and dtype: shm (where this machine has a
+	// tmpfs) and nats, each fp32 then bf16.
+	want := []string{"broadcast", "broadcast_bf16"}
+	if actors.DefaultShmDir() != "" {
+		want = append(want, "broadcast_nats", "broadcast_nats_bf16")
+	}
+	var lines []map[string]any
 	dec := json.NewDecoder(&js)
-	if err := dec.Decode(&line); err != nil {
-		t.Fatalf("first JSON line: %v", err)
+	for dec.More() {
+		var line map[string]any
+		if err := dec.Decode(&line); err != nil {
+			t.Fatalf("JSON line %d: %v", len(lines)+1, err)
+		}
+		lines = append(lines, line)
 	}
-	if err := dec.Decode(&bf); err != nil {
-		t.Fatalf("second JSON line: %v", err)
+	if len(lines) != len(want) {
+		t.Fatalf("%d JSON lines, want %d (%v)", len(lines), len(want), want)
 	}
-	if dec.More() {
-		t.Errorf("more than two JSON lines")
-	}
-	for key, want := range map[string]any{"bench": "broadcast", "params": float64(1 << 20), "bytes": float64(4 << 20), "subscribers": float64(2), "rounds": float64(3)} {
-		if got := line[key]; got != want {
-			t.Errorf("%s: got %v, want %v", key, got, want)
+	for i, line := range lines {
+		bf16 := strings.HasSuffix(want[i], "_bf16")
+		bytes, dtype := float64(4<<20), actors.DTypeFP32
+		if bf16 {
+			bytes, dtype = 2<<20, actors.DTypeBF16
+		}
+		for key, v := range map[string]any{"bench": want[i], "dtype": dtype, "params": float64(1 << 20), "bytes": bytes, "copy_bytes": float64(4 << 20),
+			"subscribers": float64(2), "rounds": float64(3), "copy_ms_median": lines[0]["copy_ms_median"]} {
+			if got := line[key]; got != v {
+				t.Errorf("%s: %s: got %v, want %v", want[i], key, got, v)
+			}
+		}
+		for _, key := range []string{"broadcast_ms_min", "broadcast_ms_median", "publish_ms_median", "stored_ms_median", "copy_ms_min", "ratio", "broadcast_gb_per_s",
+			"copy_gb_per_s", "cpu_s_per_version_median", "cpu_s_to_hold_median", "copy_cpu_s_median", "deliveries_store", "slow_consumers"} {
+			if v, ok := line[key].(float64); !ok || v < 0 {
+				t.Errorf("%s: %s: got %v, want a number >= 0", want[i], key, line[key])
+			}
+		}
+		// 2 subscribers x 4 versions, every one delivered once: from the
+		// slot on shm (nothing can overwrite it meanwhile), else from the
+		// fan-out unless the machine stalls a subscriber for seconds (then
+		// the object store).
+		f, st, sh := line["deliveries_fanout"].(float64), line["deliveries_store"].(float64), line["deliveries_shm"].(float64)
+		switch line["transport"] {
+		case "shm":
+			if sh != 8 {
+				t.Errorf("%s: deliveries: %v from the slot, %v fan-out, %v store; want 8 from the slot", want[i], sh, f, st)
+			}
+		case "nats":
+			if f+st != 8 || f == 0 || sh != 0 {
+				t.Errorf("%s: deliveries: %v from the fan-out, %v from the store, %v from a slot; want 8 in all, most from the fan-out", want[i], f, st, sh)
+			}
+		default:
+			t.Errorf("%s: transport %v", want[i], line["transport"])
 		}
 	}
-	for _, key := range []string{"broadcast_ms_min", "broadcast_ms_median", "copy_ms_min", "copy_ms_median", "ratio", "broadcast_gb_per_s", "copy_gb_per_s",
-		"bf16_broadcast_ms_median", "bf16_ratio", "cpu_s_per_version_median", "cpu_s_to_hold_median", "copy_cpu_s_median", "deliveries_store", "slow_consumers"} {
-		if v, ok := line[key].(float64); !ok || v < 0 {
-			t.Errorf("%s: got %v, want a number >= 0", key, line[key])
-		}
-	}
-	for key, want := range map[string]any{"bench": "broadcast_bf16", "dtype": "bf16", "params": float64(1 << 20), "bytes": float64(2 << 20), "copy_bytes": float64(4 << 20),
-		"subscribers": float64(2), "rounds": float64(3), "broadcast_ms_median": line["bf16_broadcast_ms_median"], "ratio": line["bf16_ratio"], "copy_ms_median": line["copy_ms_median"]} {
-		if got := bf[key]; got != want {
-			t.Errorf("bf16 line %s: got %v, want %v", key, got, want)
-		}
-	}
-	for _, key := range []string{"broadcast_ms_min", "publish_ms_median", "cpu_s_per_version_median", "cpu_s_to_hold_median"} {
-		if v, ok := bf[key].(float64); !ok || v < 0 {
-			t.Errorf("bf16 line %s: got %v, want a number >= 0", key, bf[key])
-		}
-	}
-	// 2 subscribers x 4 versions x 2 dtypes, every one delivered once: the
-	// fan-out carries them unless the machine stalls a subscriber for
-	// seconds (then the object store does).
-	if f, st := line["deliveries_fanout"].(float64), line["deliveries_store"].(float64); f+st != 16 || f == 0 {
-		t.Errorf("deliveries: %v from the fan-out, %v from the store; want 16 in all, most from the fan-out", f, st)
-	}
-	for _, want := range []string{"publish -> all 2 hold v+1", "bf16 wire", "CPU per fp32 version", "CPU per bf16 version", "one copy, loopback TCP", "broadcast / copy (medians):"} {
+	for _, want := range []string{"nats, fp32 on the wire", "nats, bf16 on the wire", "CPU per nats fp32 version", "one copy of the fp32 bytes, loopback TCP", "broadcast / copy (medians), nats fp32:"} {
 		if !strings.Contains(table.String(), want) {
 			t.Errorf("table lacks %q:\n%s", want, table.String())
 		}

@@ -396,14 +396,23 @@ func renderBenchTable(lines []benchResult) string {
 				fig += fmt.Sprintf(" (%.2f× of 1)", s)
 			}
 			add(fig, opt(r, "tokens_per_s", fmtNum), dash, "", "")
-		case bench == "broadcast" || bench == "broadcast_bf16":
-			// The bf16 row is read against the same fp32 copy and has no target.
+		case strings.HasPrefix(bench, "broadcast"):
+			// One row per transport and wire dtype (bench_broadcast.go); bf16
+			// rows are read against the same fp32 copy and have no target.
+			dtype, _ := r["dtype"].(string)
 			copyOf, wire, of, tgt := "", "", " of a copy", "≤ 3× one copy"
 			if t, ok := num(r, "target_ratio"); ok {
 				tgt = fmt.Sprintf("≤ %g× one copy", t)
 			}
-			if bench == "broadcast_bf16" {
+			if dtype == "bf16" || strings.HasSuffix(bench, "_bf16") {
 				copyOf, wire, of, tgt = " of the fp32 bytes", ", bf16 on the wire", " of an fp32 copy", ""
+			}
+			where := ""
+			switch r["transport"] {
+			case transportShm:
+				where = " on the learner's machine (shared memory)"
+			case transportNATS:
+				where = " on other machines (NATS fan-out, over loopback here)"
 			}
 			subs, _ := num(r, "subscribers")
 			params, _ := num(r, "params")
@@ -411,7 +420,7 @@ func renderBenchTable(lines []benchResult) string {
 			if c, ok := num(r, "copy_ms_median"); ok {
 				ours += " (1 TCP copy" + copyOf + ": " + fmtNum(c) + ")"
 			}
-			add(fmt.Sprintf("weight broadcast ms, %.0fM params to %.0f subscribers%s", params/1e6, subs, wire), ours, dash,
+			add(fmt.Sprintf("weight broadcast ms, %.0fM params to %.0f subscribers%s%s", params/1e6, subs, where, wire), ours, dash,
 				opt(r, "ratio", func(f float64) string { return fmtRatio(f) + of }), tgt)
 		case impl == "summary" && (bench == "train_seq" || bench == "generate_seq"):
 			st, _ := num(r, "seq")

@@ -62,6 +62,8 @@ func TestRenderBenchTable(t *testing.T) {
 {"impl":"summary","bench":"generate_seq","config":"small-1k","seq":512,"batch":4,"troupe_new_tokens_per_s":700}
 {"impl":"troupe","bench":"broadcast","params":124439808,"subscribers":4,"broadcast_ms_median":900,"copy_ms_median":300,"ratio":3,"target_ratio":3}
 {"impl":"troupe","bench":"broadcast_bf16","dtype":"bf16","params":124439808,"subscribers":4,"broadcast_ms_median":600,"copy_ms_median":300,"ratio":2,"target_ratio":3}
+{"impl":"troupe","bench":"broadcast","transport":"shm","dtype":"fp32","params":124439808,"subscribers":4,"broadcast_ms_median":450,"copy_ms_median":300,"ratio":1.5,"target_ratio":3}
+{"impl":"troupe","bench":"broadcast_nats_bf16","transport":"nats","dtype":"bf16","params":124439808,"subscribers":4,"broadcast_ms_median":750,"copy_ms_median":300,"ratio":2.5,"target_ratio":3}
 `
 	path := filepath.Join(t.TempDir(), benchJSONL)
 	if err := os.WriteFile(path, []byte(jsonl), 0o644); err != nil {
@@ -71,8 +73,8 @@ func TestRenderBenchTable(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(lines) != 15 {
-		t.Fatalf("%d lines read, want 15 (blank lines skipped)", len(lines))
+	if len(lines) != 17 {
+		t.Fatalf("%d lines read, want 17 (blank lines skipped)", len(lines))
 	}
 	table := renderBenchTable(lines)
 	for _, want := range []string{
@@ -92,6 +94,8 @@ func TestRenderBenchTable(t *testing.T) {
 		"| generate new tokens/s, small-1k, 16→512 tokens (batch 4) | 700 | – | – |  |",
 		"| weight broadcast ms, 124M params to 4 subscribers | 900 (1 TCP copy: 300) | – | 3.00× of a copy | ≤ 3× one copy |",
 		"| weight broadcast ms, 124M params to 4 subscribers, bf16 on the wire | 600 (1 TCP copy of the fp32 bytes: 300) | – | 2.00× of an fp32 copy |  |",
+		"| weight broadcast ms, 124M params to 4 subscribers on the learner's machine (shared memory) | 450 (1 TCP copy: 300) | – | 1.50× of a copy | ≤ 3× one copy |",
+		"| weight broadcast ms, 124M params to 4 subscribers on other machines (NATS fan-out, over loopback here), bf16 on the wire | 750 (1 TCP copy of the fp32 bytes: 300) | – | 2.50× of an fp32 copy |  |",
 	} {
 		if !strings.Contains(table, want) {
 			t.Errorf("table lacks %q:\n%s", want, table)

@@ -1,0 +1,413 @@
+package actors
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"os"
+	"path/filepath"
+	"runtime/debug"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+	"unsafe"
+
+	"github.com/nats-io/nats.go"
+)
+
+// Same-host shared memory (issue 6). Subscribers on the learner's machine do
+// not need the bytes to travel through sockets at all: the publisher writes
+// each version once into a slot file in a tmpfs directory (/dev/shm), which
+// every process on the machine maps, and the announcement names the slot.
+// A subscriber that sees the same directory (same kernel boot id, same device
+// and inode: see dirKey) copies the version out of its mapping into the
+// buffer it hands over, folding the CRC-32C in as it goes, and checks it
+// against the announcement; bf16 slots are decoded on the way. One version
+// then costs the publisher one pass over the bytes and each subscriber one,
+// where the fan-out costs every byte ten socket copies for four subscribers
+// plus the server's (README, Speed).
+//
+// The fan-out still serves subscribers on other machines. A subscriber that
+// wants chunks answers requests on troupe.weightneed.<model>; one that read
+// the last version from a slot stops answering, and the publisher, which asks
+// before every version, skips the fan-out when nobody answers (NATS replies
+// "no responders" at once). A subscriber starts out answering, and answers
+// again as soon as a slot fails it (another machine's publisher, a slot
+// overwritten, a checksum mismatch): that version then comes from the object
+// store, the next ones from the fan-out.
+//
+// Each publisher keeps shmSlots slot files, version v in slot v mod shmSlots,
+// named <model>.<pid>.<id>.<slot> in troupe-weights-<uid>/ (mode 0700: other
+// users cannot map them). A slot's first page is its header: the version it
+// holds (0 while it is written, a sequence lock), the blob's size, dtype and
+// CRC-32C, and how many subscribers finished reading it. A reader checks the
+// version before and after it copies and the CRC over what it copied, so a
+// slot rewritten under a reader that fell shmSlots versions behind is
+// refused, not handed over.
+//
+// The durable copy in the object store is written from the slot, after
+// Publish returns, once as many subscribers have read this version as read
+// the previous one (at most shmStoreWait): on two cores the store's put costs
+// more CPU than the whole broadcast, and it no longer competes with the
+// readers nor keeps the learner waiting. The next Publish waits for it (the
+// slot it reads is not rewritten before), and Close waits for the last one.
+const (
+	hdrShm             = "Troupe-Shm"         // on an announcement: the slot file holding the blob
+	hdrShmKey          = "Troupe-Shm-Key"     // on an announcement: dirKey of the slot's directory
+	weightsNeedSubject = "troupe.weightneed." // + model: answered by subscribers that want the fan-out
+
+	shmSlots  = 2         // slot files per publisher
+	shmHeader = 4096      // bytes before the blob: one page, so the blob is page-aligned
+	shmPiece  = 256 << 10 // bytes copied and checksummed at a time (in cache)
+	shmMagic  = "TRPWSHM1"
+)
+
+var (
+	// shmStoreWait bounds how long the durable copy waits for this
+	// machine's subscribers to read a version.
+	shmStoreWait = 2 * time.Second
+	// needWait bounds the publisher's question whether anyone wants the
+	// fan-out; a server that does not answer "no responders" (older than
+	// 2.2) costs this on every version, and gets the fan-out.
+	needWait = time.Second
+)
+
+// shmHdr is a slot's header, in the slot's first page (shared memory: the
+// fields other processes change are atomics).
+type shmHdr struct {
+	magic   [8]byte
+	version atomic.Int64 // the version the slot holds; 0 while it is being written
+	size    int64        // blob bytes
+	crc     uint32       // CRC-32C of the blob
+	dtype   uint32       // 4 = fp32, 2 = bf16 (bytes per value)
+	readers atomic.Int64 // subscribers that have read this version
+}
+
+func hdrOf(page []byte) *shmHdr { return (*shmHdr)(unsafe.Pointer(unsafe.SliceData(page))) }
+
+// shmRing is a publisher's slots.
+type shmRing struct {
+	dir   string // troupe-weights-<uid> in the tmpfs
+	key   string // dirKey(dir)
+	base  string // dir/<model>.<pid>.<id>.
+	slots [shmSlots]*shmSlot
+}
+
+// shmSlot is one slot file, mapped read-write.
+type shmSlot struct {
+	path string
+	page []byte // the header page
+	data []byte // the blob's bytes
+	hdr  *shmHdr
+}
+
+// shmDirIn is this user's slot directory under the tmpfs root.
+func shmDirIn(root string) string {
+	return filepath.Join(root, "troupe-weights-"+strconv.Itoa(os.Getuid()))
+}
+
+// newShmRing prepares model's slots under root (created on first use), and
+// removes slot files that publishers which are no longer running left behind.
+func newShmRing(root, model string) (*shmRing, error) {
+	dir := shmDirIn(root)
+	if err := os.Mkdir(dir, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
+		return nil, fmt.Errorf("shared-memory weights: %w", err)
+	}
+	if err := ownedPrivateDir(dir); err != nil {
+		return nil, fmt.Errorf("shared-memory weights: %s: %w", dir, err)
+	}
+	key, err := dirKey(dir)
+	if err != nil {
+		return nil, fmt.Errorf("shared-memory weights: %s: %w", dir, err)
+	}
+	removeStaleSlots(dir)
+	id, err := newNUID()
+	if err != nil {
+		return nil, err
+	}
+	return &shmRing{dir: dir, key: key, base: filepath.Join(dir, fmt.Sprintf("%s.%d.%s.", model, os.Getpid(), id[:12]))}, nil
+}
+
+// removeStaleSlots deletes the slot files in dir whose publisher process has
+// gone (one that crashed cannot remove its own).
+func removeStaleSlots(dir string) {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return
+	}
+	for _, e := range ents {
+		f := strings.Split(e.Name(), ".")
+		if len(f) != 4 {
+			continue
+		}
+		if pid, err := strconv.Atoi(f[1]); err == nil && pid > 0 && !processAlive(pid) {
+			os.Remove(filepath.Join(dir, e.Name()))
+		}
+	}
+}
+
+// slot is the slot for version v, made (or made again) for blobs of size
+// bytes.
+func (r *shmRing) slot(v int64, size int) (*shmSlot, error) {
+	i := int(v % shmSlots)
+	if s := r.slots[i]; s != nil && len(s.data) == size {
+		return s, nil
+	} else if s != nil {
+		s.remove()
+		r.slots[i] = nil
+	}
+	s, err := makeSlot(r.base+strconv.Itoa(i), size)
+	if err != nil {
+		return nil, err
+	}
+	r.slots[i] = s
+	return s, nil
+}
+
+func makeSlot(path string, size int) (*shmSlot, error) {
+	os.Remove(path)
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("shared-memory weights: %w", err)
+	}
+	defer f.Close() // the mappings stay
+	s := &shmSlot{path: path}
+	fail := func(err error) (*shmSlot, error) {
+		s.remove()
+		return nil, fmt.Errorf("shared-memory weights: slot %s (%d bytes): %w", path, shmHeader+size, err)
+	}
+	if err := reserveFile(f, int64(shmHeader+size)); err != nil {
+		return fail(err)
+	}
+	if s.page, err = mapFile(f, 0, shmHeader, true); err != nil {
+		return fail(err)
+	}
+	if s.data, err = mapFile(f, shmHeader, size, true); err != nil {
+		return fail(err)
+	}
+	s.hdr = hdrOf(s.page)
+	copy(s.hdr.magic[:], shmMagic)
+	return s, nil
+}
+
+// remove unmaps the slot and deletes its file: subscribers that mapped it
+// keep their mapping until they let it go.
+func (s *shmSlot) remove() {
+	unmapFile(s.page)
+	unmapFile(s.data)
+	s.page, s.data, s.hdr = nil, nil, nil
+	os.Remove(s.path)
+}
+
+// write puts w into the slot as version v in dtype and returns the blob's
+// CRC-32C. Readers see version 0 until it is all there.
+func (s *shmSlot) write(v int64, w []float32, dtype string) uint32 {
+	s.hdr.version.Store(0)
+	src, encode := wireBlob(w, dtype, s.data) // bf16: encodes into s.data itself
+	var crc uint32
+	for off := 0; off < len(src); off += shmPiece {
+		end := min(off+shmPiece, len(src))
+		if encode != nil {
+			encode(end)
+		} else {
+			copy(s.data[off:end], src[off:end])
+		}
+		crc = crc32.Update(crc, castagnoli, s.data[off:end])
+	}
+	s.hdr.size, s.hdr.crc, s.hdr.dtype = int64(len(src)), crc, uint32(dtypeSize(dtype))
+	s.hdr.readers.Store(0)
+	s.hdr.version.Store(v)
+	return crc
+}
+
+// readers is how many subscribers have read version v from this ring (0 if
+// its slot holds another version by now).
+func (r *shmRing) readers(v int64) int64 {
+	s := r.slots[int(v%shmSlots)]
+	if v < 1 || s == nil || s.hdr.version.Load() != v {
+		return 0
+	}
+	return s.hdr.readers.Load()
+}
+
+func (r *shmRing) close() {
+	for i, s := range r.slots {
+		if s != nil {
+			s.remove()
+			r.slots[i] = nil
+		}
+	}
+}
+
+// shmView is a subscriber's mapping of one slot file.
+type shmView struct {
+	page []byte // header page, read-write (the readers count)
+	data []byte // blob, read-only
+	hdr  *shmHdr
+}
+
+// shmReader is a subscriber's side: the slots it has mapped, kept across
+// versions (a slot's pages are faulted in once, not on every version).
+type shmReader struct {
+	mu    sync.Mutex
+	keys  map[string]string   // dirKey of slot directories seen
+	views map[string]*shmView // by slot path
+	base  string              // the publisher whose slots are mapped (path up to the slot number)
+}
+
+func newShmReader() *shmReader {
+	return &shmReader{keys: map[string]string{}, views: map[string]*shmView{}}
+}
+
+// errShmElsewhere: the announced slot is on another machine (or in another
+// container's /dev/shm).
+var errShmElsewhere = errors.New("slot not on this machine")
+
+// local reports whether a's slot is in a directory this process sees as the
+// publisher did.
+func (r *shmReader) local(a *announcement) bool {
+	dir := filepath.Dir(a.shmPath)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	k, ok := r.keys[dir]
+	if !ok {
+		k, _ = dirKey(dir) // "" when missing: never equal
+		r.keys[dir] = k
+	}
+	return k != "" && k == a.shmKey
+}
+
+// view maps the slot at path (for blobs of size bytes), or returns the
+// mapping made for an earlier version.
+func (r *shmReader) view(path string, size int64) (*shmView, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if base := strings.TrimRight(path, "0123456789"); base != r.base {
+		r.unmapLocked() // a new publisher: its predecessor's slots are gone
+		r.base = base
+	}
+	if v := r.views[path]; v != nil && int64(len(v.data)) == size {
+		return v, nil
+	} else if v != nil {
+		v.unmap()
+		delete(r.views, path)
+	}
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if st.Size() < shmHeader+size {
+		return nil, fmt.Errorf("slot holds %d bytes, announced %d", st.Size()-shmHeader, size)
+	}
+	v := &shmView{}
+	if v.page, err = mapFile(f, 0, shmHeader, true); err != nil {
+		return nil, err
+	}
+	if v.data, err = mapFile(f, shmHeader, int(size), false); err != nil {
+		v.unmap()
+		return nil, err
+	}
+	v.hdr = hdrOf(v.page)
+	if string(v.hdr.magic[:]) != shmMagic {
+		v.unmap()
+		return nil, errors.New("not a troupe weights slot")
+	}
+	r.views[path] = v
+	return v, nil
+}
+
+func (v *shmView) unmap() {
+	unmapFile(v.page)
+	unmapFile(v.data)
+}
+
+func (r *shmReader) unmapLocked() {
+	for p, v := range r.views {
+		v.unmap()
+		delete(r.views, p)
+	}
+}
+
+func (r *shmReader) close() {
+	r.mu.Lock()
+	r.unmapLocked()
+	r.mu.Unlock()
+}
+
+// read copies a's blob out of its slot into values from fan (decoding bf16)
+// and checks it: the slot still holds a's version after the copy, and the
+// CRC-32C of what was copied is the announced one.
+func (r *shmReader) read(a *announcement, fan *fanin) (w []float32, err error) {
+	if !a.hasCRC {
+		return nil, errors.New("announcement without a crc32c")
+	}
+	if !r.local(a) {
+		return nil, errShmElsewhere
+	}
+	size := dtypeSize(a.dtype)
+	if size == 0 || a.Size%int64(size) != 0 {
+		return nil, fmt.Errorf("%d bytes of %s", a.Size, a.dtype)
+	}
+	v, err := r.view(a.shmPath, a.Size)
+	if err != nil {
+		return nil, err
+	}
+	// A slot file cut short under the mapping (nothing troupe does) faults
+	// on access: an error here, not a crash.
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("slot %s: %v", a.shmPath, p)
+		}
+		if err != nil && w != nil {
+			fan.releaser(w)() // the buffer goes to the next try
+			w = nil
+		}
+	}()
+	h := v.hdr
+	if got := h.version.Load(); got != a.Version {
+		return nil, fmt.Errorf("slot %s holds version %d, not %d", a.shmPath, got, a.Version)
+	}
+	if h.size != a.Size || h.crc != a.crc || int(h.dtype) != size {
+		return nil, fmt.Errorf("slot %s: %d bytes, %d-byte values, crc32c %s; announced %d, %s, %s",
+			a.shmPath, h.size, h.dtype, crcHex(h.crc), a.Size, a.dtype, crcHex(a.crc))
+	}
+	w = fan.values(int(a.Size) / size)
+	var crc uint32
+	out := float32Bytes(w)
+	for off := 0; off < len(v.data); off += shmPiece {
+		end := min(off+shmPiece, len(v.data))
+		if a.dtype == DTypeFP32 && littleEndian {
+			copy(out[off:end], v.data[off:end])
+			crc = crc32.Update(crc, castagnoli, out[off:end])
+		} else {
+			crc = crc32.Update(crc, castagnoli, v.data[off:end])
+			decodeInto(w[off/size:], v.data[off:end], a.dtype)
+		}
+	}
+	if got := h.version.Load(); got != a.Version {
+		return nil, fmt.Errorf("slot %s rewritten (version %d) while version %d was read", a.shmPath, got, a.Version)
+	}
+	if crc != a.crc {
+		return nil, fmt.Errorf("%w: slot %s: crc32c %s, announced %s", ErrWeights, a.shmPath, crcHex(crc), crcHex(a.crc))
+	}
+	h.readers.Add(1)
+	return w, nil
+}
+
+// chunksWanted asks whether any subscriber wants model's fan-out: false only
+// when the server says nobody listens.
+func chunksWanted(ctx context.Context, nc *nats.Conn, model string) bool {
+	ctx, cancel := context.WithTimeout(ctx, needWait)
+	defer cancel()
+	_, err := nc.RequestWithContext(ctx, weightsNeedSubject+model, nil)
+	return !errors.Is(err, nats.ErrNoResponders)
+}

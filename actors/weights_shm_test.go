@@ -1,0 +1,309 @@
+//go:build linux
+
+package actors
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	"github.com/nats-io/nats.go"
+	"github.com/rs/zerolog"
+)
+
+// shmPublisher is a publisher whose slots go under a test's own directory.
+func shmPublisher(t *testing.T, nc *nats.Conn, model, dtype string) (*WeightPublisher, string) {
+	t.Helper()
+	root := t.TempDir()
+	pub, err := NewWeightPublisher(context.Background(), nc, model, WithWeightsDType(dtype), WithWeightsShm(root))
+	if err != nil {
+		t.Fatalf("NewWeightPublisher: %v", err)
+	}
+	if pub.shm == nil {
+		t.Fatalf("no shared-memory slots under %s", root)
+	}
+	t.Cleanup(func() { pub.Close() })
+	return pub, shmDirIn(root)
+}
+
+// countChunks counts the fan-out's chunk messages of model (a plain
+// subscription: it does not ask for them, so the publisher's question is
+// answered only by the weight subscribers).
+func countChunks(t *testing.T, nc *nats.Conn, model string) *atomic.Int64 {
+	t.Helper()
+	var n atomic.Int64
+	sub, err := nc.Subscribe(weightsDataSubject+model, func(*nats.Msg) { n.Add(1) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	sub.SetPendingLimits(-1, -1)
+	t.Cleanup(func() { sub.Unsubscribe() })
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	return &n
+}
+
+// Subscribers on the publisher's machine read every version from its slot
+// (exact for fp32, rounded to bf16 for bf16) and stop asking for chunks, so
+// the publisher skips the fan-out; a subscriber that acts as if it were on
+// another machine (WithoutShm) still gets every version from the fan-out,
+// and the others' slots keep working beside it.
+func TestWeightsShm(t *testing.T) {
+	for _, dtype := range []string{DTypeFP32, DTypeBF16} {
+		t.Run(dtype, func(t *testing.T) {
+			nc := startNATS(t)
+			model := "shm-" + dtype
+			pub, dir := shmPublisher(t, nc, model, dtype)
+			chunks := countChunks(t, nc, model)
+			local := []*received{newReceived(), newReceived()}
+			var subs []*WeightSubscriber
+			for _, r := range local {
+				s, err := SubscribeWeights(nc, model, zerolog.Nop(), r.on)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer s.Stop()
+				subs = append(subs, s)
+			}
+			want := func(w []float32) []float32 {
+				if dtype == DTypeFP32 {
+					return w
+				}
+				r := make([]float32, len(w))
+				for i, x := range w {
+					r[i] = RoundBF16(x)
+				}
+				return r
+			}
+			check := func(r *received, v int64, w []float32) {
+				t.Helper()
+				r.waitFor(t, v)
+				r.mu.Lock()
+				got := r.got[len(r.got)-1]
+				r.mu.Unlock()
+				if got.Version != v || !slices.Equal(got.Data, want(w)) {
+					t.Fatalf("version %d: got version %d, values equal: %v", v, got.Version, slices.Equal(got.Data, want(w)))
+				}
+			}
+			// Versions 1 and 2: the subscribers answered "chunks, please"
+			// until they had read version 1 from its slot.
+			for v := int64(1); v <= 2; v++ {
+				w := randomWeights(300_001, uint64(v)) // not a multiple of a chunk or a piece
+				if _, err := pub.Publish(context.Background(), int(v), false, w); err != nil {
+					t.Fatal(err)
+				}
+				for _, r := range local {
+					check(r, v, w)
+				}
+				if v == 1 {
+					if chunks.Load() == 0 {
+						t.Fatalf("version 1 went out without a fan-out while the subscribers still asked for it")
+					}
+					if err := pub.Flush(context.Background()); err != nil {
+						t.Fatal(err)
+					}
+					chunks.Store(0)
+				}
+			}
+			if n := chunks.Load(); n != 0 {
+				t.Fatalf("version 2: %d chunks on the fan-out, want none (every subscriber reads the slot)", n)
+			}
+			for i, s := range subs {
+				if got := s.ReceivedShm(); got != 2 {
+					f, st := s.Received()
+					t.Fatalf("subscriber %d: %d versions from the slot (%d fan-out, %d store), want 2", i, got, f, st)
+				}
+			}
+			ents, _ := os.ReadDir(dir)
+			if len(ents) != shmSlots {
+				t.Fatalf("%s holds %d files, want %d slots", dir, len(ents), shmSlots)
+			}
+
+			// A subscriber "on another machine" joins: from version 3 on the
+			// fan-out runs again, for it alone.
+			remote := newReceived()
+			rs, err := SubscribeWeights(nc, model, zerolog.Nop(), remote.on, WithoutShm())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer rs.Stop()
+			remote.waitFor(t, 2) // the latest version, from the store
+			for v := int64(3); v <= 4; v++ {
+				w := randomWeights(300_001, uint64(v))
+				if _, err := pub.Publish(context.Background(), int(v), false, w); err != nil {
+					t.Fatal(err)
+				}
+				for _, r := range append(local, remote) {
+					check(r, v, w)
+				}
+			}
+			if chunks.Load() == 0 {
+				t.Fatalf("no fan-out with a subscriber that wants it")
+			}
+			if f, _ := rs.Received(); f != 2 || rs.ReceivedShm() != 0 {
+				t.Fatalf("remote subscriber: %d versions from the fan-out, %d from a slot; want 2 and 0", f, rs.ReceivedShm())
+			}
+			for i, s := range subs {
+				if got := s.ReceivedShm(); got != 4 {
+					t.Fatalf("subscriber %d: %d versions from the slot, want 4", i, got)
+				}
+			}
+
+			// Close removes the slots.
+			if err := pub.Close(); err != nil {
+				t.Fatal(err)
+			}
+			if ents, _ := os.ReadDir(dir); len(ents) != 0 {
+				t.Fatalf("after Close %s still holds %d files", dir, len(ents))
+			}
+		})
+	}
+}
+
+// A slot that does not hold what was announced (overwritten, damaged) is
+// refused by the checks (version, CRC-32C), and the subscriber takes that
+// version from the object store instead, then the next one from the slot
+// again; a slot that is gone (the publisher closed) also falls back to the
+// store.
+func TestWeightsShmRefused(t *testing.T) {
+	nc := startNATS(t)
+	pub, _ := shmPublisher(t, nc, "shmbad", DTypeFP32)
+	ctx := context.Background()
+	w1 := randomWeights(100_000, 1)
+	a, err := pub.Publish(ctx, 1, false, w1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := pub.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// Damage the slot's values behind the publisher's back.
+	slot := pub.shm.slots[a.Version%shmSlots]
+	f, err := os.OpenFile(slot.path, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteAt([]byte{1, 2, 3, 4}, shmHeader+4000); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+
+	rec := newReceived()
+	s, err := SubscribeWeights(nc, "shmbad", zerolog.Nop(), rec.on)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Stop()
+	rec.waitFor(t, 1)
+	if got := rec.got[0]; !slices.Equal(got.Data, w1) {
+		t.Fatalf("version 1 handed over with the damaged slot's values")
+	}
+	if _, st := s.Received(); st != 1 || s.ReceivedShm() != 0 {
+		t.Fatalf("version 1: %d from the store, %d from the slot; want 1 and 0", st, s.ReceivedShm())
+	}
+
+	// The slot's header says another version: refused before any copying.
+	w2 := randomWeights(100_000, 2)
+	ann := &announcement{WeightsAnnounce: a, crc: 0, hasCRC: true, dtype: DTypeFP32, shmPath: slot.path, shmKey: pub.shm.key}
+	ann.Version = 7
+	if _, err := s.shm.read(ann, s.fan); err == nil || !strings.Contains(err.Error(), "holds version 1, not 7") {
+		t.Fatalf("slot of version 1 read as version 7: %v", err)
+	}
+	// Another machine's slot (another key) is not even looked for.
+	ann.shmKey = "elsewhere/1/2"
+	if _, err := s.shm.read(ann, s.fan); err != errShmElsewhere {
+		t.Fatalf("foreign slot: got %v, want errShmElsewhere", err)
+	}
+
+	if _, err := pub.Publish(ctx, 2, false, w2); err != nil {
+		t.Fatal(err)
+	}
+	rec.waitFor(t, 2)
+	if s.ReceivedShm() != 1 || !slices.Equal(rec.got[1].Data, w2) {
+		t.Fatalf("version 2: %d versions from the slot, values equal %v; want 1, true", s.ReceivedShm(), slices.Equal(rec.got[1].Data, w2))
+	}
+
+	// A late subscriber after the publisher closed: the slot is gone, the
+	// store has the version.
+	if err := pub.Close(); err != nil {
+		t.Fatal(err)
+	}
+	late := newReceived()
+	ls, err := SubscribeWeights(nc, "shmbad", zerolog.Nop(), late.on)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ls.Stop()
+	late.waitFor(t, 2)
+	if _, st := ls.Received(); st != 1 || !slices.Equal(late.got[0].Data, w2) {
+		t.Fatalf("late subscriber: %d from the store, values equal %v", st, slices.Equal(late.got[0].Data, w2))
+	}
+}
+
+// A publisher removes the slot files that crashed publishers (processes no
+// longer running) left in its directory, and leaves running ones' alone;
+// the directory is private to its user.
+func TestWeightsShmStale(t *testing.T) {
+	root := t.TempDir()
+	dir := shmDirIn(root)
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("true")
+	if err := cmd.Run(); err != nil {
+		t.Skip("no `true` to get a finished process's pid:", err)
+	}
+	dead := filepath.Join(dir, "m."+strconv.Itoa(cmd.Process.Pid)+".abc.0")
+	alive := filepath.Join(dir, "m."+strconv.Itoa(os.Getpid())+".abc.0")
+	other := filepath.Join(dir, "notes.txt")
+	for _, p := range []string{dead, alive, other} {
+		if err := os.WriteFile(p, []byte("x"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r, err := newShmRing(root, "m")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.close()
+	if _, err := os.Stat(dead); !os.IsNotExist(err) {
+		t.Errorf("a dead publisher's slot is still there: %v", err)
+	}
+	for _, p := range []string{alive, other} {
+		if _, err := os.Stat(p); err != nil {
+			t.Errorf("%s removed: %v", p, err)
+		}
+	}
+	// A directory others may enter is refused (their slots could be swapped).
+	if err := os.Chmod(dir, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := newShmRing(root, "m"); err == nil || !strings.Contains(err.Error(), "0700") {
+		t.Errorf("world-writable slot directory: got %v, want a refusal", err)
+	}
+}
+
+// nats.weights_shm takes auto or off (empty = auto) and names itself when
+// it is anything else.
+func TestConfigWeightsShm(t *testing.T) {
+	for _, tc := range []struct {
+		mode string
+		ok   bool
+	}{{"", true}, {"auto", true}, {"off", true}, {"on", false}, {"/dev/shm", false}} {
+		src := minimalConfig + "nats:\n  weights_shm: \"" + tc.mode + "\"\n"
+		cfg, err := ParseRunConfig(filepath.Join(t.TempDir(), "run.yaml"), []byte(src))
+		if tc.ok && (err != nil || cfg.NATS.WeightsShm != tc.mode) {
+			t.Errorf("weights_shm %q: got %q, %v", tc.mode, cfg.NATS.WeightsShm, err)
+		}
+		if !tc.ok && (err == nil || !strings.Contains(err.Error(), "nats.weights_shm") || !strings.Contains(err.Error(), "auto, off")) {
+			t.Errorf("weights_shm %q: got %v, want an error naming nats.weights_shm and its values", tc.mode, err)
+		}
+	}
+}
