@@ -286,7 +286,10 @@ func (p *WeightPublisher) DType() string { return p.dtype }
 // failed (returned with the error): a number handed to subscribers is never
 // reused for other weights.
 func (p *WeightPublisher) Publish(ctx context.Context, step int, final bool, w []float32) (*messages.WeightsAnnounce, error) {
-	if err := p.Flush(ctx); err != nil {
+	if err := p.Flush(ctx); ctx.Err() != nil {
+		// Still storing the last version from the slot this one may reuse.
+		return nil, fmt.Errorf("%w: the previous version's durable copy is still being written: %v", ErrNATS, ctx.Err())
+	} else if err != nil {
 		p.log.Warn().Err(err).Msg("weights: the previous version's durable copy failed (announced; late joiners skip it)")
 	}
 	v := p.version + 1
