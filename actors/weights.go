@@ -217,6 +217,8 @@ func NewWeightPublisher(ctx context.Context, nc *nats.Conn, model string, opts .
 		var err error
 		if p.shm, err = newShmRing(p.shmRoot, model); err != nil {
 			p.log.Warn().Err(err).Msg("weights go to this machine's subscribers over NATS")
+		} else {
+			p.log.Debug().Str("dir", p.shm.dir).Msg("weights also go into shared-memory slots for this machine's subscribers")
 		}
 	}
 	js, err := jetstream.New(nc)
@@ -581,7 +583,7 @@ func SubscribeWeights(nc *nats.Conn, model string, log zerolog.Logger, onWeights
 		return nil, err
 	}
 	// Until a shared-memory slot serves it, the subscriber asks for chunks.
-	if err := s.wantChunks(true); err != nil {
+	if _, err := s.wantChunks(true); err != nil {
 		return fail(err)
 	}
 	if s.chunks != nil {
@@ -724,47 +726,53 @@ const (
 )
 
 // wantChunks starts (on) or stops answering the publisher's question whether
-// anyone wants the fan-out's chunks.
-func (s *WeightSubscriber) wantChunks(on bool) error {
+// anyone wants the fan-out's chunks; changed tells whether it did either.
+func (s *WeightSubscriber) wantChunks(on bool) (changed bool, err error) {
 	s.needMu.Lock()
 	defer s.needMu.Unlock()
 	switch {
 	case on && s.need == nil:
 		sub, err := s.nc.Subscribe(weightsNeedSubject+s.model, func(m *nats.Msg) { m.Respond(nil) })
 		if err != nil {
-			return fmt.Errorf("%w: subscribe %s: %v", ErrNATS, weightsNeedSubject+s.model, err)
+			return false, fmt.Errorf("%w: subscribe %s: %v", ErrNATS, weightsNeedSubject+s.model, err)
 		}
 		s.need = sub
 		// Registered with the server before the next version is published.
-		return s.nc.Flush()
+		return true, s.nc.Flush()
 	case !on && s.need != nil:
 		err := s.need.Unsubscribe()
 		s.need = nil
-		return err
+		return true, err
 	}
-	return nil
+	return false, nil
 }
 
 // receive gets a's values: from its shared-memory slot when this machine has
 // it, else from the fan-out when a's chunks went out while this subscriber
 // listened and all arrived intact, else from the store.
 func (s *WeightSubscriber) receive(ctx context.Context, a *announcement) ([]float32, int, error) {
-	if a.shmPath != "" && s.shm != nil {
-		w, err := s.shm.read(a, s.fan)
-		if err == nil {
-			if err := s.wantChunks(false); err != nil {
-				s.log.Debug().Err(err).Msg("weights: could not stop asking for chunks")
-			}
-			return w, fromShm, nil
-		}
-		if !errors.Is(err, errShmElsewhere) {
-			s.log.Debug().Err(err).Str("model", a.Model).Int64("version", a.Version).Msg("weights slot not read; taking the fan-out or the object store")
-		}
-	}
 	if s.shm != nil {
-		// A slot failed this version, or it has none: chunks from the next.
-		if err := s.wantChunks(true); err != nil {
+		why := "its announcement names no slot"
+		if a.shmPath != "" {
+			w, err := s.shm.read(a, s.fan)
+			if err == nil {
+				if changed, err := s.wantChunks(false); err != nil {
+					s.log.Debug().Err(err).Msg("weights: could not stop asking for chunks")
+				} else if changed {
+					s.log.Info().Str("model", a.Model).Int64("version", a.Version).Str("slot", a.shmPath).
+						Msg("weights come from the learner's shared memory on this machine")
+				}
+				return w, fromShm, nil
+			}
+			if why = err.Error(); !errors.Is(err, errShmElsewhere) {
+				s.log.Debug().Err(err).Str("model", a.Model).Int64("version", a.Version).Msg("weights slot not read; taking the fan-out or the object store")
+			}
+		}
+		// No slot for this version, or it failed: chunks from the next.
+		if changed, err := s.wantChunks(true); err != nil {
 			s.log.Debug().Err(err).Msg("weights: could not ask for chunks")
+		} else if changed {
+			s.log.Info().Str("model", a.Model).Int64("version", a.Version).Str("why", why).Msg("weights come over NATS again")
 		}
 	}
 	if a.fanout && a.seq > s.joinSeq {
