@@ -307,3 +307,39 @@ func TestConfigWeightsShm(t *testing.T) {
 		}
 	}
 }
+
+// A publisher that cannot make its slots (here: a directory it may not
+// write) logs why and publishes over NATS alone; subscribers lose nothing.
+func TestWeightsShmUnavailable(t *testing.T) {
+	nc := startNATS(t)
+	root := filepath.Join(t.TempDir(), "ro")
+	if err := os.Mkdir(root, 0o500); err != nil {
+		t.Fatal(err)
+	}
+	if os.Getuid() == 0 {
+		root = "/proc" // root writes anywhere else
+	}
+	var logged strings.Builder
+	pub, err := NewWeightPublisher(context.Background(), nc, "noshm", WithWeightsShm(root), WithWeightsLog(zerolog.New(&logged)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pub.Close()
+	if pub.shm != nil || !strings.Contains(logged.String(), "over NATS") || !strings.Contains(logged.String(), root) {
+		t.Fatalf("slots under %s: shm %v, log %q; want none, and a warning naming the directory", root, pub.shm != nil, logged.String())
+	}
+	rec := newReceived()
+	s, err := SubscribeWeights(nc, "noshm", zerolog.Nop(), rec.on)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Stop()
+	w := randomWeights(50_000, 3)
+	if _, err := pub.Publish(context.Background(), 1, false, w); err != nil {
+		t.Fatal(err)
+	}
+	rec.waitFor(t, 1)
+	if f, _ := s.Received(); f != 1 || !slices.Equal(rec.got[0].Data, w) {
+		t.Fatalf("got %d versions from the fan-out, values equal %v; want 1, true", f, slices.Equal(rec.got[0].Data, w))
+	}
+}
