@@ -337,7 +337,7 @@ func (p *WeightPublisher) Publish(ctx context.Context, step int, final bool, w [
 		switch {
 		case ferr != nil && ctx.Err() != nil:
 			return nil, ferr
-		case slot != nil:
+		case slot != nil: // crc is the slot's, computed as it was written
 		case ferr != nil:
 			// Subscribers will fetch this version from the store.
 			crc = crc32.Checksum(blob, castagnoli)

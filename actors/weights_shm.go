@@ -96,12 +96,40 @@ type shmRing struct {
 	slots [shmSlots]*shmSlot
 }
 
-// shmSlot is one slot file, mapped read-write.
-type shmSlot struct {
-	path string
+// shmView is one mapping of a slot file: the header page read-write (the
+// readers count), the blob read-write for its publisher, read-only for a
+// subscriber.
+type shmView struct {
 	page []byte // the header page
 	data []byte // the blob's bytes
 	hdr  *shmHdr
+}
+
+// mapSlot maps f's header page and the size bytes of blob after it.
+func mapSlot(f *os.File, size int, writable bool) (*shmView, error) {
+	page, err := mapFile(f, 0, shmHeader, true)
+	if err != nil {
+		return nil, err
+	}
+	data, err := mapFile(f, shmHeader, size, writable)
+	if err != nil {
+		unmapFile(page)
+		return nil, err
+	}
+	return &shmView{page: page, data: data, hdr: hdrOf(page)}, nil
+}
+
+// unmap lets the mapping go (a second call does nothing).
+func (v *shmView) unmap() {
+	unmapFile(v.page)
+	unmapFile(v.data)
+	v.page, v.data, v.hdr = nil, nil, nil
+}
+
+// shmSlot is one of a publisher's slot files, mapped read-write.
+type shmSlot struct {
+	*shmView
+	path string
 }
 
 // shmDirIn is this user's slot directory under the tmpfs root.
@@ -174,31 +202,23 @@ func makeSlot(path string, size int) (*shmSlot, error) {
 		return nil, fmt.Errorf("shared-memory weights: %w", err)
 	}
 	defer f.Close() // the mappings stay
-	s := &shmSlot{path: path}
-	fail := func(err error) (*shmSlot, error) {
-		s.remove()
+	err = reserveFile(f, int64(shmHeader+size))
+	var v *shmView
+	if err == nil {
+		v, err = mapSlot(f, size, true)
+	}
+	if err != nil {
+		os.Remove(path)
 		return nil, fmt.Errorf("shared-memory weights: slot %s (%d bytes): %w", path, shmHeader+size, err)
 	}
-	if err := reserveFile(f, int64(shmHeader+size)); err != nil {
-		return fail(err)
-	}
-	if s.page, err = mapFile(f, 0, shmHeader, true); err != nil {
-		return fail(err)
-	}
-	if s.data, err = mapFile(f, shmHeader, size, true); err != nil {
-		return fail(err)
-	}
-	s.hdr = hdrOf(s.page)
-	copy(s.hdr.magic[:], shmMagic)
-	return s, nil
+	copy(v.hdr.magic[:], shmMagic)
+	return &shmSlot{shmView: v, path: path}, nil
 }
 
 // remove unmaps the slot and deletes its file: subscribers that mapped it
 // keep their mapping until they let it go.
 func (s *shmSlot) remove() {
-	unmapFile(s.page)
-	unmapFile(s.data)
-	s.page, s.data, s.hdr = nil, nil, nil
+	s.unmap()
 	os.Remove(s.path)
 }
 
@@ -240,13 +260,6 @@ func (r *shmRing) close() {
 			r.slots[i] = nil
 		}
 	}
-}
-
-// shmView is a subscriber's mapping of one slot file.
-type shmView struct {
-	page []byte // header page, read-write (the readers count)
-	data []byte // blob, read-only
-	hdr  *shmHdr
 }
 
 // shmReader is a subscriber's side: the slots it has mapped, kept across
@@ -307,26 +320,16 @@ func (r *shmReader) view(path string, size int64) (*shmView, error) {
 	if st.Size() < shmHeader+size {
 		return nil, fmt.Errorf("slot holds %d bytes, announced %d", st.Size()-shmHeader, size)
 	}
-	v := &shmView{}
-	if v.page, err = mapFile(f, 0, shmHeader, true); err != nil {
+	v, err := mapSlot(f, int(size), false)
+	if err != nil {
 		return nil, err
 	}
-	if v.data, err = mapFile(f, shmHeader, int(size), false); err != nil {
-		v.unmap()
-		return nil, err
-	}
-	v.hdr = hdrOf(v.page)
 	if string(v.hdr.magic[:]) != shmMagic {
 		v.unmap()
 		return nil, errors.New("not a troupe weights slot")
 	}
 	r.views[path] = v
 	return v, nil
-}
-
-func (v *shmView) unmap() {
-	unmapFile(v.page)
-	unmapFile(v.data)
 }
 
 func (r *shmReader) unmapLocked() {

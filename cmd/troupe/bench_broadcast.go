@@ -417,6 +417,12 @@ func transportText(transport string) string {
 	return "as on other machines: nats core fan-out + jetstream object store copy (embedded, 127.0.0.1)"
 }
 
+// ratio is c's median time to all holding a version over the median
+// loopback copy of the fp32 bytes.
+func (r *broadcastResult) ratio(c *broadcastCase) float64 {
+	return round2(medianDuration(c.Hold).Seconds() / medianDuration(r.Copy).Seconds())
+}
+
 func (r *broadcastResult) json(c *broadcastCase) benchResult {
 	b, cp := medianDuration(c.Hold), medianDuration(r.Copy)
 	bytes := dtypeBytes(c.DType) * r.Params
@@ -427,7 +433,7 @@ func (r *broadcastResult) json(c *broadcastCase) benchResult {
 		"publish_ms_median": ms(medianDuration(c.Publish)),
 		"stored_ms_median":  ms(medianDuration(c.Stored)),
 		"copy_ms_min":       ms(minDuration(r.Copy)), "copy_ms_median": ms(cp),
-		"ratio": round2(b.Seconds() / cp.Seconds()), "target_ratio": 3.0,
+		"ratio": r.ratio(c), "target_ratio": 3.0,
 		// one version's bytes per second, and all K copies' bytes per second
 		"broadcast_gb_per_s":           gbps(bytes, b),
 		"broadcast_aggregate_gb_per_s": gbps(bytes*r.Subscribers, b),
@@ -463,19 +469,16 @@ func (r *broadcastResult) table() string {
 		c := &r.Cases[i]
 		bm := medianDuration(c.Hold)
 		fmt.Fprintf(&b, "  %-44s %10.1f %10.1f %10.1f %10.2f\n", fmt.Sprintf("%s, %s on the wire", c.Transport, c.DType),
-			ms(minDuration(c.Hold)), ms(bm), ms(medianDuration(c.Stored)), round2(bm.Seconds()/cm.Seconds()))
+			ms(minDuration(c.Hold)), ms(bm), ms(medianDuration(c.Stored)), r.ratio(c))
 	}
 	fmt.Fprintf(&b, "  %-44s %10.1f %10.1f\n", "one copy of the fp32 bytes, loopback TCP", ms(minDuration(r.Copy)), ms(cm))
-	for _, tr := range []string{transportShm, transportNATS} {
-		for i := range r.Cases {
-			if c := &r.Cases[i]; c.Transport == tr && c.DType == actors.DTypeFP32 {
-				ratio := round2(medianDuration(c.Hold).Seconds() / cm.Seconds())
-				verdict := "meets"
-				if ratio > 3 {
-					verdict = "misses"
-				}
-				fmt.Fprintf(&b, "  broadcast / copy (medians), %s fp32: %.2fx (%s the <= 3x aim)\n", tr, ratio, verdict)
+	for i := range r.Cases { // shm first where timed, then nats
+		if c := &r.Cases[i]; c.DType == actors.DTypeFP32 {
+			verdict := "meets"
+			if r.ratio(c) > 3 {
+				verdict = "misses"
 			}
+			fmt.Fprintf(&b, "  broadcast / copy (medians), %s fp32: %.2fx (%s the <= 3x aim)\n", c.Transport, r.ratio(c), verdict)
 		}
 	}
 	for i := range r.Cases {
