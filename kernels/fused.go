@@ -289,6 +289,9 @@ func (c *CPU) gemmEpiBands(transB bool, m, n, k int, a []float32, lda int, b []f
 	if !gemmPackedWins(false, transB, (m+parts-1)/parts, n, k) {
 		return false
 	}
+	if parts > 1 && c.gemmShared(false, transB, m, n, k, 1, a, lda, b, ldb, 0, cc, ldc, &e) {
+		return true
+	}
 	c.parallelFor(parts, minChunkWork, func(lo, hi int) {
 		for p := lo; p < hi; p++ {
 			i0, i1 := min(m, tiles*p/parts*gemmPackedMR), min(m, tiles*(p+1)/parts*gemmPackedMR)

@@ -47,6 +47,9 @@ func (c *CPU) gemm(transA, transB bool, m, n, k int, alpha float32, a []float32,
 		gemmSerial(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, cc, ldc)
 		return
 	}
+	if c.gemmShared(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, cc, ldc, nil) {
+		return
+	}
 	if byRows {
 		// Row bands of C: rows i0..i1 of op(A).
 		c.parallelFor(parts, minChunkWork, func(lo, hi int) {

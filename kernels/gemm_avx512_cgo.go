@@ -6,6 +6,7 @@ package kernels
 #cgo CFLAGS: -O3
 #include <immintrin.h>
 #include <stdint.h>
+#include <sched.h>
 #include "avx512_tr16.h"
 
 // A packed AVX-512 sgemm for the model's products (row-major C (M,N) = alpha *
@@ -376,6 +377,148 @@ static __attribute__((target("avx512f"))) void troupe_sgemm(int transA, int tran
 	}
 }
 
+// A product shared by threads (troupe_sgemm_shared): C is cut into chunks of
+// (cr rows) x (one column block of nc, whose packed B over all of K fits in
+// TG_L2), claimed one at a time by whichever thread is free, column block by
+// column block, so a thread slowed by other work on its core takes fewer
+// chunks instead of holding the other at the end of the op. Each column
+// block's B is packed once, shared: the threads that enter it claim its
+// 32-column micro-panels to pack, then wait for the ones still being packed.
+// A (where it is packed, not read in place) is packed once too, shared: a row
+// chunk's panels by the first thread to need them (the others wait), so the
+// column blocks after the first find it packed. A chunk runs every depth block
+// of its tile rows in order, so each element's sum is the one troupe_sgemm
+// computes, whichever thread takes its chunk. st (zeroed by the caller) holds
+// the next chunk, then for each column block the next micro-panel to pack and
+// how many are packed, then for each row chunk its A's state (0 not packed,
+// 1 being packed, 2 packed).
+
+// troupe_shared_nc is the column block of a shared product: its K x nc packed
+// B fits TG_L2 (at least one micro-panel), blocks of about equal width.
+static int troupe_shared_nc(int N, int K) { return troupe_sgemm_nc(N, K); }
+
+// troupe_shared_bsize is the shared packed B's size in floats (each column
+// block padded to whole micro-panels).
+static long troupe_shared_bsize(int N, int K) {
+	int nc = troupe_shared_nc(N, K);
+	long tot = 0;
+	for (int jc = 0; jc < N; jc += nc) {
+		int w = N - jc < nc ? N - jc : nc;
+		tot += (long)(w + TG_NR - 1) / TG_NR * TG_NR * K;
+	}
+	return tot;
+}
+
+// troupe_shared_direct reports whether a shared product reads A in place.
+static int troupe_shared_direct(int transA, int N) { return !transA && N <= TG_DIRECT_N; }
+
+// troupe_shared_asize is the shared packed A's size in floats (0 when A is
+// read in place): every depth block's panels of all rows, rounded up to TG_MR.
+static long troupe_shared_asize(int transA, int M, int N, int K) {
+	if (troupe_shared_direct(transA, N)) return 0;
+	return (long)(M + TG_MR - 1) / TG_MR * TG_MR * K;
+}
+
+// tg_wait spins until *p reaches v (the thread packing what is awaited is
+// working on it; yielding after a while in case it lost its core).
+static inline void tg_wait(long long *p, long long v) {
+	for (long spin = 0; __atomic_load_n(p, __ATOMIC_ACQUIRE) < v; spin++) {
+		_mm_pause();
+		if (spin > 4096) sched_yield();
+	}
+}
+
+// troupe_sgemm_shared is one thread's part of a shared product (see above):
+// bp is the shared packed B (troupe_shared_bsize floats, 64-byte aligned), ap
+// the shared packed A (troupe_shared_asize floats, aligned; unused when A is
+// read in place), cr a multiple of TG_MR.
+static __attribute__((target("avx512f"))) void troupe_sgemm_shared(int transA, int transB, int M, int N, int K,
+		float alpha, const float *A, long lda, const float *B, long ldb, float beta, float *C, long ldc,
+		float *bp, float *ap, long long *st, int cr, const tg_epi *e) {
+	int kc0 = troupe_sgemm_kc(K);
+	int nc = troupe_shared_nc(N, K);
+	int njb = (N + nc - 1) / nc, nrc = (M + cr - 1) / cr;
+	int direct = troupe_shared_direct(transA, N);
+	long mp = (long)(M + TG_MR - 1) / TG_MR * TG_MR;
+	long long nchunks = (long long)njb * nrc;
+	for (;;) {
+		long long q = __atomic_fetch_add(&st[0], 1, __ATOMIC_RELAXED);
+		if (q >= nchunks) break;
+		int jb = (int)(q / nrc), rc = (int)(q % nrc);
+		int jc = jb * nc, ncw = N - jc < nc ? N - jc : nc;
+		int npan = (ncw + TG_NR - 1) / TG_NR, wpad = npan * TG_NR;
+		float *bb = bp + (long)jc * K; // the blocks before are nc wide, a multiple of TG_NR
+		long long *next = &st[1 + 2 * jb], *done = &st[2 + 2 * jb];
+		if (__atomic_load_n(done, __ATOMIC_ACQUIRE) < npan) {
+			for (;;) {
+				long long p = __atomic_fetch_add(next, 1, __ATOMIC_RELAXED);
+				if (p >= npan) break;
+				for (int pc = 0; pc < K; pc += kc0) {
+					int kc = K - pc < kc0 ? K - pc : kc0;
+					troupe_pack_b(transB, N, jc + (int)p * TG_NR, TG_NR, pc, kc, B, ldb,
+						bb + (long)pc * wpad + p * TG_NR * kc);
+				}
+				__atomic_fetch_add(done, 1, __ATOMIC_RELEASE);
+			}
+			tg_wait(done, npan);
+		}
+		int r0 = rc * cr, r1 = M - r0 < cr ? M : r0 + cr;
+		long long *ast = &st[1 + 2 * njb + rc], zero = 0;
+		if (!direct && __atomic_load_n(ast, __ATOMIC_ACQUIRE) < 2) {
+			if (__atomic_compare_exchange_n(ast, &zero, 1, 0, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED)) {
+				for (int pc = 0; pc < K; pc += kc0) {
+					int kc = K - pc < kc0 ? K - pc : kc0;
+					troupe_pack_a(transA, r1 - r0, pc, kc, alpha, transA ? A + r0 : A + (long)r0 * lda, lda,
+						ap + mp * pc + (long)r0 * kc);
+				}
+				__atomic_store_n(ast, 2, __ATOMIC_RELEASE);
+			} else {
+				tg_wait(ast, 2);
+			}
+		}
+		for (int pc = 0; pc < K; pc += kc0) {
+			int kc = K - pc < kc0 ? K - pc : kc0;
+			int first = pc == 0, last = pc + kc >= K;
+			const float *bk = bb + (long)pc * wpad, *ak = ap + mp * pc;
+			for (int i0 = r0; i0 < r1; i0 += TG_MR) {
+				int rows = r1 - i0 < TG_MR ? r1 - i0 : TG_MR;
+				for (int j0 = 0; j0 < ncw; j0 += TG_NR) {
+					int w = ncw - j0;
+					long col = jc + j0;
+					tg_epi te, *tp = 0;
+					if (e) {
+						te = *e;
+						if (te.bias) te.bias += col;
+						if (te.res) te.res += i0 * te.ldr + col;
+						if (te.dgx) te.dgx += i0 * te.ldx + col;
+						if (te.gout) te.gout += i0 * te.ldg + col;
+						tp = &te;
+					}
+					if (direct) {
+						troupe_kernel_d(kc, A + (long)i0 * lda + pc, lda, bk + (long)j0 * kc,
+							C + (long)i0 * ldc + col, ldc, rows, TG_MASK(w), TG_MASK(w - 16), first, last,
+							alpha, beta, tp);
+						continue;
+					}
+					troupe_kernel(kc, ak + (long)i0 * kc, bk + (long)j0 * kc, C + (long)i0 * ldc + col,
+						ldc, rows, TG_MASK(w), TG_MASK(w - 16), first, last, beta, tp);
+				}
+			}
+		}
+	}
+}
+
+// troupe_sgemm_shared_epi is troupe_sgemm_shared with the epilogue's fields as
+// arguments (as troupe_sgemm_epi).
+static void troupe_sgemm_shared_epi(int transA, int transB, int M, int N, int K, float alpha, const float *A,
+		long lda, const float *B, long ldb, float beta, float *C, long ldc, float *bp, float *ap, long long *st,
+		int cr, int has_epi, const float *bias, const float *res, long ldr, const float *dgx, long ldx, float *gout,
+		long ldg, int gelu) {
+	tg_epi e = {bias, res, dgx, gout, ldr, ldx, ldg, gelu};
+	troupe_sgemm_shared(transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, bp, ap, st, cr,
+		has_epi ? &e : 0);
+}
+
 // troupe_sgemm_epi is troupe_sgemm with the epilogue's fields as arguments (Go
 // may not pass C a pointer to Go memory holding Go pointers); has_epi 0: none.
 static void troupe_sgemm_epi(int transA, int transB, int M, int N, int K, float alpha, const float *A, long lda,
@@ -435,37 +578,128 @@ func gemmPackedEpi(transA, transB bool, m, n, k int, alpha float32, a []float32,
 	if !gemmPackedOK || m <= 0 || n <= 0 || k <= 0 {
 		return false
 	}
-	var (
-		has                  C.int
-		bias, res, dgx, gout *C.float
-		ldr, ldx, ldg        C.long
-		gelu                 C.int
-	)
-	if e != nil {
-		has, gelu = 1, cbool(e.gelu)
-		if e.bias != nil {
-			_ = e.bias[n-1]
-			bias = (*C.float)(unsafe.Pointer(&e.bias[0]))
-		}
-		if e.res != nil {
-			_ = e.res[gemmStored(m, n, e.ldr)-1]
-			res, ldr = (*C.float)(unsafe.Pointer(&e.res[0])), C.long(e.ldr)
-		}
-		if e.dgx != nil {
-			_ = e.dgx[gemmStored(m, n, e.ldx)-1]
-			dgx, ldx = (*C.float)(unsafe.Pointer(&e.dgx[0])), C.long(e.ldx)
-		}
-		if e.gout != nil {
-			_ = e.gout[gemmStored(m, n, e.ldg)-1]
-			gout, ldg = (*C.float)(unsafe.Pointer(&e.gout[0])), C.long(e.ldg)
-		}
-	}
+	ce := cEpilogue(e, m, n)
 	ws := gemmPackedBuf(int(C.troupe_sgemm_ws(C.int(m), C.int(n), C.int(k))) + 16)
 	C.troupe_sgemm_epi(cbool(transA), cbool(transB), C.int(m), C.int(n), C.int(k), C.float(alpha),
 		(*C.float)(unsafe.Pointer(&a[0])), C.long(lda),
 		(*C.float)(unsafe.Pointer(&b[0])), C.long(ldb), C.float(beta),
 		(*C.float)(unsafe.Pointer(&cc[0])), C.long(ldc),
-		(*C.float)(unsafe.Pointer(&ws[gemmAlign(ws)])), has, bias, res, ldr, dgx, ldx, gout, ldg, gelu)
+		(*C.float)(unsafe.Pointer(&ws[gemmAlign(ws)])), ce.has, ce.bias, ce.res, ce.ldr, ce.dgx, ce.ldx, ce.gout, ce.ldg, ce.gelu)
+	gemmPackedWS.Put(&ws)
+	return true
+}
+
+// cEpi is a gemmEpilogue as the C functions take it (Go may not pass C a
+// pointer to Go memory holding Go pointers, so its fields go one by one).
+type cEpi struct {
+	has, gelu            C.int
+	bias, res, dgx, gout *C.float
+	ldr, ldx, ldg        C.long
+}
+
+// cEpilogue is e (nil: none) for a product of m x n, each matrix checked to
+// hold its values.
+func cEpilogue(e *gemmEpilogue, m, n int) cEpi {
+	var ce cEpi
+	if e == nil {
+		return ce
+	}
+	ce.has, ce.gelu = 1, cbool(e.gelu)
+	if e.bias != nil {
+		_ = e.bias[n-1]
+		ce.bias = (*C.float)(unsafe.Pointer(&e.bias[0]))
+	}
+	if e.res != nil {
+		_ = e.res[gemmStored(m, n, e.ldr)-1]
+		ce.res, ce.ldr = (*C.float)(unsafe.Pointer(&e.res[0])), C.long(e.ldr)
+	}
+	if e.dgx != nil {
+		_ = e.dgx[gemmStored(m, n, e.ldx)-1]
+		ce.dgx, ce.ldx = (*C.float)(unsafe.Pointer(&e.dgx[0])), C.long(e.ldx)
+	}
+	if e.gout != nil {
+		_ = e.gout[gemmStored(m, n, e.ldg)-1]
+		ce.gout, ce.ldg = (*C.float)(unsafe.Pointer(&e.gout[0])), C.long(e.ldg)
+	}
+	return ce
+}
+
+// gemmSharedRows is the height of a shared product's chunks (4 register
+// tiles): small enough that the last chunks even out two threads, large
+// enough that a chunk's A panel is packed once per depth block for 4 tiles.
+const gemmSharedRows = 4 * gemmPackedMR
+
+// gemmSharedMaxB caps a shared product's packed B (floats, 32 MB): a product
+// whose B is larger (GPT-2's LM head, 768 x 50257) keeps one band per thread,
+// packing B an L2 block at a time.
+const gemmSharedMaxB = 1 << 23
+
+// useShared lets Gemm and the training epilogues share products between threads
+// (gemmShared); benchmarks turn it off to compare with one band per thread.
+var useShared = true
+
+// gemmShared computes what gemmPackedEpi does on all of c's threads, each
+// taking chunks of C as it comes free (troupe_sgemm_shared) instead of one
+// fixed band. It reports false, doing nothing, where it does not apply: one
+// thread, no AVX-512, a product the packed kernel does not take
+// (gemmPackedWins, judged on one thread's share of rows), fewer chunks than
+// threads, a packed B over gemmSharedMaxB, a product deeper than 2048, or a
+// deep one with A transposed (k >= 1024: the weight gradients). Those have
+// narrow column blocks (K x 128 at k = 2048, K x 64 at 3072), so each tile's
+// A panel serves few micro-panels: BenchmarkGemmShared had 384x2048x1152 and
+// 384x2048x1536 (TN) 4-12% slower shared than in bands and GPT-2's k = 3072
+// products 5-10%, while the small step's forward and input-gradient products
+// were as fast or faster (best of 20-40, 2 threads; same process,
+// alternating). BenchmarkTrainShared (the small step, 30 alternating steps
+// each): median 5-10% and mean ~5% faster shared, best step the same.
+func (c *CPU) gemmShared(transA, transB bool, m, n, k int, alpha float32, a []float32, lda int,
+	b []float32, ldb int, beta float32, cc []float32, ldc int, e *gemmEpilogue) bool {
+	threads := c.threads
+	if !useShared || threads < 2 || !gemmPackedOK || m <= 0 || n <= 0 || k <= 0 || k > 2048 || (transA && k >= 1024) ||
+		!gemmPackedWins(transA, transB, (m+threads-1)/threads, n, k) {
+		return false
+	}
+	nc := int(C.troupe_shared_nc(C.int(n), C.int(k)))
+	if (n+nc-1)/nc*((m+gemmSharedRows-1)/gemmSharedRows) < threads {
+		return false
+	}
+	return c.gemmSharedRun(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, cc, ldc, e)
+}
+
+// gemmSharedRun is gemmShared without its judgement of the shape: it reports
+// false, doing nothing, only without AVX-512, with a dimension 0 or with a
+// packed B over gemmSharedMaxB.
+func (c *CPU) gemmSharedRun(transA, transB bool, m, n, k int, alpha float32, a []float32, lda int,
+	b []float32, ldb int, beta float32, cc []float32, ldc int, e *gemmEpilogue) bool {
+	if !gemmPackedOK || m <= 0 || n <= 0 || k <= 0 {
+		return false
+	}
+	cr := gemmSharedRows
+	nc := int(C.troupe_shared_nc(C.int(n), C.int(k)))
+	njb, nrc := (n+nc-1)/nc, (m+cr-1)/cr
+	bsize := int(C.troupe_shared_bsize(C.int(n), C.int(k)))
+	asize := int(C.troupe_shared_asize(cbool(transA), C.int(m), C.int(n), C.int(k)))
+	if bsize+asize > gemmSharedMaxB {
+		return false
+	}
+	ar, ac, br, bc := storedShapes(transA, transB, m, n, k)
+	_, _ = a[gemmStored(ar, ac, lda)-1], b[gemmStored(br, bc, ldb)-1]
+	_ = cc[gemmStored(m, n, ldc)-1]
+	ce := cEpilogue(e, m, n)
+	st := make([]int64, 1+2*njb+nrc)
+	ws := gemmPackedBuf(bsize + asize + 32)
+	bp := ws[gemmAlign(ws):]
+	ap := bp[(bsize+15)/16*16:]
+	c.parallelFor(c.threads, 1<<30, func(lo, hi int) {
+		for range hi - lo {
+			C.troupe_sgemm_shared_epi(cbool(transA), cbool(transB), C.int(m), C.int(n), C.int(k), C.float(alpha),
+				(*C.float)(unsafe.Pointer(&a[0])), C.long(lda), (*C.float)(unsafe.Pointer(&b[0])), C.long(ldb),
+				C.float(beta), (*C.float)(unsafe.Pointer(&cc[0])), C.long(ldc),
+				(*C.float)(unsafe.Pointer(&bp[0])), (*C.float)(unsafe.Pointer(&ap[0])),
+				(*C.longlong)(unsafe.Pointer(&st[0])), C.int(cr),
+				ce.has, ce.bias, ce.res, ce.ldr, ce.dgx, ce.ldx, ce.gout, ce.ldg, ce.gelu)
+		}
+	})
 	gemmPackedWS.Put(&ws)
 	return true
 }

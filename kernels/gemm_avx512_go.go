@@ -26,3 +26,12 @@ func gemmPackedEpi(transA, transB bool, m, n, k int, alpha float32, a []float32,
 
 // gemmPackedWins: without the packed kernel, never.
 func gemmPackedWins(transA, transB bool, m, n, k int) bool { return false }
+
+// useShared: see gemm_avx512_cgo.go (no effect here).
+var useShared = true
+
+// gemmShared has no pure-Go kernel: it does nothing and reports false.
+func (c *CPU) gemmShared(transA, transB bool, m, n, k int, alpha float32, a []float32, lda int,
+	b []float32, ldb int, beta float32, cc []float32, ldc int, e *gemmEpilogue) bool {
+	return false
+}

@@ -4,6 +4,7 @@ package kernels
 
 import (
 	"fmt"
+	"slices"
 	"testing"
 	"time"
 )
@@ -72,6 +73,139 @@ func nanF32() float32 {
 	return z / z
 }
 
+// TestGemmShared: a product shared between threads chunk by chunk
+// (gemmShared) gives the same bits as the packed sgemm on one thread, over
+// ragged tiles, chunks and column blocks, several depth blocks, all four
+// transposes, alpha/beta, each epilogue, and 2 and 3 threads (the chunks then
+// fall to threads differently from run to run).
+func TestGemmShared(t *testing.T) {
+	if !gemmPackedOK {
+		t.Skip("no AVX-512F")
+	}
+	rng := newRNG(71)
+	type tc struct {
+		m, n, k     int
+		alpha, beta float32
+		epi         int // 0 none, 1 bias, 2 bias+res, 3 bias+gelu with gout, 4 dgelu
+	}
+	cases := []tc{
+		{200, 100, 64, 1, 0, 0},
+		{301, 1300, 384, 1, 0, 1},   // two column blocks, ragged rows and columns
+		{257, 383, 1100, 0.5, 1, 0}, // three depth blocks, direct A (n <= 512)
+		{500, 700, 777, 1, 0.5, 2},  // column and depth blocks
+		{96, 2000, 130, 1, 0, 3},    // many column blocks of one chunk row
+		{130, 384, 1536, 1, 0, 4},   // K x 160 column blocks
+		{61, 67, 2100, -1, 1, 0},
+	}
+	for _, c := range cases {
+		for _, tr := range [][2]bool{{false, false}, {false, true}, {true, false}, {true, true}} {
+			if c.epi != 0 && tr[0] {
+				continue // the epilogues are only used with A as stored
+			}
+			m, n, k := c.m, c.n, c.k
+			a, b := randn(rng, m*k, 1), randn(rng, k*n, 1)
+			lda, ldb := k, n
+			if tr[0] {
+				lda = m
+			}
+			if tr[1] {
+				ldb = k
+			}
+			c0 := randn(rng, m*n, 1)
+			var e *gemmEpilogue
+			switch c.epi {
+			case 1:
+				e = &gemmEpilogue{bias: randn(rng, n, 1)}
+			case 2:
+				e = &gemmEpilogue{bias: randn(rng, n, 1), res: randn(rng, m*n, 1), ldr: n}
+			case 3:
+				e = &gemmEpilogue{bias: randn(rng, n, 1), gout: make([]float32, m*n), ldg: n, gelu: true}
+			case 4:
+				e = &gemmEpilogue{dgx: randn(rng, m*n, 1), ldx: n}
+			}
+			want := slices.Clone(c0)
+			var wantG []float32
+			if !gemmPackedEpi(tr[0], tr[1], m, n, k, c.alpha, a, lda, b, ldb, c.beta, want, n, e) {
+				t.Fatal("gemmPackedEpi refused")
+			}
+			if e != nil && e.gout != nil {
+				wantG = slices.Clone(e.gout)
+				clear(e.gout)
+			}
+			for _, threads := range []int{2, 3} {
+				for rep := range 3 {
+					got := slices.Clone(c0)
+					what := fmt.Sprintf("%dx%dx%d trans=%v epi=%d threads=%d rep=%d", m, n, k, tr, c.epi, threads, rep)
+					d := NewCPU(threads)
+					if !d.gemmSharedRun(tr[0], tr[1], m, n, k, c.alpha, a, lda, b, ldb, c.beta, got, n, e) {
+						t.Fatalf("%s: gemmShared refused", what)
+					}
+					if !slices.Equal(got, want) {
+						t.Fatalf("%s: C differs from the one-thread product", what)
+					}
+					if wantG != nil && !slices.Equal(e.gout, wantG) {
+						t.Fatalf("%s: GELU output differs from the one-thread product", what)
+					}
+				}
+			}
+		}
+	}
+}
+
+// BenchmarkGemmShared A/B-compares, in one process on 2 threads, each
+// product of a small training step (whole products: rows N = 2048) shared
+// chunk by chunk (gemmShared) and in one fixed band per thread (useShared
+// off), alternating; it reports each one's best and median GFLOP/s.
+//
+//	go test -run '^$' -bench GemmShared -benchtime 30x ./kernels/
+func BenchmarkGemmShared(b *testing.B) {
+	defer func(v bool) { useShared = v }(useShared)
+	shapes := []struct {
+		m, k, n int
+		ta, tb  bool
+	}{
+		{2048, 384, 1152, false, false}, {2048, 384, 384, false, false}, {2048, 384, 1536, false, false},
+		{2048, 1536, 384, false, false}, {2048, 1152, 384, false, true}, {2048, 384, 1536, false, true},
+		{2048, 1536, 384, false, true}, {2048, 384, 512, false, true}, {2048, 512, 384, false, false},
+		{384, 2048, 1152, true, false}, {384, 2048, 1536, true, false}, {384, 2048, 384, true, false},
+		{1536, 2048, 384, true, false},
+		// gpt2 (B4 T256: rows 1024)
+		{1024, 768, 2304, false, false}, {1024, 768, 3072, false, false}, {1024, 3072, 768, false, false},
+		{1024, 768, 768, false, false}, {1024, 2304, 768, false, true}, {1024, 3072, 768, false, true},
+		{1024, 768, 3072, false, true},
+	}
+	d := NewCPU(2)
+	for _, s := range shapes {
+		b.Run(fmt.Sprintf("%dx%dx%d/%s", s.m, s.k, s.n, map[[2]bool]string{{}: "NN", {false, true}: "NT", {true, false}: "TN"}[[2]bool{s.ta, s.tb}]), func(b *testing.B) {
+			rng := newRNG(1)
+			m, n, k := s.m, s.n, s.k
+			a, bb, c := Host(randn(rng, m*k, 1)), Host(randn(rng, k*n, 1)), Host(make([]float32, m*n))
+			lda, ldb := k, n
+			if s.ta {
+				lda = m
+			}
+			if s.tb {
+				ldb = k
+			}
+			var ts [2][]time.Duration
+			for range b.N {
+				for v := range 2 {
+					useShared = v == 1
+					t0 := time.Now()
+					d.Gemm(s.ta, s.tb, m, n, k, 1, a, lda, bb, ldb, 0, c, n)
+					ts[v] = append(ts[v], time.Since(t0))
+				}
+			}
+			flop := 2 * float64(m) * float64(n) * float64(k)
+			for v, name := range []string{"bands", "shared"} {
+				slices.Sort(ts[v])
+				b.ReportMetric(flop/ts[v][0].Seconds()/1e9, name+"_best")
+				b.ReportMetric(flop/ts[v][len(ts[v])/2].Seconds()/1e9, name+"_median")
+			}
+		})
+	}
+}
+
 // BenchmarkGemmPacked A/B-compares, in one process, the packed AVX-512 sgemm and
 // OpenBLAS (cblas_sgemm, one thread) at the model's shapes: each iteration runs
 // both, alternating, and each reports its best time as GFLOP/s (the best is
@@ -86,7 +220,7 @@ func BenchmarkGemmPacked(b *testing.B) {
 		{640, 384, 1152}, {640, 384, 1536}, {640, 1536, 384}, {320, 384, 1152}, {640, 384, 576},
 		// one thread's band of a training product of config small
 		{1024, 384, 1152}, {1024, 384, 384}, {1024, 1536, 384}, {1024, 1152, 384}, {1024, 384, 1536},
-		{384, 2048, 576}, {384, 2048, 768}, {1536, 2048, 192},
+		{384, 2048, 576}, {384, 2048, 768}, {1536, 2048, 192}, {768, 2048, 384}, {192, 2048, 384},
 		// attention blocks (T 256, head size 64)
 		{128, 64, 256}, {128, 256, 64}, {64, 64, 128},
 	}

@@ -36,20 +36,42 @@ func BenchmarkGPTSmallStep(b *testing.B) {
 //	go test -run '^$' -bench TrainEpilogues -benchtime 20x ./kernels/
 func BenchmarkTrainEpilogues(b *testing.B) {
 	defer func(v bool) { trainEpilogues = v }(trainEpilogues)
+	abSteps(b, [2]string{"off", "on"}, func(v int) { trainEpilogues = v == 1 })
+}
+
+// BenchmarkTrainShared A/B-compares, in one process, the small step with its
+// products shared between the threads chunk by chunk (gemmShared) and in one
+// fixed band per thread (useShared off), alternating step by step; it reports
+// each one's median, mean and best step time.
+//
+//	go test -run '^$' -bench TrainShared -benchtime 40x ./kernels/
+func BenchmarkTrainShared(b *testing.B) {
+	defer func(v bool) { useShared = v }(useShared)
+	abSteps(b, [2]string{"bands", "shared"}, func(v int) { useShared = v == 1 })
+}
+
+// abSteps runs the small step b.N times in each of two settings (set(0),
+// set(1)), alternating, and reports each one's median, mean and best time.
+func abSteps(b *testing.B, names [2]string, set func(v int)) {
 	step, _, _ := newSmallStep(NewCPU(0))
 	step(0)
 	var ts [2][]time.Duration
 	for i := range b.N {
 		for v := range 2 {
-			trainEpilogues = v == 1
+			set(v)
 			t0 := time.Now()
 			step(i + 1)
 			ts[v] = append(ts[v], time.Since(t0))
 		}
 	}
-	for v, name := range []string{"off", "on"} {
+	for v, name := range names {
+		var sum time.Duration
+		for _, t := range ts[v] {
+			sum += t
+		}
 		slices.Sort(ts[v])
 		b.ReportMetric(float64(ts[v][len(ts[v])/2].Microseconds())/1000, name+"_median_ms")
+		b.ReportMetric(float64(sum.Microseconds())/1000/float64(len(ts[v])), name+"_mean_ms")
 		b.ReportMetric(float64(ts[v][0].Microseconds())/1000, name+"_best_ms")
 	}
 }
