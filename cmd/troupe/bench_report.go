@@ -367,6 +367,13 @@ func renderBenchTable(lines []benchResult) string {
 				fig += fmt.Sprintf(" (%% of the %.0f-thread peak)", peakThreads)
 			}
 			add(fig, opt(r, "troupe_model_gflops_per_s", frac), opt(r, "pytorch_model_gflops_per_s", frac), "", tgt)
+			if _, ok := num(r, "troupe_best_model_gflops_per_s"); ok {
+				fig := "train model GFLOP/s, " + cfg + ", fastest step of the run"
+				if peak > 0 {
+					fig += fmt.Sprintf(" (%% of the %.0f-thread peak)", peakThreads)
+				}
+				add(fig, opt(r, "troupe_best_model_gflops_per_s", frac), dash, "", "")
+			}
 		case impl == "summary" && bench == "generate":
 			add("generate new tokens/s, "+cfg+" (batch 8, 64 new)", opt(r, "troupe_new_tokens_per_s", fmtNum),
 				opt(r, "pytorch_new_tokens_per_s", fmtNum), opt(r, "ratio", fmtRatio), target(cfg, "generate"))
