@@ -377,36 +377,48 @@ static __attribute__((target("avx512f"))) void troupe_sgemm(int transA, int tran
 	}
 }
 
-// A product shared by threads (troupe_sgemm_shared): C is cut into chunks of
-// (cr rows) x (one column block of nc, whose packed B over all of K fits in
-// TG_L2), claimed one at a time by whichever thread is free, column block by
-// column block, so a thread slowed by other work on its core takes fewer
-// chunks instead of holding the other at the end of the op. Each column
-// block's B is packed once, shared: the threads that enter it claim its
-// 32-column micro-panels to pack, then wait for the ones still being packed.
-// A (where it is packed, not read in place) is packed once too, shared: a row
-// chunk's panels by the first thread to need them (the others wait), so the
-// column blocks after the first find it packed. A chunk runs every depth block
-// of its tile rows in order, so each element's sum is the one troupe_sgemm
-// computes, whichever thread takes its chunk. st (zeroed by the caller) holds
-// the next chunk, then for each column block the next micro-panel to pack and
-// how many are packed, then for each row chunk its A's state (0 not packed,
-// 1 being packed, 2 packed).
+// A product shared by threads (troupe_sgemm_shared): troupe_sgemm's blocks
+// (depth block of KC x column block of B sized to L2) are cut into chunks of
+// cr rows, claimed one at a time, depth block by depth block and column block
+// by column block, by whichever thread is free, so a thread slowed by other
+// work on its core takes fewer chunks instead of holding the other at the end
+// of the op. Each block of B is packed once, shared: the threads that reach it
+// claim its 32-column micro-panels to pack, then wait for the ones still being
+// packed. A, where it is packed (not read in place), is packed once too: a row
+// chunk's panels of a depth block by the first thread to need them, the
+// others waiting. A chunk at depth block kb > 0 first waits until the same
+// tiles' chunk at kb - 1 is done (claimed a whole block earlier, so almost
+// always long done), so each element's sum runs over the depth blocks in
+// order: the bits troupe_sgemm computes, whichever thread takes a chunk.
+// st (zeroed by the caller) holds the next chunk, then per block of B the
+// next micro-panel to pack and how many are packed, then per (depth block,
+// row chunk) A's state (0 not packed, 1 being packed, 2 packed), then per
+// chunk whether it is done.
 
-// troupe_shared_nc is the column block of a shared product: its K x nc packed
-// B fits TG_L2 (at least one micro-panel), blocks of about equal width.
-static int troupe_shared_nc(int N, int K) { return troupe_sgemm_nc(N, K); }
+// troupe_shared_np is the width of a shared product's packed B: its column
+// blocks (troupe_sgemm_nc wide, a multiple of TG_NR) with the last padded to
+// whole micro-panels.
+static long troupe_shared_np(int N, int K) {
+	int nc = troupe_sgemm_nc(N, troupe_sgemm_kc(K));
+	int njb = (N + nc - 1) / nc;
+	return (long)(njb - 1) * nc + (N - (long)(njb - 1) * nc + TG_NR - 1) / TG_NR * TG_NR;
+}
 
-// troupe_shared_bsize is the shared packed B's size in floats (each column
-// block padded to whole micro-panels).
-static long troupe_shared_bsize(int N, int K) {
-	int nc = troupe_shared_nc(N, K);
-	long tot = 0;
-	for (int jc = 0; jc < N; jc += nc) {
-		int w = N - jc < nc ? N - jc : nc;
-		tot += (long)(w + TG_NR - 1) / TG_NR * TG_NR * K;
-	}
-	return tot;
+// troupe_shared_bsize is the shared packed B's size in floats.
+static long troupe_shared_bsize(int N, int K) { return troupe_shared_np(N, K) * K; }
+
+// troupe_shared_state is how many counters st holds for a product.
+static long troupe_shared_state(int M, int N, int K, int cr) {
+	long kc0 = troupe_sgemm_kc(K), nkb = (K + kc0 - 1) / kc0;
+	long nc = troupe_sgemm_nc(N, kc0), njb = (N + nc - 1) / nc, nrc = (M + cr - 1) / cr;
+	return 1 + 2 * nkb * njb + nkb * nrc + nkb * njb * nrc;
+}
+
+// troupe_shared_chunks is how many chunks a product is cut into.
+static long troupe_shared_chunks(int M, int N, int K, int cr) {
+	long kc0 = troupe_sgemm_kc(K), nkb = (K + kc0 - 1) / kc0;
+	long nc = troupe_sgemm_nc(N, kc0), njb = (N + nc - 1) / nc, nrc = (M + cr - 1) / cr;
+	return nkb * njb * nrc;
 }
 
 // troupe_shared_direct reports whether a shared product reads A in place.
@@ -419,8 +431,8 @@ static long troupe_shared_asize(int transA, int M, int N, int K) {
 	return (long)(M + TG_MR - 1) / TG_MR * TG_MR * K;
 }
 
-// tg_wait spins until *p reaches v (the thread packing what is awaited is
-// working on it; yielding after a while in case it lost its core).
+// tg_wait spins until *p reaches v (the thread that will set it is working
+// on it; yielding after a while in case it lost its core).
 static inline void tg_wait(long long *p, long long v) {
 	for (long spin = 0; __atomic_load_n(p, __ATOMIC_ACQUIRE) < v; spin++) {
 		_mm_pause();
@@ -431,80 +443,78 @@ static inline void tg_wait(long long *p, long long v) {
 // troupe_sgemm_shared is one thread's part of a shared product (see above):
 // bp is the shared packed B (troupe_shared_bsize floats, 64-byte aligned), ap
 // the shared packed A (troupe_shared_asize floats, aligned; unused when A is
-// read in place), cr a multiple of TG_MR.
+// read in place), st troupe_shared_state zeroed counters, cr a multiple of
+// TG_MR.
 static __attribute__((target("avx512f"))) void troupe_sgemm_shared(int transA, int transB, int M, int N, int K,
 		float alpha, const float *A, long lda, const float *B, long ldb, float beta, float *C, long ldc,
 		float *bp, float *ap, long long *st, int cr, const tg_epi *e) {
-	int kc0 = troupe_sgemm_kc(K);
-	int nc = troupe_shared_nc(N, K);
+	int kc0 = troupe_sgemm_kc(K), nkb = (K + kc0 - 1) / kc0;
+	int nc = troupe_sgemm_nc(N, kc0);
 	int njb = (N + nc - 1) / nc, nrc = (M + cr - 1) / cr;
 	int direct = troupe_shared_direct(transA, N);
-	long mp = (long)(M + TG_MR - 1) / TG_MR * TG_MR;
-	long long nchunks = (long long)njb * nrc;
+	long mp = (long)(M + TG_MR - 1) / TG_MR * TG_MR, np = troupe_shared_np(N, K);
+	long long nchunks = (long long)nkb * njb * nrc;
+	long long *bst = st + 1, *ast = bst + 2L * nkb * njb, *cdone = ast + (long)nkb * nrc;
 	for (;;) {
 		long long q = __atomic_fetch_add(&st[0], 1, __ATOMIC_RELAXED);
 		if (q >= nchunks) break;
-		int jb = (int)(q / nrc), rc = (int)(q % nrc);
+		int kb = (int)(q / ((long long)njb * nrc)), jb = (int)(q / nrc % njb), rc = (int)(q % nrc);
+		int pc = kb * kc0, kc = K - pc < kc0 ? K - pc : kc0;
+		int first = kb == 0, last = pc + kc >= K;
 		int jc = jb * nc, ncw = N - jc < nc ? N - jc : nc;
-		int npan = (ncw + TG_NR - 1) / TG_NR, wpad = npan * TG_NR;
-		float *bb = bp + (long)jc * K; // the blocks before are nc wide, a multiple of TG_NR
-		long long *next = &st[1 + 2 * jb], *done = &st[2 + 2 * jb];
+		int npan = (ncw + TG_NR - 1) / TG_NR;
+		int r0 = rc * cr, r1 = M - r0 < cr ? M : r0 + cr;
+		// This block of B: packed by the threads that reach it.
+		float *bb = bp + (long)pc * np + (long)jc * kc;
+		long long *next = &bst[2L * (kb * njb + jb)], *done = next + 1;
 		if (__atomic_load_n(done, __ATOMIC_ACQUIRE) < npan) {
 			for (;;) {
 				long long p = __atomic_fetch_add(next, 1, __ATOMIC_RELAXED);
 				if (p >= npan) break;
-				for (int pc = 0; pc < K; pc += kc0) {
-					int kc = K - pc < kc0 ? K - pc : kc0;
-					troupe_pack_b(transB, N, jc + (int)p * TG_NR, TG_NR, pc, kc, B, ldb,
-						bb + (long)pc * wpad + p * TG_NR * kc);
-				}
+				troupe_pack_b(transB, N, jc + (int)p * TG_NR, TG_NR, pc, kc, B, ldb, bb + p * TG_NR * kc);
 				__atomic_fetch_add(done, 1, __ATOMIC_RELEASE);
 			}
 			tg_wait(done, npan);
 		}
-		int r0 = rc * cr, r1 = M - r0 < cr ? M : r0 + cr;
-		long long *ast = &st[1 + 2 * njb + rc], zero = 0;
-		if (!direct && __atomic_load_n(ast, __ATOMIC_ACQUIRE) < 2) {
-			if (__atomic_compare_exchange_n(ast, &zero, 1, 0, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED)) {
-				for (int pc = 0; pc < K; pc += kc0) {
-					int kc = K - pc < kc0 ? K - pc : kc0;
-					troupe_pack_a(transA, r1 - r0, pc, kc, alpha, transA ? A + r0 : A + (long)r0 * lda, lda,
-						ap + mp * pc + (long)r0 * kc);
-				}
-				__atomic_store_n(ast, 2, __ATOMIC_RELEASE);
+		// This row chunk's A at this depth: packed by the first thread to need it.
+		float *ak = ap + mp * pc;
+		long long *as = &ast[(long)kb * nrc + rc], zero = 0;
+		if (!direct && __atomic_load_n(as, __ATOMIC_ACQUIRE) < 2) {
+			if (__atomic_compare_exchange_n(as, &zero, 1, 0, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED)) {
+				troupe_pack_a(transA, r1 - r0, pc, kc, alpha, transA ? A + r0 : A + (long)r0 * lda, lda,
+					ak + (long)r0 * kc);
+				__atomic_store_n(as, 2, __ATOMIC_RELEASE);
 			} else {
-				tg_wait(ast, 2);
+				tg_wait(as, 2);
 			}
 		}
-		for (int pc = 0; pc < K; pc += kc0) {
-			int kc = K - pc < kc0 ? K - pc : kc0;
-			int first = pc == 0, last = pc + kc >= K;
-			const float *bk = bb + (long)pc * wpad, *ak = ap + mp * pc;
-			for (int i0 = r0; i0 < r1; i0 += TG_MR) {
-				int rows = r1 - i0 < TG_MR ? r1 - i0 : TG_MR;
-				for (int j0 = 0; j0 < ncw; j0 += TG_NR) {
-					int w = ncw - j0;
-					long col = jc + j0;
-					tg_epi te, *tp = 0;
-					if (e) {
-						te = *e;
-						if (te.bias) te.bias += col;
-						if (te.res) te.res += i0 * te.ldr + col;
-						if (te.dgx) te.dgx += i0 * te.ldx + col;
-						if (te.gout) te.gout += i0 * te.ldg + col;
-						tp = &te;
-					}
-					if (direct) {
-						troupe_kernel_d(kc, A + (long)i0 * lda + pc, lda, bk + (long)j0 * kc,
-							C + (long)i0 * ldc + col, ldc, rows, TG_MASK(w), TG_MASK(w - 16), first, last,
-							alpha, beta, tp);
-						continue;
-					}
-					troupe_kernel(kc, ak + (long)i0 * kc, bk + (long)j0 * kc, C + (long)i0 * ldc + col,
-						ldc, rows, TG_MASK(w), TG_MASK(w - 16), first, last, beta, tp);
+		// The same tiles at the depth block before must be done.
+		if (kb > 0) tg_wait(&cdone[((long)(kb - 1) * njb + jb) * nrc + rc], 1);
+		for (int i0 = r0; i0 < r1; i0 += TG_MR) {
+			int rows = r1 - i0 < TG_MR ? r1 - i0 : TG_MR;
+			for (int j0 = 0; j0 < ncw; j0 += TG_NR) {
+				int w = ncw - j0;
+				long col = jc + j0;
+				tg_epi te, *tp = 0;
+				if (e) {
+					te = *e;
+					if (te.bias) te.bias += col;
+					if (te.res) te.res += i0 * te.ldr + col;
+					if (te.dgx) te.dgx += i0 * te.ldx + col;
+					if (te.gout) te.gout += i0 * te.ldg + col;
+					tp = &te;
 				}
+				if (direct) {
+					troupe_kernel_d(kc, A + (long)i0 * lda + pc, lda, bb + (long)j0 * kc,
+						C + (long)i0 * ldc + col, ldc, rows, TG_MASK(w), TG_MASK(w - 16), first, last,
+						alpha, beta, tp);
+					continue;
+				}
+				troupe_kernel(kc, ak + (long)i0 * kc, bb + (long)j0 * kc, C + (long)i0 * ldc + col,
+					ldc, rows, TG_MASK(w), TG_MASK(w - 16), first, last, beta, tp);
 			}
 		}
+		__atomic_store_n(&cdone[q], 1, __ATOMIC_RELEASE);
 	}
 }
 
@@ -643,24 +653,22 @@ var useShared = true
 // fixed band. It reports false, doing nothing, where it does not apply: one
 // thread, no AVX-512, a product the packed kernel does not take
 // (gemmPackedWins, judged on one thread's share of rows), fewer chunks than
-// threads, a packed B over gemmSharedMaxB, a product deeper than 2048, or a
-// deep one with A transposed (k >= 1024: the weight gradients). Those have
-// narrow column blocks (K x 128 at k = 2048, K x 64 at 3072), so each tile's
-// A panel serves few micro-panels: BenchmarkGemmShared had 384x2048x1152 and
-// 384x2048x1536 (TN) 4-12% slower shared than in bands and GPT-2's k = 3072
-// products 5-10%, while the small step's forward and input-gradient products
-// were as fast or faster (best of 20-40, 2 threads; same process,
-// alternating). BenchmarkTrainShared (the small step, 30 alternating steps
-// each): median 5-10% and mean ~5% faster shared, best step the same.
+// threads, a packed A and B over gemmSharedMaxB, or a weight gradient of
+// depth 2048 or more (A transposed). BenchmarkGemmShared (2 threads, same
+// process, alternating, best and median of 30): the small and gpt2 steps'
+// forward and input-gradient products and gpt2's weight gradients (k = 1024)
+// 0-18% faster shared than in bands; small's weight gradients 384x2048x1152
+// and 384x2048x1536 (TN) 4-7% slower, so those keep their bands.
+// BenchmarkTrainShared (the small step, 30 alternating steps each, twice):
+// mean 5-6% and median 3-4% faster shared, best step 10% faster.
 func (c *CPU) gemmShared(transA, transB bool, m, n, k int, alpha float32, a []float32, lda int,
 	b []float32, ldb int, beta float32, cc []float32, ldc int, e *gemmEpilogue) bool {
 	threads := c.threads
-	if !useShared || threads < 2 || !gemmPackedOK || m <= 0 || n <= 0 || k <= 0 || k > 2048 || (transA && k >= 1024) ||
+	if !useShared || threads < 2 || !gemmPackedOK || m <= 0 || n <= 0 || k <= 0 || (transA && k >= 2048) ||
 		!gemmPackedWins(transA, transB, (m+threads-1)/threads, n, k) {
 		return false
 	}
-	nc := int(C.troupe_shared_nc(C.int(n), C.int(k)))
-	if (n+nc-1)/nc*((m+gemmSharedRows-1)/gemmSharedRows) < threads {
+	if int(C.troupe_shared_chunks(C.int(m), C.int(n), C.int(k), C.int(gemmSharedRows))) < threads {
 		return false
 	}
 	return c.gemmSharedRun(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, cc, ldc, e)
@@ -675,8 +683,6 @@ func (c *CPU) gemmSharedRun(transA, transB bool, m, n, k int, alpha float32, a [
 		return false
 	}
 	cr := gemmSharedRows
-	nc := int(C.troupe_shared_nc(C.int(n), C.int(k)))
-	njb, nrc := (n+nc-1)/nc, (m+cr-1)/cr
 	bsize := int(C.troupe_shared_bsize(C.int(n), C.int(k)))
 	asize := int(C.troupe_shared_asize(cbool(transA), C.int(m), C.int(n), C.int(k)))
 	if bsize+asize > gemmSharedMaxB {
@@ -686,7 +692,7 @@ func (c *CPU) gemmSharedRun(transA, transB bool, m, n, k int, alpha float32, a [
 	_, _ = a[gemmStored(ar, ac, lda)-1], b[gemmStored(br, bc, ldb)-1]
 	_ = cc[gemmStored(m, n, ldc)-1]
 	ce := cEpilogue(e, m, n)
-	st := make([]int64, 1+2*njb+nrc)
+	st := make([]int64, int(C.troupe_shared_state(C.int(m), C.int(n), C.int(k), C.int(cr))))
 	ws := gemmPackedBuf(bsize + asize + 32)
 	bp := ws[gemmAlign(ws):]
 	ap := bp[(bsize+15)/16*16:]

@@ -173,6 +173,7 @@ func BenchmarkGemmShared(b *testing.B) {
 		{1024, 768, 2304, false, false}, {1024, 768, 3072, false, false}, {1024, 3072, 768, false, false},
 		{1024, 768, 768, false, false}, {1024, 2304, 768, false, true}, {1024, 3072, 768, false, true},
 		{1024, 768, 3072, false, true},
+		{768, 1024, 2304, true, false}, {768, 1024, 3072, true, false}, {3072, 1024, 768, true, false},
 	}
 	d := NewCPU(2)
 	for _, s := range shapes {
