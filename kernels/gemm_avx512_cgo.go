@@ -329,6 +329,32 @@ static __attribute__((target("avx512f"))) void troupe_kernel_d(int kc, const flo
 	tg_kernel(kc, a, lda, 1, 1, bp, c, ldc, rows, m0, m1, first, last, alpha, beta, e);
 }
 
+// tg_tile runs one register tile of a product at rows i0.., column col..
+// (rows valid rows, w valid columns) over the depth block at pc of length kc:
+// with direct, A read in place from its rows (stride lda); else from the
+// packed panel a; bpan is the tile's packed B panel. The epilogue e (NULL:
+// none; pointers at element (0,0) of C) is moved to the tile.
+static inline __attribute__((always_inline, target("avx512f"))) void tg_tile(int direct, int kc, const float *A,
+		long lda, int pc, const float *a, const float *bpan, float *C, long ldc, int i0, long col, int rows, int w,
+		int first, int last, float alpha, float beta, const tg_epi *e) {
+	tg_epi te, *tp = 0;
+	if (e) {
+		te = *e;
+		if (te.bias) te.bias += col;
+		if (te.res) te.res += i0 * te.ldr + col;
+		if (te.dgx) te.dgx += i0 * te.ldx + col;
+		if (te.gout) te.gout += i0 * te.ldg + col;
+		tp = &te;
+	}
+	if (direct) {
+		troupe_kernel_d(kc, A + (long)i0 * lda + pc, lda, bpan, C + (long)i0 * ldc + col, ldc, rows, TG_MASK(w),
+			TG_MASK(w - 16), first, last, alpha, beta, tp);
+		return;
+	}
+	troupe_kernel(kc, a, bpan, C + (long)i0 * ldc + col, ldc, rows, TG_MASK(w), TG_MASK(w - 16), first, last, beta,
+		tp);
+}
+
 // troupe_sgemm: C (M,N) = alpha * op(A) @ op(B) + beta * C, then the epilogue
 // e (NULL: none; see tg_epi, its pointers at element (0,0) of C),
 // single-threaded; ws holds troupe_sgemm_ws(M,N,K) floats, 64-byte aligned.
@@ -351,27 +377,9 @@ static __attribute__((target("avx512f"))) void troupe_sgemm(int transA, int tran
 			for (int i0 = 0; i0 < M; i0 += TG_MR) {
 				int rows = M - i0 < TG_MR ? M - i0 : TG_MR;
 				const float *a = ap + (long)i0 * kc;
-				for (int j0 = 0; j0 < nc; j0 += TG_NR) {
-					int w = nc - j0;
-					long col = jc + j0;
-					tg_epi te, *tp = 0;
-					if (e) {
-						te = *e;
-						if (te.bias) te.bias += col;
-						if (te.res) te.res += i0 * te.ldr + col;
-						if (te.dgx) te.dgx += i0 * te.ldx + col;
-						if (te.gout) te.gout += i0 * te.ldg + col;
-						tp = &te;
-					}
-					if (direct) {
-						troupe_kernel_d(kc, A + (long)i0 * lda + pc, lda, bp + (long)j0 * kc,
-							C + (long)i0 * ldc + col, ldc, rows, TG_MASK(w), TG_MASK(w - 16), first, last,
-							alpha, beta, tp);
-						continue;
-					}
-					troupe_kernel(kc, a, bp + (long)j0 * kc, C + (long)i0 * ldc + col, ldc, rows,
-						TG_MASK(w), TG_MASK(w - 16), first, last, beta, tp);
-				}
+				for (int j0 = 0; j0 < nc; j0 += TG_NR)
+					tg_tile(direct, kc, A, lda, pc, a, bp + (long)j0 * kc, C, ldc, i0, jc + j0, rows, nc - j0,
+						first, last, alpha, beta, e);
 			}
 		}
 	}
@@ -492,27 +500,9 @@ static __attribute__((target("avx512f"))) void troupe_sgemm_shared(int transA, i
 		if (kb > 0) tg_wait(&cdone[((long)(kb - 1) * njb + jb) * nrc + rc], 1);
 		for (int i0 = r0; i0 < r1; i0 += TG_MR) {
 			int rows = r1 - i0 < TG_MR ? r1 - i0 : TG_MR;
-			for (int j0 = 0; j0 < ncw; j0 += TG_NR) {
-				int w = ncw - j0;
-				long col = jc + j0;
-				tg_epi te, *tp = 0;
-				if (e) {
-					te = *e;
-					if (te.bias) te.bias += col;
-					if (te.res) te.res += i0 * te.ldr + col;
-					if (te.dgx) te.dgx += i0 * te.ldx + col;
-					if (te.gout) te.gout += i0 * te.ldg + col;
-					tp = &te;
-				}
-				if (direct) {
-					troupe_kernel_d(kc, A + (long)i0 * lda + pc, lda, bb + (long)j0 * kc,
-						C + (long)i0 * ldc + col, ldc, rows, TG_MASK(w), TG_MASK(w - 16), first, last,
-						alpha, beta, tp);
-					continue;
-				}
-				troupe_kernel(kc, ak + (long)i0 * kc, bb + (long)j0 * kc, C + (long)i0 * ldc + col,
-					ldc, rows, TG_MASK(w), TG_MASK(w - 16), first, last, beta, tp);
-			}
+			for (int j0 = 0; j0 < ncw; j0 += TG_NR)
+				tg_tile(direct, kc, A, lda, pc, ak + (long)i0 * kc, bb + (long)j0 * kc, C, ldc, i0, jc + j0, rows,
+					ncw - j0, first, last, alpha, beta, e);
 		}
 		__atomic_store_n(&cdone[q], 1, __ATOMIC_RELEASE);
 	}
