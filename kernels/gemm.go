@@ -47,7 +47,14 @@ func (c *CPU) gemm(transA, transB bool, m, n, k int, alpha float32, a []float32,
 		gemmSerial(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, cc, ldc)
 		return
 	}
-	if c.gemmShared(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, cc, ldc, nil) {
+	// One thread's band, as below: shared only where the band would run on the
+	// packed kernel (the same bits, see gemmShared).
+	bm, bn := bandEdge(m, parts, 1), n
+	if !byRows {
+		bm, bn = m, bandEdge(n, parts, 1)
+	}
+	if gemmPackedWins(transA, transB, bm, bn, k) &&
+		c.gemmShared(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, cc, ldc, nil) {
 		return
 	}
 	if byRows {

@@ -640,10 +640,11 @@ var useShared = true
 
 // gemmShared computes what gemmPackedEpi does on all of c's threads, each
 // taking chunks of C as it comes free (troupe_sgemm_shared) instead of one
-// fixed band. It reports false, doing nothing, where it does not apply: one
-// thread, no AVX-512, a product the packed kernel does not take
-// (gemmPackedWins, judged on one thread's share of rows), fewer chunks than
-// threads, a packed A and B over gemmSharedMaxB, or a weight gradient of
+// fixed band. The caller has judged that the packed kernel takes the
+// product (gemmPackedWins on the band each thread would otherwise get, so a
+// product keeps the kernel, and the bits, it had in bands). It reports false,
+// doing nothing, where it does not apply: one thread, no AVX-512, fewer chunks
+// than threads, a packed A and B over gemmSharedMaxB, or a weight gradient of
 // depth 2048 or more (A transposed). BenchmarkGemmShared (2 threads, same
 // process, alternating, best and median of 30): the small and gpt2 steps'
 // forward and input-gradient products and gpt2's weight gradients (k = 1024)
@@ -654,8 +655,7 @@ var useShared = true
 func (c *CPU) gemmShared(transA, transB bool, m, n, k int, alpha float32, a []float32, lda int,
 	b []float32, ldb int, beta float32, cc []float32, ldc int, e *gemmEpilogue) bool {
 	threads := c.threads
-	if !useShared || threads < 2 || !gemmPackedOK || m <= 0 || n <= 0 || k <= 0 || (transA && k >= 2048) ||
-		!gemmPackedWins(transA, transB, (m+threads-1)/threads, n, k) {
+	if !useShared || threads < 2 || !gemmPackedOK || m <= 0 || n <= 0 || k <= 0 || (transA && k >= 2048) {
 		return false
 	}
 	if int(C.troupe_shared_chunks(C.int(m), C.int(n), C.int(k), C.int(gemmSharedRows))) < threads {
