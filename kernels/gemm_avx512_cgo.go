@@ -387,10 +387,15 @@ static __attribute__((target("avx512f"))) void troupe_sgemm(int transA, int tran
 
 // A product shared by threads (troupe_sgemm_shared): troupe_sgemm's blocks
 // (depth block of KC x column block of B sized to L2) are cut into chunks of
-// cr rows, claimed one at a time, depth block by depth block and column block
-// by column block, by whichever thread is free, so a thread slowed by other
-// work on its core takes fewer chunks instead of holding the other at the end
-// of the op. Each block of B is packed once, shared: the threads that reach it
+// cr rows, claimed one at a time, depth block by depth block, by whichever
+// thread is free, so a thread slowed by other work on its core takes fewer
+// chunks instead of holding the other at the end of the op. Within a depth
+// block one thread takes chunks from the front (column block by column block)
+// and the other from the back, meeting where their speeds put them: each
+// thread keeps to the same end of C at every depth block, so the tiles it
+// adds to are mostly the ones already in its own L2 (taken in one order by
+// both threads, small's weight gradients at k = 2048 ran 4-7% slower than in
+// fixed bands). Each block of B is packed once, shared: the threads that reach it
 // claim its 32-column micro-panels to pack, then wait for the ones still being
 // packed. A, where it is packed (not read in place), is packed once too: a row
 // chunk's panels of a depth block by the first thread to need them, the
@@ -398,7 +403,8 @@ static __attribute__((target("avx512f"))) void troupe_sgemm(int transA, int tran
 // tiles' chunk at kb - 1 is done (claimed a whole block earlier, so almost
 // always long done), so each element's sum runs over the depth blocks in
 // order: the bits troupe_sgemm computes, whichever thread takes a chunk.
-// st (zeroed by the caller) holds the next chunk, then per block of B the
+// st (zeroed by the caller) holds per depth block the chunks taken from the
+// front and from the back (low and high 32 bits), then per block of B the
 // next micro-panel to pack and how many are packed, then per (depth block,
 // row chunk) A's state (0 not packed, 1 being packed, 2 packed), then per
 // chunk whether it is done.
@@ -419,7 +425,7 @@ static long troupe_shared_bsize(int N, int K) { return troupe_shared_np(N, K) * 
 static long troupe_shared_state(int M, int N, int K, int cr) {
 	long kc0 = troupe_sgemm_kc(K), nkb = (K + kc0 - 1) / kc0;
 	long nc = troupe_sgemm_nc(N, kc0), njb = (N + nc - 1) / nc, nrc = (M + cr - 1) / cr;
-	return 1 + 2 * nkb * njb + nkb * nrc + nkb * njb * nrc;
+	return nkb + 2 * nkb * njb + nkb * nrc + nkb * njb * nrc;
 }
 
 // troupe_shared_chunks is how many chunks a product is cut into.
@@ -448,25 +454,39 @@ static inline void tg_wait(long long *p, long long v) {
 	}
 }
 
+// tg_claim takes the next of a depth block's per chunks from the front (end
+// 0) or the back (end 1) of its claim word w; -1 when none is left.
+static inline long long tg_claim(long long *w, long long per, int end) {
+	long long v = __atomic_load_n(w, __ATOMIC_RELAXED);
+	for (;;) {
+		long long f = v & 0xffffffffLL, b = v >> 32;
+		if (f + b >= per) return -1;
+		long long nv = end ? v + (1LL << 32) : v + 1;
+		if (__atomic_compare_exchange_n(w, &v, nv, 1, __ATOMIC_RELAXED, __ATOMIC_RELAXED))
+			return end ? per - 1 - b : f;
+	}
+}
+
 // troupe_sgemm_shared is one thread's part of a shared product (see above):
 // bp is the shared packed B (troupe_shared_bsize floats, 64-byte aligned), ap
 // the shared packed A (troupe_shared_asize floats, aligned; unused when A is
 // read in place), st troupe_shared_state zeroed counters, cr a multiple of
-// TG_MR.
+// TG_MR, end the end of each depth block this thread starts from (0 front).
 static __attribute__((target("avx512f"))) void troupe_sgemm_shared(int transA, int transB, int M, int N, int K,
 		float alpha, const float *A, long lda, const float *B, long ldb, float beta, float *C, long ldc,
-		float *bp, float *ap, long long *st, int cr, const tg_epi *e) {
+		float *bp, float *ap, long long *st, int cr, int end, const tg_epi *e) {
 	int kc0 = troupe_sgemm_kc(K), nkb = (K + kc0 - 1) / kc0;
 	int nc = troupe_sgemm_nc(N, kc0);
 	int njb = (N + nc - 1) / nc, nrc = (M + cr - 1) / cr;
 	int direct = troupe_shared_direct(transA, N);
 	long mp = (long)(M + TG_MR - 1) / TG_MR * TG_MR, np = troupe_shared_np(N, K);
-	long long nchunks = (long long)nkb * njb * nrc;
-	long long *bst = st + 1, *ast = bst + 2L * nkb * njb, *cdone = ast + (long)nkb * nrc;
-	for (;;) {
-		long long q = __atomic_fetch_add(&st[0], 1, __ATOMIC_RELAXED);
-		if (q >= nchunks) break;
-		int kb = (int)(q / ((long long)njb * nrc)), jb = (int)(q / nrc % njb), rc = (int)(q % nrc);
+	long long per = (long long)njb * nrc;
+	long long *bst = st + nkb, *ast = bst + 2L * nkb * njb, *cdone = ast + (long)nkb * nrc;
+	for (int kb = 0; kb < nkb; kb++) for (;;) {
+		long long i = tg_claim(&st[kb], per, end);
+		if (i < 0) break;
+		long long q = kb * per + i;
+		int jb = (int)(i / nrc), rc = (int)(i % nrc);
 		int pc = kb * kc0, kc = K - pc < kc0 ? K - pc : kc0;
 		int first = kb == 0, last = pc + kc >= K;
 		int jc = jb * nc, ncw = N - jc < nc ? N - jc : nc;
@@ -512,10 +532,10 @@ static __attribute__((target("avx512f"))) void troupe_sgemm_shared(int transA, i
 // arguments (as troupe_sgemm_epi).
 static void troupe_sgemm_shared_epi(int transA, int transB, int M, int N, int K, float alpha, const float *A,
 		long lda, const float *B, long ldb, float beta, float *C, long ldc, float *bp, float *ap, long long *st,
-		int cr, int has_epi, const float *bias, const float *res, long ldr, const float *dgx, long ldx, float *gout,
-		long ldg, int gelu) {
+		int cr, int end, int has_epi, const float *bias, const float *res, long ldr, const float *dgx, long ldx,
+		float *gout, long ldg, int gelu) {
 	tg_epi e = {bias, res, dgx, gout, ldr, ldx, ldg, gelu};
-	troupe_sgemm_shared(transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, bp, ap, st, cr,
+	troupe_sgemm_shared(transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, bp, ap, st, cr, end,
 		has_epi ? &e : 0);
 }
 
@@ -644,18 +664,15 @@ var useShared = true
 // product (gemmPackedWins on the band each thread would otherwise get, so a
 // product keeps the kernel, and the bits, it had in bands). It reports false,
 // doing nothing, where it does not apply: one thread, no AVX-512, fewer chunks
-// than threads, a packed A and B over gemmSharedMaxB, or a weight gradient of
-// depth 2048 or more (A transposed). BenchmarkGemmShared (2 threads, same
-// process, alternating, best and median of 30): the small and gpt2 steps'
-// forward and input-gradient products and gpt2's weight gradients (k = 1024)
-// 0-18% faster shared than in bands; small's weight gradients 384x2048x1152
-// and 384x2048x1536 (TN) 4-7% slower, so those keep their bands.
-// BenchmarkTrainShared (the small step, 30 alternating steps each, twice):
-// mean 5-6% and median 3-4% faster shared, best step 10% faster.
+// than threads, or a packed A and B over gemmSharedMaxB.
+// BenchmarkGemmShared (2 threads, same process, alternating, best and median
+// of 30): the small and gpt2 steps' products 0-18% faster shared than in
+// bands. BenchmarkTrainShared (the small step, 30 alternating steps each,
+// twice): mean 5-7% and median 4-10% faster shared, best step 1-2%.
 func (c *CPU) gemmShared(transA, transB bool, m, n, k int, alpha float32, a []float32, lda int,
 	b []float32, ldb int, beta float32, cc []float32, ldc int, e *gemmEpilogue) bool {
 	threads := c.threads
-	if !useShared || threads < 2 || !gemmPackedOK || m <= 0 || n <= 0 || k <= 0 || (transA && k >= 2048) {
+	if !useShared || threads < 2 || !gemmPackedOK || m <= 0 || n <= 0 || k <= 0 {
 		return false
 	}
 	if int(C.troupe_shared_chunks(C.int(m), C.int(n), C.int(k), C.int(gemmSharedRows))) < threads {
@@ -687,12 +704,12 @@ func (c *CPU) gemmSharedRun(transA, transB bool, m, n, k int, alpha float32, a [
 	bp := ws[gemmAlign(ws):]
 	ap := bp[(bsize+15)/16*16:]
 	c.parallelFor(c.threads, 1<<30, func(lo, hi int) {
-		for range hi - lo {
+		for p := lo; p < hi; p++ { // even parts from the front of each depth block, odd from the back
 			C.troupe_sgemm_shared_epi(cbool(transA), cbool(transB), C.int(m), C.int(n), C.int(k), C.float(alpha),
 				(*C.float)(unsafe.Pointer(&a[0])), C.long(lda), (*C.float)(unsafe.Pointer(&b[0])), C.long(ldb),
 				C.float(beta), (*C.float)(unsafe.Pointer(&cc[0])), C.long(ldc),
 				(*C.float)(unsafe.Pointer(&bp[0])), (*C.float)(unsafe.Pointer(&ap[0])),
-				(*C.longlong)(unsafe.Pointer(&st[0])), C.int(cr),
+				(*C.longlong)(unsafe.Pointer(&st[0])), C.int(cr), C.int(p%2),
 				ce.has, ce.bias, ce.res, ce.ldr, ce.dgx, ce.ldx, ce.gout, ce.ldg, ce.gelu)
 		}
 	})
