@@ -683,7 +683,9 @@ func (c *CPU) gemmShared(transA, transB bool, m, n, k int, alpha float32, a []fl
 
 // gemmSharedRun is gemmShared without its judgement of the shape: it reports
 // false, doing nothing, only without AVX-512, with a dimension 0 or with a
-// packed B over gemmSharedMaxB.
+// packed A and B over gemmSharedMaxB. c's threads each run one part; a part
+// that starts late (or never, with fewer cores) finds the chunks taken, and
+// one thread alone computes them all in order.
 func (c *CPU) gemmSharedRun(transA, transB bool, m, n, k int, alpha float32, a []float32, lda int,
 	b []float32, ldb int, beta float32, cc []float32, ldc int, e *gemmEpilogue) bool {
 	if !gemmPackedOK || m <= 0 || n <= 0 || k <= 0 {
