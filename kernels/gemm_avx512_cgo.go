@@ -409,40 +409,32 @@ static __attribute__((target("avx512f"))) void troupe_sgemm(int transA, int tran
 // row chunk) A's state (0 not packed, 1 being packed, 2 packed), then per
 // chunk whether it is done.
 
-// troupe_shared_np is the width of a shared product's packed B: its column
-// blocks (troupe_sgemm_nc wide, a multiple of TG_NR) with the last padded to
-// whole micro-panels.
-static long troupe_shared_np(int N, int K) {
-	int nc = troupe_sgemm_nc(N, troupe_sgemm_kc(K));
-	int njb = (N + nc - 1) / nc;
-	return (long)(njb - 1) * nc + (N - (long)(njb - 1) * nc + TG_NR - 1) / TG_NR * TG_NR;
-}
+// tg_plan is a shared product's blocking, as troupe_sgemm blocks it: depth
+// blocks of kc0 (nkb of them), column blocks of nc (njb), row chunks of cr
+// (nrc); np is the packed B's width (the last column block padded to whole
+// micro-panels), mp the packed A's rows; direct: A read in place, not packed.
+// The sizes the caller provides follow: chunks, the counters st holds
+// (state), the packed B's and A's floats (bsize, asize; asize 0 when direct).
+typedef struct {
+	int kc0, nkb, nc, njb, nrc, direct;
+	long np, mp, chunks, state, bsize, asize;
+} tg_plan;
 
-// troupe_shared_bsize is the shared packed B's size in floats.
-static long troupe_shared_bsize(int N, int K) { return troupe_shared_np(N, K) * K; }
-
-// troupe_shared_state is how many counters st holds for a product.
-static long troupe_shared_state(int M, int N, int K, int cr) {
-	long kc0 = troupe_sgemm_kc(K), nkb = (K + kc0 - 1) / kc0;
-	long nc = troupe_sgemm_nc(N, kc0), njb = (N + nc - 1) / nc, nrc = (M + cr - 1) / cr;
-	return nkb + 2 * nkb * njb + nkb * nrc + nkb * njb * nrc;
-}
-
-// troupe_shared_chunks is how many chunks a product is cut into.
-static long troupe_shared_chunks(int M, int N, int K, int cr) {
-	long kc0 = troupe_sgemm_kc(K), nkb = (K + kc0 - 1) / kc0;
-	long nc = troupe_sgemm_nc(N, kc0), njb = (N + nc - 1) / nc, nrc = (M + cr - 1) / cr;
-	return nkb * njb * nrc;
-}
-
-// troupe_shared_direct reports whether a shared product reads A in place.
-static int troupe_shared_direct(int transA, int N) { return !transA && N <= TG_DIRECT_N; }
-
-// troupe_shared_asize is the shared packed A's size in floats (0 when A is
-// read in place): every depth block's panels of all rows, rounded up to TG_MR.
-static long troupe_shared_asize(int transA, int M, int N, int K) {
-	if (troupe_shared_direct(transA, N)) return 0;
-	return (long)(M + TG_MR - 1) / TG_MR * TG_MR * K;
+static tg_plan troupe_shared_plan(int transA, int M, int N, int K, int cr) {
+	tg_plan p;
+	p.kc0 = troupe_sgemm_kc(K);
+	p.nkb = (K + p.kc0 - 1) / p.kc0;
+	p.nc = troupe_sgemm_nc(N, p.kc0);
+	p.njb = (N + p.nc - 1) / p.nc;
+	p.nrc = (M + cr - 1) / cr;
+	p.direct = !transA && N <= TG_DIRECT_N;
+	p.np = (long)(p.njb - 1) * p.nc + (N - (long)(p.njb - 1) * p.nc + TG_NR - 1) / TG_NR * TG_NR;
+	p.mp = (long)(M + TG_MR - 1) / TG_MR * TG_MR;
+	p.chunks = (long)p.nkb * p.njb * p.nrc;
+	p.state = p.nkb + 2L * p.nkb * p.njb + (long)p.nkb * p.nrc + p.chunks;
+	p.bsize = p.np * K;
+	p.asize = p.direct ? 0 : p.mp * K;
+	return p;
 }
 
 // tg_wait spins until *p reaches v (the thread that will set it is working
@@ -468,18 +460,15 @@ static inline long long tg_claim(long long *w, long long per, int end) {
 }
 
 // troupe_sgemm_shared is one thread's part of a shared product (see above):
-// bp is the shared packed B (troupe_shared_bsize floats, 64-byte aligned), ap
-// the shared packed A (troupe_shared_asize floats, aligned; unused when A is
-// read in place), st troupe_shared_state zeroed counters, cr a multiple of
-// TG_MR, end the end of each depth block this thread starts from (0 front).
+// bp is the shared packed B (bsize floats of the plan, 64-byte aligned), ap
+// the shared packed A (asize floats, aligned; unused when A is read in place),
+// st the plan's state zeroed counters, cr a multiple of TG_MR, end the end of each depth block this thread starts from (0 front).
 static __attribute__((target("avx512f"))) void troupe_sgemm_shared(int transA, int transB, int M, int N, int K,
 		float alpha, const float *A, long lda, const float *B, long ldb, float beta, float *C, long ldc,
 		float *bp, float *ap, long long *st, int cr, int end, const tg_epi *e) {
-	int kc0 = troupe_sgemm_kc(K), nkb = (K + kc0 - 1) / kc0;
-	int nc = troupe_sgemm_nc(N, kc0);
-	int njb = (N + nc - 1) / nc, nrc = (M + cr - 1) / cr;
-	int direct = troupe_shared_direct(transA, N);
-	long mp = (long)(M + TG_MR - 1) / TG_MR * TG_MR, np = troupe_shared_np(N, K);
+	tg_plan pl = troupe_shared_plan(transA, M, N, K, cr);
+	int kc0 = pl.kc0, nkb = pl.nkb, nc = pl.nc, njb = pl.njb, nrc = pl.nrc, direct = pl.direct;
+	long mp = pl.mp, np = pl.np;
 	long long per = (long long)njb * nrc;
 	long long *bst = st + nkb, *ast = bst + 2L * nkb * njb, *cdone = ast + (long)nkb * nrc;
 	for (int kb = 0; kb < nkb; kb++) for (;;) {
@@ -671,47 +660,46 @@ var useShared = true
 // twice): mean 5-7% and median 4-10% faster shared, best step 1-2%.
 func (c *CPU) gemmShared(transA, transB bool, m, n, k int, alpha float32, a []float32, lda int,
 	b []float32, ldb int, beta float32, cc []float32, ldc int, e *gemmEpilogue) bool {
-	threads := c.threads
-	if !useShared || threads < 2 || !gemmPackedOK || m <= 0 || n <= 0 || k <= 0 {
+	if !useShared || c.threads < 2 || !gemmPackedOK || m <= 0 || n <= 0 || k <= 0 {
 		return false
 	}
-	if int(C.troupe_shared_chunks(C.int(m), C.int(n), C.int(k), C.int(gemmSharedRows))) < threads {
+	p := sharedPlan(transA, m, n, k)
+	if int(p.chunks) < c.threads {
 		return false
 	}
-	return c.gemmSharedRun(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, cc, ldc, e)
+	return c.gemmSharedRun(p, transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, cc, ldc, e)
 }
 
-// gemmSharedRun is gemmShared without its judgement of the shape: it reports
-// false, doing nothing, only without AVX-512, with a dimension 0 or with a
-// packed A and B over gemmSharedMaxB. c's threads each run one part; a part
-// that starts late (or never, with fewer cores) finds the chunks taken, and
-// one thread alone computes them all in order.
-func (c *CPU) gemmSharedRun(transA, transB bool, m, n, k int, alpha float32, a []float32, lda int,
+// sharedPlan is the blocking of a shared product (troupe_shared_plan).
+func sharedPlan(transA bool, m, n, k int) C.tg_plan {
+	return C.troupe_shared_plan(cbool(transA), C.int(m), C.int(n), C.int(k), C.int(gemmSharedRows))
+}
+
+// gemmSharedRun is gemmShared, planned as p (sharedPlan), without its
+// judgement of the shape: it reports false, doing nothing, only without
+// AVX-512, with a dimension 0 or with a packed A and B over gemmSharedMaxB.
+// c's threads each run one part; a part that starts late (or never, with
+// fewer cores) finds the chunks taken, and one thread alone computes them all
+// in order.
+func (c *CPU) gemmSharedRun(p C.tg_plan, transA, transB bool, m, n, k int, alpha float32, a []float32, lda int,
 	b []float32, ldb int, beta float32, cc []float32, ldc int, e *gemmEpilogue) bool {
-	if !gemmPackedOK || m <= 0 || n <= 0 || k <= 0 {
+	bsize, asize := int(p.bsize), int(p.asize)
+	if !gemmPackedOK || m <= 0 || n <= 0 || k <= 0 || bsize+asize > gemmSharedMaxB {
 		return false
 	}
-	cr := gemmSharedRows
-	bsize := int(C.troupe_shared_bsize(C.int(n), C.int(k)))
-	asize := int(C.troupe_shared_asize(cbool(transA), C.int(m), C.int(n), C.int(k)))
-	if bsize+asize > gemmSharedMaxB {
-		return false
-	}
-	ar, ac, br, bc := storedShapes(transA, transB, m, n, k)
-	_, _ = a[gemmStored(ar, ac, lda)-1], b[gemmStored(br, bc, ldb)-1]
-	_ = cc[gemmStored(m, n, ldc)-1]
+	checkGemmSizes(transA, transB, m, n, k, len(a), lda, len(b), ldb, len(cc), ldc)
 	ce := cEpilogue(e, m, n)
-	st := make([]int64, int(C.troupe_shared_state(C.int(m), C.int(n), C.int(k), C.int(cr))))
+	st := make([]int64, int(p.state))
 	ws := gemmPackedBuf(bsize + asize + 32)
 	bp := ws[gemmAlign(ws):]
 	ap := bp[(bsize+15)/16*16:]
 	c.parallelFor(c.threads, 1<<30, func(lo, hi int) {
-		for p := lo; p < hi; p++ { // even parts from the front of each depth block, odd from the back
+		for part := lo; part < hi; part++ { // even parts from the front of each depth block, odd from the back
 			C.troupe_sgemm_shared_epi(cbool(transA), cbool(transB), C.int(m), C.int(n), C.int(k), C.float(alpha),
 				(*C.float)(unsafe.Pointer(&a[0])), C.long(lda), (*C.float)(unsafe.Pointer(&b[0])), C.long(ldb),
 				C.float(beta), (*C.float)(unsafe.Pointer(&cc[0])), C.long(ldc),
 				(*C.float)(unsafe.Pointer(&bp[0])), (*C.float)(unsafe.Pointer(&ap[0])),
-				(*C.longlong)(unsafe.Pointer(&st[0])), C.int(cr), C.int(p%2),
+				(*C.longlong)(unsafe.Pointer(&st[0])), C.int(gemmSharedRows), C.int(part%2),
 				ce.has, ce.bias, ce.res, ce.ldr, ce.dgx, ce.ldx, ce.gout, ce.ldg, ce.gelu)
 		}
 	})

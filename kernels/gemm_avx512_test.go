@@ -137,7 +137,7 @@ func TestGemmShared(t *testing.T) {
 					got := slices.Clone(c0)
 					what := fmt.Sprintf("%dx%dx%d trans=%v epi=%d threads=%d rep=%d", m, n, k, tr, c.epi, threads, rep)
 					d := NewCPU(threads)
-					if !d.gemmSharedRun(tr[0], tr[1], m, n, k, c.alpha, a, lda, b, ldb, c.beta, got, n, e) {
+					if !d.gemmSharedRun(sharedPlan(tr[0], m, n, k), tr[0], tr[1], m, n, k, c.alpha, a, lda, b, ldb, c.beta, got, n, e) {
 						t.Fatalf("%s: gemmShared refused", what)
 					}
 					if !slices.Equal(got, want) {

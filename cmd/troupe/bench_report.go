@@ -300,6 +300,13 @@ func renderBenchTable(lines []benchResult) string {
 		}
 		return fmt.Sprintf("%s (%.0f%%)", fmtNum(gf), 100*gf/peak)
 	}
+	// ofPeak is a figure whose values frac shows as a share of the peak.
+	ofPeak := func(fig string) string {
+		if peak <= 0 {
+			return fig
+		}
+		return fig + fmt.Sprintf(" (%% of the %.0f-thread peak)", peakThreads)
+	}
 	// A config benched on a GPU (its troupe lines name a cuda device): its model
 	// FLOP/s are read against the GPU's TF32 peak, and the CPU targets (ratios
 	// to PyTorch on the CPU, 65% of the FMA peak) do not apply.
@@ -338,10 +345,7 @@ func renderBenchTable(lines []benchResult) string {
 			add(fig, fmtNum(peakBest[t]), dash, "", "")
 		case bench == "peak_gemm":
 			t, _ := num(r, "threads")
-			fig := fmt.Sprintf("sgemm GFLOP/s alone, %s, %s, best of %.0f", strings.ReplaceAll(str(r, "shape"), "x", "×"), plural(t, "thread"), r["calls"])
-			if peak > 0 {
-				fig += fmt.Sprintf(" (%% of the %.0f-thread peak)", peakThreads)
-			}
+			fig := ofPeak(fmt.Sprintf("sgemm GFLOP/s alone, %s, %s, best of %.0f", strings.ReplaceAll(str(r, "shape"), "x", "×"), plural(t, "thread"), r["calls"]))
 			add(fig, opt(r, "gflops", frac), dash, "", "")
 		case impl == "summary" && bench == "train":
 			bt, _ := num(r, "batch")
@@ -362,17 +366,9 @@ func renderBenchTable(lines []benchResult) string {
 			if cfg == "small" || cfg == "gpt2" {
 				tgt = "≥ 65% of peak"
 			}
-			fig := "train model GFLOP/s, " + cfg
-			if peak > 0 {
-				fig += fmt.Sprintf(" (%% of the %.0f-thread peak)", peakThreads)
-			}
-			add(fig, opt(r, "troupe_model_gflops_per_s", frac), opt(r, "pytorch_model_gflops_per_s", frac), "", tgt)
+			add(ofPeak("train model GFLOP/s, "+cfg), opt(r, "troupe_model_gflops_per_s", frac), opt(r, "pytorch_model_gflops_per_s", frac), "", tgt)
 			if _, ok := num(r, "troupe_best_model_gflops_per_s"); ok {
-				fig := "train model GFLOP/s, " + cfg + ", fastest step of the run"
-				if peak > 0 {
-					fig += fmt.Sprintf(" (%% of the %.0f-thread peak)", peakThreads)
-				}
-				add(fig, opt(r, "troupe_best_model_gflops_per_s", frac), dash, "", "")
+				add(ofPeak("train model GFLOP/s, "+cfg+", fastest step of the run"), opt(r, "troupe_best_model_gflops_per_s", frac), dash, "", "")
 			}
 		case impl == "summary" && bench == "generate":
 			add("generate new tokens/s, "+cfg+" (batch 8, 64 new)", opt(r, "troupe_new_tokens_per_s", fmtNum),
