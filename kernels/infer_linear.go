@@ -158,10 +158,21 @@ func (c *CPU) inferLinear(out, inp, weight, bias Tensor, N, K, OC int, accumulat
 // (640 rows) the two measured within noise of each other, rows a little
 // ahead. Packing the weight once for both threads (two passes, pack then
 // multiply) measured no faster: the packed panels then come back from L3.
+// Where the product is big enough to share (gemmShared: the weight packed
+// once, chunks of rows taken by whichever thread is free) it is shared
+// instead: the same bits as the bands, which a slowed thread no longer holds
+// up.
 func (c *CPU) inferLinearPacked(o, x, w, b []float32, N, K, OC int, accumulate, gelu bool) {
 	beta := float32(0)
 	if accumulate {
 		beta = 1
+	}
+	var e *gemmEpilogue
+	if b != nil || gelu {
+		e = &gemmEpilogue{bias: b, gelu: gelu}
+	}
+	if 2*N*K*OC >= gemmSplitWork && c.gemmShared(false, false, N, OC, K, 1, x, K, w, OC, beta, o, OC, e) {
+		return
 	}
 	tiles, rowTiles := (OC+31)/32, (N+gemmPackedMR-1)/gemmPackedMR
 	span := rowTiles
