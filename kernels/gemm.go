@@ -47,13 +47,14 @@ func (c *CPU) gemm(transA, transB bool, m, n, k int, alpha float32, a []float32,
 		gemmSerial(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, cc, ldc)
 		return
 	}
-	// One thread's band, as below: shared only where the band would run on the
-	// packed kernel (the same bits, see gemmShared).
+	// One thread's band, as below: shared where the band would run on the
+	// packed kernel (the same bits, see gemmShared), and for the deep weight
+	// gradients of gemmSharedDeep, which bands would give to OpenBLAS.
 	bm, bn := bandEdge(m, parts, 1), n
 	if !byRows {
 		bm, bn = m, bandEdge(n, parts, 1)
 	}
-	if gemmPackedWins(transA, transB, bm, bn, k) &&
+	if (gemmPackedWins(transA, transB, bm, bn, k) || gemmSharedDeep(transA, m, n, k)) &&
 		c.gemmShared(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, cc, ldc, nil) {
 		return
 	}

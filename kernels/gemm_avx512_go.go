@@ -27,6 +27,12 @@ func gemmPackedEpi(transA, transB bool, m, n, k int, alpha float32, a []float32,
 // gemmPackedWins: without the packed kernel, never.
 func gemmPackedWins(transA, transB bool, m, n, k int) bool { return false }
 
+// gemmSharedDeep: without the packed kernel, never.
+func gemmSharedDeep(transA bool, m, n, k int) bool { return false }
+
+// shareDeep: see gemm_avx512_cgo.go (no effect here).
+var shareDeep = true
+
 // useShared: see gemm_avx512_cgo.go (no effect here).
 var useShared = true
 

@@ -150,6 +150,16 @@ func TestGemmShared(t *testing.T) {
 			}
 		}
 	}
+	// Gemm shares the deep weight gradients gemmSharedDeep names (small's
+	// attention-output one here): the packed kernel's bits, not OpenBLAS's.
+	m, n, k := 384, 384, 2048
+	a, b := randn(rng, k*m, 1), randn(rng, k*n, 1)
+	want, got := make([]float32, m*n), make([]float32, m*n)
+	gemmPacked(true, false, m, n, k, 1, a, m, b, n, 0, want, n)
+	NewCPU(2).Gemm(true, false, m, n, k, 1, Host(a), m, Host(b), n, 0, Host(got), n)
+	if !slices.Equal(got, want) {
+		t.Fatalf("Gemm TN %dx%dx%d on 2 threads: not the packed kernel's result (not shared)", m, k, n)
+	}
 }
 
 // BenchmarkGemmShared A/B-compares, in one process on 2 threads, each

@@ -50,6 +50,16 @@ func BenchmarkTrainShared(b *testing.B) {
 	abSteps(b, [2]string{"bands", "shared"}, func(v int) { useShared = v == 1 })
 }
 
+// BenchmarkTrainSharedDeep A/B-compares, in one process, the small step
+// with its deep weight gradients (gemmSharedDeep) shared on the packed kernel
+// and in OpenBLAS bands, alternating step by step.
+//
+//	go test -run '^$' -bench TrainSharedDeep -benchtime 40x ./kernels/
+func BenchmarkTrainSharedDeep(b *testing.B) {
+	defer func(v bool) { shareDeep = v }(shareDeep)
+	abSteps(b, [2]string{"openblas", "shared"}, func(v int) { shareDeep = v == 1 })
+}
+
 // abSteps runs the small step b.N times in each of two settings (set(0),
 // set(1)), alternating, and reports each one's median, mean and best time.
 func abSteps(b *testing.B, names [2]string, set func(v int)) {
