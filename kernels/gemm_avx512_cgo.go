@@ -751,8 +751,8 @@ func gemmPackedWins(transA, transB bool, m, n, k int) bool {
 // OpenBLAS in bands (A transposed, k >= 1024, n <= 384) is shared on the
 // packed kernel all the same: from n = 256, where A's packing is shared too
 // and the chunks even out a slowed thread. config small's attention-output
-// and MLP-output weight gradients (384 x 2048 x 384 and 1536 x 2048 x 384,
-// TN), same process, alternating, 200 each, four runs: median +5-16% and
+// and MLP-input (first layer) weight gradients (384 x 2048 x 384 and 1536 x
+// 2048 x 384, TN), same process, alternating, 200 each, four runs: median +5-16% and
 // +14-26%, best -5% to +28% against OpenBLAS bands. At tiny's n = 128 it was
 // level (128, 384 and 512 x 2048 x 128: median -3% to +1%), so those stay.
 func gemmSharedDeep(transA bool, m, n, k int) bool {
