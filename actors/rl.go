@@ -292,7 +292,10 @@ func RunRL(ctx context.Context, opt RLOptions) error {
 	result := make(chan topologyResult, 1)
 	decider := func(reason any) actor.Directive { return actor.RestartDirective }
 	props := actor.PropsFromProducer(func() actor.Actor {
-		return &rlTopology{opt: opt, learner: lrun, gens: gens, refs: refs, rewards: rewards, evals: evals, result: result}
+		t := &rlTopology{opt: opt, learner: lrun, gens: gens, refs: refs, rewards: rewards, evals: evals, runEnd: runEnd{
+			result: result, stopTimeout: opt.StopTimeout, log: opt.Logger, sink: opt.Sink, learnerName: "RL learner"}}
+		t.others = t.remoteEvalsCaughtUp
+		return t
 	}, actor.WithSupervisor(actor.NewOneForOneStrategy(maxRestarts, restartWindow, decider)))
 	pid, err := sys.Root.SpawnNamed(props, rlTopologyID)
 	if err != nil {
@@ -321,13 +324,13 @@ func RunRL(ctx context.Context, opt RLOptions) error {
 // supervision gave up on, relays evaluations to the Sink, and ends the run as
 // topology does.
 type rlTopology struct {
+	runEnd
 	opt     RLOptions
 	learner *rlRun
 	gens    []*genRun
 	refs    []*refRun
 	rewards []*rewardRun
 	evals   []*evalRun
-	result  chan<- topologyResult
 
 	greeted map[string]bool // cluster members greeted (or being greeted), by member id
 	// remoteEvals are workers' evaluators (from their welcomes): member id
@@ -335,14 +338,7 @@ type rlTopology struct {
 	remoteEvals map[string]string
 	early       []*messages.EvalDone
 
-	learnerPID *actor.PID
-	members    map[string]*messages.MemberLost // pool members by PID id
-	evalPIDs   map[string]*actor.PID           // live evaluators by name
-	seen       map[string]int64                // newest version each evaluator reported
-	done       *messages.LearnerDone
-	drainTimer *time.Timer
-	stopping   bool
-	ended      bool
+	members map[string]*messages.MemberLost // pool members by PID id
 }
 
 var _ actor.Actor = (*rlTopology)(nil)
@@ -352,23 +348,9 @@ func (t *rlTopology) Receive(ctx actor.Context) {
 	case *actor.Started:
 		t.start(ctx)
 	case *messages.Stop:
-		t.stopping = true
-		if t.done != nil {
-			t.end(topologyResult{done: t.done})
-			return
-		}
-		if t.learnerPID != nil {
-			ctx.Send(t.learnerPID, msg)
-		}
+		t.onStop(ctx, msg)
 	case *messages.LearnerDone:
-		t.done = msg
-		if msg.GetError() != "" || msg.GetStopped() || msg.GetFinalVersion() == 0 || t.stopping {
-			t.end(topologyResult{done: msg})
-			return
-		}
-		self, root := ctx.Self(), ctx.ActorSystem().Root
-		t.drainTimer = time.AfterFunc(t.opt.StopTimeout, func() { root.Send(self, &drainTimeout{}) })
-		t.checkDrained()
+		t.onLearnerDone(ctx, msg)
 	case *messages.EvalDone:
 		name := msg.GetEvaluator()
 		if t.evalPIDs[name] == nil && t.remoteEvals[name] == "" {
@@ -387,15 +369,11 @@ func (t *rlTopology) Receive(ctx actor.Context) {
 			t.hello(ctx, msg.m, msg.try)
 		}
 	case *drainTimeout:
-		t.opt.Logger.Warn().Dur("timeout", t.opt.StopTimeout).Msg("evaluators did not evaluate the final weights in time")
-		t.end(topologyResult{done: t.done})
+		t.onDrainTimeout()
 	case *actor.Terminated:
 		who := msg.GetWho()
 		switch {
-		case who.Equal(t.learnerPID):
-			if t.done == nil {
-				t.end(topologyResult{err: fmt.Errorf("%w: the RL learner crashed %d times within %v and was stopped", ErrRun, maxRestarts+1, restartWindow)})
-			}
+		case t.learnerTerminated(who):
 			return
 		case t.members[who.GetId()] != nil:
 			lost := t.members[who.GetId()]
@@ -406,26 +384,10 @@ func (t *rlTopology) Receive(ctx actor.Context) {
 			}
 			return
 		}
-		for name, pid := range t.evalPIDs {
-			if who.Equal(pid) {
-				if !t.ended {
-					t.opt.Logger.Error().Str("actor", name).Msg("evaluator stopped after repeated failures; the run goes on without it")
-				}
-				delete(t.evalPIDs, name)
-			}
-		}
-		t.checkDrained()
+		t.evalTerminated(who)
 	case *actor.Stopping:
-		if t.drainTimer != nil {
-			t.drainTimer.Stop()
-		}
+		t.onStopping()
 	}
-}
-
-// onEvalDone records an evaluation from a known evaluator.
-func (t *rlTopology) onEvalDone(msg *messages.EvalDone) {
-	recordEval(t.seen, t.opt.Sink, msg)
-	t.checkDrained()
 }
 
 // start spawns evaluators and pool members, then the learner, which finds
@@ -571,34 +533,15 @@ func (t *rlTopology) hello(ctx actor.Context, m *cluster.Member, try int) {
 	})
 }
 
-// checkDrained ends the run once the learner is done and every live evaluator
-// has reported the final version (or a newer one).
-func (t *rlTopology) checkDrained() {
-	if t.done == nil || t.ended {
-		return
-	}
-	for name := range t.evalPIDs {
-		if t.seen[name] < t.done.GetFinalVersion() {
-			return
-		}
-	}
+// remoteEvalsCaughtUp reports whether every worker's evaluator has reported
+// version final (or a newer one): runEnd waits for them too.
+func (t *rlTopology) remoteEvalsCaughtUp(final int64) bool {
 	for name := range t.remoteEvals {
-		if t.seen[name] < t.done.GetFinalVersion() {
-			return
+		if t.seen[name] < final {
+			return false
 		}
 	}
-	t.end(topologyResult{done: t.done})
-}
-
-func (t *rlTopology) end(r topologyResult) {
-	if t.ended {
-		return
-	}
-	t.ended = true
-	if t.drainTimer != nil {
-		t.drainTimer.Stop()
-	}
-	t.result <- r // buffered 1, sent once
+	return true
 }
 
 // ---- what every pool member shares ----

@@ -139,7 +139,8 @@ func Run(ctx context.Context, opt Options) error {
 	result := make(chan topologyResult, 1)
 	decider := func(reason any) actor.Directive { return actor.RestartDirective }
 	props := actor.PropsFromProducer(func() actor.Actor {
-		return &topology{opt: opt, learner: lrun, evals: evals, result: result}
+		return &topology{opt: opt, learner: lrun, evals: evals, runEnd: runEnd{
+			result: result, stopTimeout: opt.StopTimeout, log: opt.Logger, sink: opt.Sink, learnerName: "learner"}}
 	}, actor.WithSupervisor(actor.NewOneForOneStrategy(maxRestarts, restartWindow, decider)))
 	pid, err := sys.Root.SpawnNamed(props, "troupe")
 	if err != nil {
@@ -222,25 +223,13 @@ type topologyResult struct {
 // the learner is done and every evaluator has evaluated the final weights
 // (or opt.StopTimeout has passed), or when the learner is stopped or gives up.
 type topology struct {
+	runEnd
 	opt     Options
 	learner *learnerRun
 	evals   []*evalRun
-	result  chan<- topologyResult
-
-	learnerPID *actor.PID
-	evalPIDs   map[string]*actor.PID // live evaluators by name, e.g. "evaluator-0"
-	seen       map[string]int64      // newest version each evaluator reported
-	done       *messages.LearnerDone // set when the learner has finished
-	drainTimer *time.Timer
-	stopping   bool // a Stop came: no waiting for final evaluations
-	ended      bool
 }
 
 var _ actor.Actor = (*topology)(nil)
-
-// drainTimeout is the topology's message to itself: stop waiting for the
-// evaluators' final evaluations.
-type drainTimeout struct{}
 
 func (t *topology) Receive(ctx actor.Context) {
 	switch msg := ctx.Message().(type) {
@@ -261,76 +250,22 @@ func (t *topology) Receive(ctx actor.Context) {
 		}
 		t.learnerPID = pid
 	case *messages.Stop:
-		t.stopping = true
-		if t.done != nil {
-			t.end(topologyResult{done: t.done}) // the job is done; stop waiting for evaluations
-			return
-		}
-		ctx.Send(t.learnerPID, msg)
+		t.onStop(ctx, msg)
 	case *messages.LearnerDone:
-		t.done = msg
-		if msg.GetError() != "" || msg.GetStopped() || msg.GetFinalVersion() == 0 || t.stopping {
-			t.end(topologyResult{done: msg})
-			return
-		}
-		self, root := ctx.Self(), ctx.ActorSystem().Root
-		t.drainTimer = time.AfterFunc(t.opt.StopTimeout, func() { root.Send(self, &drainTimeout{}) })
-		t.checkDrained()
+		t.onLearnerDone(ctx, msg)
 	case *messages.EvalDone:
-		recordEval(t.seen, t.opt.Sink, msg)
-		t.checkDrained()
+		t.onEvalDone(msg)
 	case *drainTimeout:
-		t.opt.Logger.Warn().Dur("timeout", t.opt.StopTimeout).Msg("evaluators did not evaluate the final weights in time")
-		t.end(topologyResult{done: t.done})
+		t.onDrainTimeout()
 	case *actor.Terminated:
 		// A child the supervisor gave up on (too many restarts), or one
 		// stopped while the run shuts down.
-		who := msg.GetWho()
-		if who.Equal(t.learnerPID) {
-			if t.done == nil {
-				t.end(topologyResult{err: fmt.Errorf("%w: the learner crashed %d times within %v and was stopped", ErrRun, maxRestarts+1, restartWindow)})
-			}
-			return
+		if !t.learnerTerminated(msg.GetWho()) {
+			t.evalTerminated(msg.GetWho())
 		}
-		for name, pid := range t.evalPIDs {
-			if who.Equal(pid) {
-				if !t.ended {
-					t.opt.Logger.Error().Str("actor", name).Msg("evaluator stopped after repeated failures; the run goes on without it")
-				}
-				delete(t.evalPIDs, name)
-			}
-		}
-		t.checkDrained()
 	case *actor.Stopping:
-		if t.drainTimer != nil {
-			t.drainTimer.Stop()
-		}
+		t.onStopping()
 	}
-}
-
-// checkDrained ends the run once the learner is done and every live evaluator
-// has reported the final version (or a newer one).
-func (t *topology) checkDrained() {
-	if t.done == nil || t.ended {
-		return
-	}
-	for name := range t.evalPIDs {
-		if t.seen[name] < t.done.GetFinalVersion() {
-			return
-		}
-	}
-	t.end(topologyResult{done: t.done})
-}
-
-func (t *topology) end(r topologyResult) {
-	if t.ended {
-		return
-	}
-	t.ended = true
-	if t.drainTimer != nil {
-		t.drainTimer.Stop()
-	}
-	t.result <- r // buffered 1, sent once
 }
 
 // recordEval notes the version an evaluator reported in seen and hands a
