@@ -195,45 +195,22 @@ func RunRL(ctx context.Context, opt RLOptions) error {
 	log := opt.Logger
 	job := opt.Job
 
-	url := opt.NATSURL
-	if url == "" {
-		nlog := log.With().Str("lib", "nats-server").Logger()
-		srv, u, err := startEmbeddedNATS(opt.NATSDir, &nlog)
-		if err != nil {
-			return err
-		}
-		defer ShutdownNATS(srv)
-		url = u
-		log.Debug().Str("url", url).Str("store", opt.NATSDir).Msg("embedded nats-server started")
-	}
-	nc, err := Connect(url, slices.Concat(opt.NATSOptions, natsLogging(log))...)
+	w, err := openWeights(ctx, opt.NATSURL, opt.NATSDir, slices.Concat(opt.NATSOptions, natsLogging(log)),
+		opt.Model, opt.WeightsDType, opt.WeightsShm, log)
 	if err != nil {
 		return err
 	}
-	defer nc.Close()
-	setup, cancelSetup := context.WithTimeout(ctx, 30*time.Second)
-	pub, err := NewWeightPublisher(setup, nc, opt.Model, publisherOptions(opt.WeightsDType, opt.WeightsShm, log)...)
-	cancelSetup()
-	if err != nil {
-		return err
-	}
-	defer pub.Close() // after the actors stop: the last version's durable copy, the slots removed
+	defer w.close() // after the actors stop (the actor system's shutdown is deferred later)
+	nc, pub, url := w.nc, w.pub, w.url
 
 	// Every role is built here, before the learner trains: the job is not
 	// safe for concurrent use, the roles it returns each own their models.
 	var inflight sync.WaitGroup
 	fs := &faults{opt: opt.Fault}
-	evals := make([]*evalRun, opt.Evaluators)
-	for i := range evals {
-		ev, err := job.NewEvaluator(opt.EvalOptions)
-		if err != nil {
-			return fmt.Errorf("%w: evaluator %d: %w", ErrRun, i, err)
-		}
-		name := fmt.Sprintf("evaluator-%d", i)
-		evals[i] = &evalRun{
-			name: name, ev: ev, nc: nc, model: opt.Model, evalEvery: opt.EvalEvery,
-			log: log.With().Str("actor", name).Logger(), inflight: &inflight,
-		}
+	evals, err := newEvalRuns(opt.Evaluators, func() (learner.Evaluator, error) { return job.NewEvaluator(opt.EvalOptions) },
+		nc, opt.Model, opt.EvalEvery, log, &inflight)
+	if err != nil {
+		return err
 	}
 	gens := make([]*genRun, opt.Generators)
 	for i := range gens {
@@ -278,26 +255,19 @@ func RunRL(ctx context.Context, opt RLOptions) error {
 		}
 		defer node.stop()
 	}
-	supervision := sys.EventStream.Subscribe(func(evt any) {
-		if e, ok := evt.(*actor.SupervisorEvent); ok {
-			log.Warn().Str("actor", e.Child.GetId()).Str("directive", e.Directive.String()).Str("reason", fmt.Sprint(e.Reason)).Msg("actor failed")
-		}
-	})
-	defer sys.EventStream.Unsubscribe(supervision)
+	defer logSupervision(sys, log)()
 
 	log.Info().Str("stage", job.Stage()).Str("algorithm", job.Algorithm()).Int("iteration", job.IterationsDone()).
 		Int("total", job.TotalIterations()).Int("generators", opt.Generators).Int("references", opt.References).
 		Int("rewards", opt.Rewards).Int("evaluators", opt.Evaluators).Int("max_staleness", opt.MaxStaleness).
 		Str("nats", RedactURL(url)).Msg("rl run started")
 	result := make(chan topologyResult, 1)
-	decider := func(reason any) actor.Directive { return actor.RestartDirective }
-	props := actor.PropsFromProducer(func() actor.Actor {
+	pid, err := spawnSupervisor(sys, rlTopologyID, func() actor.Actor {
 		t := &rlTopology{opt: opt, learner: lrun, gens: gens, refs: refs, rewards: rewards, evals: evals, runEnd: runEnd{
 			result: result, stopTimeout: opt.StopTimeout, log: opt.Logger, sink: opt.Sink, learnerName: "RL learner"}}
 		t.others = t.remoteEvalsCaughtUp
 		return t
-	}, actor.WithSupervisor(actor.NewOneForOneStrategy(maxRestarts, restartWindow, decider)))
-	pid, err := sys.Root.SpawnNamed(props, rlTopologyID)
+	})
 	if err != nil {
 		return fmt.Errorf("%w: spawn topology: %v", ErrRun, err)
 	}

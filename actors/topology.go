@@ -79,44 +79,18 @@ func Run(ctx context.Context, opt Options) error {
 	}
 	log := opt.Logger
 
-	url := opt.NATSURL
-	if url == "" {
-		nlog := log.With().Str("lib", "nats-server").Logger()
-		srv, u, err := startEmbeddedNATS(opt.NATSDir, &nlog)
-		if err != nil {
-			return err
-		}
-		defer ShutdownNATS(srv)
-		url = u
-		log.Debug().Str("url", url).Str("store", opt.NATSDir).Msg("embedded nats-server started")
-	}
-	nc, err := Connect(url, opt.NATSOptions...)
+	w, err := openWeights(ctx, opt.NATSURL, opt.NATSDir, opt.NATSOptions, opt.Model, opt.WeightsDType, opt.WeightsShm, log)
 	if err != nil {
 		return err
 	}
-	defer nc.Close()
-	setup, cancelSetup := context.WithTimeout(ctx, 30*time.Second)
-	pub, err := NewWeightPublisher(setup, nc, opt.Model, publisherOptions(opt.WeightsDType, opt.WeightsShm, log)...)
-	cancelSetup()
-	if err != nil {
-		return err
-	}
-	defer pub.Close() // after the actors stop: the last version's durable copy, the slots removed
+	defer w.close() // after the actors stop (the actor system's shutdown is deferred later)
+	nc, pub, url := w.nc, w.pub, w.url
 
-	// Evaluators are built here, before the learner steps: the job is not
-	// safe for concurrent use, the evaluators it returns are.
 	var inflight sync.WaitGroup
-	evals := make([]*evalRun, opt.Evaluators)
-	for i := range evals {
-		ev, err := opt.Job.NewEvaluator(opt.EvalOptions)
-		if err != nil {
-			return fmt.Errorf("%w: evaluator %d: %w", ErrRun, i, err)
-		}
-		name := fmt.Sprintf("evaluator-%d", i)
-		evals[i] = &evalRun{
-			name: name, ev: ev, nc: nc, model: opt.Model, evalEvery: opt.EvalEvery,
-			log: log.With().Str("actor", name).Logger(), inflight: &inflight,
-		}
+	evals, err := newEvalRuns(opt.Evaluators, func() (learner.Evaluator, error) { return opt.Job.NewEvaluator(opt.EvalOptions) },
+		nc, opt.Model, opt.EvalEvery, log, &inflight)
+	if err != nil {
+		return err
 	}
 	lrun := &learnerRun{
 		job: opt.Job, pub: pub, sink: opt.Sink, log: log.With().Str("actor", "learner").Logger(),
@@ -126,23 +100,16 @@ func Run(ctx context.Context, opt Options) error {
 
 	sys := actor.NewActorSystem(actor.WithLoggerFactory(actorLoggerFactory(log)))
 	defer sys.Shutdown()
-	supervision := sys.EventStream.Subscribe(func(evt any) {
-		if e, ok := evt.(*actor.SupervisorEvent); ok {
-			log.Warn().Str("actor", e.Child.GetId()).Str("directive", e.Directive.String()).Str("reason", fmt.Sprint(e.Reason)).Msg("actor failed")
-		}
-	})
-	defer sys.EventStream.Unsubscribe(supervision)
+	defer logSupervision(sys, log)()
 
 	// The job belongs to the learner actor from here on.
 	log.Info().Str("stage", opt.Job.Stage()).Int("step", opt.Job.StepsDone()).Int("total", opt.Job.TotalSteps()).
 		Int("evaluators", opt.Evaluators).Str("nats", RedactURL(url)).Msg("run started")
 	result := make(chan topologyResult, 1)
-	decider := func(reason any) actor.Directive { return actor.RestartDirective }
-	props := actor.PropsFromProducer(func() actor.Actor {
+	pid, err := spawnSupervisor(sys, "troupe", func() actor.Actor {
 		return &topology{opt: opt, learner: lrun, evals: evals, runEnd: runEnd{
 			result: result, stopTimeout: opt.StopTimeout, log: opt.Logger, sink: opt.Sink, learnerName: "learner"}}
-	}, actor.WithSupervisor(actor.NewOneForOneStrategy(maxRestarts, restartWindow, decider)))
-	pid, err := sys.Root.SpawnNamed(props, "troupe")
+	})
 	if err != nil {
 		return fmt.Errorf("%w: spawn topology: %v", ErrRun, err)
 	}

@@ -173,16 +173,8 @@ func RunWorker(ctx context.Context, opt WorkerOptions) error {
 		w.actors[i].name, _ = named(w.actors[i].role)
 	}
 
-	supervision := sys.EventStream.Subscribe(func(evt any) {
-		if e, ok := evt.(*actor.SupervisorEvent); ok {
-			log.Warn().Str("actor", e.Child.GetId()).Str("directive", e.Directive.String()).Str("reason", fmt.Sprint(e.Reason)).Msg("actor failed")
-		}
-	})
-	defer sys.EventStream.Unsubscribe(supervision)
-	decider := func(reason any) actor.Directive { return actor.RestartDirective }
-	props := actor.PropsFromProducer(func() actor.Actor { return &workerActor{run: w} },
-		actor.WithSupervisor(actor.NewOneForOneStrategy(maxRestarts, restartWindow, decider)))
-	pid, err := sys.Root.SpawnNamed(props, workerActorID)
+	defer logSupervision(sys, log)()
+	pid, err := spawnSupervisor(sys, workerActorID, func() actor.Actor { return &workerActor{run: w} })
 	if err != nil {
 		return fmt.Errorf("%w: spawn: %v", ErrWorker, err)
 	}
