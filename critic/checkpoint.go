@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 
 	"github.com/troupe-rl/troupe/kernels"
@@ -94,61 +93,16 @@ func Load(dir string, dev kernels.Device) (*Model, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: %s: %w", ErrBadCheckpoint, cpath, err)
 	}
-	byName := map[string]int{}
-	for i, s := range m.Layout().Specs {
-		byName[s.Name] = i
-	}
 	host := make([]float32, m.Params.N)
-	seen := make([]string, len(m.Layout().Specs)) // the file's name for each spec
-	var unexpected []string
-	for name, t := range tensors {
-		canon := name
-		if !strings.HasPrefix(name, "transformer.") && !strings.HasPrefix(name, "value_head.") {
-			canon = "transformer." + name // a GPT2Model's names carry no prefix
+	canon := func(name string) string {
+		if strings.HasPrefix(name, "transformer.") || strings.HasPrefix(name, "value_head.") {
+			return name
 		}
-		if policy.IsAttnBuffer(canon) {
-			continue
-		}
-		i, ok := byName[canon]
-		if !ok {
-			unexpected = append(unexpected, name)
-			continue
-		}
-		s := m.Layout().Specs[i]
-		if !slices.Equal(t.Shape, s.Shape) {
-			return nil, fmt.Errorf("%w: %s: tensor %s has shape %v, want %v", ErrBadCheckpoint, path, name, t.Shape, s.Shape)
-		}
-		if seen[i] != "" {
-			return nil, fmt.Errorf("%w: %s: tensors %s and %s are the same parameter", ErrBadCheckpoint, path, seen[i], name)
-		}
-		seen[i] = name
-		copy(host[s.Offset:s.Offset+s.Size], t.Data)
+		return "transformer." + name // a GPT2Model's names carry no prefix
 	}
-	var missing []string
-	for i, name := range seen {
-		if name == "" {
-			missing = append(missing, m.Layout().Specs[i].Name)
-		}
-	}
-	slices.Sort(unexpected)
-	if len(missing) > 0 || len(unexpected) > 0 {
-		var parts []string
-		if len(missing) > 0 {
-			parts = append(parts, fmt.Sprintf("missing tensors %v", short(missing)))
-		}
-		if len(unexpected) > 0 {
-			parts = append(parts, fmt.Sprintf("unexpected tensors %v", short(unexpected)))
-		}
-		return nil, fmt.Errorf("%w: %s: %s (does config.json match the weights?)", ErrBadCheckpoint, path, strings.Join(parts, "; "))
+	if err := policy.CopyTensors(path, tensors, m.Layout().Specs, host, canon); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrBadCheckpoint, err)
 	}
 	m.Dev.Upload(m.Params, host)
 	return m, nil
-}
-
-// short elides a long name list for an error message.
-func short(names []string) []string {
-	if len(names) > 8 {
-		return append(slices.Clip(names[:8]), fmt.Sprintf("and %d more", len(names)-8))
-	}
-	return names
 }

@@ -139,14 +139,7 @@ func (m *Model) loadWeights(path string) error {
 		}
 	}
 	if len(missing) > 0 || len(unexpected) > 0 {
-		var parts []string
-		if len(missing) > 0 {
-			parts = append(parts, "missing tensors "+nameList(missing))
-		}
-		if len(unexpected) > 0 {
-			parts = append(parts, "unexpected tensors "+nameList(unexpected))
-		}
-		return badFile(path, "%s (does config.json match the weights?)", strings.Join(parts, "; "))
+		return badFile(path, "%s", mismatch(missing, unexpected))
 	}
 	check := func(e *stEntry, want []int) error {
 		if !floatDType(e.dtype) {
@@ -226,6 +219,19 @@ func isAttnBuffer(name string) bool {
 		return false
 	}
 	return rest == "attn.bias" || rest == "attn.masked_bias"
+}
+
+// mismatch says which parameters a weights file lacks and which of its
+// tensors are no parameter, for an error message.
+func mismatch(missing, unexpected []string) string {
+	var parts []string
+	if len(missing) > 0 {
+		parts = append(parts, "missing tensors "+nameList(missing))
+	}
+	if len(unexpected) > 0 {
+		parts = append(parts, "unexpected tensors "+nameList(unexpected))
+	}
+	return strings.Join(parts, "; ") + " (does config.json match the weights?)"
 }
 
 // nameList joins names for an error message, eliding after the first ten.

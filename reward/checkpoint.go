@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 
 	"github.com/troupe-rl/troupe/kernels"
@@ -128,69 +127,16 @@ func Load(dir string, dev kernels.Device) (*Model, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: %s: %w", ErrBadCheckpoint, cpath, err)
 	}
-	byName := map[string]int{}
-	for i, s := range m.Layout().Specs {
-		byName[s.Name] = i
-	}
 	host := make([]float32, m.Params.N)
-	seen := make([]bool, len(m.Layout().Specs))
-	var unexpected []string
-	for name, t := range tensors {
-		canon := name
-		if !strings.HasPrefix(name, "transformer.") && name != HeadName {
-			canon = "transformer." + name
+	canon := func(name string) string {
+		if strings.HasPrefix(name, "transformer.") || name == HeadName {
+			return name
 		}
-		if isAttnBuffer(canon) {
-			continue
-		}
-		i, ok := byName[canon]
-		if !ok {
-			unexpected = append(unexpected, name)
-			continue
-		}
-		s := m.Layout().Specs[i]
-		if !slices.Equal(t.Shape, s.Shape) {
-			return nil, fmt.Errorf("%w: %s: tensor %s has shape %v, want %v", ErrBadCheckpoint, path, name, t.Shape, s.Shape)
-		}
-		if seen[i] {
-			return nil, fmt.Errorf("%w: %s: tensor %s appears twice", ErrBadCheckpoint, path, s.Name)
-		}
-		seen[i] = true
-		copy(host[s.Offset:s.Offset+s.Size], t.Data)
+		return "transformer." + name // a GPT2Model's names carry no prefix
 	}
-	var missing []string
-	for i, ok := range seen {
-		if !ok {
-			missing = append(missing, m.Layout().Specs[i].Name)
-		}
-	}
-	slices.Sort(unexpected)
-	if len(missing) > 0 || len(unexpected) > 0 {
-		return nil, fmt.Errorf("%w: %s: missing tensors %v, unexpected tensors %v (does config.json match the weights?)",
-			ErrBadCheckpoint, path, short(missing), short(unexpected))
+	if err := policy.CopyTensors(path, tensors, m.Layout().Specs, host, canon); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrBadCheckpoint, err)
 	}
 	m.Dev.Upload(m.Params, host)
 	return m, nil
-}
-
-// short elides a long name list for an error message.
-func short(names []string) []string {
-	if len(names) > 8 {
-		return append(slices.Clip(names[:8]), fmt.Sprintf("and %d more", len(names)-8))
-	}
-	return names
-}
-
-// isAttnBuffer reports whether name is a causal-mask buffer (transformer.h.N.attn.bias
-// or .attn.masked_bias) that older transformers versions saved.
-func isAttnBuffer(name string) bool {
-	rest, ok := strings.CutPrefix(name, "transformer.h.")
-	if !ok {
-		return false
-	}
-	num, rest, ok := strings.Cut(rest, ".")
-	if !ok || num == "" || strings.Trim(num, "0123456789") != "" {
-		return false
-	}
-	return rest == "attn.bias" || rest == "attn.masked_bias"
 }
