@@ -30,12 +30,7 @@ func (m *Model) Save(dir string) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
-	host := m.Weights()
-	tensors := make([]policy.SafeTensor, len(m.Layout().Specs))
-	for i, s := range m.Layout().Specs {
-		tensors[i] = policy.SafeTensor{Name: s.Name, DType: "F32", Shape: s.Shape, Data: host[s.Offset : s.Offset+s.Size]}
-	}
-	if err := policy.WriteSafetensors(filepath.Join(dir, policy.ModelFile), tensors, map[string]string{"format": "pt"}); err != nil {
+	if err := policy.WriteParams(filepath.Join(dir, policy.ModelFile), m.Layout().Specs, m.Weights()); err != nil {
 		return err
 	}
 	extra := map[string]any{
@@ -72,12 +67,7 @@ func Load(dir string, dev kernels.Device) (*Model, error) {
 	}
 
 	path := filepath.Join(dir, policy.ModelFile)
-	// A hostile config.json (n_layer 2e9) must not allocate the model before
-	// the weights file is seen to hold it.
-	if err := policy.CheckParamsFit(path, cfg); err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrBadCheckpoint, err)
-	}
-	tensors, err := policy.ReadSafetensors(path)
+	tensors, err := policy.ReadParams(path, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrBadCheckpoint, err)
 	}

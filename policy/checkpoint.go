@@ -83,11 +83,7 @@ func (m *Model) save(dir string, eos *int) error {
 		host = make([]float32, m.Layout.Total)
 		m.Dev.Download(host, m.Params)
 	}
-	tensors := make([]SafeTensor, len(m.Layout.Specs))
-	for i, s := range m.Layout.Specs {
-		tensors[i] = SafeTensor{Name: s.Name, DType: "F32", Shape: s.Shape, Data: host[s.Offset : s.Offset+s.Size]}
-	}
-	if err := WriteSafetensors(filepath.Join(dir, ModelFile), tensors, map[string]string{"format": "pt"}); err != nil {
+	if err := WriteParams(filepath.Join(dir, ModelFile), m.Layout.Specs, host); err != nil {
 		return err
 	}
 	// config.json goes last: a directory whose config.json is present has

@@ -59,3 +59,26 @@ func CopyTensors(path string, tensors map[string]SafeTensor, specs []ParamSpec, 
 	}
 	return nil
 }
+
+// WriteParams writes the parameters host holds, laid out as specs, as a
+// safetensors file at path (atomically, with Hugging Face's "format": "pt"
+// metadata), one F32 tensor per spec: the weights file of every checkpoint
+// (policy, critic, reward model).
+func WriteParams(path string, specs []ParamSpec, host []float32) error {
+	tensors := make([]SafeTensor, len(specs))
+	for i, s := range specs {
+		tensors[i] = SafeTensor{Name: s.Name, DType: "F32", Shape: s.Shape, Data: host[s.Offset : s.Offset+s.Size]}
+	}
+	return WriteSafetensors(path, tensors, map[string]string{"format": "pt"})
+}
+
+// ReadParams reads a checkpoint's weights file for a model of cfg, first
+// checking that the file is big enough for cfg's parameters, so that a
+// hostile config.json (n_layer 2e9) cannot make the caller allocate the model
+// before the weights are seen to hold it.
+func ReadParams(path string, cfg Config) (map[string]SafeTensor, error) {
+	if err := CheckParamsFit(path, cfg); err != nil {
+		return nil, err
+	}
+	return ReadSafetensors(path)
+}

@@ -37,13 +37,7 @@ func (m *Model) Save(dir string, tok *tokenizer.Tokenizer) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
-	host := m.Weights()
-	specs := m.Layout().Specs
-	tensors := make([]policy.SafeTensor, len(specs))
-	for i, s := range specs {
-		tensors[i] = policy.SafeTensor{Name: s.Name, DType: "F32", Shape: s.Shape, Data: host[s.Offset : s.Offset+s.Size]}
-	}
-	if err := policy.WriteSafetensors(filepath.Join(dir, policy.ModelFile), tensors, map[string]string{"format": "pt"}); err != nil {
+	if err := policy.WriteParams(filepath.Join(dir, policy.ModelFile), m.Layout().Specs, m.Weights()); err != nil {
 		return err
 	}
 	return writeConfig(filepath.Join(dir, policy.ConfigFile), m.Trunk.Config, m.PadID)
@@ -112,10 +106,7 @@ func Load(dir string, dev kernels.Device) (*Model, error) {
 	}
 
 	path := filepath.Join(dir, policy.ModelFile)
-	if err := policy.CheckParamsFit(path, cfg); err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrBadCheckpoint, err)
-	}
-	tensors, err := policy.ReadSafetensors(path)
+	tensors, err := policy.ReadParams(path, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrBadCheckpoint, err)
 	}
