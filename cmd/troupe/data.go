@@ -45,6 +45,21 @@ func dataFlags(name, summary string) *flag.FlagSet {
 	return newFlags(&command{name: "data " + name, usage: "data " + name + " --out DIR [flags]", summary: summary})
 }
 
+// parseDataFlags parses a data command's flags: --out (*out after parsing)
+// is required and nothing may follow the flags.
+func parseDataFlags(fs *flag.FlagSet, args []string, out *string) error {
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if *out == "" {
+		return fmt.Errorf("%w: --out DIR is required", errUsage)
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("%w: unexpected arguments %v", errUsage, fs.Args())
+	}
+	return nil
+}
+
 func runDataAddition(args []string, stdout io.Writer) error {
 	def := datagen.DefaultAdditionConfig()
 	fs := dataFlags("addition", `write DIR/sft_{train,val}.jsonl ({"prompt": "123+456=", "response": "579"}), `+
@@ -55,14 +70,8 @@ func runDataAddition(args []string, stdout io.Writer) error {
 	val := fs.Int("val", def.Val, "held-out problems (no problem, in either order, is in both splits)")
 	pairs := fs.Int("pairs", def.Pairs, "preference pairs per problem, each with a different wrong answer")
 	seed := fs.Uint64("seed", def.Seed, "the same seed writes the same files")
-	if err := parseFlags(fs, args); err != nil {
+	if err := parseDataFlags(fs, args, out); err != nil {
 		return err
-	}
-	if *out == "" {
-		return fmt.Errorf("%w: --out DIR is required", errUsage)
-	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("%w: unexpected arguments %v", errUsage, fs.Args())
 	}
 	d, err := datagen.Addition(datagen.AdditionConfig{Digits: *digits, Train: *train, Val: *val, Pairs: *pairs, Seed: *seed})
 	if err != nil {
@@ -81,14 +90,8 @@ func runDataWordNet(args []string, stdout io.Writer) error {
 	valFrac := fs.Float64("val-fraction", def.ValFraction, "share of the words held out, in (0, 1)")
 	words := fs.Int("words", def.Words, "words defined, train and held-out together")
 	maxGloss := fs.Int("max-gloss-words", def.MaxGlossWords, "skip words whose definition is longer than this many words")
-	if err := parseFlags(fs, args); err != nil {
+	if err := parseDataFlags(fs, args, out); err != nil {
 		return err
-	}
-	if *out == "" {
-		return fmt.Errorf("%w: --out DIR is required", errUsage)
-	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("%w: unexpected arguments %v", errUsage, fs.Args())
 	}
 	d, err := datagen.WordNet(datagen.WordNetConfig{Dir: *dir, Seed: *seed, ValFraction: *valFrac, Words: *words, MaxGlossWords: *maxGloss})
 	if errors.Is(err, datagen.ErrConfig) {
