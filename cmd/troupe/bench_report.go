@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -443,5 +444,29 @@ func renderBenchTable(lines []benchResult) string {
 		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s |\n", r.fig, r.ours, r.theirs, r.ratio, r.target)
 	}
 	b.WriteString("\nratio: troupe ÷ PyTorch, measured in the same run (the broadcast's: its time ÷ one loopback TCP copy of the same bytes); cost/token: time per token relative to the shortest T.\n")
+	if busy := busyProbes(lines, peakThreads, peak); len(busy) > 0 {
+		fmt.Fprintf(&b, "\nBusy machine: the %.0f-thread FMA probe's median fell to %s of the run's best (%s GFLOP/s): "+
+			"other work held the cores then, and what was measured around it reads low, troupe and PyTorch alike; run again for figures to compare.\n",
+			peakThreads, strings.Join(busy, ", "), fmtNum(peak))
+	}
 	return b.String()
+}
+
+// busyFraction is how far below the run's best FMA peak a probe's median may
+// fall before the table says the machine was busy.
+const busyFraction = 0.75
+
+// busyProbes lists the FMA probes on threads threads whose median round fell
+// below busyFraction of peak, each as "N% (when)", e.g. "35% (after tiny)".
+func busyProbes(lines []benchResult, threads, peak float64) []string {
+	var busy []string
+	for _, r := range lines {
+		t, _ := num(r, "threads")
+		med, ok := num(r, "gflops_median")
+		if str(r, "bench") != "peak_fma" || t != threads || !ok || peak <= 0 || med >= busyFraction*peak {
+			continue
+		}
+		busy = append(busy, fmt.Sprintf("%.0f%% (%s)", 100*med/peak, cmp.Or(str(r, "when"), "in the run")))
+	}
+	return busy
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"fmt"
 	"errors"
 	"io"
 	"os"
@@ -151,6 +152,26 @@ func TestRenderBenchTable(t *testing.T) {
 	}
 	if strings.Count(rt, "FP32 FMA peak") != 1 {
 		t.Errorf("re-measured peak drawn more than once:\n%s", rt)
+	}
+
+	// A probe whose median fell well below the run's best says the machine
+	// was busy; one near it does not.
+	for _, c := range []struct {
+		median float64
+		busy   bool
+	}{{100, true}, {290, false}} {
+		lines, err := parseBenchLines([]byte(fmt.Sprintf(`{"bench":"machine","cpu":"Test CPU","cores":2,"threads":2}
+{"bench":"peak_fma","isa":"avx512","threads":2,"gflops":300,"gflops_median":295,"rounds":10,"when":"start"}
+{"bench":"peak_fma","isa":"avx512","threads":2,"gflops":150,"gflops_median":%g,"rounds":5,"when":"after tiny"}
+`, c.median)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		table := renderBenchTable(lines)
+		want := "Busy machine: the 2-thread FMA probe's median fell to 33% (after tiny) of the run's best (300 GFLOP/s)"
+		if got := strings.Contains(table, want); got != c.busy || c.busy != strings.Contains(table, "Busy machine") {
+			t.Errorf("probe median %g: busy note %v, want %v (%q):\n%s", c.median, got, c.busy, want, table)
+		}
 	}
 
 	if _, err := parseBenchLines([]byte("{\"a\":1}\nnot json\n")); err == nil || !strings.Contains(err.Error(), "line 2") {
