@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strings"
 
 	"github.com/troupe-rl/troupe/kernels"
 	"github.com/troupe-rl/troupe/policy"
@@ -84,13 +83,7 @@ func Load(dir string, dev kernels.Device) (*Model, error) {
 		return nil, fmt.Errorf("%w: %s: %w", ErrBadCheckpoint, cpath, err)
 	}
 	host := make([]float32, m.Params.N)
-	canon := func(name string) string {
-		if strings.HasPrefix(name, "transformer.") || strings.HasPrefix(name, "value_head.") {
-			return name
-		}
-		return "transformer." + name // a GPT2Model's names carry no prefix
-	}
-	if err := policy.CopyTensors(path, tensors, m.Layout().Specs, host, canon); err != nil {
+	if err := policy.CopyTensors(path, tensors, m.Layout().Specs, host, "value_head."); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrBadCheckpoint, err)
 	}
 	m.Dev.Upload(m.Params, host)

@@ -256,6 +256,15 @@ type gemmEpilogue struct {
 	gelu                 bool
 }
 
+// biasGelu is the epilogue that adds bias (nil: none) and then applies GELU
+// (when gelu), as the inference linears use it; nil when it does neither.
+func biasGelu(bias []float32, gelu bool) *gemmEpilogue {
+	if bias == nil && !gelu {
+		return nil
+	}
+	return &gemmEpilogue{bias: bias, gelu: gelu}
+}
+
 // band is e for the rows [i0,...) of C.
 func (e gemmEpilogue) band(i0 int) gemmEpilogue {
 	if e.res != nil {

@@ -411,12 +411,12 @@ static __attribute__((target("avx512f"))) void troupe_sgemm(int transA, int tran
 
 // tg_plan is a shared product's blocking, as troupe_sgemm blocks it: depth
 // blocks of kc0 (nkb of them), column blocks of nc (njb), row chunks of cr
-// (nrc); np is the packed B's width (the last column block padded to whole
+// (nrc, cr a multiple of TG_MR); np is the packed B's width (the last column block padded to whole
 // micro-panels), mp the packed A's rows; direct: A read in place, not packed.
 // The sizes the caller provides follow: chunks, the counters st holds
 // (state), the packed B's and A's floats (bsize, asize; asize 0 when direct).
 typedef struct {
-	int kc0, nkb, nc, njb, nrc, direct;
+	int kc0, nkb, nc, njb, cr, nrc, direct;
 	long np, mp, chunks, state, bsize, asize;
 } tg_plan;
 
@@ -426,6 +426,7 @@ static tg_plan troupe_shared_plan(int transA, int M, int N, int K, int cr) {
 	p.nkb = (K + p.kc0 - 1) / p.kc0;
 	p.nc = troupe_sgemm_nc(N, p.kc0);
 	p.njb = (N + p.nc - 1) / p.nc;
+	p.cr = cr;
 	p.nrc = (M + cr - 1) / cr;
 	p.direct = !transA && N <= TG_DIRECT_N;
 	p.np = (long)(p.njb - 1) * p.nc + (N - (long)(p.njb - 1) * p.nc + TG_NR - 1) / TG_NR * TG_NR;
@@ -459,15 +460,16 @@ static inline long long tg_claim(long long *w, long long per, int end) {
 	}
 }
 
-// troupe_sgemm_shared is one thread's part of a shared product (see above):
-// bp is the shared packed B (bsize floats of the plan, 64-byte aligned), ap
-// the shared packed A (asize floats, aligned; unused when A is read in place),
-// st the plan's state zeroed counters, cr a multiple of TG_MR, end the end of each depth block this thread starts from (0 front).
-static __attribute__((target("avx512f"))) void troupe_sgemm_shared(int transA, int transB, int M, int N, int K,
-		float alpha, const float *A, long lda, const float *B, long ldb, float beta, float *C, long ldc,
-		float *bp, float *ap, long long *st, int cr, int end, const tg_epi *e) {
-	tg_plan pl = troupe_shared_plan(transA, M, N, K, cr);
-	int kc0 = pl.kc0, nkb = pl.nkb, nc = pl.nc, njb = pl.njb, nrc = pl.nrc, direct = pl.direct;
+// troupe_sgemm_shared is one thread's part of a shared product (see above)
+// planned as pl (troupe_shared_plan of the same transA, M, N, K): bp is the
+// shared packed B (pl.bsize floats, 64-byte aligned), ap the shared packed A
+// (pl.asize floats, aligned; unused when A is read in place), st the plan's
+// pl.state counters, zeroed, end the end of each depth block this thread
+// starts from (0 front).
+static __attribute__((target("avx512f"))) void troupe_sgemm_shared(tg_plan pl, int transA, int transB, int M, int N,
+		int K, float alpha, const float *A, long lda, const float *B, long ldb, float beta, float *C, long ldc,
+		float *bp, float *ap, long long *st, int end, const tg_epi *e) {
+	int kc0 = pl.kc0, nkb = pl.nkb, nc = pl.nc, njb = pl.njb, cr = pl.cr, nrc = pl.nrc, direct = pl.direct;
 	long mp = pl.mp, np = pl.np;
 	long long per = (long long)njb * nrc;
 	long long *bst = st + nkb, *ast = bst + 2L * nkb * njb, *cdone = ast + (long)nkb * nrc;
@@ -519,12 +521,12 @@ static __attribute__((target("avx512f"))) void troupe_sgemm_shared(int transA, i
 
 // troupe_sgemm_shared_epi is troupe_sgemm_shared with the epilogue's fields as
 // arguments (as troupe_sgemm_epi).
-static void troupe_sgemm_shared_epi(int transA, int transB, int M, int N, int K, float alpha, const float *A,
-		long lda, const float *B, long ldb, float beta, float *C, long ldc, float *bp, float *ap, long long *st,
-		int cr, int end, int has_epi, const float *bias, const float *res, long ldr, const float *dgx, long ldx,
+static void troupe_sgemm_shared_epi(tg_plan pl, int transA, int transB, int M, int N, int K, float alpha,
+		const float *A, long lda, const float *B, long ldb, float beta, float *C, long ldc, float *bp, float *ap,
+		long long *st, int end, int has_epi, const float *bias, const float *res, long ldr, const float *dgx, long ldx,
 		float *gout, long ldg, int gelu) {
 	tg_epi e = {bias, res, dgx, gout, ldr, ldx, ldg, gelu};
-	troupe_sgemm_shared(transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, bp, ap, st, cr, end,
+	troupe_sgemm_shared(pl, transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, bp, ap, st, end,
 		has_epi ? &e : 0);
 }
 
@@ -573,11 +575,7 @@ func gemmPacked(transA, transB bool, m, n, k int, alpha float32, a []float32, ld
 // then C = gelu(C) with gelu, so neither makes a pass over C of its own.
 func gemmPackedEx(transA, transB bool, m, n, k int, alpha float32, a []float32, lda int,
 	b []float32, ldb int, beta float32, cc []float32, ldc int, bias []float32, gelu bool) bool {
-	var e *gemmEpilogue
-	if bias != nil || gelu {
-		e = &gemmEpilogue{bias: bias, gelu: gelu}
-	}
-	return gemmPackedEpi(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, cc, ldc, e)
+	return gemmPackedEpi(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, cc, ldc, biasGelu(bias, gelu))
 }
 
 // gemmPackedEpi is gemmPacked with the epilogue e (nil: none) fused into the
@@ -649,9 +647,10 @@ var useShared = true
 
 // gemmShared computes what gemmPackedEpi does on all of c's threads, each
 // taking chunks of C as it comes free (troupe_sgemm_shared) instead of one
-// fixed band. The caller has judged that the packed kernel takes the
+// fixed band. The caller has judged that the packed kernel should take the
 // product (gemmPackedWins on the band each thread would otherwise get, so a
-// product keeps the kernel, and the bits, it had in bands). It reports false,
+// product keeps the kernel, and the bits, it had in bands; or
+// gemmSharedDeep). It reports false,
 // doing nothing, where it does not apply: one thread, no AVX-512, fewer chunks
 // than threads, or a packed A and B over gemmSharedMaxB.
 // BenchmarkGemmShared (2 threads, same process, alternating, best and median
@@ -689,22 +688,40 @@ func (c *CPU) gemmSharedRun(p C.tg_plan, transA, transB bool, m, n, k int, alpha
 	}
 	checkGemmSizes(transA, transB, m, n, k, len(a), lda, len(b), ldb, len(cc), ldc)
 	ce := cEpilogue(e, m, n)
-	st := make([]int64, int(p.state))
+	stp := sharedState(int(p.state))
+	st := *stp
 	ws := gemmPackedBuf(bsize + asize + 32)
 	bp := ws[gemmAlign(ws):]
 	ap := bp[(bsize+15)/16*16:]
 	c.parallelFor(c.threads, 1<<30, func(lo, hi int) {
 		for part := lo; part < hi; part++ { // even parts from the front of each depth block, odd from the back
-			C.troupe_sgemm_shared_epi(cbool(transA), cbool(transB), C.int(m), C.int(n), C.int(k), C.float(alpha),
+			C.troupe_sgemm_shared_epi(p, cbool(transA), cbool(transB), C.int(m), C.int(n), C.int(k), C.float(alpha),
 				(*C.float)(unsafe.Pointer(&a[0])), C.long(lda), (*C.float)(unsafe.Pointer(&b[0])), C.long(ldb),
 				C.float(beta), (*C.float)(unsafe.Pointer(&cc[0])), C.long(ldc),
 				(*C.float)(unsafe.Pointer(&bp[0])), (*C.float)(unsafe.Pointer(&ap[0])),
-				(*C.longlong)(unsafe.Pointer(&st[0])), C.int(gemmSharedRows), C.int(part%2),
+				(*C.longlong)(unsafe.Pointer(&st[0])), C.int(part%2),
 				ce.has, ce.bias, ce.res, ce.ldr, ce.dgx, ce.ldx, ce.gout, ce.ldg, ce.gelu)
 		}
 	})
 	gemmPackedWS.Put(&ws)
+	sharedStates.Put(stp)
 	return true
+}
+
+// sharedStates keeps shared products' counters between calls (a training
+// step runs dozens of products).
+var sharedStates sync.Pool
+
+// sharedState is n zeroed counters from sharedStates (or new ones).
+func sharedState(n int) *[]int64 {
+	p, ok := sharedStates.Get().(*[]int64)
+	if !ok || cap(*p) < n {
+		s := make([]int64, n)
+		return &s
+	}
+	*p = (*p)[:n]
+	clear(*p)
+	return p
 }
 
 // gemmPackedBuf takes a buffer of at least n floats from the pool, or makes one

@@ -167,11 +167,7 @@ func (c *CPU) inferLinearPacked(o, x, w, b []float32, N, K, OC int, accumulate, 
 	if accumulate {
 		beta = 1
 	}
-	var e *gemmEpilogue
-	if b != nil || gelu {
-		e = &gemmEpilogue{bias: b, gelu: gelu}
-	}
-	if 2*N*K*OC >= gemmSplitWork && c.gemmShared(false, false, N, OC, K, 1, x, K, w, OC, beta, o, OC, e) {
+	if 2*N*K*OC >= gemmSplitWork && c.gemmShared(false, false, N, OC, K, 1, x, K, w, OC, beta, o, OC, biasGelu(b, gelu)) {
 		return
 	}
 	tiles, rowTiles := (OC+31)/32, (N+gemmPackedMR-1)/gemmPackedMR

@@ -110,7 +110,7 @@ func (m *Model) loadWeights(path string) error {
 	var unexpected []string
 	for i := range sf.entries {
 		e := &sf.entries[i]
-		name := canonicalName(e.name)
+		name := canonicalName(e.name, "lm_head.")
 		if isAttnBuffer(name) {
 			continue // the causal mask buffers older transformers versions saved
 		}
@@ -195,9 +195,10 @@ func (m *Model) loadWeights(path string) error {
 }
 
 // canonicalName maps a file's tensor name to the Layout's: the original "gpt2"
-// upload (a GPT2Model) has no "transformer." prefix.
-func canonicalName(name string) string {
-	if strings.HasPrefix(name, "transformer.") || strings.HasPrefix(name, "lm_head.") {
+// upload (a GPT2Model) has no "transformer." prefix; names starting with head
+// (the model's head outside the trunk, e.g. "lm_head.") keep theirs.
+func canonicalName(name, head string) string {
+	if strings.HasPrefix(name, "transformer.") || strings.HasPrefix(name, head) {
 		return name
 	}
 	return "transformer." + name

@@ -14,12 +14,13 @@ import (
 func IsAttnBuffer(name string) bool { return isAttnBuffer(name) }
 
 // CopyTensors copies a weights file's tensors (path, as ReadSafetensors read
-// it) into host, parameter by parameter of specs: each file name goes through
-// canon first, the causal-mask buffers are skipped, and every parameter must
+// it) into host, parameter by parameter of specs: a file name gets the
+// "transformer." prefix a GPT2Model's names lack unless it starts with head
+// (the model's own head, e.g. "value_head."), the causal-mask buffers are skipped, and every parameter must
 // come exactly once with its shape. A mis-shaped, duplicated, missing or
 // unexpected tensor is refused with the file and the names (the error wraps
 // no sentinel: the caller's package wraps its own).
-func CopyTensors(path string, tensors map[string]SafeTensor, specs []ParamSpec, host []float32, canon func(string) string) error {
+func CopyTensors(path string, tensors map[string]SafeTensor, specs []ParamSpec, host []float32, head string) error {
 	byName := make(map[string]int, len(specs))
 	for i, s := range specs {
 		byName[s.Name] = i
@@ -27,7 +28,7 @@ func CopyTensors(path string, tensors map[string]SafeTensor, specs []ParamSpec, 
 	seen := make([]string, len(specs)) // the file's name for each parameter
 	var unexpected []string
 	for name, t := range tensors {
-		c := canon(name)
+		c := canonicalName(name, head)
 		if isAttnBuffer(c) {
 			continue
 		}
