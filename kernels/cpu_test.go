@@ -253,3 +253,62 @@ func TestNoGoroutineLeak(t *testing.T) {
 		t.Fatalf("got %d goroutines after the ops, want at most %d", after, before)
 	}
 }
+
+// TestSpareP: SpareP leaves a P over the op threads, and NewCPU(0) keeps to
+// the threads, not GOMAXPROCS.
+func TestSpareP(t *testing.T) {
+	defer func(p int, s int32) {
+		runtime.GOMAXPROCS(p)
+		spareThreads.Store(s)
+	}(runtime.GOMAXPROCS(0), spareThreads.Load())
+	SpareP(3)
+	if got := runtime.GOMAXPROCS(0); got != 4 {
+		t.Errorf("GOMAXPROCS after SpareP(3) = %d, want 4", got)
+	}
+	if got := NewCPU(0).Threads(); got != 3 {
+		t.Errorf("NewCPU(0).Threads() after SpareP(3) = %d, want 3", got)
+	}
+	if got := NewCPU(5).Threads(); got != 5 {
+		t.Errorf("NewCPU(5).Threads() = %d, want 5", got)
+	}
+	SpareP(0)
+	if got, threads := runtime.GOMAXPROCS(0), DefaultThreads(); got != 4 || threads != 3 {
+		t.Errorf("SpareP(0) after SpareP(3): GOMAXPROCS %d, threads %d; want 4 and 3", got, threads)
+	}
+	spareThreads.Store(0)
+	runtime.GOMAXPROCS(2)
+	SpareP(0)
+	if got, threads := runtime.GOMAXPROCS(0), DefaultThreads(); got != 3 || threads != 2 {
+		t.Errorf("SpareP(0) at GOMAXPROCS 2: GOMAXPROCS %d, threads %d; want 3 and 2", got, threads)
+	}
+}
+
+// TestPoolOpsLendsSpareP: a PoolOps scope on a device of several threads
+// gives SpareP's spare P back until its last overlapping scope ends; one of a
+// single thread keeps it.
+func TestPoolOpsLendsSpareP(t *testing.T) {
+	defer func(p int, s int32) {
+		runtime.GOMAXPROCS(p)
+		spareThreads.Store(s)
+	}(runtime.GOMAXPROCS(0), spareThreads.Load())
+	SpareP(2)
+	want := func(what string, n int) {
+		t.Helper()
+		if got := runtime.GOMAXPROCS(0); got != n {
+			t.Errorf("%s: GOMAXPROCS %d, want %d", what, got, n)
+		}
+	}
+	want("SpareP(2)", 3)
+	one := PoolOps(NewCPU(1))
+	want("scope on 1 thread", 3)
+	outer := PoolOps(NewCPU(2))
+	want("scope on 2 threads", 2)
+	inner := PoolOps(NewCPU(2))
+	outer()
+	outer() // a second call does nothing
+	want("inner scope still open", 2)
+	inner()
+	want("all scopes closed", 3)
+	one()
+	want("all scopes closed", 3)
+}

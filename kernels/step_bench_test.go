@@ -2,6 +2,7 @@ package kernels
 
 import (
 	"math"
+	"runtime"
 	"slices"
 	"testing"
 	"time"
@@ -60,10 +61,25 @@ func BenchmarkTrainSharedDeep(b *testing.B) {
 	abSteps(b, [2]string{"openblas", "shared"}, func(v int) { shareDeep = v == 1 })
 }
 
+// BenchmarkTrainSpareP A/B-compares, in one process, the small step on 2
+// threads with GOMAXPROCS 2 and 3 (SpareP), alternating step by step.
+//
+//	go test -run '^$' -bench TrainSpareP -benchtime 40x ./kernels/
+func BenchmarkTrainSpareP(b *testing.B) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(0))
+	step, _, _ := newSmallStep(NewCPU(2))
+	abStepsOn(b, step, [2]string{"gomaxprocs2", "gomaxprocs3"}, func(v int) { runtime.GOMAXPROCS(2 + v) })
+}
+
 // abSteps runs the small step b.N times in each of two settings (set(0),
 // set(1)), alternating, and reports each one's median, mean and best time.
 func abSteps(b *testing.B, names [2]string, set func(v int)) {
 	step, _, _ := newSmallStep(NewCPU(0))
+	abStepsOn(b, step, names, set)
+}
+
+// abStepsOn is abSteps on a step of the caller's.
+func abStepsOn(b *testing.B, step func(it int), names [2]string, set func(v int)) {
 	step(0)
 	var ts [2][]time.Duration
 	for i := range b.N {

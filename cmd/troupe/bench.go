@@ -178,7 +178,7 @@ func runBench(args []string) error {
 	default:
 		return fmt.Errorf("%w: --torch %q: allowed values are auto, on, off", errUsage, *torchMode)
 	}
-	runtime.GOMAXPROCS(*threads)
+	kernels.SpareP(*threads) // *threads per op, GOMAXPROCS one more (see SpareP)
 	out, err := newBenchOut(os.Stdout, *outDir)
 	if err != nil {
 		return err

@@ -9,6 +9,8 @@ import (
 	"os"
 	"sort"
 	"strings"
+
+	"github.com/troupe-rl/troupe/kernels"
 )
 
 // command is one subcommand; each lives in its own file and registers itself in init.
@@ -71,6 +73,11 @@ func main() {
 	if name == "help" || name == "-h" || name == "--help" {
 		usage()
 		return
+	}
+	// One P more than the kernels' threads (kernels.SpareP: Go then leaves
+	// their cgo calls alone), unless the user chose GOMAXPROCS.
+	if os.Getenv("GOMAXPROCS") == "" {
+		kernels.SpareP(0)
 	}
 	c, ok := commands[name]
 	if !ok {
