@@ -6,7 +6,7 @@ GO      ?= go
 BIN     := bin/troupe
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all deps build test vet bench data demo clean
+.PHONY: all deps build test vet bench bench-deps data demo clean
 
 all: build
 
@@ -65,10 +65,19 @@ demo: data
 # The machine should be otherwise idle: ratios are measured side by side, but a
 # loaded machine still skews them. A quicker subset:
 # make bench BENCH_FLAGS="--config tiny,small --repeats 1"
+# The PyTorch reference is Debian's python3-torch, installed with apt-get when
+# missing (a few hundred MB); TORCH=off skips it and reports troupe alone.
 BENCH_FLAGS ?= --config tiny,small,gpt2 --repeats 3 --gpt2-repeats 1 --gpt2-steps 3 --peak \
                --with-broadcast 124439808 --memory gpt2 --scaling rollout,seq --rollout-iters 4
-bench: build
-	$(BIN) bench $(BENCH_FLAGS) --torch auto --out runs/bench
+TORCH ?= auto
+bench: build bench-deps
+	$(BIN) bench $(BENCH_FLAGS) --torch $(TORCH) --out runs/bench
+
+bench-deps:
+	@if [ "$(TORCH)" != off ] && ! /usr/bin/python3 -c 'import torch' 2>/dev/null; then \
+		echo "installing python3-torch (the PyTorch reference) with apt-get; TORCH=off skips it"; \
+		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq python3-torch python3-numpy >/dev/null; \
+	fi
 
 # test-cuda: the CUDA backend's tests (every op against the CPU reference, the
 # model's log-probs, training steps and generation against the CPU model) on a
