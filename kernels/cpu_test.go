@@ -257,10 +257,7 @@ func TestNoGoroutineLeak(t *testing.T) {
 // TestSpareP: SpareP leaves a P over the op threads, and NewCPU(0) keeps to
 // the threads, not GOMAXPROCS.
 func TestSpareP(t *testing.T) {
-	defer func(p int, s int32) {
-		runtime.GOMAXPROCS(p)
-		spareThreads.Store(s)
-	}(runtime.GOMAXPROCS(0), spareThreads.Load())
+	restoreSpareP(t)
 	SpareP(3)
 	if got := runtime.GOMAXPROCS(0); got != 4 {
 		t.Errorf("GOMAXPROCS after SpareP(3) = %d, want 4", got)
@@ -287,10 +284,7 @@ func TestSpareP(t *testing.T) {
 // gives SpareP's spare P back until its last overlapping scope ends; one of a
 // single thread keeps it.
 func TestPoolOpsLendsSpareP(t *testing.T) {
-	defer func(p int, s int32) {
-		runtime.GOMAXPROCS(p)
-		spareThreads.Store(s)
-	}(runtime.GOMAXPROCS(0), spareThreads.Load())
+	restoreSpareP(t)
 	SpareP(2)
 	want := func(what string, n int) {
 		t.Helper()
@@ -311,4 +305,14 @@ func TestPoolOpsLendsSpareP(t *testing.T) {
 	want("all scopes closed", 3)
 	one()
 	want("all scopes closed", 3)
+}
+
+// restoreSpareP puts GOMAXPROCS and SpareP's threads back as they are now
+// when t ends.
+func restoreSpareP(t *testing.T) {
+	p, n := runtime.GOMAXPROCS(0), spareThreads.Load()
+	t.Cleanup(func() {
+		runtime.GOMAXPROCS(p)
+		spareThreads.Store(n)
+	})
 }
