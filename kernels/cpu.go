@@ -41,16 +41,17 @@ func DefaultThreads() int {
 }
 
 // SpareP sets GOMAXPROCS to threads + 1 and makes threads NewCPU(0)'s
-// default (threads <= 0: DefaultThreads(), so a second call changes nothing). Every part of a parallel op
-// runs in a cgo call, and Go counts a P in a cgo call as in a syscall: with
-// all the Ps in calls, sysmon takes one back after 20 µs, starts a spinning
-// M for it and keeps waking every 20 µs while ops follow one another; with a
-// P left idle it leaves calls alone (up to 10 ms) and backs off. On the
-// 2-vCPU VMs those wake-ups preempt the kernels: the small training step
-// had 6.8k context switches a step, 44% of them sysmon's sleeps and 48% timer
-// preemptions of the sgemm kernel; with the spare P, half as many, and the
-// step 3-9% faster (BenchmarkTrainSpareP). The op's threads are unchanged,
-// so the cores are not oversubscribed by troupe's own work.
+// default (threads <= 0: DefaultThreads(), so a second call changes nothing).
+// Every part of a parallel op runs in a cgo call, and Go counts a P in a cgo
+// call as in a syscall: with all the Ps in calls, sysmon takes one back after
+// 20 µs, starts a spinning M for it and keeps waking every 20 µs while ops
+// follow one another; with a P left idle it leaves calls alone (up to 10 ms)
+// and backs off. On a 2-vCPU VM those wake-ups preempt the kernels: the small
+// training step had 6.8k context switches a step, 44% of them sysmon's sleeps
+// and 48% timer preemptions of the sgemm kernel; with the spare P, half as
+// many, and the step's median 7.7-8.5% faster (BenchmarkTrainSpareP, three
+// runs). The ops' threads are unchanged, so the cores are not oversubscribed
+// by troupe's own work. PoolOps gives the spare P back while it is open.
 func SpareP(threads int) {
 	if threads <= 0 {
 		threads = DefaultThreads()

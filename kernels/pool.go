@@ -22,53 +22,46 @@ func PoolOps(d Device) (done func()) {
 	if !ok {
 		return func() {}
 	}
-	lend := c.threads > 1
+	lend, pooled := c.threads > 1, usePool
 	if lend {
-		spareLend()
+		spareScopes(1)
 	}
-	if usePool {
+	if pooled {
 		c.scopes.Add(1)
 	}
 	var once sync.Once
 	return func() {
 		once.Do(func() {
-			if usePool {
+			if pooled {
 				c.scopes.Add(-1)
 			}
 			if lend {
-				spareReturn()
+				spareScopes(-1)
 			}
 		})
 	}
 }
 
-// spareMu guards spareOut, the PoolOps scopes that have the spare P given
-// back.
+// spareMu guards spareOut, the PoolOps scopes open on devices of several
+// threads: while there is one, SpareP's spare P is given back.
 var (
 	spareMu  sync.Mutex
 	spareOut int
 )
 
-// spareLend gives SpareP's spare P back for a PoolOps scope (the first scope
-// of several).
-func spareLend() {
+// spareScopes opens (+1) or closes (-1) such a scope: the first one open
+// sets GOMAXPROCS to SpareP's threads, the last one closed one above again.
+func spareScopes(delta int) {
 	spareMu.Lock()
 	defer spareMu.Unlock()
-	if spareOut++; spareOut == 1 {
-		if n := int(spareThreads.Load()); n > 0 {
-			runtime.GOMAXPROCS(n)
-		}
-	}
-}
-
-// spareReturn ends a scope of spareLend, restoring the spare P after the last.
-func spareReturn() {
-	spareMu.Lock()
-	defer spareMu.Unlock()
-	if spareOut--; spareOut == 0 {
-		if n := int(spareThreads.Load()); n > 0 {
-			runtime.GOMAXPROCS(n + 1)
-		}
+	spareOut += delta
+	n := int(spareThreads.Load())
+	switch {
+	case n == 0:
+	case delta > 0 && spareOut == 1:
+		runtime.GOMAXPROCS(n)
+	case delta < 0 && spareOut == 0:
+		runtime.GOMAXPROCS(n + 1)
 	}
 }
 
