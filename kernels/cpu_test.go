@@ -309,7 +309,7 @@ func TestPoolOpsLendsSpareP(t *testing.T) {
 
 // restoreSpareP puts GOMAXPROCS and SpareP's threads back as they are now
 // when t ends.
-func restoreSpareP(t *testing.T) {
+func restoreSpareP(t testing.TB) {
 	p, n := runtime.GOMAXPROCS(0), spareThreads.Load()
 	t.Cleanup(func() {
 		runtime.GOMAXPROCS(p)

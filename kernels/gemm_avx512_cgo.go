@@ -8,6 +8,7 @@ package kernels
 #include <stdint.h>
 #include <sched.h>
 #include "avx512_tr16.h"
+#include "avx512_exp.h"
 
 // A packed AVX-512 sgemm for the model's products (row-major C (M,N) = alpha *
 // op(A) (M,K) @ op(B) (K,N) + beta * C), in the BLIS layout seen row-major:
@@ -65,14 +66,13 @@ package kernels
 
 // GELU (tanh form) for the epilogue, as troupe_gelu_fwd in vecmath_cgo.go
 // computes it (cgo preambles cannot share a static function): x * sigmoid(2u),
-// u = c (x + 0.044715 x^3), with e = exp(-2|u|) from glibc's libmvec.
-extern __m512 _ZGVeN16v_expf(__m512 x);
+// u = c (x + 0.044715 x^3), with e = exp(-2|u|) from tg_expf (avx512_exp.h).
 
 static inline __attribute__((always_inline, target("avx512f"))) __m512 tg_gelu(__m512 x) {
 	const __m512 one = _mm512_set1_ps(1.0f);
 	__m512 x3 = _mm512_mul_ps(_mm512_mul_ps(x, x), x);
 	__m512 u = _mm512_mul_ps(_mm512_set1_ps(0.7978845608028654f), _mm512_fmadd_ps(_mm512_set1_ps(0.044715f), x3, x));
-	__m512 e = _ZGVeN16v_expf(_mm512_mul_ps(_mm512_set1_ps(-2.0f), _mm512_abs_ps(u)));
+	__m512 e = tg_expf(_mm512_mul_ps(_mm512_set1_ps(-2.0f), _mm512_abs_ps(u)));
 	__m512 inv = _mm512_div_ps(one, _mm512_add_ps(one, e));
 	__mmask16 neg = _mm512_cmp_ps_mask(u, _mm512_setzero_ps(), _CMP_LT_OQ);
 	return _mm512_mul_ps(x, _mm512_mask_mul_ps(inv, neg, inv, e));
@@ -191,7 +191,7 @@ static inline __attribute__((always_inline, target("avx512f"))) __m512 tg_dgelu(
 	const __m512 one = _mm512_set1_ps(1.0f);
 	__m512 v2 = _mm512_mul_ps(v, v);
 	__m512 u = _mm512_mul_ps(_mm512_set1_ps(0.7978845608028654f), _mm512_fmadd_ps(_mm512_mul_ps(_mm512_set1_ps(0.044715f), v2), v, v));
-	__m512 e = _ZGVeN16v_expf(_mm512_mul_ps(_mm512_set1_ps(-2.0f), _mm512_abs_ps(u)));
+	__m512 e = tg_expf(_mm512_mul_ps(_mm512_set1_ps(-2.0f), _mm512_abs_ps(u)));
 	__m512 inv = _mm512_div_ps(one, _mm512_add_ps(one, e));
 	__mmask16 neg = _mm512_cmp_ps_mask(u, _mm512_setzero_ps(), _CMP_LT_OQ);
 	__m512 sech2 = _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(4.0f), e), _mm512_mul_ps(inv, inv));

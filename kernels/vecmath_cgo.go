@@ -5,12 +5,14 @@ package kernels
 /*
 #cgo LDFLAGS: -lm
 #include <immintrin.h>
+#include "avx512_exp.h"
 
-// glibc's vector math library (libmvec, glibc >= 2.22) has a 16-lane AVX-512
-// expf, accurate to a few ulp; calling it directly vectorises GELU, which in
-// scalar Go was the largest non-matmul cost of a training step. As in the Go
-// version, 0.5(1+tanh u) = sigmoid(2u) and 1-tanh^2 u = 4e/(1+e)^2 are formed
-// from e = exp(-2|u|), so nothing cancels for large |u|.
+// GELU in AVX-512 (in scalar Go it was the largest non-matmul cost of a
+// training step), its exp from tg_expf (avx512_exp.h), which the packed
+// sgemm's GELU epilogue shares. As in the Go version, 0.5(1+tanh u) =
+// sigmoid(2u) and 1-tanh^2 u = 4e/(1+e)^2 are formed from e = exp(-2|u|), so
+// nothing cancels for large |u|. The softmax below takes its exp from glibc's
+// vector math library (libmvec, glibc >= 2.22), a 16-lane AVX-512 expf.
 extern __m512 _ZGVeN16v_expf(__m512 x);
 
 #define TROUPE_GELU_C 0.7978845608028654f
@@ -19,7 +21,7 @@ extern __m512 _ZGVeN16v_expf(__m512 x);
 static inline __attribute__((always_inline, target("avx512f"))) __m512 troupe_gelu_s(__m512 u, __m512 *sech2) {
 	const __m512 one = _mm512_set1_ps(1.0f);
 	__m512 au = _mm512_abs_ps(u);
-	__m512 e = _ZGVeN16v_expf(_mm512_mul_ps(_mm512_set1_ps(-2.0f), au));
+	__m512 e = tg_expf(_mm512_mul_ps(_mm512_set1_ps(-2.0f), au));
 	__m512 inv = _mm512_div_ps(one, _mm512_add_ps(one, e));
 	__mmask16 neg = _mm512_cmp_ps_mask(u, _mm512_setzero_ps(), _CMP_LT_OQ);
 	if (sech2) *sech2 = _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(4.0f), e), _mm512_mul_ps(inv, inv));
@@ -111,6 +113,14 @@ static __attribute__((target("avx512f"))) void troupe_adamw(float *p, float *g, 
 		_mm512_mask_storeu_ps(p + i, k, _mm512_fnmadd_ps(vlr, upd, pi));
 	}
 }
+// out[0:n] = tg_expf(x[0:n]), for TestExpfAVX512.
+static __attribute__((target("avx512f"))) void troupe_expf_n(float *out, const float *x, long n) {
+	for (long i = 0; i < n; i += 16) {
+		long w = n - i;
+		__mmask16 m = w >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << w) - 1);
+		_mm512_mask_storeu_ps(out + i, m, tg_expf(_mm512_maskz_loadu_ps(m, x + i)));
+	}
+}
 */
 import "C"
 
@@ -136,6 +146,17 @@ func geluVectorAcc(out, x, dout []float32, acc bool) bool {
 		C.troupe_gelu_bwd((*C.float)(unsafe.Pointer(&out[0])), (*C.float)(unsafe.Pointer(&x[0])),
 			(*C.float)(unsafe.Pointer(&dout[0])), n, a)
 	}
+	return true
+}
+
+// expVector sets out[i] = e^x[i] with tg_expf (the GELU kernels' exp);
+// false when the CPU lacks AVX-512.
+func expVector(out, x []float32) bool {
+	if !hasAVX512 || len(x) == 0 {
+		return hasAVX512
+	}
+	_ = out[len(x)-1]
+	C.troupe_expf_n((*C.float)(unsafe.Pointer(&out[0])), (*C.float)(unsafe.Pointer(&x[0])), C.long(len(x)))
 	return true
 }
 

@@ -15,6 +15,8 @@ func geluVectorAcc(out, x, dout []float32, acc bool) bool { return false }
 
 func softmaxVector(x []float32) bool { return false }
 
+func expVector(out, x []float32) bool { return false }
+
 func adamwVector(p, g, m, v []float32, lr, beta1, beta2, eps, wd, ibc1, ibc2, gscale float32) bool {
 	return false
 }

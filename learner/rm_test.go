@@ -65,18 +65,18 @@ func newRMJob(t testing.TB, mc ModelConfig, dc DataConfig, tc TrainConfig, seed 
 
 // TestRMLearnsAddition: a small fresh reward model trained briefly on 2-digit
 // addition pairs ranks held-out pairs above chance. From scratch the task is
-// slow to learn (the last token must check the whole sum): 0.61 after 3000
-// steps of this model; the demo starts the reward model from an SFT model that
-// can add, and reaches ~84% on 3-digit pairs (see TestRMExperiment).
+// slow to learn (the last token must check the whole sum); the demo starts
+// the reward model from an SFT model that can add, and reaches ~84% on
+// 3-digit pairs (see TestRMExperiment).
 func TestRMLearnsAddition(t *testing.T) {
 	if testing.Short() {
-		t.Skip("trains for ~20 s")
+		t.Skip("trains for ~15 s")
 	}
 	train, val := additionPairs(t, datagen.AdditionConfig{Digits: 2, Train: 2200, Val: 300, Seed: 1})
 	dc := DefaultDataConfig()
 	dc.Train, dc.Val = []string{train}, []string{val}
 	tc := DefaultTrainConfig()
-	tc.Steps, tc.BatchSize, tc.SeqLen, tc.LR, tc.MinLR, tc.WarmupSteps, tc.EvalBatches = 1500, 32, 16, 3e-3, 3e-4, 50, 10
+	tc.Steps, tc.BatchSize, tc.SeqLen, tc.LR, tc.MinLR, tc.WarmupSteps, tc.EvalBatches = 3000, 32, 16, 3e-3, 3e-4, 50, 10
 	j := newRMJob(t, smallRM(byteTokenizerDir(t), 2, 2, 64, 16), dc, tc, 1, 2)
 	ev, err := j.NewEvaluator(EvalOptions{})
 	if err != nil {
@@ -106,9 +106,11 @@ func TestRMLearnsAddition(t *testing.T) {
 			t.Fatalf("no %s in %v", k, after.Metrics)
 		}
 	}
-	// From scratch in 15 s the held-out accuracy rises ~10 points (0.47 -> 0.57 on the
-	// dev machine); the bar leaves room for other CPUs' rounding (another OpenBLAS
-	// kernel set changes the trajectory). The demo's RM, started from an SFT model,
+	// From scratch the held-out accuracy rises 9-15 points in 3000 steps (0.47 ->
+	// 0.56-0.63 over seeds 1-3, AVX-512 and pure-Go kernels). Any change of
+	// rounding changes the trajectory (a 1-ulp different exp in GELU took seed 1
+	// from 0.57 to 0.51 at 1500 steps, the length this test used to have), so
+	// the bar sits below all of those. The demo's RM, started from an SFT model,
 	// reaches > 90% on these pairs.
 	if acc, acc0 := after.Metrics["val_accuracy"], before.Metrics["val_accuracy"]; !(acc > 0.53 && acc > acc0+0.05) {
 		t.Fatalf("held-out accuracy %.3f after training (%.3f before), want > 0.53 and 0.05 above", acc, acc0)
