@@ -542,6 +542,7 @@ static void troupe_sgemm_epi(int transA, int transB, int M, int N, int K, float 
 import "C"
 
 import (
+	"math/bits"
 	"sync"
 	"unsafe"
 )
@@ -558,8 +559,31 @@ const gemmDirectN = int(C.TG_DIRECT_N)
 const gemmPackedMR = int(C.TG_MR)
 
 // gemmPackedWS pools the packing workspaces (a few MB each: the packed A of a
-// band and one L2 block of packed B).
-var gemmPackedWS sync.Pool
+// band and one L2 block of packed B; a shared product's whole packed A and
+// B) by size class (packedClass). With one pool for all sizes, a product
+// that drew a buffer too small for it dropped it and made a new one: GPT-2's
+// training step, whose products need workspaces of several sizes, allocated
+// ~25 MB of fresh workspace a step, every page of it faulted in anew (~4,000
+// page faults a step).
+var gemmPackedWS struct {
+	sync.Mutex
+	free [packedClasses][]*[]float32
+}
+
+// packedClasses bounds packedClass's index.
+const packedClasses = 8 * 64
+
+// packedClass is the size class of a workspace of n floats: its index and
+// the floats its buffers hold (n rounded up to its top 3 bits, so at most
+// 25% over n).
+func packedClass(n int) (idx, size int) {
+	if n <= 64 {
+		return 8, 64
+	}
+	sh := bits.Len(uint(n-1)) - 3
+	q := (n-1)>>sh + 1 // 5..8
+	return sh*8 + q, q << sh
+}
 
 // gemmPacked computes C (m,n) = alpha*op(A) @ op(B) + beta*C (row-major, strides as
 // Gemm; the slices start at element (0,0) and are long enough) single-threaded
@@ -586,13 +610,14 @@ func gemmPackedEpi(transA, transB bool, m, n, k int, alpha float32, a []float32,
 		return false
 	}
 	ce := cEpilogue(e, m, n)
-	ws := gemmPackedBuf(int(C.troupe_sgemm_ws(C.int(m), C.int(n), C.int(k))) + 16)
+	wp := gemmPackedBuf(int(C.troupe_sgemm_ws(C.int(m), C.int(n), C.int(k))) + 16)
+	ws := *wp
 	C.troupe_sgemm_epi(cbool(transA), cbool(transB), C.int(m), C.int(n), C.int(k), C.float(alpha),
 		(*C.float)(unsafe.Pointer(&a[0])), C.long(lda),
 		(*C.float)(unsafe.Pointer(&b[0])), C.long(ldb), C.float(beta),
 		(*C.float)(unsafe.Pointer(&cc[0])), C.long(ldc),
 		(*C.float)(unsafe.Pointer(&ws[gemmAlign(ws)])), ce.has, ce.bias, ce.res, ce.ldr, ce.dgx, ce.ldx, ce.gout, ce.ldg, ce.gelu)
-	gemmPackedWS.Put(&ws)
+	gemmPackedPut(wp)
 	return true
 }
 
@@ -690,7 +715,8 @@ func (c *CPU) gemmSharedRun(p C.tg_plan, transA, transB bool, m, n, k int, alpha
 	ce := cEpilogue(e, m, n)
 	stp := sharedState(int(p.state))
 	st := *stp
-	ws := gemmPackedBuf(bsize + asize + 32)
+	wp := gemmPackedBuf(bsize + asize + 32)
+	ws := *wp
 	bp := ws[gemmAlign(ws):]
 	ap := bp[(bsize+15)/16*16:]
 	c.parallelFor(c.threads, 1<<30, func(lo, hi int) {
@@ -703,7 +729,7 @@ func (c *CPU) gemmSharedRun(p C.tg_plan, transA, transB bool, m, n, k int, alpha
 				ce.has, ce.bias, ce.res, ce.ldr, ce.dgx, ce.ldx, ce.gout, ce.ldg, ce.gelu)
 		}
 	})
-	gemmPackedWS.Put(&ws)
+	gemmPackedPut(wp)
 	sharedStates.Put(stp)
 	return true
 }
@@ -724,13 +750,30 @@ func sharedState(n int) *[]int64 {
 	return p
 }
 
-// gemmPackedBuf takes a buffer of at least n floats from the pool, or makes one
-// (a pooled one too small is dropped, so the pool grows to the largest need).
-func gemmPackedBuf(n int) []float32 {
-	if p, ok := gemmPackedWS.Get().(*[]float32); ok && cap(*p) >= n {
-		return (*p)[:cap(*p)]
+// gemmPackedBuf takes a buffer of at least n floats from n's size class in
+// gemmPackedWS, or makes one; gemmPackedPut gives it back.
+func gemmPackedBuf(n int) *[]float32 {
+	idx, size := packedClass(n)
+	ws := &gemmPackedWS
+	ws.Lock()
+	if l := ws.free[idx]; len(l) > 0 {
+		p := l[len(l)-1]
+		ws.free[idx] = l[:len(l)-1]
+		ws.Unlock()
+		return p
 	}
-	return make([]float32, n)
+	ws.Unlock()
+	s := make([]float32, size)
+	return &s
+}
+
+// gemmPackedPut returns a buffer of gemmPackedBuf to its class.
+func gemmPackedPut(p *[]float32) {
+	idx, _ := packedClass(len(*p))
+	ws := &gemmPackedWS
+	ws.Lock()
+	ws.free[idx] = append(ws.free[idx], p)
+	ws.Unlock()
 }
 
 // gemmAlign is the offset (in floats, < 16) of buf's first 64-byte aligned element.

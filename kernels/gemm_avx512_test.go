@@ -354,3 +354,18 @@ func BenchmarkInferLinearPacked(b *testing.B) {
 		})
 	}
 }
+
+// TestPackedClass: a workspace's size class holds at least n floats, at
+// most 25% more (from 64), and a buffer of the class's size maps back to
+// the same class (gemmPackedPut files it where gemmPackedBuf looks).
+func TestPackedClass(t *testing.T) {
+	for n := 1; n < 1<<22; n += 1 + n/97 {
+		idx, size := packedClass(n)
+		if size < n || (n > 64 && 4*size > 5*n) || idx < 0 || idx >= packedClasses {
+			t.Fatalf("packedClass(%d) = %d, %d floats", n, idx, size)
+		}
+		if i2, s2 := packedClass(size); i2 != idx || s2 != size {
+			t.Fatalf("packedClass(%d) = %d, %d but packedClass(%d) = %d, %d", n, idx, size, size, i2, s2)
+		}
+	}
+}
