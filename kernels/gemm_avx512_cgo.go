@@ -564,11 +564,20 @@ const gemmPackedMR = int(C.TG_MR)
 // that drew a buffer too small for it dropped it and made a new one: GPT-2's
 // training step, whose products need workspaces of several sizes, allocated
 // ~25 MB of fresh workspace a step, every page of it faulted in anew (~4,000
-// page faults a step).
+// page faults a step). The lists keep at most gemmPackedHeld floats; a
+// buffer past that is left to the garbage collector, so a process that runs
+// products of many shapes (scoring sequences of every length) holds a
+// bounded amount.
 var gemmPackedWS struct {
 	sync.Mutex
 	free [packedClasses][]*[]float32
+	held int // floats on the free lists
 }
+
+// gemmPackedHeld is the most the workspace free lists keep, in floats (256
+// MB): a gpt2 training step's products use well under half of it. A
+// variable so that a test can lower it.
+var gemmPackedHeld = 1 << 26
 
 // packedClasses bounds packedClass's index.
 const packedClasses = 8 * 64
@@ -759,6 +768,7 @@ func gemmPackedBuf(n int) *[]float32 {
 	if l := ws.free[idx]; len(l) > 0 {
 		p := l[len(l)-1]
 		ws.free[idx] = l[:len(l)-1]
+		ws.held -= len(*p)
 		ws.Unlock()
 		return p
 	}
@@ -767,13 +777,18 @@ func gemmPackedBuf(n int) *[]float32 {
 	return &s
 }
 
-// gemmPackedPut returns a buffer of gemmPackedBuf to its class.
+// gemmPackedPut returns a buffer of gemmPackedBuf to its class, unless the
+// lists hold gemmPackedHeld floats with it.
 func gemmPackedPut(p *[]float32) {
 	idx, _ := packedClass(len(*p))
 	ws := &gemmPackedWS
 	ws.Lock()
+	defer ws.Unlock()
+	if ws.held+len(*p) > gemmPackedHeld {
+		return
+	}
 	ws.free[idx] = append(ws.free[idx], p)
-	ws.Unlock()
+	ws.held += len(*p)
 }
 
 // gemmAlign is the offset (in floats, < 16) of buf's first 64-byte aligned element.

@@ -369,3 +369,28 @@ func TestPackedClass(t *testing.T) {
 		}
 	}
 }
+
+// TestPackedWorkspaceReuse: a workspace given back is the one the next
+// request of its class gets, and one that would take the free lists past
+// gemmPackedHeld is not kept.
+func TestPackedWorkspaceReuse(t *testing.T) {
+	p := gemmPackedBuf(300000)
+	gemmPackedPut(p)
+	if q := gemmPackedBuf(290000); q != p {
+		t.Fatalf("a workspace of the same class was not reused")
+	} else {
+		gemmPackedPut(q)
+	}
+	gemmPackedWS.Lock()
+	held := gemmPackedWS.held
+	gemmPackedWS.Unlock()
+	defer func(v int) { gemmPackedHeld = v }(gemmPackedHeld)
+	gemmPackedHeld = held + 1000
+	big := make([]float32, 2048)
+	gemmPackedPut(&big)
+	gemmPackedWS.Lock()
+	defer gemmPackedWS.Unlock()
+	if gemmPackedWS.held != held {
+		t.Fatalf("a workspace of %d floats was kept (free lists at %d, bound %d)", len(big), gemmPackedWS.held, gemmPackedHeld)
+	}
+}
