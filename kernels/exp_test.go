@@ -5,7 +5,7 @@ import (
 	"testing"
 )
 
-// TestExpfAVX512: tg_expf (avx512_exp.h), the exp of the GELU kernels and
+// TestExpfAVX512: tg_expf (avx512_gelu.h), the exp of the GELU kernels and
 // the packed sgemm's GELU epilogue, within 2 ulp of the exact e^x over the
 // whole normal range, and its edges: 0 below e^-104 and for -Inf, +Inf past
 // 88.73 and for +Inf, NaN for NaN, exactly 1 at 0.

@@ -8,7 +8,7 @@ package kernels
 #include <stdint.h>
 #include <sched.h>
 #include "avx512_tr16.h"
-#include "avx512_exp.h"
+#include "avx512_gelu.h"
 
 // A packed AVX-512 sgemm for the model's products (row-major C (M,N) = alpha *
 // op(A) (M,K) @ op(B) (K,N) + beta * C), in the BLIS layout seen row-major:
@@ -63,20 +63,6 @@ package kernels
 #endif
 
 #define TG_MASK(w) ((w) >= 16 ? (__mmask16)0xFFFF : ((w) <= 0 ? (__mmask16)0 : (__mmask16)((1u << (w)) - 1)))
-
-// GELU (tanh form) for the epilogue, as troupe_gelu_fwd in vecmath_cgo.go
-// computes it (cgo preambles cannot share a static function): x * sigmoid(2u),
-// u = c (x + 0.044715 x^3), with e = exp(-2|u|) from tg_expf (avx512_exp.h).
-
-static inline __attribute__((always_inline, target("avx512f"))) __m512 tg_gelu(__m512 x) {
-	const __m512 one = _mm512_set1_ps(1.0f);
-	__m512 x3 = _mm512_mul_ps(_mm512_mul_ps(x, x), x);
-	__m512 u = _mm512_mul_ps(_mm512_set1_ps(0.7978845608028654f), _mm512_fmadd_ps(_mm512_set1_ps(0.044715f), x3, x));
-	__m512 e = tg_expf(_mm512_mul_ps(_mm512_set1_ps(-2.0f), _mm512_abs_ps(u)));
-	__m512 inv = _mm512_div_ps(one, _mm512_add_ps(one, e));
-	__mmask16 neg = _mm512_cmp_ps_mask(u, _mm512_setzero_ps(), _CMP_LT_OQ);
-	return _mm512_mul_ps(x, _mm512_mask_mul_ps(inv, neg, inv, e));
-}
 
 // troupe_sgemm_kc is the depth block for K (KC at most TG_KC, blocks of equal size).
 static int troupe_sgemm_kc(int K) {
@@ -183,22 +169,6 @@ typedef struct {
 	long ldr, ldx, ldg;
 	int gelu;
 } tg_epi;
-
-// tg_dgelu is GELU's derivative at x, as troupe_gelu_bwd computes it
-// (cgo preambles cannot share a static function; the same operations in the
-// same order, so the fused and the separate pass give the same bits).
-static inline __attribute__((always_inline, target("avx512f"))) __m512 tg_dgelu(__m512 v) {
-	const __m512 one = _mm512_set1_ps(1.0f);
-	__m512 v2 = _mm512_mul_ps(v, v);
-	__m512 u = _mm512_mul_ps(_mm512_set1_ps(0.7978845608028654f), _mm512_fmadd_ps(_mm512_mul_ps(_mm512_set1_ps(0.044715f), v2), v, v));
-	__m512 e = tg_expf(_mm512_mul_ps(_mm512_set1_ps(-2.0f), _mm512_abs_ps(u)));
-	__m512 inv = _mm512_div_ps(one, _mm512_add_ps(one, e));
-	__mmask16 neg = _mm512_cmp_ps_mask(u, _mm512_setzero_ps(), _CMP_LT_OQ);
-	__m512 sech2 = _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(4.0f), e), _mm512_mul_ps(inv, inv));
-	__m512 sg = _mm512_mask_mul_ps(inv, neg, inv, e);
-	__m512 du = _mm512_mul_ps(_mm512_set1_ps(0.7978845608028654f), _mm512_fmadd_ps(_mm512_set1_ps(3 * 0.044715f), v2, one));
-	return _mm512_fmadd_ps(_mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(0.5f), v), sech2), du, sg);
-}
 
 // tg_store is the kernels' epilogue: rows [0,rows) of the C tile at c get
 // alpha * (c0|c1) + bias and residual (first k-block only, see tg_epi) + vb *

@@ -5,56 +5,28 @@ package kernels
 /*
 #cgo LDFLAGS: -lm
 #include <immintrin.h>
-#include "avx512_exp.h"
+#include "avx512_gelu.h"
 
 // GELU in AVX-512 (in scalar Go it was the largest non-matmul cost of a
-// training step), its exp from tg_expf (avx512_exp.h), which the packed
-// sgemm's GELU epilogue shares. As in the Go version, 0.5(1+tanh u) =
-// sigmoid(2u) and 1-tanh^2 u = 4e/(1+e)^2 are formed from e = exp(-2|u|), so
-// nothing cancels for large |u|. The softmax below takes its exp from glibc's
+// training step): tg_gelu and tg_dgelu (avx512_gelu.h), which the packed
+// sgemm's GELU epilogues share. The softmax below takes its exp from glibc's
 // vector math library (libmvec, glibc >= 2.22), a 16-lane AVX-512 expf.
 extern __m512 _ZGVeN16v_expf(__m512 x);
 
-#define TROUPE_GELU_C 0.7978845608028654f
-
-// troupe_gelu_s returns s = sigmoid(2u) and, through sech2, 1 - tanh^2 u.
-static inline __attribute__((always_inline, target("avx512f"))) __m512 troupe_gelu_s(__m512 u, __m512 *sech2) {
-	const __m512 one = _mm512_set1_ps(1.0f);
-	__m512 au = _mm512_abs_ps(u);
-	__m512 e = tg_expf(_mm512_mul_ps(_mm512_set1_ps(-2.0f), au));
-	__m512 inv = _mm512_div_ps(one, _mm512_add_ps(one, e));
-	__mmask16 neg = _mm512_cmp_ps_mask(u, _mm512_setzero_ps(), _CMP_LT_OQ);
-	if (sech2) *sech2 = _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(4.0f), e), _mm512_mul_ps(inv, inv));
-	return _mm512_mask_mul_ps(inv, neg, inv, e); // u < 0: e/(1+e)
-}
-
 static __attribute__((target("avx512f"))) void troupe_gelu_fwd(float *out, const float *x, long n) {
-	const __m512 c = _mm512_set1_ps(TROUPE_GELU_C), k = _mm512_set1_ps(0.044715f);
 	for (long i = 0; i < n; i += 16) {
 		long w = n - i;
 		__mmask16 m = w >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << w) - 1);
-		__m512 v = _mm512_maskz_loadu_ps(m, x + i);
-		__m512 v3 = _mm512_mul_ps(_mm512_mul_ps(v, v), v);
-		__m512 s = troupe_gelu_s(_mm512_mul_ps(c, _mm512_fmadd_ps(k, v3, v)), 0);
-		_mm512_mask_storeu_ps(out + i, m, _mm512_mul_ps(v, s));
+		_mm512_mask_storeu_ps(out + i, m, tg_gelu(_mm512_maskz_loadu_ps(m, x + i)));
 	}
 }
 
-// dinp += (s + 0.5 x sech2 c (1 + 3k x^2)) * dout, or = without acc (then
-// dinp may alias dout).
+// dinp += gelu'(x) * dout, or = without acc (then dinp may alias dout).
 static __attribute__((target("avx512f"))) void troupe_gelu_bwd(float *dinp, const float *x, const float *dout, long n, int acc) {
-	const __m512 c = _mm512_set1_ps(TROUPE_GELU_C), k = _mm512_set1_ps(0.044715f);
-	const __m512 k3 = _mm512_set1_ps(3 * 0.044715f);
-	const __m512 half = _mm512_set1_ps(0.5f), one = _mm512_set1_ps(1.0f);
 	for (long i = 0; i < n; i += 16) {
 		long w = n - i;
 		__mmask16 m = w >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << w) - 1);
-		__m512 v = _mm512_maskz_loadu_ps(m, x + i);
-		__m512 v2 = _mm512_mul_ps(v, v);
-		__m512 sech2;
-		__m512 s = troupe_gelu_s(_mm512_mul_ps(c, _mm512_fmadd_ps(_mm512_mul_ps(k, v2), v, v)), &sech2);
-		__m512 du = _mm512_mul_ps(c, _mm512_fmadd_ps(k3, v2, one));
-		__m512 g = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_mul_ps(half, v), sech2), du, s);
+		__m512 g = tg_dgelu(_mm512_maskz_loadu_ps(m, x + i));
 		__m512 d = acc ? _mm512_maskz_loadu_ps(m, dinp + i) : _mm512_setzero_ps();
 		_mm512_mask_storeu_ps(dinp + i, m, _mm512_fmadd_ps(g, _mm512_maskz_loadu_ps(m, dout + i), d));
 	}
