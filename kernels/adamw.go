@@ -46,6 +46,14 @@ func (c *CPU) adamWScaled(params, grads, m, v Tensor, gscale float32, step int, 
 	})
 }
 
+// adamwStream lets the AVX-512 AdamW (adamwVector) write with streaming stores (troupe_adamw's nt)
+// a part of at least adamwStreamMin values; benchmarks turn it off to compare.
+var adamwStream = true
+
+// adamwStreamMin: a part this long (4 buffers of 4 MB) is taken to be out of
+// the caches, and the next read of its lines a step away.
+const adamwStreamMin = 1 << 20
+
 // adamBiasCorrections are AdamW's 1 - beta1^step and 1 - beta2^step, formed in
 // float64: beta2^step is 1 - 1e-3*step for small steps, where float32 would
 // round most of the correction away. Every device's AdamW uses them.

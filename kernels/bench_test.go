@@ -3,7 +3,9 @@ package kernels
 import (
 	"fmt"
 	"os"
+	"slices"
 	"testing"
+	"time"
 )
 
 // Benchmarks at the shapes of GPT config "small" (V512 T256 L6 H6 d384 B8):
@@ -175,4 +177,36 @@ func BenchmarkAdamW(b *testing.B) {
 func TestMain(m *testing.M) {
 	fmt.Fprintf(os.Stderr, "kernels: gemm backend %s\n", NewCPU(0).Backend())
 	os.Exit(m.Run())
+}
+
+// BenchmarkAdamWStream A/B-compares, in one process, AdamW (with clipping's
+// gscale folded in) writing with streaming stores and with plain stores, on
+// GPT-2's 124M and config small's 11M parameters, alternating; it reports
+// each one's median time and GB/s (7 buffer passes: 4 read, 3 written).
+//
+//	go test -run '^$' -bench AdamWStream -benchtime 20x ./kernels/
+func BenchmarkAdamWStream(b *testing.B) {
+	defer func(v bool) { adamwStream = v }(adamwStream)
+	for _, n := range []int{124_475_904, 10_802_688} {
+		b.Run(fmt.Sprint(n), func(b *testing.B) {
+			d := NewCPU(0)
+			rng := newRNG(3)
+			p, g, m, v := Host(randn(rng, n, 0.02)), Host(randn(rng, n, 0.02)), d.Alloc(n), d.Alloc(n)
+			var ts [2][]time.Duration
+			for i := range b.N {
+				for s := range 2 {
+					adamwStream = s == 1
+					t0 := time.Now()
+					d.adamWScaled(p, g, m, v, 0.999, i+1, 1e-4, 0.9, 0.95, 1e-8, 0.1)
+					ts[s] = append(ts[s], time.Since(t0))
+				}
+			}
+			for s, name := range []string{"plain", "stream"} {
+				slices.Sort(ts[s])
+				md := ts[s][len(ts[s])/2]
+				b.ReportMetric(float64(md.Microseconds())/1000, name+"_median_ms")
+				b.ReportMetric(7*4*float64(n)/md.Seconds()/1e9, name+"_GB/s")
+			}
+		})
+	}
 }

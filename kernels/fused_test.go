@@ -3,6 +3,7 @@ package kernels
 import (
 	"fmt"
 	"math"
+	"slices"
 	"testing"
 )
 
@@ -336,4 +337,39 @@ func TestLMHeadLossAndBackward(t *testing.T) {
 		closeTo(t, "dx", dx, wdx, 0, 0)
 		closeTo(t, "dwte", dwte, wdwte, 0, 0)
 	})
+}
+
+// TestAdamWStream: AdamW's streaming stores (parts of adamwStreamMin values
+// or more) give the plain stores' bits, on buffers whose start is not on a
+// 64-byte line (a head and a tail of partial lines) and, where the four
+// buffers' alignments differ, on the plain path.
+func TestAdamWStream(t *testing.T) {
+	defer func(v bool) { adamwStream = v }(adamwStream)
+	d := NewCPU(2)
+	n := 2*adamwStreamMin + 37
+	for _, offs := range [][4]int{{3, 3, 3, 3}, {0, 0, 0, 0}, {1, 2, 3, 0}} {
+		var got [2][4][]float32
+		for s := range 2 {
+			adamwStream = s == 1
+			bufs := [4][]float32{}
+			for j := range bufs {
+				r := newRNG(57) // the same values for both
+				bufs[j] = randn(r, n+offs[j], 0.5)[offs[j]:]
+				if j >= 2 {
+					for i := range bufs[j] {
+						bufs[j][i] = bufs[j][i] * bufs[j][i] // v >= 0
+					}
+				}
+			}
+			for step := 1; step <= 2; step++ {
+				AdamWScaled(d, Host(bufs[0]), Host(bufs[1]), Host(bufs[2]), Host(bufs[3]), 0.7, step, 1e-3, 0.9, 0.95, 1e-8, 0.1)
+			}
+			got[s] = bufs
+		}
+		for j, name := range []string{"params", "grads", "m", "v"} {
+			if !slices.Equal(got[0][j], got[1][j]) {
+				t.Errorf("offsets %v: %s with streaming stores differ from plain stores", offs, name)
+			}
+		}
+	}
 }

@@ -5,6 +5,7 @@ package kernels
 /*
 #cgo LDFLAGS: -lm
 #include <immintrin.h>
+#include <stdint.h>
 #include "avx512_gelu.h"
 
 // GELU in AVX-512 (in scalar Go it was the largest non-matmul cost of a
@@ -61,29 +62,68 @@ static __attribute__((target("avx512f"))) void troupe_softmax(float *x, long n) 
 // One AdamW step over n values (see (*CPU).AdamW for the formula); the bias
 // corrections come in as 1/bc1 and 1/bc2. With gscale != 1 the gradients are
 // first multiplied by gscale in place (gradient clipping folded into the pass).
+static __attribute__((target("avx512f"))) inline void tg_adamw16(float *p, float *g, float *mm, float *vv, long i,
+		__mmask16 k, int nt, __m512 b1, __m512 b2, __m512 c1, __m512 c2, __m512 vlr, __m512 veps, __m512 vwd,
+		__m512 i1, __m512 i2, float gscale) {
+	__m512 gi = _mm512_maskz_loadu_ps(k, g + i);
+	if (gscale != 1.0f) {
+		gi = _mm512_mul_ps(gi, _mm512_set1_ps(gscale));
+		if (nt) _mm512_stream_ps(g + i, gi); else _mm512_mask_storeu_ps(g + i, k, gi);
+	}
+	__m512 mi = _mm512_fmadd_ps(b1, _mm512_maskz_loadu_ps(k, mm + i), _mm512_mul_ps(c1, gi));
+	__m512 vi = _mm512_fmadd_ps(b2, _mm512_maskz_loadu_ps(k, vv + i), _mm512_mul_ps(c2, _mm512_mul_ps(gi, gi)));
+	__m512 pi = _mm512_maskz_loadu_ps(k, p + i);
+	__m512 upd = _mm512_div_ps(_mm512_mul_ps(mi, i1), _mm512_add_ps(_mm512_sqrt_ps(_mm512_mul_ps(vi, i2)), veps));
+	upd = _mm512_fmadd_ps(vwd, pi, upd);
+	__m512 po = _mm512_fnmadd_ps(vlr, upd, pi);
+	if (nt) {
+		_mm512_stream_ps(mm + i, mi);
+		_mm512_stream_ps(vv + i, vi);
+		_mm512_stream_ps(p + i, po);
+	} else {
+		_mm512_mask_storeu_ps(mm + i, k, mi);
+		_mm512_mask_storeu_ps(vv + i, k, vi);
+		_mm512_mask_storeu_ps(p + i, k, po);
+	}
+}
+
+// One AdamW step over n values (see (*CPU).AdamW for the formula); the bias
+// corrections come in as 1/bc1 and 1/bc2. With gscale != 1 the gradients are
+// first multiplied by gscale in place (gradient clipping folded into the pass).
+// With nt, where the four buffers share their alignment, the whole 64-byte
+// lines are written with streaming stores (no read of the lines before the
+// write, nothing evicted for them: the buffers are far larger than the caches
+// and read again only at the next step); then sfence.
 static __attribute__((target("avx512f"))) void troupe_adamw(float *p, float *g, float *mm, float *vv, long n,
-		float lr, float beta1, float beta2, float eps, float wd, float ibc1, float ibc2, float gscale) {
+		float lr, float beta1, float beta2, float eps, float wd, float ibc1, float ibc2, float gscale, int nt) {
 	const __m512 b1 = _mm512_set1_ps(beta1), b2 = _mm512_set1_ps(beta2);
 	const __m512 c1 = _mm512_set1_ps(1 - beta1), c2 = _mm512_set1_ps(1 - beta2);
 	const __m512 vlr = _mm512_set1_ps(lr), veps = _mm512_set1_ps(eps), vwd = _mm512_set1_ps(wd);
 	const __m512 i1 = _mm512_set1_ps(ibc1), i2 = _mm512_set1_ps(ibc2);
-	for (long i = 0; i < n; i += 16) {
-		long w = n - i;
-		__mmask16 k = w >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << w) - 1);
-		__m512 gi = _mm512_maskz_loadu_ps(k, g + i);
-		if (gscale != 1.0f) {
-			gi = _mm512_mul_ps(gi, _mm512_set1_ps(gscale));
-			_mm512_mask_storeu_ps(g + i, k, gi);
-		}
-		__m512 mi = _mm512_fmadd_ps(b1, _mm512_maskz_loadu_ps(k, mm + i), _mm512_mul_ps(c1, gi));
-		__m512 vi = _mm512_fmadd_ps(b2, _mm512_maskz_loadu_ps(k, vv + i), _mm512_mul_ps(c2, _mm512_mul_ps(gi, gi)));
-		_mm512_mask_storeu_ps(mm + i, k, mi);
-		_mm512_mask_storeu_ps(vv + i, k, vi);
-		__m512 pi = _mm512_maskz_loadu_ps(k, p + i);
-		__m512 upd = _mm512_div_ps(_mm512_mul_ps(mi, i1), _mm512_add_ps(_mm512_sqrt_ps(_mm512_mul_ps(vi, i2)), veps));
-		upd = _mm512_fmadd_ps(vwd, pi, upd);
-		_mm512_mask_storeu_ps(p + i, k, _mm512_fnmadd_ps(vlr, upd, pi));
+	long i = 0, a = 0, e = n;
+	uintptr_t mis = (uintptr_t)p & 63;
+	if (nt && ((uintptr_t)g & 63) == mis && ((uintptr_t)mm & 63) == mis && ((uintptr_t)vv & 63) == mis && !(mis & 3)) {
+		a = mis ? (64 - (long)mis) / 4 : 0; // floats before p's first whole line
+		if (a > n) a = n;
+		e = a + (n - a) / 16 * 16;
+	} else {
+		nt = 0;
+		a = e = n;
 	}
+	// Head (to the first whole line), whole lines (streamed with nt), tail.
+	for (; i < a; i += 16) {
+		long w = a - i;
+		tg_adamw16(p, g, mm, vv, i, w >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << w) - 1), 0, b1, b2, c1, c2, vlr,
+			veps, vwd, i1, i2, gscale);
+	}
+	for (i = a; i < e; i += 16)
+		tg_adamw16(p, g, mm, vv, i, (__mmask16)0xFFFF, nt, b1, b2, c1, c2, vlr, veps, vwd, i1, i2, gscale);
+	for (i = e; i < n; i += 16) {
+		long w = n - i;
+		tg_adamw16(p, g, mm, vv, i, w >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << w) - 1), 0, b1, b2, c1, c2, vlr,
+			veps, vwd, i1, i2, gscale);
+	}
+	if (nt) _mm_sfence();
 }
 // out[0:n] = tg_expf(x[0:n]), for TestExpfAVX512.
 static __attribute__((target("avx512f"))) void troupe_expf_n(float *out, const float *x, long n) {
@@ -151,6 +191,6 @@ func adamwVector(p, g, m, v []float32, lr, beta1, beta2, eps, wd, ibc1, ibc2, gs
 	}
 	f := func(s []float32) *C.float { return (*C.float)(unsafe.Pointer(&s[0])) }
 	C.troupe_adamw(f(p), f(g), f(m), f(v), C.long(len(p)), C.float(lr), C.float(beta1), C.float(beta2),
-		C.float(eps), C.float(wd), C.float(ibc1), C.float(ibc2), C.float(gscale))
+		C.float(eps), C.float(wd), C.float(ibc1), C.float(ibc2), C.float(gscale), cbool(adamwStream && len(p) >= adamwStreamMin))
 	return true
 }
