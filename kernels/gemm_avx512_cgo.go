@@ -34,13 +34,15 @@ package kernels
 //
 // Packing transposes 16x16 blocks through registers (op(A) not transposed,
 // op(B) transposed); scalar packing of A cost ~8% of a product at N = 384.
-// For N <= TG_DIRECT_N and A not transposed, A is not packed at all: the
-// kernel broadcasts from A's rows (troupe_kernel_d; 12 row pointers, one
-// index). A narrow product uses each packed A value for only 2N flops, so
-// packing (write and read back, from L3) was a visible share: skipping it took
-// the deep narrow products (K >= 1152, N <= 384) from 0.95-1.0x OpenBLAS to
-// 1.05-1.15x (BenchmarkGemmPacked); at wider N it measured neither better nor
-// worse. Also tried and within noise on the 2-vCPU dev box: MR = 14, no B
+// Where A is not transposed, A is mostly not packed at all (tg_direct: N <=
+// TG_DIRECT_N, or A's rows not at a multiple of 2 KB): the kernel broadcasts
+// from A's rows (troupe_kernel_d; 12 row pointers, one index). A narrow
+// product uses each packed A value for only 2N flops, so packing (write and
+// read back, from L3) was a visible share: skipping it took the deep narrow
+// products (K >= 1152, N <= 384) from 0.95-1.0x OpenBLAS to 1.05-1.15x
+// (BenchmarkGemmPacked). At wider N it measured level on one thread, and
+// 2-8% faster on two (shared products, whose packed A one thread writes and
+// the other reads). Also tried and within noise on the 2-vCPU dev box: MR = 14, no B
 // prefetch, a 512 KB B block, KC 384/768/whole K. The macros stay overridable
 // (e.g. CGO_CFLAGS=-DTG_MR=14) for such comparisons.
 
@@ -61,6 +63,19 @@ package kernels
 #ifndef TG_L2
 #define TG_L2 (256 * 1024)
 #endif
+
+// tg_direct says whether a product reads A in place (troupe_kernel_d) instead
+// of packing it: A not transposed, and N at most TG_DIRECT_N or A's row stride
+// not a multiple of 2 KB. The kernel reads 12 rows of A at stride lda; at a
+// stride that is a multiple of 4 KB they all fall in one L1 set (12 ways) and
+// evict each other and B (gpt2's K = 3072: 5-10% slower in place), while at
+// other strides reading in place saves packing A (gpt2's K = 768 and 2304
+// products 2-8% faster on 2 threads, BenchmarkGemmDirect).
+static int tg_direct_wide = 1;
+static int tg_direct(int transA, int N, long lda) {
+	return !transA && (N <= TG_DIRECT_N || (tg_direct_wide && lda % 512 != 0));
+}
+static void troupe_set_direct_wide(int on) { tg_direct_wide = on; }
 
 #define TG_MASK(w) ((w) >= 16 ? (__mmask16)0xFFFF : ((w) <= 0 ? (__mmask16)0 : (__mmask16)((1u << (w)) - 1)))
 
@@ -339,7 +354,7 @@ static __attribute__((target("avx512f"))) void troupe_sgemm(int transA, int tran
 	for (int pc = 0; pc < K; pc += kc0) {
 		int kc = K - pc < kc0 ? K - pc : kc0;
 		int first = pc == 0, last = pc + kc >= K;
-		int direct = !transA && N <= TG_DIRECT_N;
+		int direct = tg_direct(transA, N, lda);
 		if (!direct) troupe_pack_a(transA, M, pc, kc, alpha, A, lda, ap);
 		for (int jc = 0; jc < N; jc += ncb) {
 			int nc = N - jc < ncb ? N - jc : ncb;
@@ -390,7 +405,7 @@ typedef struct {
 	long np, mp, chunks, state, bsize, asize;
 } tg_plan;
 
-static tg_plan troupe_shared_plan(int transA, int M, int N, int K, int cr) {
+static tg_plan troupe_shared_plan(int transA, int M, int N, int K, long lda, int cr) {
 	tg_plan p;
 	p.kc0 = troupe_sgemm_kc(K);
 	p.nkb = (K + p.kc0 - 1) / p.kc0;
@@ -398,7 +413,7 @@ static tg_plan troupe_shared_plan(int transA, int M, int N, int K, int cr) {
 	p.njb = (N + p.nc - 1) / p.nc;
 	p.cr = cr;
 	p.nrc = (M + cr - 1) / cr;
-	p.direct = !transA && N <= TG_DIRECT_N;
+	p.direct = tg_direct(transA, N, lda);
 	p.np = (long)(p.njb - 1) * p.nc + (N - (long)(p.njb - 1) * p.nc + TG_NR - 1) / TG_NR * TG_NR;
 	p.mp = (long)(M + TG_MR - 1) / TG_MR * TG_MR;
 	p.chunks = (long)p.nkb * p.njb * p.nrc;
@@ -519,6 +534,10 @@ import (
 
 // gemmPackedOK reports whether gemmPacked runs here (the CPU has AVX-512F).
 var gemmPackedOK = hasAVX512
+
+// setGemmDirectWide turns tg_direct's in-place reading of A at N >
+// TG_DIRECT_N on or off (benchmarks compare; not while a product runs).
+func setGemmDirectWide(on bool) { C.troupe_set_direct_wide(cbool(on)) }
 
 // gemmDirectN is the widest product the packed kernel runs with A read in
 // place (not packed).
@@ -666,7 +685,7 @@ func (c *CPU) gemmShared(transA, transB bool, m, n, k int, alpha float32, a []fl
 	if !useShared || c.threads < 2 || !gemmPackedOK || m <= 0 || n <= 0 || k <= 0 {
 		return false
 	}
-	p := sharedPlan(transA, m, n, k)
+	p := sharedPlan(transA, m, n, k, lda)
 	if int(p.chunks) < c.threads {
 		return false
 	}
@@ -674,8 +693,8 @@ func (c *CPU) gemmShared(transA, transB bool, m, n, k int, alpha float32, a []fl
 }
 
 // sharedPlan is the blocking of a shared product (troupe_shared_plan).
-func sharedPlan(transA bool, m, n, k int) C.tg_plan {
-	return C.troupe_shared_plan(cbool(transA), C.int(m), C.int(n), C.int(k), C.int(gemmSharedRows))
+func sharedPlan(transA bool, m, n, k, lda int) C.tg_plan {
+	return C.troupe_shared_plan(cbool(transA), C.int(m), C.int(n), C.int(k), C.long(lda), C.int(gemmSharedRows))
 }
 
 // gemmSharedRun is gemmShared, planned as p (sharedPlan), without its

@@ -137,7 +137,7 @@ func TestGemmShared(t *testing.T) {
 					got := slices.Clone(c0)
 					what := fmt.Sprintf("%dx%dx%d trans=%v epi=%d threads=%d rep=%d", m, n, k, tr, c.epi, threads, rep)
 					d := NewCPU(threads)
-					if !d.gemmSharedRun(sharedPlan(tr[0], m, n, k), tr[0], tr[1], m, n, k, c.alpha, a, lda, b, ldb, c.beta, got, n, e) {
+					if !d.gemmSharedRun(sharedPlan(tr[0], m, n, k, lda), tr[0], tr[1], m, n, k, c.alpha, a, lda, b, ldb, c.beta, got, n, e) {
 						t.Fatalf("%s: gemmShared refused", what)
 					}
 					if !slices.Equal(got, want) {
@@ -393,4 +393,52 @@ func TestPackedWorkspaceReuse(t *testing.T) {
 	if gemmPackedWS.held != held {
 		t.Fatalf("a workspace of %d floats was kept (free lists at %d, bound %d)", len(big), gemmPackedWS.held, gemmPackedHeld)
 	}
+}
+
+// BenchmarkGemmDirect A/B-compares, in one process on 2 threads, the training
+// products of N > 512 with A (not transposed) read in place and packed
+// (tg_direct's wide case on and off), alternating; it reports each one's
+// median GFLOP/s. K = 3072 (rows 12 KB apart) stays packed either way.
+//
+//	go test -run '^$' -bench GemmDirect -benchtime 25x ./kernels/
+func BenchmarkGemmDirect(b *testing.B) {
+	defer setGemmDirectWide(true)
+	d := NewCPU(2)
+	for _, s := range []struct {
+		m, k, n int
+		tb      bool
+	}{{1024, 768, 768, false}, {1024, 768, 2304, false}, {1024, 768, 3072, false}, {1024, 2304, 768, true},
+		{1024, 768, 3072, true}, {2048, 384, 1152, false}, {2048, 384, 1536, false}, {2048, 384, 1536, true},
+		{1024, 3072, 768, false}} {
+		b.Run(fmt.Sprintf("%dx%dx%d/%s", s.m, s.k, s.n, map[bool]string{false: "NN", true: "NT"}[s.tb]), func(b *testing.B) {
+			rng := newRNG(1)
+			a, bb, c := randn(rng, s.m*s.k, 1), randn(rng, s.k*s.n, 1), make([]float32, s.m*s.n)
+			ldb := s.n
+			if s.tb {
+				ldb = s.k
+			}
+			var ts [2][]time.Duration
+			for range b.N {
+				for v := range 2 {
+					setGemmDirectWide(v == 1)
+					t0 := time.Now()
+					d.Gemm(false, s.tb, s.m, s.n, s.k, 1, Host(a), s.k, Host(bb), ldb, 0, Host(c), s.n)
+					ts[v] = append(ts[v], time.Since(t0))
+				}
+			}
+			for v, name := range []string{"packed", "direct"} {
+				slices.Sort(ts[v])
+				b.ReportMetric(2*float64(s.m*s.n*s.k)/ts[v][len(ts[v])/2].Seconds()/1e9, name+"_GFLOP/s")
+			}
+		})
+	}
+}
+
+// BenchmarkTrainDirect A/B-compares, in one process, the small step with
+// tg_direct's wide case off and on, alternating step by step.
+//
+//	go test -run '^$' -bench TrainDirect -benchtime 40x ./kernels/
+func BenchmarkTrainDirect(b *testing.B) {
+	defer setGemmDirectWide(true)
+	abSteps(b, [2]string{"packed", "direct"}, func(v int) { setGemmDirectWide(v == 1) })
 }
