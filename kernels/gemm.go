@@ -31,12 +31,15 @@ func (c *CPU) Gemm(transA, transB bool, m, n, k int, alpha float32, a Tensor, ld
 	c.gemm(transA, transB, m, n, k, alpha, a.F, lda, b.F, ldb, beta, cc.F, ldc)
 }
 
-// gemm is Gemm after the checks, on host slices; it splits the work over threads.
-func (c *CPU) gemm(transA, transB bool, m, n, k int, alpha float32, a []float32, lda int,
-	b []float32, ldb int, beta float32, cc []float32, ldc int) {
+// gemmSplit is how gemm splits a product over c's threads: parts bands (1: no
+// split), by rows or by columns, and whether to try sharing it instead
+// (share; gemmShared may still refuse): where one thread's band would run on
+// the packed kernel (the same bits, see gemmShared), and for the deep weight
+// gradients of gemmSharedDeep, which bands would give to OpenBLAS.
+func (c *CPU) gemmSplit(transA, transB bool, m, n, k int) (parts int, byRows, share bool) {
 	work := 2 * m * n * k
-	parts := min(c.threads, max(1, work/gemmSplitWork))
-	byRows := m >= n && !deepColumnBands(transA, transB, m, n, k, parts)
+	parts = min(c.threads, max(1, work/gemmSplitWork))
+	byRows = m >= n && !deepColumnBands(transA, transB, m, n, k, parts)
 	// Bands at least 16 wide keep the micro-kernels' register tiles full.
 	if byRows {
 		parts = min(parts, max(1, m/16))
@@ -44,18 +47,24 @@ func (c *CPU) gemm(transA, transB bool, m, n, k int, alpha float32, a []float32,
 		parts = min(parts, max(1, n/16))
 	}
 	if parts <= 1 {
-		gemmSerial(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, cc, ldc)
-		return
+		return parts, byRows, false
 	}
-	// One thread's band, as below: shared where the band would run on the
-	// packed kernel (the same bits, see gemmShared), and for the deep weight
-	// gradients of gemmSharedDeep, which bands would give to OpenBLAS.
 	bm, bn := bandEdge(m, parts, 1), n
 	if !byRows {
 		bm, bn = m, bandEdge(n, parts, 1)
 	}
-	if (gemmPackedWins(transA, transB, bm, bn, k) || gemmSharedDeep(transA, m, n, k)) &&
-		c.gemmShared(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, cc, ldc, nil) {
+	return parts, byRows, gemmPackedWins(transA, transB, bm, bn, k) || gemmSharedDeep(transA, m, n, k)
+}
+
+// gemm is Gemm after the checks, on host slices; it splits the work over threads.
+func (c *CPU) gemm(transA, transB bool, m, n, k int, alpha float32, a []float32, lda int,
+	b []float32, ldb int, beta float32, cc []float32, ldc int) {
+	parts, byRows, share := c.gemmSplit(transA, transB, m, n, k)
+	if parts <= 1 {
+		gemmSerial(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, cc, ldc)
+		return
+	}
+	if share && c.gemmShared(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, cc, ldc, nil) {
 		return
 	}
 	if byRows {

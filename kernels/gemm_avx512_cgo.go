@@ -140,9 +140,12 @@ static __attribute__((target("avx512f"))) void troupe_pack_a(int transA, int M, 
 }
 
 // pack_b: columns [jc,jc+nc) of op(B) (at most N), depth [pc,pc+kc), into
-// micro-panels bp[panel][k][32], zero columns past N.
+// micro-panels bp[panel][k][32], zero columns past N. With cs (B not
+// transposed only), cs[j - jc] also gets the sum over the depth block of
+// column j (k in order; zero past N): a bias gradient's partial column sums,
+// taken from the values packing loads anyway.
 static __attribute__((target("avx512f"))) void troupe_pack_b(int transB, int N, int jc, int nc, int pc, int kc,
-		const float *B, long ldb, float *bp) {
+		const float *B, long ldb, float *bp, float *cs) {
 	int j1 = jc + nc < N ? jc + nc : N;
 	for (int j0 = jc; j0 < j1; j0 += TG_NR) {
 		int w = j1 - j0;
@@ -150,6 +153,19 @@ static __attribute__((target("avx512f"))) void troupe_pack_b(int transB, int N, 
 		if (!transB) {
 			__mmask16 m0 = TG_MASK(w), m1 = TG_MASK(w - 16);
 			const float *s = B + (long)pc * ldb + j0;
+			if (cs) {
+				__m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps();
+				for (int k = 0; k < kc; k++, s += ldb) {
+					__m512 v0 = _mm512_maskz_loadu_ps(m0, s), v1 = _mm512_maskz_loadu_ps(m1, s + 16);
+					_mm512_storeu_ps(dst + k * TG_NR, v0);
+					_mm512_storeu_ps(dst + k * TG_NR + 16, v1);
+					s0 = _mm512_add_ps(s0, v0);
+					s1 = _mm512_add_ps(s1, v1);
+				}
+				_mm512_storeu_ps(cs + (j0 - jc), s0);
+				_mm512_storeu_ps(cs + (j0 - jc) + 16, s1);
+				continue;
+			}
 			for (int k = 0; k < kc; k++, s += ldb) {
 				_mm512_storeu_ps(dst + k * TG_NR, _mm512_maskz_loadu_ps(m0, s));
 				_mm512_storeu_ps(dst + k * TG_NR + 16, _mm512_maskz_loadu_ps(m1, s + 16));
@@ -358,7 +374,7 @@ static __attribute__((target("avx512f"))) void troupe_sgemm(int transA, int tran
 		if (!direct) troupe_pack_a(transA, M, pc, kc, alpha, A, lda, ap);
 		for (int jc = 0; jc < N; jc += ncb) {
 			int nc = N - jc < ncb ? N - jc : ncb;
-			troupe_pack_b(transB, N, jc, nc, pc, kc, B, ldb, bp);
+			troupe_pack_b(transB, N, jc, nc, pc, kc, B, ldb, bp, 0);
 			for (int i0 = 0; i0 < M; i0 += TG_MR) {
 				int rows = M - i0 < TG_MR ? M - i0 : TG_MR;
 				const float *a = ap + (long)i0 * kc;
@@ -450,10 +466,12 @@ static inline long long tg_claim(long long *w, long long per, int end) {
 // shared packed B (pl.bsize floats, 64-byte aligned), ap the shared packed A
 // (pl.asize floats, aligned; unused when A is read in place), st the plan's
 // pl.state counters, zeroed, end the end of each depth block this thread
-// starts from (0 front).
+// starts from (0 front). With bsum (B not transposed; pl.nkb * pl.np floats),
+// bsum[kb * np + j] gets the sum of column j of op(B) over depth block kb
+// (troupe_pack_b's cs), whichever thread packs it.
 static __attribute__((target("avx512f"))) void troupe_sgemm_shared(tg_plan pl, int transA, int transB, int M, int N,
 		int K, float alpha, const float *A, long lda, const float *B, long ldb, float beta, float *C, long ldc,
-		float *bp, float *ap, long long *st, int end, const tg_epi *e) {
+		float *bp, float *ap, long long *st, int end, const tg_epi *e, float *bsum) {
 	int kc0 = pl.kc0, nkb = pl.nkb, nc = pl.nc, njb = pl.njb, cr = pl.cr, nrc = pl.nrc, direct = pl.direct;
 	long mp = pl.mp, np = pl.np;
 	long long per = (long long)njb * nrc;
@@ -475,7 +493,8 @@ static __attribute__((target("avx512f"))) void troupe_sgemm_shared(tg_plan pl, i
 			for (;;) {
 				long long p = __atomic_fetch_add(next, 1, __ATOMIC_RELAXED);
 				if (p >= npan) break;
-				troupe_pack_b(transB, N, jc + (int)p * TG_NR, TG_NR, pc, kc, B, ldb, bb + p * TG_NR * kc);
+				troupe_pack_b(transB, N, jc + (int)p * TG_NR, TG_NR, pc, kc, B, ldb, bb + p * TG_NR * kc,
+					bsum ? bsum + (long)kb * np + jc + p * TG_NR : 0);
 				__atomic_fetch_add(done, 1, __ATOMIC_RELEASE);
 			}
 			tg_wait(done, npan);
@@ -509,10 +528,10 @@ static __attribute__((target("avx512f"))) void troupe_sgemm_shared(tg_plan pl, i
 static void troupe_sgemm_shared_epi(tg_plan pl, int transA, int transB, int M, int N, int K, float alpha,
 		const float *A, long lda, const float *B, long ldb, float beta, float *C, long ldc, float *bp, float *ap,
 		long long *st, int end, int has_epi, const float *bias, const float *res, long ldr, const float *dgx, long ldx,
-		float *gout, long ldg, int gelu) {
+		float *gout, long ldg, int gelu, float *bsum) {
 	tg_epi e = {bias, res, dgx, gout, ldr, ldx, ldg, gelu};
 	troupe_sgemm_shared(pl, transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, bp, ap, st, end,
-		has_epi ? &e : 0);
+		has_epi ? &e : 0, bsum);
 }
 
 // troupe_sgemm_epi is troupe_sgemm with the epilogue's fields as arguments (Go
@@ -689,7 +708,34 @@ func (c *CPU) gemmShared(transA, transB bool, m, n, k int, alpha float32, a []fl
 	if int(p.chunks) < c.threads {
 		return false
 	}
-	return c.gemmSharedRun(p, transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, cc, ldc, e)
+	return c.gemmSharedRun(p, transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, cc, ldc, e, nil)
+}
+
+// foldBiasGrad lets weightBiasGrad take a bias gradient's column sums in the
+// weight gradient's product; benchmarks turn it off to compare.
+var foldBiasGrad = true
+
+// weightBiasGrad implements weightBiasGrader: dweight (C,OC) += inp^T @ dout
+// (Gemm's product, bit for bit) and dbias (OC) += the column sums of dout
+// (N,OC), taken while the shared product packs dout (gemmSharedRun's
+// colSums) instead of in a pass of their own (BiasBackward); false, doing
+// nothing, where Gemm would not share the product.
+func (c *CPU) weightBiasGrad(dweight, dbias, dout, inp Tensor, N, C, OC int) bool {
+	if !foldBiasGrad || !useShared || c.threads < 2 || !gemmPackedOK || N <= 0 || C <= 0 || OC <= 0 {
+		return false
+	}
+	if _, _, share := c.gemmSplit(true, false, C, OC, N); !share {
+		return false
+	}
+	need(dweight, C*OC, "weightBiasGrad dweight")
+	need(dbias, OC, "weightBiasGrad dbias")
+	need(dout, N*OC, "weightBiasGrad dout")
+	need(inp, N*C, "weightBiasGrad inp")
+	p := sharedPlan(true, C, OC, N, C)
+	if int(p.chunks) < c.threads {
+		return false
+	}
+	return c.gemmSharedRun(p, true, false, C, OC, N, 1, inp.F, C, dout.F, OC, 1, dweight.F, OC, nil, dbias.F[:OC])
 }
 
 // sharedPlan is the blocking of a shared product (troupe_shared_plan).
@@ -703,11 +749,25 @@ func sharedPlan(transA bool, m, n, k, lda int) C.tg_plan {
 // c's threads each run one part; a part that starts late (or never, with
 // fewer cores) finds the chunks taken, and one thread alone computes them all
 // in order.
+//
+// With colSums (n floats; B not transposed), the column sums of op(B) are
+// added into colSums as well (a bias gradient when B is a layer's output
+// gradient): packing sums each depth block's columns as it loads them
+// (troupe_pack_b's cs), and the blocks' sums are added here in depth order,
+// so the result does not depend on which thread packed what.
 func (c *CPU) gemmSharedRun(p C.tg_plan, transA, transB bool, m, n, k int, alpha float32, a []float32, lda int,
-	b []float32, ldb int, beta float32, cc []float32, ldc int, e *gemmEpilogue) bool {
+	b []float32, ldb int, beta float32, cc []float32, ldc int, e *gemmEpilogue, colSums []float32) bool {
 	bsize, asize := int(p.bsize), int(p.asize)
-	if !gemmPackedOK || m <= 0 || n <= 0 || k <= 0 || bsize+asize > gemmSharedMaxB {
+	if !gemmPackedOK || m <= 0 || n <= 0 || k <= 0 || bsize+asize > gemmSharedMaxB || (colSums != nil && transB) {
 		return false
+	}
+	var bsum *C.float
+	var sp *[]float32
+	nkb, np := int(p.nkb), int(p.np)
+	if colSums != nil {
+		_ = colSums[n-1]
+		sp = gemmPackedBuf(nkb * np)
+		bsum = (*C.float)(unsafe.Pointer(&(*sp)[0]))
 	}
 	checkGemmSizes(transA, transB, m, n, k, len(a), lda, len(b), ldb, len(cc), ldc)
 	ce := cEpilogue(e, m, n)
@@ -724,9 +784,20 @@ func (c *CPU) gemmSharedRun(p C.tg_plan, transA, transB bool, m, n, k int, alpha
 				C.float(beta), (*C.float)(unsafe.Pointer(&cc[0])), C.long(ldc),
 				(*C.float)(unsafe.Pointer(&bp[0])), (*C.float)(unsafe.Pointer(&ap[0])),
 				(*C.longlong)(unsafe.Pointer(&st[0])), C.int(part%2),
-				ce.has, ce.bias, ce.res, ce.ldr, ce.dgx, ce.ldx, ce.gout, ce.ldg, ce.gelu)
+				ce.has, ce.bias, ce.res, ce.ldr, ce.dgx, ce.ldx, ce.gout, ce.ldg, ce.gelu, bsum)
 		}
 	})
+	if sp != nil {
+		sums := *sp
+		for j := range colSums[:n] {
+			s := sums[j]
+			for kb := 1; kb < nkb; kb++ {
+				s += sums[kb*np+j]
+			}
+			colSums[j] += s
+		}
+		gemmPackedPut(sp)
+	}
 	gemmPackedPut(wp)
 	sharedStates.Put(stp)
 	return true

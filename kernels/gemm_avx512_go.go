@@ -41,3 +41,7 @@ func (c *CPU) gemmShared(transA, transB bool, m, n, k int, alpha float32, a []fl
 	b []float32, ldb int, beta float32, cc []float32, ldc int, e *gemmEpilogue) bool {
 	return false
 }
+
+// weightBiasGrad: without the packed kernel, never (MatmulBackward then runs
+// the product and BiasBackward).
+func (c *CPU) weightBiasGrad(dweight, dbias, dout, inp Tensor, N, C, OC int) bool { return false }

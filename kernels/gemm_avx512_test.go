@@ -137,7 +137,7 @@ func TestGemmShared(t *testing.T) {
 					got := slices.Clone(c0)
 					what := fmt.Sprintf("%dx%dx%d trans=%v epi=%d threads=%d rep=%d", m, n, k, tr, c.epi, threads, rep)
 					d := NewCPU(threads)
-					if !d.gemmSharedRun(sharedPlan(tr[0], m, n, k, lda), tr[0], tr[1], m, n, k, c.alpha, a, lda, b, ldb, c.beta, got, n, e) {
+					if !d.gemmSharedRun(sharedPlan(tr[0], m, n, k, lda), tr[0], tr[1], m, n, k, c.alpha, a, lda, b, ldb, c.beta, got, n, e, nil) {
 						t.Fatalf("%s: gemmShared refused", what)
 					}
 					if !slices.Equal(got, want) {
@@ -441,4 +441,70 @@ func BenchmarkGemmDirect(b *testing.B) {
 func BenchmarkTrainDirect(b *testing.B) {
 	defer setGemmDirectWide(true)
 	abSteps(b, [2]string{"packed", "direct"}, func(v int) { setGemmDirectWide(v == 1) })
+}
+
+// TestWeightBiasGrad: MatmulBackward's weight gradient with the bias
+// gradient's column sums taken while packing (weightBiasGrad) gives Gemm's
+// weight gradient bit for bit, and a bias gradient within rounding of the
+// reference's, the same bits run after run (and on 3 threads where Gemm
+// shares the product there too); shapes
+// with one and several depth blocks and ragged micro-panels.
+func TestWeightBiasGrad(t *testing.T) {
+	if !gemmPackedOK {
+		t.Skip("no AVX-512F")
+	}
+	rng := newRNG(71)
+	taken := 0
+	for _, sh := range [][3]int{{2048, 384, 1152}, {1000, 200, 333}, {1536, 192, 72}} {
+		N, C, OC := sh[0], sh[1], sh[2]
+		inp, dout := randn(rng, N*C, 1), randn(rng, N*OC, 1)
+		dw0, db0 := randn(rng, C*OC, 1), randn(rng, OC, 1)
+		wantB := slices.Clone(db0)
+		refBiasBackward(wantB, dout, N, OC)
+		var firstB []float32
+		for _, threads := range []int{2, 3} {
+			d := NewCPU(threads)
+			wantW := slices.Clone(dw0)
+			d.Gemm(true, false, C, OC, N, 1, Host(inp), C, Host(dout), OC, 1, Host(wantW), OC)
+			for rep := range 2 {
+				dw, db := slices.Clone(dw0), slices.Clone(db0)
+				if !d.weightBiasGrad(Host(dw), Host(db), Host(dout), Host(inp), N, C, OC) {
+					if _, _, share := d.gemmSplit(true, false, C, OC, N); share {
+						t.Fatalf("%v threads %d: weightBiasGrad refused a product Gemm shares", sh, threads)
+					}
+					break // Gemm does not share it: nor does weightBiasGrad
+				}
+				taken++
+				if !slices.Equal(dw, wantW) {
+					t.Fatalf("%v threads %d rep %d: dweight is not Gemm's", sh, threads, rep)
+				}
+				closeTo(t, fmt.Sprintf("%v threads %d dbias", sh, threads), db, wantB, 1e-4*float64(N)/100, 1e-4)
+				if firstB == nil {
+					firstB = db
+				} else if !slices.Equal(db, firstB) {
+					t.Fatalf("%v threads %d rep %d: dbias differs from the first run's bits", sh, threads, rep)
+				}
+			}
+		}
+		// Through MatmulBackward, as the model calls it.
+		d := NewCPU(2)
+		dw, db := slices.Clone(dw0), slices.Clone(db0)
+		MatmulBackward(d, Tensor{}, Host(dw), Host(db), Host(dout), Host(inp), Tensor{}, N, C, OC)
+		if firstB != nil && !slices.Equal(db, firstB) {
+			t.Fatalf("%v: MatmulBackward's dbias is not weightBiasGrad's", sh)
+		}
+	}
+	if taken < 6 {
+		t.Fatalf("weightBiasGrad took %d of the products, want at least the 2-thread ones", taken)
+	}
+}
+
+// BenchmarkTrainFoldBias A/B-compares, in one process, the small step with the
+// bias gradients' column sums taken in the weight gradients' packing
+// (weightBiasGrad) and in BiasBackward's passes, alternating step by step.
+//
+//	go test -run '^$' -bench TrainFoldBias -benchtime 40x ./kernels/
+func BenchmarkTrainFoldBias(b *testing.B) {
+	defer func(v bool) { foldBiasGrad = v }(foldBiasGrad)
+	abSteps(b, [2]string{"biasbackward", "folded"}, func(v int) { foldBiasGrad = v == 1 })
 }

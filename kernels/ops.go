@@ -23,12 +23,24 @@ func MatmulBackward(d Device, dinp, dweight, dbias, dout, inp, weight Tensor, N,
 	if !dinp.Empty() {
 		d.Gemm(false, true, N, C, OC, 1, dout, OC, weight, OC, 1, dinp, C)
 	}
+	if !dweight.Empty() && !dbias.Empty() {
+		if f, ok := d.(weightBiasGrader); ok && f.weightBiasGrad(dweight, dbias, dout, inp, N, C, OC) {
+			return
+		}
+	}
 	if !dweight.Empty() {
 		d.Gemm(true, false, C, OC, N, 1, inp, C, dout, OC, 1, dweight, OC)
 	}
 	if !dbias.Empty() {
 		d.BiasBackward(dbias, dout, N, OC)
 	}
+}
+
+// weightBiasGrader adds a linear's weight and bias gradients in one go
+// (dweight += inp^T @ dout, dbias += column sums of dout); false when it does
+// not take this shape (MatmulBackward then runs Gemm and BiasBackward).
+type weightBiasGrader interface {
+	weightBiasGrad(dweight, dbias, dout, inp Tensor, N, C, OC int) bool
 }
 
 // MatmulTransForward: out (N,OC) = inp (N,C) @ weight^T with weight stored (OC,C),
