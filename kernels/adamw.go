@@ -46,8 +46,9 @@ func (c *CPU) adamWScaled(params, grads, m, v Tensor, gscale float32, step int, 
 	})
 }
 
-// adamwStream lets the AVX-512 AdamW (adamwVector) write with streaming stores (troupe_adamw's nt)
-// a part of at least adamwStreamMin values; benchmarks turn it off to compare.
+// adamwStream lets the AVX-512 AdamW (adamwVector) write a part of at least
+// adamwStreamMin values with streaming stores (troupe_adamw's nt); benchmarks
+// turn it off to compare.
 var adamwStream = true
 
 // adamwStreamMin: a part this long (4 buffers of 4 MB) is taken to be out of
