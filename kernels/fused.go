@@ -298,7 +298,7 @@ func (c *CPU) gemmEpiBands(transB bool, m, n, k int, a []float32, lda int, b []f
 	if !gemmPackedWins(false, transB, (m+parts-1)/parts, n, k) {
 		return false
 	}
-	if parts > 1 && c.gemmShared(false, transB, m, n, k, 1, a, lda, b, ldb, 0, cc, ldc, &e) {
+	if parts > 1 && c.gemmShared(false, transB, m, n, k, 1, a, lda, b, ldb, 0, cc, ldc, &e, nil) {
 		return true
 	}
 	c.parallelFor(parts, minChunkWork, func(lo, hi int) {

@@ -64,7 +64,7 @@ func (c *CPU) gemm(transA, transB bool, m, n, k int, alpha float32, a []float32,
 		gemmSerial(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, cc, ldc)
 		return
 	}
-	if share && c.gemmShared(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, cc, ldc, nil) {
+	if share && c.gemmShared(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, cc, ldc, nil, nil) {
 		return
 	}
 	if byRows {

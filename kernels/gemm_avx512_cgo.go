@@ -153,22 +153,19 @@ static __attribute__((target("avx512f"))) void troupe_pack_b(int transB, int N, 
 		if (!transB) {
 			__mmask16 m0 = TG_MASK(w), m1 = TG_MASK(w - 16);
 			const float *s = B + (long)pc * ldb + j0;
-			if (cs) {
-				__m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps();
-				for (int k = 0; k < kc; k++, s += ldb) {
-					__m512 v0 = _mm512_maskz_loadu_ps(m0, s), v1 = _mm512_maskz_loadu_ps(m1, s + 16);
-					_mm512_storeu_ps(dst + k * TG_NR, v0);
-					_mm512_storeu_ps(dst + k * TG_NR + 16, v1);
+			__m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps();
+			for (int k = 0; k < kc; k++, s += ldb) { // cs is loop-invariant: -O3 unswitches the loop
+				__m512 v0 = _mm512_maskz_loadu_ps(m0, s), v1 = _mm512_maskz_loadu_ps(m1, s + 16);
+				_mm512_storeu_ps(dst + k * TG_NR, v0);
+				_mm512_storeu_ps(dst + k * TG_NR + 16, v1);
+				if (cs) {
 					s0 = _mm512_add_ps(s0, v0);
 					s1 = _mm512_add_ps(s1, v1);
 				}
+			}
+			if (cs) {
 				_mm512_storeu_ps(cs + (j0 - jc), s0);
 				_mm512_storeu_ps(cs + (j0 - jc) + 16, s1);
-				continue;
-			}
-			for (int k = 0; k < kc; k++, s += ldb) {
-				_mm512_storeu_ps(dst + k * TG_NR, _mm512_maskz_loadu_ps(m0, s));
-				_mm512_storeu_ps(dst + k * TG_NR + 16, _mm512_maskz_loadu_ps(m1, s + 16));
 			}
 			continue;
 		}
@@ -692,15 +689,16 @@ var useShared = true
 // fixed band. The caller has judged that the packed kernel should take the
 // product (gemmPackedWins on the band each thread would otherwise get, so a
 // product keeps the kernel, and the bits, it had in bands; or
-// gemmSharedDeep). It reports false,
-// doing nothing, where it does not apply: one thread, no AVX-512, fewer chunks
-// than threads, or a packed A and B over gemmSharedMaxB.
+// gemmSharedDeep). With colSums (nil: none) it also adds op(B)'s column sums
+// into colSums (see gemmSharedRun). It reports false, doing nothing, where it
+// does not apply: one thread, no AVX-512, fewer chunks than threads, or a
+// packed A and B over gemmSharedMaxB.
 // BenchmarkGemmShared (2 threads, same process, alternating, best and median
 // of 30): the small and gpt2 steps' products 0-18% faster shared than in
 // bands. BenchmarkTrainShared (the small step, 30 alternating steps each,
 // twice): mean 5-7% and median 4-10% faster shared, best step 1-2%.
 func (c *CPU) gemmShared(transA, transB bool, m, n, k int, alpha float32, a []float32, lda int,
-	b []float32, ldb int, beta float32, cc []float32, ldc int, e *gemmEpilogue) bool {
+	b []float32, ldb int, beta float32, cc []float32, ldc int, e *gemmEpilogue, colSums []float32) bool {
 	if !useShared || c.threads < 2 || !gemmPackedOK || m <= 0 || n <= 0 || k <= 0 {
 		return false
 	}
@@ -708,7 +706,7 @@ func (c *CPU) gemmShared(transA, transB bool, m, n, k int, alpha float32, a []fl
 	if int(p.chunks) < c.threads {
 		return false
 	}
-	return c.gemmSharedRun(p, transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, cc, ldc, e, nil)
+	return c.gemmSharedRun(p, transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, cc, ldc, e, colSums)
 }
 
 // foldBiasGrad lets weightBiasGrad take a bias gradient's column sums in the
@@ -721,21 +719,14 @@ var foldBiasGrad = true
 // colSums) instead of in a pass of their own (BiasBackward); false, doing
 // nothing, where Gemm would not share the product.
 func (c *CPU) weightBiasGrad(dweight, dbias, dout, inp Tensor, N, C, OC int) bool {
-	if !foldBiasGrad || !useShared || c.threads < 2 || !gemmPackedOK || N <= 0 || C <= 0 || OC <= 0 {
+	if !foldBiasGrad || N <= 0 || C <= 0 || OC <= 0 {
 		return false
 	}
 	if _, _, share := c.gemmSplit(true, false, C, OC, N); !share {
 		return false
 	}
-	need(dweight, C*OC, "weightBiasGrad dweight")
 	need(dbias, OC, "weightBiasGrad dbias")
-	need(dout, N*OC, "weightBiasGrad dout")
-	need(inp, N*C, "weightBiasGrad inp")
-	p := sharedPlan(true, C, OC, N, C)
-	if int(p.chunks) < c.threads {
-		return false
-	}
-	return c.gemmSharedRun(p, true, false, C, OC, N, 1, inp.F, C, dout.F, OC, 1, dweight.F, OC, nil, dbias.F[:OC])
+	return c.gemmShared(true, false, C, OC, N, 1, inp.F, C, dout.F, OC, 1, dweight.F, OC, nil, dbias.F[:OC])
 }
 
 // sharedPlan is the blocking of a shared product (troupe_shared_plan).

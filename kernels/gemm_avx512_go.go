@@ -38,7 +38,7 @@ var useShared = true
 
 // gemmShared has no pure-Go kernel: it does nothing and reports false.
 func (c *CPU) gemmShared(transA, transB bool, m, n, k int, alpha float32, a []float32, lda int,
-	b []float32, ldb int, beta float32, cc []float32, ldc int, e *gemmEpilogue) bool {
+	b []float32, ldb int, beta float32, cc []float32, ldc int, e *gemmEpilogue, colSums []float32) bool {
 	return false
 }
 

@@ -167,7 +167,7 @@ func (c *CPU) inferLinearPacked(o, x, w, b []float32, N, K, OC int, accumulate, 
 	if accumulate {
 		beta = 1
 	}
-	if 2*N*K*OC >= gemmSplitWork && c.gemmShared(false, false, N, OC, K, 1, x, K, w, OC, beta, o, OC, biasGelu(b, gelu)) {
+	if 2*N*K*OC >= gemmSplitWork && c.gemmShared(false, false, N, OC, K, 1, x, K, w, OC, beta, o, OC, biasGelu(b, gelu), nil) {
 		return
 	}
 	tiles, rowTiles := (OC+31)/32, (N+gemmPackedMR-1)/gemmPackedMR
