@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/rs/zerolog"
@@ -50,6 +51,15 @@ func countChunks(t *testing.T, nc *nats.Conn, model string) *atomic.Int64 {
 	return &n
 }
 
+// waitChunks waits up to 10 s for the counter to reach want and reports
+// whether it did (and did not pass it).
+func waitChunks(n *atomic.Int64, want int64) bool {
+	for deadline := time.Now().Add(10 * time.Second); n.Load() < want && time.Now().Before(deadline); {
+		time.Sleep(time.Millisecond)
+	}
+	return n.Load() == want
+}
+
 // Subscribers on the publisher's machine read every version from its slot
 // (exact for fp32, rounded to bf16 for bf16) and stop asking for chunks, so
 // the publisher skips the fan-out; a subscriber that acts as if it were on
@@ -62,6 +72,12 @@ func TestWeightsShm(t *testing.T) {
 			model := "shm-" + dtype
 			pub, dir := shmPublisher(t, nc, model, dtype)
 			chunks := countChunks(t, nc, model)
+			chunk, err := chunkSize(nc)
+			if err != nil {
+				t.Fatal(err)
+			}
+			const values = 300_001 // not a multiple of a chunk or a piece
+			perVersion := int64((values*dtypeSize(dtype) + chunk - 1) / chunk)
 			local := []*received{newReceived(), newReceived()}
 			var subs []*WeightSubscriber
 			for _, r := range local {
@@ -95,7 +111,7 @@ func TestWeightsShm(t *testing.T) {
 			// Versions 1 and 2: the subscribers answered "chunks, please"
 			// until they had read version 1 from its slot.
 			for v := int64(1); v <= 2; v++ {
-				w := randomWeights(300_001, uint64(v)) // not a multiple of a chunk or a piece
+				w := randomWeights(values, uint64(v))
 				if _, err := pub.Publish(context.Background(), int(v), false, w); err != nil {
 					t.Fatal(err)
 				}
@@ -103,8 +119,10 @@ func TestWeightsShm(t *testing.T) {
 					check(r, v, w)
 				}
 				if v == 1 {
-					if chunks.Load() == 0 {
-						t.Fatalf("version 1 went out without a fan-out while the subscribers still asked for it")
+					// The subscribers read the slot without waiting for
+					// the chunks, so the counter may still be catching up.
+					if !waitChunks(chunks, perVersion) {
+						t.Fatalf("version 1 went out without a full fan-out (%d of %d chunks) while the subscribers still asked for it", chunks.Load(), perVersion)
 					}
 					if err := pub.Flush(context.Background()); err != nil {
 						t.Fatal(err)
@@ -136,7 +154,7 @@ func TestWeightsShm(t *testing.T) {
 			defer rs.Stop()
 			remote.waitFor(t, 2) // the latest version, from the store
 			for v := int64(3); v <= 4; v++ {
-				w := randomWeights(300_001, uint64(v))
+				w := randomWeights(values, uint64(v))
 				if _, err := pub.Publish(context.Background(), int(v), false, w); err != nil {
 					t.Fatal(err)
 				}
@@ -144,8 +162,8 @@ func TestWeightsShm(t *testing.T) {
 					check(r, v, w)
 				}
 			}
-			if chunks.Load() == 0 {
-				t.Fatalf("no fan-out with a subscriber that wants it")
+			if !waitChunks(chunks, 2*perVersion) {
+				t.Fatalf("versions 3 and 4: %d chunks on the fan-out, want %d (a subscriber wants them)", chunks.Load(), 2*perVersion)
 			}
 			if f, _ := rs.Received(); f != 2 || rs.ReceivedShm() != 0 {
 				t.Fatalf("remote subscriber: %d versions from the fan-out, %d from a slot; want 2 and 0", f, rs.ReceivedShm())
