@@ -24,8 +24,8 @@ func (c *CPU) AttentionForward(out, att, qkv Tensor, B, T, C, NH int) {
 	hs, C3 := C/NH, 3*C
 	scale := float32(1 / math.Sqrt(float64(hs)))
 	c.parallelFor(B*NH, 2*T*T*hs, func(lo, hi int) {
-		kt := getScratch(attentionScratch(T, hs, false))
-		defer putScratch(kt)
+		kt := attnScratch.get(attentionScratch(T, hs, false))
+		defer attnScratch.put(kt)
 		for bh := lo; bh < hi; bh++ {
 			b, h := bh/NH, bh%NH
 			q := qkv.F[b*T*C3+h*hs:]
@@ -109,11 +109,11 @@ func (c *CPU) attentionBackward(dqkv, dout, qkv, att Tensor, B, T, C, NH int, ac
 		beta = 1
 	}
 	c.parallelFor(B*NH, 4*T*T*hs, func(lo, hi int) {
-		sp := getScratch(T * T) // datt, then dpre in place: this goroutine's scratch
-		defer putScratch(sp)
+		sp := attnScratch.get(T * T) // datt, then dpre in place: this goroutine's scratch
+		defer attnScratch.put(sp)
 		dp := *sp
-		vt := getScratch(attentionScratch(T, hs, true))
-		defer putScratch(vt)
+		vt := attnScratch.get(attentionScratch(T, hs, true))
+		defer attnScratch.put(vt)
 		for bh := lo; bh < hi; bh++ {
 			b, h := bh/NH, bh%NH
 			base := b*T*C3 + h*hs
@@ -164,14 +164,18 @@ func checkAttention(B, T, C, NH int) {
 	}
 }
 
-// scratchPool holds the attention backward's (T,T) scratch between calls: a
-// fresh 256 KiB slice per goroutine per layer was zeroed by the allocator on
-// every call and churned the heap.
-var scratchPool sync.Pool
+// scratchPool holds an op's scratch slices between calls: a fresh 256 KiB
+// slice per goroutine per layer was zeroed by the allocator on every call and
+// churned the heap. Each op has its own pool, so one op's slices are not
+// dropped as too small by another.
+type scratchPool struct{ p sync.Pool }
 
-// getScratch returns a pooled slice of at least n floats (contents undefined).
-func getScratch(n int) *[]float32 {
-	if p, ok := scratchPool.Get().(*[]float32); ok && cap(*p) >= n {
+// attnScratch holds the attention's (T,T) and transposed-panel scratch.
+var attnScratch scratchPool
+
+// get returns a pooled slice of at least n floats (contents undefined).
+func (sp *scratchPool) get(n int) *[]float32 {
+	if p, ok := sp.p.Get().(*[]float32); ok && cap(*p) >= n {
 		*p = (*p)[:n]
 		return p
 	}
@@ -179,5 +183,5 @@ func getScratch(n int) *[]float32 {
 	return &s
 }
 
-// putScratch returns a slice from getScratch to the pool.
-func putScratch(p *[]float32) { scratchPool.Put(p) }
+// put returns a slice from get to the pool.
+func (sp *scratchPool) put(p *[]float32) { sp.p.Put(p) }

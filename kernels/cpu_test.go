@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"runtime"
+	"slices"
 	"testing"
 	"time"
 )
@@ -120,6 +121,51 @@ func TestLayerNorm(t *testing.T) {
 			closeTo(t, what+" dbias", db, dbW, 1e-5*float64(N), 1e-4)
 		}
 	})
+}
+
+// The one-pass LayerNorm backward (AVX-512) adds the same input gradient as
+// the input-only pass, bit for bit; its parameter gradients, summed per block
+// of rows and added in block order, agree with the column-band pass and do not
+// depend on the thread count, bit for bit; each of dweight and dbias may be
+// left out.
+func TestLayerNormBackwardOnePass(t *testing.T) {
+	rng := newRNG(51)
+	N, C := 3*lnBlockRows+5, 200 // a partial last block; C not a multiple of 16
+	inp, w, dout := randn(rng, N*C, 2), randn(rng, C, 1), randn(rng, N*C, 1)
+	mean, rstd := make([]float32, N), make([]float32, N)
+	NewCPU(1).LayerNormForward(Host(make([]float32, N*C)), Host(mean), Host(rstd), Host(inp), Host(w), Host(randn(rng, C, 1)), N, C, 1e-5)
+	dinp0, dw0, db0 := randn(rng, N*C, 1), randn(rng, C, 1), randn(rng, C, 1)
+	run := func(d *CPU, withX, withW, withB bool) (dx, dw, db []float32) {
+		dx, dw, db = clone(dinp0), clone(dw0), clone(db0)
+		pick := func(on bool, f []float32) Tensor {
+			if on {
+				return Host(f)
+			}
+			return Tensor{}
+		}
+		d.LayerNormBackward(pick(withX, dx), pick(withW, dw), pick(withB, db), Host(dout), Host(inp), Host(w), Host(mean), Host(rstd), N, C)
+		return dx, dw, db
+	}
+	dxOnly, _, _ := run(NewCPU(1), true, false, false)
+	_, dwBand, dbBand := run(NewCPU(2), false, true, true)
+	dx1, dw1, db1 := run(NewCPU(1), true, true, true)
+	if !slices.Equal(dx1, dxOnly) {
+		t.Fatalf("input gradient differs from the input-only pass's")
+	}
+	closeTo(t, "dweight", dw1, dwBand, 1e-5*float64(N), 1e-4)
+	closeTo(t, "dbias", db1, dbBand, 1e-5*float64(N), 1e-4)
+	for _, threads := range []int{2, 3, 8} {
+		dx, dw, db := run(NewCPU(threads), true, true, true)
+		if !slices.Equal(dx, dx1) || !slices.Equal(dw, dw1) || !slices.Equal(db, db1) {
+			t.Fatalf("threads=%d: gradients differ from 1 thread's", threads)
+		}
+	}
+	if dx, dw, db := run(NewCPU(2), true, true, false); !slices.Equal(dx, dx1) || !slices.Equal(dw, dw1) || !slices.Equal(db, db0) {
+		t.Fatalf("without dbias: dinp or dweight differ, or dbias was written")
+	}
+	if dx, dw, db := run(NewCPU(2), true, false, true); !slices.Equal(dx, dx1) || !slices.Equal(dw, dw0) || !slices.Equal(db, db1) {
+		t.Fatalf("without dweight: dinp or dbias differ, or dweight was written")
+	}
 }
 
 func TestGelu(t *testing.T) {

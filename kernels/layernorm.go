@@ -67,6 +67,15 @@ func (c *CPU) LayerNormBackward(dinp, dweight, dbias, dout, inp, weight, mean, r
 	need(weight, C, "LayerNormBackward weight")
 	need(mean, N, "LayerNormBackward mean")
 	need(rstd, N, "LayerNormBackward rstd")
+	if !dweight.Empty() {
+		need(dweight, C, "LayerNormBackward dweight")
+	}
+	if !dbias.Empty() {
+		need(dbias, C, "LayerNormBackward dbias")
+	}
+	if lnOnePass && !dinp.Empty() && (!dweight.Empty() || !dbias.Empty()) && c.layerNormBackwardFused(dinp, dweight, dbias, dout, inp, weight, mean, rstd, N, C) {
+		return
+	}
 	if !dinp.Empty() {
 		need(dinp, N*C, "LayerNormBackward dinp")
 		w := weight.F[:C]
@@ -97,12 +106,6 @@ func (c *CPU) LayerNormBackward(dinp, dweight, dbias, dout, inp, weight, mean, r
 	if dweight.Empty() && dbias.Empty() {
 		return
 	}
-	if !dweight.Empty() {
-		need(dweight, C, "LayerNormBackward dweight")
-	}
-	if !dbias.Empty() {
-		need(dbias, C, "LayerNormBackward dbias")
-	}
 	c.parallelFor(C, 4*N, func(lo, hi int) {
 		dw := make([]float32, hi-lo)
 		db := make([]float32, hi-lo)
@@ -124,4 +127,51 @@ func (c *CPU) LayerNormBackward(dinp, dweight, dbias, dout, inp, weight, mean, r
 			}
 		}
 	})
+}
+
+// lnBlockRows is the rows whose parameter gradients the fused LayerNorm
+// backward sums in one partial: the partials are added in block order, so the
+// bits do not depend on how many threads share the blocks.
+const lnBlockRows = 64
+
+// lnOnePass turns the one-pass backward on (the default; off for A/B
+// benchmarks: BenchmarkTrainLNOnePass).
+var lnOnePass = true
+
+// lnScratch holds the fused LayerNorm backward's partial sums.
+var lnScratch scratchPool
+
+// layerNormBackwardFused is LayerNormBackward in one pass over dout and inp
+// (AVX-512): each block of rows adds its input gradient and writes its own
+// parameter-gradient sums, which are then added to dweight and dbias in block
+// order. The two-pass form reads dout and inp a second time, column band by
+// column band, for dweight and dbias: from memory, as a step's activations do
+// not stay in cache. N=2048, C=384 with the caches flushed: 1.32 ms in two
+// passes, 0.72 in one; the small training step's median 1.1-1.4% faster
+// (BenchmarkTrainLNOnePass, two runs). Reports false (nothing done) without
+// AVX-512.
+func (c *CPU) layerNormBackwardFused(dinp, dweight, dbias, dout, inp, weight, mean, rstd Tensor, N, C int) bool {
+	if N == 0 || C == 0 || !layerNormBackwardFusedVector(nil, nil, nil, nil, nil, nil, nil, nil, 0, 0) { // a probe: true with AVX-512
+		return false
+	}
+	need(dinp, N*C, "LayerNormBackward dinp")
+	nb := (N + lnBlockRows - 1) / lnBlockRows
+	sp := lnScratch.get(2 * nb * C)
+	defer lnScratch.put(sp)
+	part := (*sp)[:2*nb*C] // block b: its dweight sums, then its dbias sums
+	w := weight.F[:C]
+	c.parallelFor(nb, 10*C*lnBlockRows, func(lo, hi int) {
+		for b := lo; b < hi; b++ {
+			r0, r1 := b*lnBlockRows, min(N, (b+1)*lnBlockRows)
+			layerNormBackwardFusedVector(dinp.F[r0*C:r1*C], part[2*b*C:2*b*C+C], part[2*b*C+C:2*b*C+2*C],
+				dout.F[r0*C:r1*C], inp.F[r0*C:r1*C], w, mean.F[r0:r1], rstd.F[r0:r1], r1-r0, C)
+		}
+	})
+	if !dweight.Empty() {
+		colSumVector(dweight.F[:C], part, nb, C, 2*C)
+	}
+	if !dbias.Empty() {
+		colSumVector(dbias.F[:C], part[C:], nb, C, 2*C)
+	}
+	return true
 }

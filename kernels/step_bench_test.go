@@ -71,6 +71,18 @@ func BenchmarkTrainSpareP(b *testing.B) {
 	abStepsOn(b, step, [2]string{"gomaxprocs2", "gomaxprocs3"}, func(v int) { runtime.GOMAXPROCS(2 + v) })
 }
 
+// BenchmarkTrainLNOnePass A/B-compares, in one process, the small step with
+// LayerNorm's backward in two passes (input gradient, then the parameter
+// gradients by column band) and in one.
+//
+//	go test -run '^$' -bench TrainLNOnePass -benchtime 20x ./kernels/
+func BenchmarkTrainLNOnePass(b *testing.B) {
+	defer func(v bool) { lnOnePass = v }(lnOnePass)
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(3)) // 2 op threads and a spare P, as troupe runs (SpareP)
+	step, _, _ := newSmallStep(NewCPU(2))
+	abStepsOn(b, step, [2]string{"twopass", "onepass"}, func(v int) { lnOnePass = v == 1 })
+}
+
 // abSteps runs the small step b.N times in each of two settings (set(0),
 // set(1)), alternating, and reports each one's median, mean and best time.
 func abSteps(b *testing.B, names [2]string, set func(v int)) {

@@ -50,10 +50,15 @@ static __attribute__((target("avx512f"))) void troupe_ln_fwd(float *out, float *
 	}
 }
 
-// LayerNorm backward, the input gradient over `rows` rows:
-// dx += r * (w*dy - mean(w*dy) - n*mean(w*dy*n)), n = (x-m)*r.
-static __attribute__((target("avx512f"))) void troupe_ln_bwd_dx(float *dinp, const float *dout, const float *inp,
-		const float *w, const float *mean, const float *rstd, long rows, long C) {
+// LayerNorm backward over `rows` rows: the input gradient added,
+// dx += r * (w*dy - mean(w*dy) - n*mean(w*dy*n)), n = (x-m)*r; and, unless dw
+// and db are NULL, these rows' parameter gradients written (not added) to dw
+// and db (C values each): dw = sum n*dy, db = sum dy. The second sweep of a
+// row finds it in L1, so x and dy come from memory once instead of twice (the
+// column-band pass reads them again for dw and db). dw is loop-invariant: -O3
+// unswitches the test.
+static __attribute__((target("avx512f"))) void troupe_ln_bwd(float *dinp, float *dw, float *db,
+		const float *dout, const float *inp, const float *w, const float *mean, const float *rstd, long rows, long C) {
 	for (long i = 0; i < rows; i++) {
 		const float *x = inp + i * C, *dy = dout + i * C;
 		float *dx = dinp + i * C;
@@ -70,10 +75,19 @@ static __attribute__((target("avx512f"))) void troupe_ln_bwd_dx(float *dinp, con
 		__m512 vdnm = _mm512_set1_ps(_mm512_reduce_add_ps(dnm) / (float)C);
 		for (long j = 0; j < C; j += 16) {
 			__mmask16 m = TROUPE_MASK(C - j);
-			__m512 dn = _mm512_mul_ps(_mm512_maskz_loadu_ps(m, w + j), _mm512_maskz_loadu_ps(m, dy + j));
+			__m512 g = _mm512_maskz_loadu_ps(m, dy + j);
+			__m512 dn = _mm512_mul_ps(_mm512_maskz_loadu_ps(m, w + j), g);
 			__m512 n = _mm512_mul_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, x + j), vm), vr);
-			__m512 g = _mm512_mul_ps(_mm512_fnmadd_ps(n, vdnm, _mm512_sub_ps(dn, vdm)), vr);
-			_mm512_mask_storeu_ps(dx + j, m, _mm512_add_ps(_mm512_maskz_loadu_ps(m, dx + j), g));
+			__m512 gx = _mm512_mul_ps(_mm512_fnmadd_ps(n, vdnm, _mm512_sub_ps(dn, vdm)), vr);
+			_mm512_mask_storeu_ps(dx + j, m, _mm512_add_ps(_mm512_maskz_loadu_ps(m, dx + j), gx));
+			if (!dw) {
+			} else if (i == 0) {
+				_mm512_mask_storeu_ps(dw + j, m, _mm512_mul_ps(n, g));
+				_mm512_mask_storeu_ps(db + j, m, g);
+			} else {
+				_mm512_mask_storeu_ps(dw + j, m, _mm512_fmadd_ps(n, g, _mm512_maskz_loadu_ps(m, dw + j)));
+				_mm512_mask_storeu_ps(db + j, m, _mm512_add_ps(g, _mm512_maskz_loadu_ps(m, db + j)));
+			}
 		}
 	}
 }
@@ -409,7 +423,18 @@ func layerNormBackwardInputVector(dinp, dout, inp, w, mean, rstd []float32, rows
 	if !hasAVX512 || rows == 0 || C == 0 {
 		return hasAVX512
 	}
-	C.troupe_ln_bwd_dx(fptr(dinp), fptr(dout), fptr(inp), fptr(w), fptr(mean), fptr(rstd), C.long(rows), C.long(C))
+	C.troupe_ln_bwd(fptr(dinp), nil, nil, fptr(dout), fptr(inp), fptr(w), fptr(mean), fptr(rstd), C.long(rows), C.long(C))
+	return true
+}
+
+// layerNormBackwardFusedVector adds the input gradient of `rows` rows and
+// writes their parameter gradients' sums to dw and db (C values each).
+func layerNormBackwardFusedVector(dinp, dw, db, dout, inp, w, mean, rstd []float32, rows, C int) bool {
+	if !hasAVX512 || rows == 0 || C == 0 {
+		return hasAVX512
+	}
+	_, _ = dw[C-1], db[C-1]
+	C.troupe_ln_bwd(fptr(dinp), fptr(dw), fptr(db), fptr(dout), fptr(inp), fptr(w), fptr(mean), fptr(rstd), C.long(rows), C.long(C))
 	return true
 }
 

@@ -12,6 +12,10 @@ func layerNormBackwardInputVector(dinp, dout, inp, w, mean, rstd []float32, rows
 	return false
 }
 
+func layerNormBackwardFusedVector(dinp, dw, db, dout, inp, w, mean, rstd []float32, rows, C int) bool {
+	return false
+}
+
 func layerNormBackwardParamsVector(dw, db, dout, inp, mean, rstd []float32, rows, width, ld int) bool {
 	return false
 }
