@@ -147,9 +147,9 @@ var lnScratch scratchPool
 // order. The two-pass form reads dout and inp a second time, column band by
 // column band, for dweight and dbias: from memory, as a step's activations do
 // not stay in cache. N=2048, C=384 with the caches flushed: 1.32 ms in two
-// passes, 0.72 in one; the small training step's median 1.1-1.4% faster
-// (BenchmarkTrainLNOnePass, two runs). Reports false (nothing done) without
-// AVX-512.
+// passes, 0.72 in one; the small training step's median 1.8-2.1% faster
+// (BenchmarkTrainLNOnePass, two ABBA runs). Reports false (nothing done)
+// without AVX-512.
 func (c *CPU) layerNormBackwardFused(dinp, dweight, dbias, dout, inp, weight, mean, rstd Tensor, N, C int) bool {
 	if N == 0 || C == 0 || !layerNormBackwardFusedVector(nil, nil, nil, nil, nil, nil, nil, nil, 0, 0) { // a probe: true with AVX-512
 		return false

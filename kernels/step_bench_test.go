@@ -95,7 +95,10 @@ func abStepsOn(b *testing.B, step func(it int), names [2]string, set func(v int)
 	step(0)
 	var ts [2][]time.Duration
 	for i := range b.N {
-		for v := range 2 {
+		// ABBA: each setting runs first in half the pairs (the second step
+		// of a pair measured up to 5% faster whatever its setting).
+		for o := range 2 {
+			v := o ^ i&1
 			set(v)
 			t0 := time.Now()
 			step(i + 1)
