@@ -3,10 +3,14 @@
 package actors
 
 import (
+	"bytes"
 	"context"
+	"hash/crc32"
+	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -359,5 +363,50 @@ func TestWeightsShmUnavailable(t *testing.T) {
 	rec.waitFor(t, 1)
 	if f, _ := s.Received(); f != 1 || !slices.Equal(rec.got[0].Data, w) {
 		t.Fatalf("got %d versions from the fan-out, values equal %v; want 1, true", f, slices.Equal(rec.got[0].Data, w))
+	}
+}
+
+// crc32cCombine gives the CRC-32C of a concatenation from its parts' CRCs.
+func TestCRC32CCombine(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	for _, n := range [][2]int{{0, 0}, {5, 0}, {0, 7}, {1, 1}, {3, 1000}, {4096, 1<<20 + 7}, {777, 3 * shmPiece}} {
+		a, b := make([]byte, n[0]), make([]byte, n[1])
+		for i := range a {
+			a[i] = byte(rng.Uint32())
+		}
+		for i := range b {
+			b[i] = byte(rng.Uint32())
+		}
+		want := crc32.Checksum(append(slices.Clone(a), b...), castagnoli)
+		if got := crc32cCombine(crc32.Checksum(a, castagnoli), crc32.Checksum(b, castagnoli), int64(len(b))); got != want {
+			t.Fatalf("lengths %v: combined %08x, want %08x", n, got, want)
+		}
+	}
+}
+
+// A slot write split over goroutines copies every byte and checksums the
+// whole blob as one goroutine does, at any number of parts.
+func TestShmWriteParallel(t *testing.T) {
+	defer func(v int) { shmParallelMin = v }(shmParallelMin)
+	shmParallelMin = 1 << 20
+	w := randomWeights(3*shmPiece/4*5+3, 9) // 15 pieces and a bit, in bytes
+	blob := float32Bytes(w)
+	want := crc32.Checksum(blob, castagnoli)
+	s, err := makeSlot(filepath.Join(t.TempDir(), "slot"), len(blob))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.remove()
+	if shmWriteParts(len(blob)) < 2 && runtime.NumCPU() > 1 {
+		t.Fatalf("a %d-byte blob is not split", len(blob))
+	}
+	for _, parts := range []int{1, 2, 3, 4, 16} {
+		clear(s.data)
+		if got := copyCRCParallel(s.data, blob, parts); got != want || !bytes.Equal(s.data, blob) {
+			t.Fatalf("%d parts: crc %08x (want %08x), bytes equal %v", parts, got, want, bytes.Equal(s.data, blob))
+		}
+	}
+	if got := s.write(7, w, DTypeFP32); got != want || !bytes.Equal(s.data, blob) || s.hdr.version.Load() != 7 {
+		t.Fatalf("write: crc %08x (want %08x), bytes equal %v, version %d", got, want, bytes.Equal(s.data, blob), s.hdr.version.Load())
 	}
 }
