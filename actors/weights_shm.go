@@ -229,16 +229,12 @@ func (s *shmSlot) write(v int64, w []float32, dtype string) uint32 {
 	s.hdr.version.Store(0)
 	src, encode := wireBlob(w, dtype, s.data) // bf16: encodes into s.data itself
 	var crc uint32
-	if parts := shmWriteParts(len(src)); encode == nil && parts > 1 {
-		crc = copyCRCParallel(s.data, src, parts)
+	if encode == nil {
+		crc = copyCRC(s.data, src, shmWriteParts(len(src)))
 	} else {
 		for off := 0; off < len(src); off += shmPiece {
 			end := min(off+shmPiece, len(src))
-			if encode != nil {
-				encode(end)
-			} else {
-				copy(s.data[off:end], src[off:end])
-			}
+			encode(end)
 			crc = crc32.Update(crc, castagnoli, s.data[off:end])
 		}
 	}
@@ -265,10 +261,11 @@ func shmWriteParts(n int) int {
 	return min(runtime.GOMAXPROCS(0), runtime.NumCPU(), 4)
 }
 
-// copyCRCParallel copies src into dst (as long) in parts contiguous ranges,
-// one goroutine each, piece by piece as the one-goroutine loop does, and
-// returns the CRC-32C of the whole: the parts' CRCs combined in order.
-func copyCRCParallel(dst, src []byte, parts int) uint32 {
+// copyCRC copies src into dst (as long) shmPiece bytes at a time, folding
+// each piece into the CRC-32C while it is in cache, and returns the CRC of
+// the whole. With parts > 1 the parts contiguous ranges go one goroutine
+// each, their CRCs combined in order.
+func copyCRC(dst, src []byte, parts int) uint32 {
 	pieces := (len(src) + shmPiece - 1) / shmPiece
 	crcs := make([]uint32, parts)
 	bounds := make([]int, parts+1)
@@ -492,13 +489,11 @@ func (r *shmReader) read(a *announcement, fan *fanin) (w []float32, err error) {
 	}
 	w = fan.values(int(a.Size) / size)
 	var crc uint32
-	out := float32Bytes(w)
-	for off := 0; off < len(v.data); off += shmPiece {
-		end := min(off+shmPiece, len(v.data))
-		if a.dtype == DTypeFP32 && littleEndian {
-			copy(out[off:end], v.data[off:end])
-			crc = crc32.Update(crc, castagnoli, out[off:end])
-		} else {
+	if a.dtype == DTypeFP32 && littleEndian {
+		crc = copyCRC(float32Bytes(w), v.data, 1)
+	} else {
+		for off := 0; off < len(v.data); off += shmPiece {
+			end := min(off+shmPiece, len(v.data))
 			crc = crc32.Update(crc, castagnoli, v.data[off:end])
 			decodeInto(w[off/size:], v.data[off:end], a.dtype)
 		}

@@ -80,7 +80,7 @@ func (c *CPU) LayerNormBackward(dinp, dweight, dbias, dout, inp, weight, mean, r
 		need(dinp, N*C, "LayerNormBackward dinp")
 		w := weight.F[:C]
 		c.parallelFor(N, 10*C, func(lo, hi int) {
-			if layerNormBackwardInputVector(dinp.F[lo*C:hi*C], dout.F[lo*C:hi*C], inp.F[lo*C:hi*C], w,
+			if layerNormBackwardVector(dinp.F[lo*C:hi*C], nil, nil, dout.F[lo*C:hi*C], inp.F[lo*C:hi*C], w,
 				mean.F[lo:hi], rstd.F[lo:hi], hi-lo, C) {
 				return
 			}
@@ -151,7 +151,7 @@ var lnScratch scratchPool
 // (BenchmarkTrainLNOnePass, two ABBA runs). Reports false (nothing done)
 // without AVX-512.
 func (c *CPU) layerNormBackwardFused(dinp, dweight, dbias, dout, inp, weight, mean, rstd Tensor, N, C int) bool {
-	if N == 0 || C == 0 || !layerNormBackwardFusedVector(nil, nil, nil, nil, nil, nil, nil, nil, 0, 0) { // a probe: true with AVX-512
+	if N == 0 || C == 0 || !layerNormBackwardVector(nil, nil, nil, nil, nil, nil, nil, nil, 0, 0) { // a probe: true with AVX-512
 		return false
 	}
 	need(dinp, N*C, "LayerNormBackward dinp")
@@ -163,7 +163,7 @@ func (c *CPU) layerNormBackwardFused(dinp, dweight, dbias, dout, inp, weight, me
 	c.parallelFor(nb, 10*C*lnBlockRows, func(lo, hi int) {
 		for b := lo; b < hi; b++ {
 			r0, r1 := b*lnBlockRows, min(N, (b+1)*lnBlockRows)
-			layerNormBackwardFusedVector(dinp.F[r0*C:r1*C], part[2*b*C:2*b*C+C], part[2*b*C+C:2*b*C+2*C],
+			layerNormBackwardVector(dinp.F[r0*C:r1*C], part[2*b*C:2*b*C+C], part[2*b*C+C:2*b*C+2*C],
 				dout.F[r0*C:r1*C], inp.F[r0*C:r1*C], w, mean.F[r0:r1], rstd.F[r0:r1], r1-r0, C)
 		}
 	})

@@ -80,11 +80,10 @@ static __attribute__((target("avx512f"))) void troupe_ln_bwd(float *dinp, float 
 			__m512 n = _mm512_mul_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, x + j), vm), vr);
 			__m512 gx = _mm512_mul_ps(_mm512_fnmadd_ps(n, vdnm, _mm512_sub_ps(dn, vdm)), vr);
 			_mm512_mask_storeu_ps(dx + j, m, _mm512_add_ps(_mm512_maskz_loadu_ps(m, dx + j), gx));
-			if (!dw) {
-			} else if (i == 0) {
+			if (dw && i == 0) {
 				_mm512_mask_storeu_ps(dw + j, m, _mm512_mul_ps(n, g));
 				_mm512_mask_storeu_ps(db + j, m, g);
-			} else {
+			} else if (dw) {
 				_mm512_mask_storeu_ps(dw + j, m, _mm512_fmadd_ps(n, g, _mm512_maskz_loadu_ps(m, dw + j)));
 				_mm512_mask_storeu_ps(db + j, m, _mm512_add_ps(g, _mm512_maskz_loadu_ps(m, db + j)));
 			}
@@ -401,40 +400,35 @@ import "unsafe"
 
 func fptr(s []float32) *C.float { return (*C.float)(unsafe.Pointer(&s[0])) }
 
+// fptrOrNil is fptr, with a nil slice passed as NULL.
+func fptrOrNil(s []float32) *C.float {
+	if s == nil {
+		return nil
+	}
+	return fptr(s)
+}
+
 // layerNormForwardVector runs rows [0,rows) of LayerNorm forward with AVX-512;
 // mean and rstd may be nil. False when the CPU lacks AVX-512.
 func layerNormForwardVector(out, mean, rstd, inp, w, b []float32, rows, C int, eps float32) bool {
 	if !hasAVX512 || rows == 0 || C == 0 {
 		return hasAVX512
 	}
-	var pm, pr *C.float
-	if mean != nil {
-		pm = fptr(mean)
-	}
-	if rstd != nil {
-		pr = fptr(rstd)
-	}
-	C.troupe_ln_fwd(fptr(out), pm, pr, fptr(inp), fptr(w), fptr(b), C.long(rows), C.long(C), C.float(eps))
+	C.troupe_ln_fwd(fptr(out), fptrOrNil(mean), fptrOrNil(rstd), fptr(inp), fptr(w), fptr(b), C.long(rows), C.long(C), C.float(eps))
 	return true
 }
 
-// layerNormBackwardInputVector adds the input gradient of `rows` rows.
-func layerNormBackwardInputVector(dinp, dout, inp, w, mean, rstd []float32, rows, C int) bool {
+// layerNormBackwardVector adds the input gradient of `rows` rows and, unless
+// dw and db are nil, writes these rows' parameter-gradient sums to them (C
+// values each). False when the CPU lacks AVX-512.
+func layerNormBackwardVector(dinp, dw, db, dout, inp, w, mean, rstd []float32, rows, C int) bool {
 	if !hasAVX512 || rows == 0 || C == 0 {
 		return hasAVX512
 	}
-	C.troupe_ln_bwd(fptr(dinp), nil, nil, fptr(dout), fptr(inp), fptr(w), fptr(mean), fptr(rstd), C.long(rows), C.long(C))
-	return true
-}
-
-// layerNormBackwardFusedVector adds the input gradient of `rows` rows and
-// writes their parameter gradients' sums to dw and db (C values each).
-func layerNormBackwardFusedVector(dinp, dw, db, dout, inp, w, mean, rstd []float32, rows, C int) bool {
-	if !hasAVX512 || rows == 0 || C == 0 {
-		return hasAVX512
+	if dw != nil {
+		_, _ = dw[C-1], db[C-1]
 	}
-	_, _ = dw[C-1], db[C-1]
-	C.troupe_ln_bwd(fptr(dinp), fptr(dw), fptr(db), fptr(dout), fptr(inp), fptr(w), fptr(mean), fptr(rstd), C.long(rows), C.long(C))
+	C.troupe_ln_bwd(fptr(dinp), fptrOrNil(dw), fptrOrNil(db), fptr(dout), fptr(inp), fptr(w), fptr(mean), fptr(rstd), C.long(rows), C.long(C))
 	return true
 }
 
@@ -487,13 +481,7 @@ func xentVector(logp, dx, x []float32, targets []int32, g []float32, rows, V, mo
 	if !hasAVX512 || rows == 0 || V == 0 {
 		return hasAVX512
 	}
-	p := func(s []float32) *C.float {
-		if s == nil {
-			return nil
-		}
-		return fptr(s)
-	}
-	C.troupe_xent(p(logp), p(dx), fptr(x), (*C.int)(unsafe.Pointer(&targets[0])), p(g), C.long(rows), C.long(V), C.int(mode))
+	C.troupe_xent(fptrOrNil(logp), fptrOrNil(dx), fptr(x), (*C.int)(unsafe.Pointer(&targets[0])), fptrOrNil(g), C.long(rows), C.long(V), C.int(mode))
 	return true
 }
 

@@ -8,11 +8,7 @@ func layerNormForwardVector(out, mean, rstd, inp, w, b []float32, rows, C int, e
 	return false
 }
 
-func layerNormBackwardInputVector(dinp, dout, inp, w, mean, rstd []float32, rows, C int) bool {
-	return false
-}
-
-func layerNormBackwardFusedVector(dinp, dw, db, dout, inp, w, mean, rstd []float32, rows, C int) bool {
+func layerNormBackwardVector(dinp, dw, db, dout, inp, w, mean, rstd []float32, rows, C int) bool {
 	return false
 }
 
