@@ -7,6 +7,7 @@ package kernels
 #include <immintrin.h>
 #include <stdint.h>
 #include <sched.h>
+#include <unistd.h>
 #include "avx512_tr16.h"
 #include "avx512_gelu.h"
 
@@ -79,8 +80,27 @@ static void troupe_set_direct_wide(int on) { tg_direct_wide = on; }
 
 #define TG_MASK(w) ((w) >= 16 ? (__mmask16)0xFFFF : ((w) <= 0 ? (__mmask16)0 : (__mmask16)((1u << (w)) - 1)))
 
-// troupe_sgemm_kc is the depth block for K (KC at most TG_KC, blocks of equal size).
+// tg_kc_whole is the depth up to which a product takes its whole K as one
+// depth block (else blocks of at most TG_KC): 768 where L1d holds 48 KB (the
+// MR x 768 A panel is 36 KB), else TG_KC (troupe_kc_init). One block fewer
+// saves a read and a write of all of C: GPT-2's LM head forward (1024 x 768
+// x 50257, C = 206 MB) took 244-259 ms a step in one block against 269-305 in
+// two of 384. A whole gpt2 step (B4 T256; BenchmarkKCWhole, same process,
+// alternating, three runs) gained less than the noise: best step 1.5-2.2%
+// faster, median -2.3% to +0.4%. A whole K of 1024 (a 48 KB panel) was 20%
+// slower.
+static int tg_kc_whole = TG_KC;
+static void troupe_set_kc_whole(int k) { tg_kc_whole = k; }
+static int troupe_kc_init(void) {
+	long l1 = sysconf(_SC_LEVEL1_DCACHE_SIZE);
+	tg_kc_whole = l1 >= 48 * 1024 ? 768 : TG_KC;
+	return tg_kc_whole;
+}
+
+// troupe_sgemm_kc is the depth block for K: K whole up to tg_kc_whole, else
+// blocks of equal size of at most TG_KC.
 static int troupe_sgemm_kc(int K) {
+	if (K <= tg_kc_whole) return K;
 	int nk = (K + TG_KC - 1) / TG_KC;
 	return (K + nk - 1) / nk;
 }
@@ -554,6 +574,13 @@ var gemmPackedOK = hasAVX512
 // setGemmDirectWide turns tg_direct's in-place reading of A at N >
 // TG_DIRECT_N on or off (benchmarks compare; not while a product runs).
 func setGemmDirectWide(on bool) { C.troupe_set_direct_wide(cbool(on)) }
+
+// kcWhole is the depth up to which a product runs as one depth block
+// (troupe_kc_init: 768 with a 48 KB L1d, else 512).
+var kcWhole = int(C.troupe_kc_init())
+
+// setKCWhole sets that depth (benchmarks compare; not while a product runs).
+func setKCWhole(k int) { C.troupe_set_kc_whole(C.int(k)) }
 
 // gemmDirectN is the widest product the packed kernel runs with A read in
 // place (not packed).

@@ -4,6 +4,8 @@ package kernels
 
 import (
 	"fmt"
+	"math/rand/v2"
+	"runtime"
 	"slices"
 	"testing"
 	"time"
@@ -16,22 +18,35 @@ func TestGemmPacked(t *testing.T) {
 	if !gemmPackedOK {
 		t.Skip("no AVX-512F")
 	}
-	type tc struct {
+	cases := []struct {
 		m, n, k, pad int
 		alpha, beta  float32
-	}
-	cases := []tc{
+	}{
 		{1, 1, 1, 0, 1, 0},
 		{13, 33, 7, 1, 1, 0},       // one row and one column past a tile
 		{11, 31, 5, 3, 1, 1},       // less than one tile
-		{25, 65, 513, 2, 0.5, 1},   // two depth blocks (KC 257)
+		{25, 65, 513, 2, 0.5, 1},   // two depth blocks of 257 (one where kcWhole is 768)
 		{37, 100, 1100, 1, 1, 0.5}, // three depth blocks
 		{24, 700, 500, 4, -1, 0},   // two column blocks (NC 352)
 		{50, 1500, 600, 0, 1, 1},   // column and depth blocks, ragged
+		{30, 90, 768, 1, 1, 1},     // K = 768: two depth blocks of 384, or one (kcWhole)
+		{26, 70, 800, 0, 1, 0},     // two depth blocks of 400 either way
 		{12, 32, 384, 0, 1, 0},     // exact tile
 		{130, 17, 40, 5, 2, 1},     // narrow
 	}
 	rng := newRNG(11)
+	// Every case with depth blocks of at most 512 and with kcWhole's.
+	defer setKCWhole(kcWhole)
+	for _, kw := range []int{512, kcWhole} {
+		setKCWhole(kw)
+		testGemmPackedCases(t, rng, cases)
+	}
+}
+
+func testGemmPackedCases(t *testing.T, rng *rand.Rand, cases []struct {
+	m, n, k, pad int
+	alpha, beta  float32
+}) {
 	for _, c := range cases {
 		for _, ta := range []bool{false, true} {
 			for _, tb := range []bool{false, true} {
@@ -507,4 +522,19 @@ func TestWeightBiasGrad(t *testing.T) {
 func BenchmarkTrainFoldBias(b *testing.B) {
 	defer func(v bool) { foldBiasGrad = v }(foldBiasGrad)
 	abSteps(b, [2]string{"biasbackward", "folded"}, func(v int) { foldBiasGrad = v == 1 })
+}
+
+// BenchmarkKCWhole A/B-compares, in one process, a gpt2-shaped step (B4
+// T256) with its products of depth K <= 768 in one depth block (kcWhole) and
+// in blocks of at most 512, alternating step by step.
+//
+//	go test -run '^$' -bench KCWhole -benchtime 16x -timeout 30m ./kernels/
+func BenchmarkKCWhole(b *testing.B) {
+	defer setKCWhole(kcWhole)
+	if kcWhole <= 512 {
+		b.Skip("L1d under 48 KB: products keep depth blocks of 512")
+	}
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(3)) // 2 op threads and a spare P, as troupe runs (SpareP)
+	step, _, _ := newGPTStep(NewCPU(2), 50257, 256, 12, 12, 768, 4)
+	abStepsOn(b, step, [2]string{"kc512", "whole768"}, func(v int) { setKCWhole([2]int{512, kcWhole}[v]) })
 }

@@ -120,8 +120,13 @@ func abStepsOn(b *testing.B, step func(it int), names [2]string, set func(v int)
 // newSmallStep builds the op sequence of one training step of GPT config
 // "small" on d; see BenchmarkGPTSmallStep.
 func newSmallStep(d Device) (step func(it int), rows int, flops float64) {
-	const V, T, L, NH, C, B = 512, 256, 6, 6, 384, 8
-	const N = B * T
+	return newGPTStep(d, 512, 256, 6, 6, 384, 8)
+}
+
+// newGPTStep is newSmallStep at any GPT shape: vocabulary V, sequence T, L
+// layers of NH heads, C channels, batch B (gpt2: 50257, 256, 12, 12, 768, 4).
+func newGPTStep(d Device, V, T, L, NH, C, B int) (step func(it int), rows int, flops float64) {
+	N := B * T
 	rng := newRNG(40)
 	// Per-layer weights; the grads are separate buffers of the same sizes.
 	type layer struct{ ln1w, ln1b, qkvw, qkvb, projw, projb, ln2w, ln2b, fcw, fcb, fc2w, fc2b Tensor }
@@ -193,7 +198,7 @@ func newSmallStep(d Device) (step func(it int), rows int, flops float64) {
 		norm := math.Sqrt(d.SumSquares(gAll))
 		AdamWScaled(d, pAll, gAll, mAll, vAll, float32(min(1, 1/(norm+1e-6))), it+1, 1e-3, 0.9, 0.95, 1e-8, 0.1)
 	}
-	flops = 6*float64(nparams)*N + float64(L)*6*float64(B*T*T*C) // + attention (causal half of 12*B*T*T*C)
+	flops = 6*float64(nparams)*float64(N) + float64(L)*6*float64(B*T*T*C) // + attention (causal half of 12*B*T*T*C)
 	return step, N, flops
 }
 
