@@ -249,6 +249,7 @@ func runBench(args []string) error {
 			if err := benchPeakRounds(out, *threads, peakRecheckRounds, "after "+name); err != nil {
 				return err
 			}
+			benchGemmCeiling(out, *threads, "after "+name)
 		}
 	}
 	if scaleRollout {

@@ -25,7 +25,7 @@ func benchPeak(out *benchOut, threads int) error {
 			return err
 		}
 	}
-	benchGemmCeiling(out, threads)
+	benchGemmCeiling(out, threads, "start")
 	return nil
 }
 
@@ -59,7 +59,12 @@ const peakRecheckRounds = 5
 // a "small" training step (2048 x 384 @ 384 x 1536, c_fc's forward) on threads
 // threads, the best of about 1 s of calls: what the matrix products reach
 // outside the model, to read the model's fraction of the FMA peak against.
-func benchGemmCeiling(out *benchOut, threads int) {
+// bench runs it again after each config, beside the FMA probe: its median
+// touches memory as training does, so it shows the VM's slow stretches for
+// memory-heavy work (every model step slower, PyTorch's too) that the FMA
+// probe, in registers, does not (2026-11-28: PyTorch's small steps 11-20%
+// slower in some runs than in others while the FMA probe read the same).
+func benchGemmCeiling(out *benchOut, threads int, when string) {
 	const m, k, n = 2048, 384, 1536
 	log.Info().Int("threads", threads).Msg("bench: sgemm alone")
 	d := kernels.NewCPU(threads)
@@ -79,5 +84,6 @@ func benchGemmCeiling(out *benchOut, threads int) {
 	slices.Sort(secs)
 	flop := 2.0 * m * n * k
 	out.emit(benchResult{"bench": "peak_gemm", "threads": threads, "shape": fmt.Sprintf("%dx%dx%d", m, k, n),
-		"backend": d.Backend(), "gflops": round1(flop / secs[0] / 1e9), "gflops_median": round1(flop / secs[len(secs)/2] / 1e9), "calls": len(secs)})
+		"backend": d.Backend(), "gflops": round1(flop / secs[0] / 1e9), "gflops_median": round1(flop / secs[len(secs)/2] / 1e9), "calls": len(secs),
+		"when": when})
 }

@@ -137,6 +137,8 @@ func TestRenderBenchTable(t *testing.T) {
 {"bench":"peak_fma","isa":"avx512","threads":2,"gflops":171,"rounds":10,"when":"start"}
 {"impl":"summary","config":"small","bench":"train","batch":8,"seq":256,"troupe_tokens_per_s":2000,"troupe_model_gflops_per_s":163}
 {"bench":"peak_fma","isa":"avx512","threads":2,"gflops":326,"rounds":5,"when":"after small"}
+{"bench":"peak_gemm","threads":2,"shape":"2048x384x1536","gflops":300,"gflops_median":280,"calls":50,"when":"start"}
+{"bench":"peak_gemm","threads":2,"shape":"2048x384x1536","gflops":260,"gflops_median":231.6,"calls":41,"when":"after small"}
 `))
 	if err != nil {
 		t.Fatal(err)
@@ -145,10 +147,18 @@ func TestRenderBenchTable(t *testing.T) {
 	for _, want := range []string{
 		"| FP32 FMA peak GFLOP/s, 2 threads, avx512, best of 15 rounds at 2 points of the run | 326 | – |  |  |",
 		"| train model GFLOP/s, small (% of the 2-thread peak) | 163 (50%) | – |  | ≥ 65% of peak |",
+		"| sgemm GFLOP/s alone, 2048×384×1536, 2 threads, best of 50 (% of the 2-thread peak) | 300 (92%) | – |  |  |",
+		"| sgemm GFLOP/s alone, median of each ~1 s probe (start, after small) | 280 → 232 | – |  |  |",
 	} {
 		if !strings.Contains(rt, want) {
 			t.Errorf("re-measured peak: table lacks %q:\n%s", want, rt)
 		}
+	}
+	if strings.Count(rt, "sgemm GFLOP/s alone, 2048") != 1 {
+		t.Errorf("re-measured sgemm drawn more than once:\n%s", rt)
+	}
+	if strings.Contains(table, "median of each") {
+		t.Errorf("one sgemm probe drew a row of medians:\n%s", table)
 	}
 	if strings.Count(rt, "FP32 FMA peak") != 1 {
 		t.Errorf("re-measured peak drawn more than once:\n%s", rt)
