@@ -469,7 +469,39 @@ func renderBenchTable(lines []benchResult) string {
 			"other work held the cores then, and what was measured around it reads low, troupe and PyTorch alike; run again for figures to compare.\n",
 			peakThreads, strings.Join(busy, ", "), fmtNum(peak))
 	}
+	if slow := slowProbes(lines); len(slow) > 0 {
+		fmt.Fprintf(&b, "\nSlow stretch: the sgemm probe's median fell to %s of its median at the start: "+
+			"memory-heavy work ran slower then (model steps, troupe's and PyTorch's alike), which the FMA probe does not see; "+
+			"the ratios hold, the fractions of the peak read low.\n", strings.Join(slow, ", "))
+	}
 	return b.String()
+}
+
+// slowFraction is how far below its median at the start the sgemm probe's
+// median may fall later in the run before the table notes a slow stretch.
+// On the 2-vCPU VM of 2026-11-28 the quiet probes read within ~5% of each
+// other, and a stretch that slowed PyTorch's small steps by 11% read 78%.
+const slowFraction = 0.85
+
+// slowProbes lists the sgemm probes after the first whose median fell below
+// slowFraction of the first one's, each as "N% (when)".
+func slowProbes(lines []benchResult) []string {
+	var slow []string
+	first := 0.0
+	for _, r := range lines {
+		med, ok := num(r, "gflops_median")
+		if str(r, "bench") != "peak_gemm" || !ok {
+			continue
+		}
+		if first == 0 {
+			first = med
+			continue
+		}
+		if med < slowFraction*first {
+			slow = append(slow, fmt.Sprintf("%.0f%% (%s)", 100*med/first, cmp.Or(str(r, "when"), "in the run")))
+		}
+	}
+	return slow
 }
 
 // busyFraction is how far below the run's best FMA peak a probe's median may

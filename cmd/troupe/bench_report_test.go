@@ -160,6 +160,21 @@ func TestRenderBenchTable(t *testing.T) {
 	if strings.Contains(table, "median of each") {
 		t.Errorf("one sgemm probe drew a row of medians:\n%s", table)
 	}
+	if want := "Slow stretch: the sgemm probe's median fell to 83% (after small) of its median at the start"; !strings.Contains(rt, want) {
+		t.Errorf("slowed sgemm probe: table lacks %q:\n%s", want, rt)
+	}
+	if strings.Contains(table, "Slow stretch") {
+		t.Errorf("one sgemm probe noted a slow stretch:\n%s", table)
+	}
+	steady, err := parseBenchLines([]byte(`{"bench":"peak_gemm","threads":2,"shape":"2048x384x1536","gflops":300,"gflops_median":280,"calls":50,"when":"start"}
+{"bench":"peak_gemm","threads":2,"shape":"2048x384x1536","gflops":290,"gflops_median":250,"calls":45,"when":"after tiny"}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st := renderBenchTable(steady); strings.Contains(st, "Slow stretch") || !strings.Contains(st, "| 280 → 250 |") {
+		t.Errorf("sgemm probe at 89%% of its start: want its medians and no slow-stretch note:\n%s", st)
+	}
 	if strings.Count(rt, "FP32 FMA peak") != 1 {
 		t.Errorf("re-measured peak drawn more than once:\n%s", rt)
 	}
