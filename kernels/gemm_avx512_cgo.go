@@ -14,7 +14,7 @@ package kernels
 // A packed AVX-512 sgemm for the model's products (row-major C (M,N) = alpha *
 // op(A) (M,K) @ op(B) (K,N) + beta * C), in the BLIS layout seen row-major:
 //
-//   for each depth block pc of KC:                 (KC <= 512)
+//   for each depth block pc of KC:                 (KC <= 512, or all of K <= 768)
 //     pack op(A)[:, pc] into MR-row micro-panels    (k-major: MR values per k)
 //     for each column block jc of NC:               (KC x NC of B ~ 1 MB, in L2)
 //       pack op(B)[pc, jc] into 32-column micro-panels (32 values per k)

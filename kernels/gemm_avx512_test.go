@@ -18,10 +18,7 @@ func TestGemmPacked(t *testing.T) {
 	if !gemmPackedOK {
 		t.Skip("no AVX-512F")
 	}
-	cases := []struct {
-		m, n, k, pad int
-		alpha, beta  float32
-	}{
+	cases := []gemmPackedCase{
 		{1, 1, 1, 0, 1, 0},
 		{13, 33, 7, 1, 1, 0},       // one row and one column past a tile
 		{11, 31, 5, 3, 1, 1},       // less than one tile
@@ -43,10 +40,13 @@ func TestGemmPacked(t *testing.T) {
 	}
 }
 
-func testGemmPackedCases(t *testing.T, rng *rand.Rand, cases []struct {
+// gemmPackedCase is a product TestGemmPacked checks: shape, C's row padding, alpha, beta.
+type gemmPackedCase struct {
 	m, n, k, pad int
 	alpha, beta  float32
-}) {
+}
+
+func testGemmPackedCases(t *testing.T, rng *rand.Rand, cases []gemmPackedCase) {
 	for _, c := range cases {
 		for _, ta := range []bool{false, true} {
 			for _, tb := range []bool{false, true} {

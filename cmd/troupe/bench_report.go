@@ -297,16 +297,8 @@ func renderBenchTable(lines []benchResult) string {
 	peakShown := map[float64]bool{}
 	// The sgemm probe, timed at the start and again after each config: one
 	// row for its best at the start, one for every probe's median in order.
-	var gemmMedians, gemmWhen []string
+	probes := gemmProbes(lines)
 	gemmShown := false
-	for _, r := range lines {
-		if str(r, "bench") == "peak_gemm" {
-			if m, ok := num(r, "gflops_median"); ok {
-				gemmMedians = append(gemmMedians, fmtNum(m))
-				gemmWhen = append(gemmWhen, cmp.Or(str(r, "when"), "start"))
-			}
-		}
-	}
 	frac := func(gf float64) string {
 		if peak <= 0 {
 			return fmtNum(gf)
@@ -364,9 +356,13 @@ func renderBenchTable(lines []benchResult) string {
 			t, _ := num(r, "threads")
 			fig := ofPeak(fmt.Sprintf("sgemm GFLOP/s alone, %s, %s, best of %.0f", strings.ReplaceAll(str(r, "shape"), "x", "×"), plural(t, "thread"), r["calls"]))
 			add(fig, opt(r, "gflops", frac), dash, "", "")
-			if len(gemmMedians) > 1 {
-				add("sgemm GFLOP/s alone, median of each ~1 s probe ("+strings.Join(gemmWhen, ", ")+")",
-					strings.Join(gemmMedians, " → "), dash, "", "")
+			if len(probes) > 1 {
+				var meds, whens []string
+				for _, p := range probes {
+					meds, whens = append(meds, fmtNum(p.median)), append(whens, p.when)
+				}
+				add("sgemm GFLOP/s alone, median of each ~1 s probe ("+strings.Join(whens, ", ")+")",
+					strings.Join(meds, " → "), dash, "", "")
 			}
 		case impl == "summary" && bench == "train":
 			bt, _ := num(r, "batch")
@@ -469,7 +465,7 @@ func renderBenchTable(lines []benchResult) string {
 			"other work held the cores then, and what was measured around it reads low, troupe and PyTorch alike; run again for figures to compare.\n",
 			peakThreads, strings.Join(busy, ", "), fmtNum(peak))
 	}
-	if slow := slowProbes(lines); len(slow) > 0 {
+	if slow := slowProbes(probes); len(slow) > 0 {
 		fmt.Fprintf(&b, "\nSlow stretch: the sgemm probe's median fell to %s of its median at the start: "+
 			"memory-heavy work ran slower then (model steps, troupe's and PyTorch's alike), which the FMA probe does not see; "+
 			"the ratios hold, the fractions of the peak read low.\n", strings.Join(slow, ", "))
@@ -483,22 +479,30 @@ func renderBenchTable(lines []benchResult) string {
 // other, and a stretch that slowed PyTorch's small steps by 11% read 78%.
 const slowFraction = 0.85
 
-// slowProbes lists the sgemm probes after the first whose median fell below
-// slowFraction of the first one's, each as "N% (when)".
-func slowProbes(lines []benchResult) []string {
-	var slow []string
-	first := 0.0
+// gemmProbe is one sgemm probe's median and when it ran.
+type gemmProbe struct {
+	median float64
+	when   string
+}
+
+// gemmProbes lists the run's sgemm probes that have a median, in order.
+func gemmProbes(lines []benchResult) []gemmProbe {
+	var ps []gemmProbe
 	for _, r := range lines {
-		med, ok := num(r, "gflops_median")
-		if str(r, "bench") != "peak_gemm" || !ok {
-			continue
+		if m, ok := num(r, "gflops_median"); ok && str(r, "bench") == "peak_gemm" {
+			ps = append(ps, gemmProbe{m, cmp.Or(str(r, "when"), "start")})
 		}
-		if first == 0 {
-			first = med
-			continue
-		}
-		if med < slowFraction*first {
-			slow = append(slow, fmt.Sprintf("%.0f%% (%s)", 100*med/first, cmp.Or(str(r, "when"), "in the run")))
+	}
+	return ps
+}
+
+// slowProbes lists the probes after the first whose median fell below
+// slowFraction of the first one's, each as "N% (when)".
+func slowProbes(probes []gemmProbe) []string {
+	var slow []string
+	for _, p := range probes[min(1, len(probes)):] {
+		if p.median < slowFraction*probes[0].median {
+			slow = append(slow, fmt.Sprintf("%.0f%% (%s)", 100*p.median/probes[0].median, p.when))
 		}
 	}
 	return slow
