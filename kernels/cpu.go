@@ -118,8 +118,9 @@ func need(t Tensor, n int, what string) {
 	}
 }
 
-// Alloc implements Device: n zeroed host floats.
-func (c *CPU) Alloc(n int) Tensor { return Tensor{F: make([]float32, n), N: n} }
+// Alloc implements Device: n zeroed host floats (on huge pages from 2 MB up,
+// see hostFloats).
+func (c *CPU) Alloc(n int) Tensor { return Tensor{F: hostFloats(n), N: n} }
 
 // Free implements Device; the garbage collector owns host memory.
 func (c *CPU) Free(t Tensor) {}

@@ -851,7 +851,7 @@ func gemmPackedBuf(n int) *[]float32 {
 		return p
 	}
 	ws.Unlock()
-	s := make([]float32, size)
+	s := hostFloats(size) // 2 MB aligned (64 bytes are needed) and on huge pages from 2 MB
 	return &s
 }
 

@@ -2,6 +2,7 @@ package kernels
 
 import (
 	"math"
+	"os"
 	"runtime"
 	"slices"
 	"testing"
@@ -128,12 +129,19 @@ func newSmallStep(d Device) (step func(it int), rows int, flops float64) {
 func newGPTStep(d Device, V, T, L, NH, C, B int) (step func(it int), rows int, flops float64) {
 	N := B * T
 	rng := newRNG(40)
+	// The weights in the device's own buffers (on the CPU: huge pages from
+	// 2 MB, as the model's parameters).
+	upload := func(x []float32) Tensor {
+		t := d.Alloc(len(x))
+		d.Upload(t, x)
+		return t
+	}
 	// Per-layer weights; the grads are separate buffers of the same sizes.
 	type layer struct{ ln1w, ln1b, qkvw, qkvb, projw, projb, ln2w, ln2b, fcw, fcb, fc2w, fc2b Tensor }
 	newLayer := func(init bool) layer {
 		mk := func(n int) Tensor {
 			if init {
-				return Host(randn(rng, n, 0.02))
+				return upload(randn(rng, n, 0.02))
 			}
 			return d.Alloc(n)
 		}
@@ -143,7 +151,7 @@ func newGPTStep(d Device, V, T, L, NH, C, B int) (step func(it int), rows int, f
 	for l := range ws {
 		ws[l], gs[l] = newLayer(true), newLayer(false)
 	}
-	wte, wpe, lnfw, lnfb := Host(randn(rng, V*C, 0.02)), Host(randn(rng, T*C, 0.02)), Host(randn(rng, C, 1)), Host(randn(rng, C, 0.02))
+	wte, wpe, lnfw, lnfb := upload(randn(rng, V*C, 0.02)), upload(randn(rng, T*C, 0.02)), upload(randn(rng, C, 1)), upload(randn(rng, C, 0.02))
 	dwte, dwpe, dlnfw, dlnfb := d.Alloc(V*C), d.Alloc(T*C), d.Alloc(C), d.Alloc(C)
 	nparams := V*C + T*C + 2*C + L*(2*C+C*3*C+3*C+C*C+C+2*C+C*4*C+4*C+4*C*C+C)
 	// Activations per layer (saved for the backward).
@@ -242,4 +250,27 @@ func BenchmarkGPTSmallDecode(b *testing.B) {
 		MatmulTransForward(d, logits, h, wte, S, C, V)
 	}
 	b.ReportMetric(S*float64(b.N)/b.Elapsed().Seconds(), "tokens/s")
+}
+
+// BenchmarkTrainHugePages A/B-compares, in one process, the small step with
+// its buffers (CPU.Alloc) on transparent huge pages (hostFloats) and on 4 KB
+// pages, alternating step by step. The packed sgemm's workspaces are shared
+// by both steps (whichever setting made them). TROUPE_BENCH_GPT2=1 runs the
+// gpt2 shape instead.
+func BenchmarkTrainHugePages(b *testing.B) {
+	SpareP(2)
+	d := NewCPU(2)
+	shape := func() (func(int), int, float64) { return newSmallStep(d) }
+	if os.Getenv("TROUPE_BENCH_GPT2") != "" {
+		shape = func() (func(int), int, float64) { return newGPTStep(d, 50257, 256, 12, 12, 768, 4) }
+	}
+	defer func(v bool) { useHugePages = v }(useHugePages)
+	var steps [2]func(int)
+	for v := range steps {
+		useHugePages = v == 1
+		steps[v], _, _ = shape()
+		steps[v](0)
+	}
+	var cur int
+	abStepsOn(b, func(it int) { steps[cur](it) }, [2]string{"4k", "huge"}, func(v int) { cur = v })
 }
