@@ -17,8 +17,8 @@ var useHugePages = os.Getenv("TROUPE_HUGEPAGES") != "0"
 // up, where the kernel can back them with transparent huge pages
 // (adviseHuge: Linux, THP "always" or "madvise"), the slice starts on a 2 MB
 // boundary and every whole 2 MB block of it is advised as huge; the rest of
-// the allocation (up to 2 MB before the start) is never touched, so it costs
-// address space, not memory. A training step walks hundreds of MB of
+// the allocation (up to 2 MB before the start) is not written by troupe, so
+// on fresh memory it costs address space, not memory. A training step walks hundreds of MB of
 // activations, weights and gradients, and on a VM every TLB miss walks the
 // guest's and the host's page tables. On the 2-vCPU Zen 5 VM
 // (BenchmarkTrainHugePages: the same process, alternating steps) the step

@@ -1,11 +1,19 @@
 package kernels
 
 import (
+	"os"
+	"strings"
 	"syscall"
 	"unsafe"
 )
 
-const hugeSupported = true
+// hugeSupported is false where the administrator set transparent huge pages
+// to "never" (or the kernel has none): MADV_COLLAPSE would override that
+// choice, so hostFloats then asks for nothing.
+var hugeSupported = func() bool {
+	mode, err := os.ReadFile("/sys/kernel/mm/transparent_hugepage/enabled")
+	return err == nil && !strings.Contains(string(mode), "[never]")
+}()
 
 // madvCollapse is Linux's MADV_COLLAPSE (6.1 and later; older kernels
 // refuse it with EINVAL, which leaves the pages to khugepaged).
