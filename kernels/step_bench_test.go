@@ -260,15 +260,15 @@ func BenchmarkGPTSmallDecode(b *testing.B) {
 func BenchmarkTrainHugePages(b *testing.B) {
 	SpareP(2)
 	d := NewCPU(2)
-	shape := func() (func(int), int, float64) { return newSmallStep(d) }
+	V, L, NH, C, B := 512, 6, 6, 384, 8 // small
 	if os.Getenv("TROUPE_BENCH_GPT2") != "" {
-		shape = func() (func(int), int, float64) { return newGPTStep(d, 50257, 256, 12, 12, 768, 4) }
+		V, L, NH, C, B = 50257, 12, 12, 768, 4
 	}
 	defer func(v bool) { useHugePages = v }(useHugePages)
 	var steps [2]func(int)
 	for v := range steps {
 		useHugePages = v == 1
-		steps[v], _, _ = shape()
+		steps[v], _, _ = newGPTStep(d, V, 256, L, NH, C, B)
 		steps[v](0)
 	}
 	var cur int
