@@ -26,7 +26,13 @@ func (c *CPU) adamWScaled(params, grads, m, v Tensor, gscale float32, step int, 
 	}
 	bc1, bc2 := adamBiasCorrections(beta1, beta2, step)
 	p, g, mm, vv := params.F[:n], grads.F[:n], m.F[:n], v.F[:n]
-	c.parallelFor(n, 20, func(lo, hi int) {
+	// Blocks claimed from both ends: an eighth of the run, or where halves
+	// would be written with streaming stores, blocks long enough to be too.
+	blk := (n + 7) / 8
+	if n/2 >= adamwStreamMin {
+		blk = max(adamwStreamMin, (n+15)/16)
+	}
+	c.parallelMeet(n, blk, 20, func(lo, hi int) {
 		if adamwVector(p[lo:hi], g[lo:hi], mm[lo:hi], vv[lo:hi], lr, beta1, beta2, eps, weightDecay, 1/bc1, 1/bc2, gscale) {
 			return
 		}

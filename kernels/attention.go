@@ -23,7 +23,7 @@ func (c *CPU) AttentionForward(out, att, qkv Tensor, B, T, C, NH int) {
 	need(qkv, B*T*3*C, "AttentionForward qkv")
 	hs, C3 := C/NH, 3*C
 	scale := float32(1 / math.Sqrt(float64(hs)))
-	c.parallelFor(B*NH, 2*T*T*hs, func(lo, hi int) {
+	c.parallelMeet(B*NH, 1, 2*T*T*hs, func(lo, hi int) {
 		kt := attnScratch.get(attentionScratch(T, hs, false))
 		defer attnScratch.put(kt)
 		for bh := lo; bh < hi; bh++ {
@@ -108,7 +108,7 @@ func (c *CPU) attentionBackward(dqkv, dout, qkv, att Tensor, B, T, C, NH int, ac
 	if acc {
 		beta = 1
 	}
-	c.parallelFor(B*NH, 4*T*T*hs, func(lo, hi int) {
+	c.parallelMeet(B*NH, 1, 4*T*T*hs, func(lo, hi int) {
 		sp := attnScratch.get(T * T) // datt, then dpre in place: this goroutine's scratch
 		defer attnScratch.put(sp)
 		dp := *sp

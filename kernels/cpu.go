@@ -111,6 +111,59 @@ func (c *CPU) parallelFor(n, work int, fn func(lo, hi int)) {
 	wg.Wait()
 }
 
+// parallelMeet runs fn over [0,n) in blocks of g items, claimed one at a
+// time by two goroutines: the caller from the front and a helper from the
+// back, meeting where their speeds put them (as the shared products' chunks,
+// gemm_avx512_cgo.go). On this VM one vCPU runs 1.5-2.5x slower than the
+// other for stretches of hundreds of milliseconds; with parallelFor's fixed
+// halves the fast one then waits at the end of every op. When both run
+// alike they meet near the middle, so each keeps the rows it had (and that
+// the shared products before and after it leave in its cache). Each block's
+// result must not depend on which goroutine computes it. Other thread counts,
+// and ops inside PoolOps, go to parallelFor.
+func (c *CPU) parallelMeet(n, g, work int, fn func(lo, hi int)) {
+	if !useMeet || c.threads != 2 || c.pooled() || g < 1 {
+		c.parallelFor(n, work, fn)
+		return
+	}
+	nb := (n + g - 1) / g
+	if nb < 2 || n*max(work, 1)/minChunkWork < 2 {
+		if n > 0 {
+			fn(0, n)
+		}
+		return
+	}
+	var w atomic.Uint64 // blocks taken from the front (low 32 bits) and from the back
+	run := func(back bool) {
+		for {
+			v := w.Load()
+			f, b := v&0xffffffff, v>>32
+			if int(f+b) >= nb {
+				return
+			}
+			i, nv := int(f), v+1
+			if back {
+				i, nv = nb-1-int(b), v+1<<32
+			}
+			if w.CompareAndSwap(v, nv) {
+				fn(i*g, min(n, (i+1)*g))
+			}
+		}
+	}
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		run(true)
+	}()
+	run(false)
+	wg.Wait()
+}
+
+// useMeet lets parallelMeet claim blocks from both ends (benchmarks compare
+// it with parallelFor's fixed halves).
+var useMeet = true
+
 // need panics with ErrShape unless t holds at least n values on the host.
 func need(t Tensor, n int, what string) {
 	if n < 0 || len(t.F) < n || t.N < n {

@@ -5,6 +5,8 @@ import (
 	"math"
 	"runtime"
 	"slices"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -361,4 +363,54 @@ func restoreSpareP(t testing.TB) {
 		runtime.GOMAXPROCS(p)
 		spareThreads.Store(n)
 	})
+}
+
+// TestParallelMeet: parallelMeet calls fn on whole blocks of g items covering
+// [0,n) once each, and when the caller is held on its first block the helper
+// takes every other block, from the back (a slowed thread does not hold the
+// op at its half).
+func TestParallelMeet(t *testing.T) {
+	d := NewCPU(2)
+	for _, c := range []struct{ n, g int }{{0, 4}, {1, 4}, {5, 1}, {63, 64}, {64, 64}, {65, 64}, {2048, 64}, {2049, 7}} {
+		seen := make([]atomic.Int32, c.n)
+		d.parallelMeet(c.n, c.g, minChunkWork, func(lo, hi int) {
+			if lo%c.g != 0 || hi-lo > c.g || hi > c.n || (hi-lo < c.g && hi != c.n) {
+				t.Errorf("n=%d g=%d: block [%d,%d) is not a whole block", c.n, c.g, lo, hi)
+			}
+			for i := lo; i < hi; i++ {
+				seen[i].Add(1)
+			}
+		})
+		for i := range seen {
+			if k := seen[i].Load(); k != 1 {
+				t.Fatalf("n=%d g=%d: item %d run %d times", c.n, c.g, i, k)
+			}
+		}
+	}
+	n, g := 40, 4
+	var done atomic.Int32
+	var order []int
+	var mu sync.Mutex
+	d.parallelMeet(n, g, minChunkWork, func(lo, hi int) {
+		if lo == 0 { // the caller's first block: wait for the helper to finish the rest
+			deadline := time.Now().Add(10 * time.Second)
+			for done.Load() < int32(n/g-1) {
+				if time.Now().After(deadline) {
+					t.Errorf("the helper did %d of the other %d blocks while the caller was held", done.Load(), n/g-1)
+					return
+				}
+				time.Sleep(100 * time.Microsecond)
+			}
+			return
+		}
+		mu.Lock()
+		order = append(order, lo)
+		mu.Unlock()
+		done.Add(1)
+	})
+	for i, lo := range order {
+		if want := n - (i+1)*g; lo != want {
+			t.Fatalf("helper's blocks %v: not taken from the back", order)
+		}
+	}
 }

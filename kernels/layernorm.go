@@ -17,7 +17,7 @@ func (c *CPU) LayerNormForward(out, mean, rstd, inp, weight, bias Tensor, N, C i
 		need(rstd, N, "LayerNormForward rstd")
 	}
 	w, b := weight.F[:C], bias.F[:C]
-	c.parallelFor(N, 8*C, func(lo, hi int) {
+	c.parallelMeet(N, lnBlockRows, 8*C, func(lo, hi int) {
 		var pm, pr []float32
 		if !mean.Empty() {
 			pm = mean.F[lo:hi]
@@ -160,7 +160,7 @@ func (c *CPU) layerNormBackwardFused(dinp, dweight, dbias, dout, inp, weight, me
 	defer lnScratch.put(sp)
 	part := (*sp)[:2*nb*C] // block b: its dweight sums, then its dbias sums
 	w := weight.F[:C]
-	c.parallelFor(nb, 10*C*lnBlockRows, func(lo, hi int) {
+	c.parallelMeet(nb, 1, 10*C*lnBlockRows, func(lo, hi int) {
 		for b := lo; b < hi; b++ {
 			r0, r1 := b*lnBlockRows, min(N, (b+1)*lnBlockRows)
 			layerNormBackwardVector(dinp.F[r0*C:r1*C], part[2*b*C:2*b*C+C], part[2*b*C+C:2*b*C+2*C],

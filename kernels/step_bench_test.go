@@ -274,3 +274,16 @@ func BenchmarkTrainHugePages(b *testing.B) {
 	var cur int
 	abStepsOn(b, func(it int) { steps[cur](it) }, [2]string{"4k", "huge"}, func(v int) { cur = v })
 }
+
+// BenchmarkTrainMeet A/B-compares, in one process, the small step with its
+// attention, LayerNorm and AdamW split in fixed halves (parallelFor) and in
+// blocks claimed from both ends (parallelMeet), alternating step by step.
+//
+//	go test -run '^$' -bench TrainMeet -benchtime 20x ./kernels/
+func BenchmarkTrainMeet(b *testing.B) {
+	defer func(v bool) { useMeet = v }(useMeet)
+	restoreSpareP(b)
+	SpareP(2)
+	step, _, _ := newSmallStep(NewCPU(2))
+	abStepsOn(b, step, [2]string{"halves", "meet"}, func(v int) { useMeet = v == 1 })
+}
