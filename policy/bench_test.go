@@ -2,19 +2,19 @@ package policy
 
 import (
 	"math/rand/v2"
-	"runtime"
 	"testing"
 
 	"github.com/troupe-rl/troupe/kernels"
 )
 
-// benchModel is the "small" preset (V512, maxT 256, L6, H6, d384), GPT-2 init.
+// benchModel is the "small" preset (V512, maxT 256, L6, H6, d384), GPT-2 init,
+// on the default threads (NewCPU(0): GOMAXPROCS less the spare P, see TestMain).
 func benchModel(b *testing.B) *Model {
 	cfg, err := NamedConfig("small")
 	if err != nil {
 		b.Fatal(err)
 	}
-	m, err := New(cfg, kernels.NewCPU(runtime.GOMAXPROCS(0)))
+	m, err := New(cfg, kernels.NewCPU(0))
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -33,7 +33,7 @@ func BenchmarkTrainStepGPT2(b *testing.B) {
 		b.Fatal(err)
 	}
 	cfg.MaxSeqLen = 256
-	m, err := New(cfg, kernels.NewCPU(runtime.GOMAXPROCS(0)))
+	m, err := New(cfg, kernels.NewCPU(0))
 	if err != nil {
 		b.Fatal(err)
 	}

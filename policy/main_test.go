@@ -1,0 +1,19 @@
+package policy
+
+import (
+	"os"
+	"testing"
+
+	"github.com/troupe-rl/troupe/kernels"
+)
+
+// TestMain runs the tests and benchmarks as troupe runs its ops: with
+// kernels.SpareP's spare P unless GOMAXPROCS is set (cmd/troupe does the
+// same), so BenchmarkTrainStepSmall times the step `troupe bench` times (the
+// testing package keeps the GOMAXPROCS it starts with for every benchmark).
+func TestMain(m *testing.M) {
+	if os.Getenv("GOMAXPROCS") == "" {
+		kernels.SpareP(0)
+	}
+	os.Exit(m.Run())
+}
