@@ -67,9 +67,16 @@ func (c *CPU) gemm(transA, transB bool, m, n, k int, alpha float32, a []float32,
 	if share && c.gemmShared(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, cc, ldc, nil, nil) {
 		return
 	}
+	// run takes the bands: fixed, one per thread, or (meetBands) more bands
+	// than threads claimed from both ends.
+	run := func(fn func(lo, hi int)) { c.parallelFor(parts, minChunkWork, fn) }
+	if nb := meetBands(c.threads, parts, byRows, m, n, k); nb > parts {
+		parts = nb
+		run = func(fn func(lo, hi int)) { c.parallelMeet(parts, 1, minChunkWork, fn) }
+	}
 	if byRows {
 		// Row bands of C: rows i0..i1 of op(A).
-		c.parallelFor(parts, minChunkWork, func(lo, hi int) {
+		run(func(lo, hi int) {
 			for p := lo; p < hi; p++ {
 				i0, i1 := bandEdge(m, parts, p), bandEdge(m, parts, p+1)
 				aoff := i0 * lda
@@ -82,7 +89,7 @@ func (c *CPU) gemm(transA, transB bool, m, n, k int, alpha float32, a []float32,
 		return
 	}
 	// Column bands of C: columns j0..j1 of op(B).
-	c.parallelFor(parts, minChunkWork, func(lo, hi int) {
+	run(func(lo, hi int) {
 		for p := lo; p < hi; p++ {
 			j0, j1 := bandEdge(n, parts, p), bandEdge(n, parts, p+1)
 			boff := j0
@@ -93,6 +100,38 @@ func (c *CPU) gemm(transA, transB bool, m, n, k int, alpha float32, a []float32,
 		}
 	})
 }
+
+// meetBands is how many bands a product split into parts bands over threads
+// goes in instead, claimed from both ends (parallelMeet), so a thread slowed
+// by other work on its core does not hold the other at the end of its half:
+// gemmMeetBands on two threads, for products of at least gemmMeetWork flops
+// whose operand that every band reads whole (B for row bands, A for column
+// bands; each band packs its own B) is at most gemmMeetShared floats. parts
+// (no change) otherwise. These are GPT-2's LM head products that are not
+// shared (its packed wte would not fit gemmSharedMaxB): the logits (1024 x
+// 768 x 50257, column bands reading the 3 MB hidden state) and wte's gradient
+// (row bands packing the same 3 MB); its input gradient reads all of dlogits
+// (206 MB) per band and keeps its halves. Each element's sum is the same
+// whatever the bands.
+func meetBands(threads, parts int, byRows bool, m, n, k int) int {
+	if !useMeet || threads != 2 || parts != 2 || 2*m*n*k < gemmMeetWork {
+		return parts
+	}
+	whole := m * k // every column band reads all of A
+	if byRows {
+		whole = k * n
+	}
+	if whole > gemmMeetShared {
+		return parts
+	}
+	return gemmMeetBands
+}
+
+const (
+	gemmMeetBands  = 8
+	gemmMeetWork   = 1 << 30
+	gemmMeetShared = 4 << 20
+)
 
 // deepColumnBands reports whether a product that row bands would split (m >=
 // n) goes better in column bands: a vocabulary-deep one (k >= 8192, the LM

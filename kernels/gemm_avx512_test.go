@@ -538,3 +538,41 @@ func BenchmarkKCWhole(b *testing.B) {
 	step, _, _ := newGPTStep(NewCPU(2), 50257, 256, 12, 12, 768, 4)
 	abStepsOn(b, step, [2]string{"kc512", "whole768"}, func(v int) { setKCWhole([2]int{512, kcWhole}[v]) })
 }
+
+// TestGemmMeetBands: a product that meetBands cuts into more bands than
+// threads, claimed from both ends, gives the bits of one band per thread, for
+// column bands and row bands (A transposed too), and the split does engage.
+func TestGemmMeetBands(t *testing.T) {
+	if !gemmPackedOK {
+		t.Skip("no AVX-512: the bands run on OpenBLAS")
+	}
+	defer func(v, s bool) { useMeet, useShared = v, s }(useMeet, useShared)
+	useShared = false // the bands, as for GPT-2's LM head (too large to share)
+	d := NewCPU(2)
+	rng := newRNG(61)
+	for _, s := range []struct {
+		m, k, n int
+		ta      bool
+	}{{256, 256, 8192, false}, {8192, 256, 256, false}, {8192, 256, 256, true}} {
+		parts, byRows, _ := d.gemmSplit(s.ta, false, s.m, s.n, s.k)
+		if nb := meetBands(2, parts, byRows, s.m, s.n, s.k); nb != gemmMeetBands {
+			t.Fatalf("%v: meetBands = %d, want %d", s, nb, gemmMeetBands)
+		}
+		a, b := Host(randn(rng, s.m*s.k, 1)), Host(randn(rng, s.k*s.n, 1))
+		lda := s.k
+		if s.ta {
+			lda = s.m
+		}
+		c0 := randn(rng, s.m*s.n, 1)
+		var out [2][]float32
+		for v := range 2 {
+			useMeet = v == 1
+			c := Host(clone(c0))
+			d.Gemm(s.ta, false, s.m, s.n, s.k, 1, a, lda, b, s.n, 0.5, c, s.n)
+			out[v] = c.F
+		}
+		if !slices.Equal(out[0], out[1]) {
+			t.Fatalf("%v: bands claimed from both ends differ from one band per thread", s)
+		}
+	}
+}

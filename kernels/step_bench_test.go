@@ -278,12 +278,17 @@ func BenchmarkTrainHugePages(b *testing.B) {
 // BenchmarkTrainMeet A/B-compares, in one process, the small step with its
 // attention, LayerNorm and AdamW split in fixed halves (parallelFor) and in
 // blocks claimed from both ends (parallelMeet), alternating step by step.
+// TROUPE_BENCH_GPT2=1 runs the gpt2 shape instead.
 //
 //	go test -run '^$' -bench TrainMeet -benchtime 20x ./kernels/
 func BenchmarkTrainMeet(b *testing.B) {
 	defer func(v bool) { useMeet = v }(useMeet)
 	restoreSpareP(b)
 	SpareP(2)
-	step, _, _ := newSmallStep(NewCPU(2))
+	V, L, NH, C, B := 512, 6, 6, 384, 8 // small
+	if os.Getenv("TROUPE_BENCH_GPT2") != "" {
+		V, L, NH, C, B = 50257, 12, 12, 768, 4
+	}
+	step, _, _ := newGPTStep(NewCPU(2), V, 256, L, NH, C, B)
 	abStepsOn(b, step, [2]string{"halves", "meet"}, func(v int) { useMeet = v == 1 })
 }
