@@ -430,7 +430,8 @@ func (c *CPU) crossEntropyFused(losses, dlogits, logits Tensor, targets []int32,
 	if len(dlogp) < N {
 		panic(fmt.Errorf("%w: CrossEntropyForwardBackward has %d dlogp for N=%d", ErrShape, len(dlogp), N))
 	}
-	c.parallelFor(N, 25*V, func(lo, hi int) {
+	// Rows in blocks of 16 claimed from both ends (each row is its own).
+	c.parallelMeet(N, 16, 25*V, func(lo, hi int) {
 		lp := losses.F[lo:hi]
 		if !crossEntropyVector(lp, dlogits.F[lo*V:hi*V], logits.F[lo*V:hi*V], targets[lo:hi], dlogp[lo:hi], hi-lo, V) {
 			for i := lo; i < hi; i++ {
