@@ -206,14 +206,14 @@ func (c *CPU) Copy(dst, src Tensor) {
 // one thread and 19.5 ms on two (same process).
 const memPassSplit = 1 << 20
 
-// memPass runs fn over [0,n): inline below memPassSplit values, else split
-// over the threads.
+// memPass runs fn over [0,n): inline below memPassSplit values, else in
+// blocks of 1 MB claimed from both ends by the threads (parallelMeet).
 func (c *CPU) memPass(n int, fn func(lo, hi int)) {
 	if n < memPassSplit {
 		fn(0, n)
 		return
 	}
-	c.parallelFor(n, 1, fn)
+	c.parallelMeet(n, memPassSplit/4, 1, fn) // 1 MB a claim
 }
 
 // Zero implements Device: t = 0.
@@ -273,7 +273,7 @@ func (c *CPU) SumSquares(t Tensor) float64 {
 	f := t.F[:t.N]
 	nb := (len(f) + sumSquaresBlock - 1) / sumSquaresBlock
 	partial := make([]float64, nb)
-	c.parallelFor(nb, 2*sumSquaresBlock, func(lo, hi int) {
+	c.parallelMeet(nb, 64, 2*sumSquaresBlock, func(lo, hi int) { // 64 blocks (1 MB) a claim; the sum adds them in order
 		for b := lo; b < hi; b++ {
 			x := f[b*sumSquaresBlock : min(len(f), (b+1)*sumSquaresBlock)]
 			if s, ok := sumSquaresVector(x); ok {
