@@ -182,9 +182,7 @@ func BenchmarkAdamW(b *testing.B) {
 // the 2-thread sgemm at 2048x384x1152 read a median of 288 GFLOP/s that way
 // against 366-374 at 3 (same binary).
 func TestMain(m *testing.M) {
-	if os.Getenv("GOMAXPROCS") == "" {
-		SpareP(0)
-	}
+	SparePUnlessSet()
 	fmt.Fprintf(os.Stderr, "kernels: gemm backend %s\n", NewCPU(0).Backend())
 	os.Exit(m.Run())
 }

@@ -2,6 +2,7 @@ package kernels
 
 import (
 	"fmt"
+	"os"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -58,6 +59,16 @@ func SpareP(threads int) {
 	}
 	spareThreads.Store(int32(threads))
 	runtime.GOMAXPROCS(threads + 1)
+}
+
+// SparePUnlessSet is SpareP(0) unless the GOMAXPROCS environment variable
+// is set (the user's choice stands): what cmd/troupe does at start, and what
+// the test binaries do before their benchmarks, so they time the ops as
+// troupe runs them.
+func SparePUnlessSet() {
+	if os.Getenv("GOMAXPROCS") == "" {
+		SpareP(0)
+	}
 }
 
 // Name implements Device.

@@ -414,3 +414,21 @@ func TestParallelMeet(t *testing.T) {
 		}
 	}
 }
+
+// TestSparePUnlessSet: with GOMAXPROCS in the environment the user's choice
+// stands; without it, SpareP(0).
+func TestSparePUnlessSet(t *testing.T) {
+	restoreSpareP(t)
+	spareThreads.Store(0)
+	runtime.GOMAXPROCS(2)
+	t.Setenv("GOMAXPROCS", "2")
+	SparePUnlessSet()
+	if got, n := runtime.GOMAXPROCS(0), spareThreads.Load(); got != 2 || n != 0 {
+		t.Errorf("with GOMAXPROCS=2 set: GOMAXPROCS %d, spare threads %d; want 2 and 0", got, n)
+	}
+	t.Setenv("GOMAXPROCS", "")
+	SparePUnlessSet()
+	if got, n := runtime.GOMAXPROCS(0), spareThreads.Load(); got != 3 || n != 2 {
+		t.Errorf("without GOMAXPROCS: GOMAXPROCS %d, spare threads %d; want 3 and 2", got, n)
+	}
+}

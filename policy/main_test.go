@@ -7,13 +7,9 @@ import (
 	"github.com/troupe-rl/troupe/kernels"
 )
 
-// TestMain runs the tests and benchmarks as troupe runs its ops: with
-// kernels.SpareP's spare P unless GOMAXPROCS is set (cmd/troupe does the
-// same), so BenchmarkTrainStepSmall times the step `troupe bench` times (the
-// testing package keeps the GOMAXPROCS it starts with for every benchmark).
+// TestMain gives the tests and benchmarks SpareP's spare P, as troupe runs
+// (see the kernels package's TestMain), so BenchmarkTrainStepSmall times the step `troupe bench` times.
 func TestMain(m *testing.M) {
-	if os.Getenv("GOMAXPROCS") == "" {
-		kernels.SpareP(0)
-	}
+	kernels.SparePUnlessSet()
 	os.Exit(m.Run())
 }

@@ -76,9 +76,7 @@ func main() {
 	}
 	// One P more than the kernels' threads (kernels.SpareP: Go then leaves
 	// their cgo calls alone), unless the user chose GOMAXPROCS.
-	if os.Getenv("GOMAXPROCS") == "" {
-		kernels.SpareP(0)
-	}
+	kernels.SparePUnlessSet()
 	c, ok := commands[name]
 	if !ok {
 		fmt.Fprintf(os.Stderr, "troupe: unknown command %q\n\n", name)
