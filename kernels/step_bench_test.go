@@ -260,10 +260,7 @@ func BenchmarkGPTSmallDecode(b *testing.B) {
 func BenchmarkTrainHugePages(b *testing.B) {
 	SpareP(2)
 	d := NewCPU(2)
-	V, L, NH, C, B := 512, 6, 6, 384, 8 // small
-	if os.Getenv("TROUPE_BENCH_GPT2") != "" {
-		V, L, NH, C, B = 50257, 12, 12, 768, 4
-	}
+	V, L, NH, C, B := benchStepShape()
 	defer func(v bool) { useHugePages = v }(useHugePages)
 	var steps [2]func(int)
 	for v := range steps {
@@ -285,10 +282,16 @@ func BenchmarkTrainMeet(b *testing.B) {
 	defer func(v bool) { useMeet = v }(useMeet)
 	restoreSpareP(b)
 	SpareP(2)
-	V, L, NH, C, B := 512, 6, 6, 384, 8 // small
-	if os.Getenv("TROUPE_BENCH_GPT2") != "" {
-		V, L, NH, C, B = 50257, 12, 12, 768, 4
-	}
+	V, L, NH, C, B := benchStepShape()
 	step, _, _ := newGPTStep(NewCPU(2), V, 256, L, NH, C, B)
 	abStepsOn(b, step, [2]string{"halves", "meet"}, func(v int) { useMeet = v == 1 })
+}
+
+// benchStepShape is the GPT shape of the step A/B benchmarks (newGPTStep's V,
+// L, NH, C, B at T = 256): config small, or gpt2 with TROUPE_BENCH_GPT2=1.
+func benchStepShape() (V, L, NH, C, B int) {
+	if os.Getenv("TROUPE_BENCH_GPT2") != "" {
+		return 50257, 12, 12, 768, 4
+	}
+	return 512, 6, 6, 384, 8
 }
