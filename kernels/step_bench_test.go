@@ -295,3 +295,15 @@ func benchStepShape() (V, L, NH, C, B int) {
 	}
 	return 512, 6, 6, 384, 8
 }
+
+// BenchmarkTrainSchedPoint A/B-compares, in one process, the training step
+// (small; gpt2 with TROUPE_BENCH_GPT2=1) with the parallel ops' callers
+// passing the scheduler every schedEvery (schedPoint) and without.
+//
+//	go test -run '^$' -bench TrainSchedPoint -benchtime 20x ./kernels/
+func BenchmarkTrainSchedPoint(b *testing.B) {
+	defer func(v bool) { useSchedPoint = v }(useSchedPoint)
+	V, L, NH, C, B := benchStepShape()
+	step, _, _ := newGPTStep(NewCPU(0), V, 256, L, NH, C, B)
+	abStepsOn(b, step, [2]string{"plain", "schedpoint"}, func(v int) { useSchedPoint = v == 1 })
+}
