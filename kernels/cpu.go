@@ -186,12 +186,12 @@ func (c *CPU) parallelMeet(n, g, work int, fn func(lo, hi int)) {
 // cgo call it is in (as from a goroutine that will not yield) and, having
 // taken a P, drops back to waking every 20 µs. On the 2-vCPU VM each of its
 // wake-ups preempts a kernel. Without schedPoint the model's small training
-// step had ~2,700 context switches a step (perf: 43% timer preemptions of the
-// sgemm kernels, 42% sysmon's own sleeps); with it ~950, and the step's
-// median 4.4-6.5% faster, gpt2's 4.1% (BenchmarkTrainSchedPoint, same
-// process, alternating). Every 1 ms measured 0.5-2% slower than every 4 ms;
-// products cut into ~2.5 ms cgo calls to pass the scheduler inside them too
-// measured level.
+// step had 2,800-3,100 context switches a step (perf: 43% timer
+// preemptions of the sgemm kernels, 42% sysmon's own sleeps); with it
+// 900-1,200, and the step's median 4.4-6.5% faster, gpt2's 4.1%
+// (BenchmarkTrainSchedPoint, same process, alternating). Every 1 ms measured
+// 0.5-2% slower than every 4 ms; products cut into ~2.5 ms cgo calls to pass
+// the scheduler inside them too measured level.
 func (c *CPU) schedPoint() {
 	if !useSchedPoint {
 		return

@@ -432,3 +432,42 @@ func TestSparePUnlessSet(t *testing.T) {
 		t.Errorf("without GOMAXPROCS: GOMAXPROCS %d, spare threads %d; want 3 and 2", got, n)
 	}
 }
+
+// TestSchedPoint: an op's caller yields to a waiting goroutine at schedPoint
+// once schedEvery has passed since it last did, and not before (on one P,
+// where the waiting goroutine can run only if the caller yields). A yield
+// runs it unless the scheduler takes the global queue first (one schedule in
+// 61), so each check gets three tries.
+func TestSchedPoint(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
+	c := NewCPU(2)
+	for _, due := range []bool{false, true} {
+		var ran atomic.Bool
+		go ran.Store(true)
+		for try := 0; try < 3 && !ran.Load(); try++ {
+			last := time.Now()
+			if due {
+				last = last.Add(-schedEvery)
+			}
+			c.lastSched.Store(last.UnixNano())
+			c.schedPoint()
+		}
+		if ran.Load() != due {
+			t.Errorf("schedEvery due %v: the waiting goroutine ran %v", due, ran.Load())
+		}
+		for !ran.Load() {
+			runtime.Gosched()
+		}
+	}
+	// A parallel op passes it: due again, the waiting goroutine runs before
+	// the op returns.
+	var ran atomic.Bool
+	go ran.Store(true)
+	for try := 0; try < 3 && !ran.Load(); try++ {
+		c.lastSched.Store(time.Now().Add(-schedEvery).UnixNano())
+		c.parallelFor(4, 1<<20, func(lo, hi int) {})
+	}
+	if !ran.Load() {
+		t.Error("parallelFor did not pass the scheduler once due")
+	}
+}
