@@ -17,7 +17,7 @@ type CPU struct {
 	threads int          // goroutines an op may use, e.g. 2
 	pool    workerPool   // helper goroutines kept between ops inside PoolOps (pool.go)
 	scopes  atomic.Int32 // PoolOps scopes open
-	// lastSched is when an op's caller last passed the scheduler (schedPoint), in Unix ns.
+	// lastSched is when an op's caller last passed the scheduler (schedPoint; schedNow).
 	lastSched atomic.Int64
 }
 
@@ -196,12 +196,19 @@ func (c *CPU) schedPoint() {
 	if !useSchedPoint {
 		return
 	}
-	now := time.Now().UnixNano()
+	now := schedNow()
 	if now-c.lastSched.Load() >= int64(schedEvery) {
 		c.lastSched.Store(now)
 		runtime.Gosched()
 	}
 }
+
+// schedNow is the time for lastSched: ns since the package started, on the
+// monotonic clock (a wall clock set back would stop the yields until it
+// caught up).
+func schedNow() int64 { return int64(time.Since(schedEpoch)) }
+
+var schedEpoch = time.Now()
 
 // schedEvery is how often, at most, schedPoint yields: well inside sysmon's
 // 10 ms, and a few ops apart at the training shapes.

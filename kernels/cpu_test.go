@@ -445,11 +445,11 @@ func TestSchedPoint(t *testing.T) {
 		var ran atomic.Bool
 		go ran.Store(true)
 		for try := 0; try < 3 && !ran.Load(); try++ {
-			last := time.Now()
+			last := schedNow()
 			if due {
-				last = last.Add(-schedEvery)
+				last -= int64(schedEvery)
 			}
-			c.lastSched.Store(last.UnixNano())
+			c.lastSched.Store(last)
 			c.schedPoint()
 		}
 		if ran.Load() != due {
@@ -464,7 +464,7 @@ func TestSchedPoint(t *testing.T) {
 	var ran atomic.Bool
 	go ran.Store(true)
 	for try := 0; try < 3 && !ran.Load(); try++ {
-		c.lastSched.Store(time.Now().Add(-schedEvery).UnixNano())
+		c.lastSched.Store(schedNow() - int64(schedEvery))
 		c.parallelFor(4, 1<<20, func(lo, hi int) {})
 	}
 	if !ran.Load() {
