@@ -260,12 +260,11 @@ func BenchmarkGPTSmallDecode(b *testing.B) {
 func BenchmarkTrainHugePages(b *testing.B) {
 	SpareP(2)
 	d := NewCPU(2)
-	V, L, NH, C, B := benchStepShape()
 	defer func(v bool) { useHugePages = v }(useHugePages)
 	var steps [2]func(int)
 	for v := range steps {
 		useHugePages = v == 1
-		steps[v], _, _ = newGPTStep(d, V, 256, L, NH, C, B)
+		steps[v] = newBenchStep(d)
 		steps[v](0)
 	}
 	var cur int
@@ -282,18 +281,18 @@ func BenchmarkTrainMeet(b *testing.B) {
 	defer func(v bool) { useMeet = v }(useMeet)
 	restoreSpareP(b)
 	SpareP(2)
-	V, L, NH, C, B := benchStepShape()
-	step, _, _ := newGPTStep(NewCPU(2), V, 256, L, NH, C, B)
-	abStepsOn(b, step, [2]string{"halves", "meet"}, func(v int) { useMeet = v == 1 })
+	abStepsOn(b, newBenchStep(NewCPU(2)), [2]string{"halves", "meet"}, func(v int) { useMeet = v == 1 })
 }
 
-// benchStepShape is the GPT shape of the step A/B benchmarks (newGPTStep's V,
-// L, NH, C, B at T = 256): config small, or gpt2 with TROUPE_BENCH_GPT2=1.
-func benchStepShape() (V, L, NH, C, B int) {
+// newBenchStep is the training step of the step A/B benchmarks on d
+// (newGPTStep at T = 256): config small, or gpt2 with TROUPE_BENCH_GPT2=1.
+func newBenchStep(d Device) (step func(it int)) {
 	if os.Getenv("TROUPE_BENCH_GPT2") != "" {
-		return 50257, 12, 12, 768, 4
+		step, _, _ = newGPTStep(d, 50257, 256, 12, 12, 768, 4)
+	} else {
+		step, _, _ = newSmallStep(d)
 	}
-	return 512, 6, 6, 384, 8
+	return step
 }
 
 // BenchmarkTrainSchedPoint A/B-compares, in one process, the training step
@@ -303,7 +302,5 @@ func benchStepShape() (V, L, NH, C, B int) {
 //	go test -run '^$' -bench TrainSchedPoint -benchtime 20x ./kernels/
 func BenchmarkTrainSchedPoint(b *testing.B) {
 	defer func(v bool) { useSchedPoint = v }(useSchedPoint)
-	V, L, NH, C, B := benchStepShape()
-	step, _, _ := newGPTStep(NewCPU(0), V, 256, L, NH, C, B)
-	abStepsOn(b, step, [2]string{"plain", "schedpoint"}, func(v int) { useSchedPoint = v == 1 })
+	abStepsOn(b, newBenchStep(NewCPU(0)), [2]string{"plain", "schedpoint"}, func(v int) { useSchedPoint = v == 1 })
 }
