@@ -60,11 +60,17 @@ const (
 	hdrShmKey          = "Troupe-Shm-Key"     // on an announcement: dirKey of the slot's directory
 	weightsNeedSubject = "troupe.weightneed." // + model: answered by subscribers that want the fan-out
 
-	shmSlots  = 2         // slot files per publisher
+	shmSlots  = ShmSlots  // slot files per publisher
 	shmHeader = 4096      // bytes before the blob: one page, so the blob is page-aligned
 	shmPiece  = 256 << 10 // bytes copied and checksummed at a time (in cache)
 	shmMagic  = "TRPWSHM1"
 )
+
+// ShmSlots is how many shared-memory slots a publisher writes in turn
+// (version v into slot v mod ShmSlots): the first ShmSlots versions each
+// touch a slot's pages for the first time, in the publisher and in every
+// subscriber that maps it.
+const ShmSlots = 2
 
 var (
 	// shmStoreWait bounds how long the durable copy waits for this

@@ -32,8 +32,18 @@ import (
 //     over loopback, so the server's copies to K connections, the K reads
 //     and the store's copy all compete for the same cores).
 
-// broadcastRounds is how many versions are timed after the warm-up version.
+// broadcastRounds is how many versions are timed after the warm-up versions.
 const broadcastRounds = 3
+
+// broadcastWarmup is how many versions go before the timed ones: one per
+// shared-memory slot, so that every timed version finds its slot's pages
+// already touched by the publisher and mapped by every subscriber, as in a
+// run past its first versions. A page's first touch is the costly part on a
+// VM that maps guest memory lazily: on the 2-vCPU VM the first write to a
+// fresh 4 KiB page cost ~8 us (a 500 MB slot ~1 s of CPU), so the first
+// version into the second slot, once timed, took 2.9-3.6 s to reach 4
+// subscribers where the next ones took 180-310 ms.
+const broadcastWarmup = actors.ShmSlots
 
 // broadcastModel is the model name the benchmark publishes under.
 const broadcastModel = "bench-broadcast"
@@ -140,9 +150,10 @@ func benchBroadcast(params, subscribers int) (*broadcastResult, error) {
 	return res, nil
 }
 
-// broadcastRun publishes a warm-up version and broadcastRounds timed ones
-// of w with c's transport and dtype to subscribers fresh subscribers (each
-// on its own connection, as generators are) and records, per timed version,
+// broadcastRun publishes broadcastWarmup warm-up versions and
+// broadcastRounds timed ones of w with c's transport and dtype to
+// subscribers fresh subscribers (each on its own connection, as generators
+// are) and records, per timed version,
 // the time from Publish to all subscribers holding it, to Publish returning
 // and to the durable copy being stored, and the CPU used. Each case gets its
 // own model name (a fresh store history).
@@ -237,17 +248,20 @@ func broadcastRun(url string, c *broadcastCase, subscribers int, w []float32) er
 		return last, nil
 	}
 
-	// Version 1 is the warm-up: store and consumers created, first chunks
-	// allocated, pages touched, slots mapped.
-	log.Info().Int("params", len(w)).Int("subscribers", subscribers).Str("transport", c.Transport).Str("dtype", c.DType).Msg("bench: broadcast warm-up (version 1)")
-	if _, err := pub.Publish(ctx, 0, false, w); err != nil {
-		return err
-	}
-	if _, err := waitAll(pub.Version(), nil); err != nil {
-		return err
-	}
-	if err := pub.Flush(ctx); err != nil {
-		return err
+	// Versions 1..broadcastWarmup are the warm-up: store and consumers
+	// created, first chunks allocated, pages touched, every slot mapped.
+	for v := 1; v <= broadcastWarmup; v++ {
+		log.Info().Int("params", len(w)).Int("subscribers", subscribers).Str("transport", c.Transport).Str("dtype", c.DType).Int("version", v).Msg("bench: broadcast warm-up")
+		w[0] = float32(-v)
+		if _, err := pub.Publish(ctx, 0, false, w); err != nil {
+			return err
+		}
+		if _, err := waitAll(pub.Version(), nil); err != nil {
+			return err
+		}
+		if err := pub.Flush(ctx); err != nil {
+			return err
+		}
 	}
 	type published struct {
 		at, stored time.Time
