@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"runtime/debug"
 	"slices"
 	"sort"
 	"strings"
@@ -223,6 +224,7 @@ func runBench(args []string) error {
 		ours := map[string][]benchResult{}
 		theirs := map[string][]benchResult{}
 		for r := 0; r < reps; r++ {
+			returnMemory()
 			res, err := benchTroupe(name, shape, whats, st, wu, *threads, *device)
 			if err != nil {
 				return err
@@ -570,3 +572,14 @@ func parseBenchLines(b []byte) ([]benchResult, error) {
 	}
 	return res, sc.Err()
 }
+
+// returnMemory collects what earlier measurements left (the broadcast's
+// buffers, ~7 GB of garbage at 124M parameters; the last repeat's model) and
+// hands the freed memory back to the OS now, before the next measurement,
+// instead of letting the runtime's background scavenger return it while that
+// measurement runs. On the 2-vCPU VM each page handed back also costs the
+// VM's page-table bookkeeping, and after ~7 GB of garbage the scavenger
+// returned 3.6 GB during the first `small` repeat. Four fresh `small` models
+// stepped right after 7 GB had been freed: median steps ~530 and ~494 ms
+// with the background scavenger, ~470 and ~498 with this first.
+func returnMemory() { debug.FreeOSMemory() } // a collection, then the freed memory returned
