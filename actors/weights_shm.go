@@ -40,13 +40,13 @@ import (
 // overwritten, a checksum mismatch): that version then comes from the object
 // store, the next ones from the fan-out.
 //
-// Each publisher keeps shmSlots slot files, version v in slot v mod shmSlots,
+// Each publisher keeps ShmSlots slot files, version v in slot v mod ShmSlots,
 // named <model>.<pid>.<id>.<slot> in troupe-weights-<uid>/ (mode 0700: other
 // users cannot map them). A slot's first page is its header: the version it
 // holds (0 while it is written, a sequence lock), the blob's size, dtype and
 // CRC-32C, and how many subscribers finished reading it. A reader checks the
 // version before and after it copies and the CRC over what it copied, so a
-// slot rewritten under a reader that fell shmSlots versions behind is
+// slot rewritten under a reader that fell ShmSlots versions behind is
 // refused, not handed over.
 //
 // The durable copy in the object store is written from the slot, after
@@ -60,7 +60,6 @@ const (
 	hdrShmKey          = "Troupe-Shm-Key"     // on an announcement: dirKey of the slot's directory
 	weightsNeedSubject = "troupe.weightneed." // + model: answered by subscribers that want the fan-out
 
-	shmSlots  = ShmSlots  // slot files per publisher
 	shmHeader = 4096      // bytes before the blob: one page, so the blob is page-aligned
 	shmPiece  = 256 << 10 // bytes copied and checksummed at a time (in cache)
 	shmMagic  = "TRPWSHM1"
@@ -100,7 +99,7 @@ type shmRing struct {
 	dir   string // troupe-weights-<uid> in the tmpfs
 	key   string // dirKey(dir)
 	base  string // dir/<model>.<pid>.<id>.
-	slots [shmSlots]*shmSlot
+	slots [ShmSlots]*shmSlot
 }
 
 // shmView is one mapping of a slot file: the header page read-write (the
@@ -187,7 +186,7 @@ func removeStaleSlots(dir string) {
 // slot is the slot for version v, made (or made again) for blobs of size
 // bytes.
 func (r *shmRing) slot(v int64, size int) (*shmSlot, error) {
-	i := int(v % shmSlots)
+	i := int(v % ShmSlots)
 	if s := r.slots[i]; s != nil && len(s.data) == size {
 		return s, nil
 	} else if s != nil {
@@ -356,7 +355,7 @@ func crc32cCombine(crcA, crcB uint32, lenB int64) uint32 {
 // readers is how many subscribers have read version v from this ring (0 if
 // its slot holds another version by now).
 func (r *shmRing) readers(v int64) int64 {
-	s := r.slots[int(v%shmSlots)]
+	s := r.slots[int(v%ShmSlots)]
 	if v < 1 || s == nil || s.hdr.version.Load() != v {
 		return 0
 	}

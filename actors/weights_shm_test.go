@@ -144,8 +144,8 @@ func TestWeightsShm(t *testing.T) {
 				}
 			}
 			ents, _ := os.ReadDir(dir)
-			if len(ents) != shmSlots {
-				t.Fatalf("%s holds %d files, want %d slots", dir, len(ents), shmSlots)
+			if len(ents) != ShmSlots {
+				t.Fatalf("%s holds %d files, want %d slots", dir, len(ents), ShmSlots)
 			}
 
 			// A subscriber "on another machine" joins: from version 3 on the
@@ -207,7 +207,7 @@ func TestWeightsShmRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Damage the slot's values behind the publisher's back.
-	slot := pub.shm.slots[a.Version%shmSlots]
+	slot := pub.shm.slots[a.Version%ShmSlots]
 	f, err := os.OpenFile(slot.path, os.O_RDWR, 0)
 	if err != nil {
 		t.Fatal(err)

@@ -80,8 +80,6 @@ type broadcastResult struct {
 	Subscribers int             // K, e.g. 4
 	Bytes       int             // fp32 bytes per version (4 * Params)
 	Cases       []broadcastCase // shm fp32, shm bf16 (where the machine has a tmpfs), nats fp32, nats bf16
-	Copy        []time.Duration // every case's copies (first write -> last byte read, loopback TCP)
-	CopyCPU     []float64       // their process CPU seconds
 	Slow        int64           // server-side slow-consumer disconnects
 	PeakRSSMB   float64         // this process's peak resident set (VmHWM), 0 if unknown
 }
@@ -140,8 +138,6 @@ func benchBroadcast(params, subscribers int) (*broadcastResult, error) {
 				return nil, err
 			}
 			res.Cases = append(res.Cases, c)
-			res.Copy = append(res.Copy, c.Copy...)
-			res.CopyCPU = append(res.CopyCPU, c.CopyCPU...)
 		}
 	}
 	res.Slow = srv.NumSlowConsumers()
@@ -152,10 +148,10 @@ func benchBroadcast(params, subscribers int) (*broadcastResult, error) {
 // broadcastRun publishes broadcastWarmup warm-up versions and
 // broadcastRounds timed ones of w with c's transport and dtype to
 // subscribers fresh subscribers (each on its own connection, as generators
-// are) and records, per timed version, one loopback copy of blob (w's fp32
-// bytes) into dst timed just before it,
-// the time from Publish to all subscribers holding it, to Publish returning
-// and to the durable copy being stored, and the CPU used. Each case gets its
+// are) and records, per timed version, a loopback copy of blob (w's fp32
+// bytes) into dst timed just before it, then the time from Publish to all
+// subscribers holding it, to Publish returning and to the durable copy being
+// stored, and the CPU used. Each case gets its
 // own model name (a fresh store history).
 func broadcastRun(url string, c *broadcastCase, subscribers int, w []float32, blob, dst []byte) error {
 	model := broadcastModel + "-" + c.Transport + "-" + c.DType
@@ -480,9 +476,18 @@ func dtypeBytes(dtype string) int {
 	return 4
 }
 
+// copies is every case's loopback copies and their CPU seconds.
+func (r *broadcastResult) copies() (d []time.Duration, cpu []float64) {
+	for i := range r.Cases {
+		d, cpu = append(d, r.Cases[i].Copy...), append(cpu, r.Cases[i].CopyCPU...)
+	}
+	return d, cpu
+}
+
 func (r *broadcastResult) table() string {
 	var b strings.Builder
-	cm := medianDuration(r.Copy)
+	all, allCPU := r.copies()
+	cm := medianDuration(all)
 	fmt.Fprintf(&b, "weight broadcast: %d params (%.1f MB fp32), %d subscribers, %d versions timed per case\n",
 		r.Params, float64(r.Bytes)/1e6, r.Subscribers, broadcastRounds)
 	fmt.Fprintf(&b, "  %-44s %10s %10s %10s %10s %10s\n", "publish -> all hold v+1", "min ms", "median ms", "stored ms", "copy ms", "x copy")
@@ -492,7 +497,7 @@ func (r *broadcastResult) table() string {
 		fmt.Fprintf(&b, "  %-44s %10.1f %10.1f %10.1f %10.1f %10.2f\n", fmt.Sprintf("%s, %s on the wire", c.Transport, c.DType),
 			ms(minDuration(c.Hold)), ms(bm), ms(medianDuration(c.Stored)), ms(medianDuration(c.Copy)), r.ratio(c))
 	}
-	fmt.Fprintf(&b, "  %-44s %10.1f %10.1f\n", "one copy of the fp32 bytes, loopback TCP, all", ms(minDuration(r.Copy)), ms(cm))
+	fmt.Fprintf(&b, "  %-44s %10.1f %10.1f\n", "one copy of the fp32 bytes, loopback TCP, all", ms(minDuration(all)), ms(cm))
 	for i := range r.Cases { // shm first where timed, then nats
 		if c := &r.Cases[i]; c.DType == actors.DTypeFP32 {
 			verdict := "meets"
@@ -507,7 +512,7 @@ func (r *broadcastResult) table() string {
 		fmt.Fprintf(&b, "  CPU per %s %s version (publish, %d subscribers, store copy): %.2f s, %.2f s of it until all hold it\n",
 			c.Transport, c.DType, r.Subscribers, medianFloat(c.CPU), medianFloat(c.CPUHold))
 	}
-	fmt.Fprintf(&b, "  one loopback copy: %.2f CPU-s\n", medianFloat(r.CopyCPU))
+	fmt.Fprintf(&b, "  one loopback copy: %.2f CPU-s\n", medianFloat(allCPU))
 	for i := range r.Cases {
 		c := &r.Cases[i]
 		fmt.Fprintf(&b, "  deliveries, %s %s: %d from a shared-memory slot, %d from the fan-out, %d from the object store\n",
