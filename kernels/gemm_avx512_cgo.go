@@ -71,12 +71,22 @@ package kernels
 // stride that is a multiple of 4 KB they all fall in one L1 set (12 ways) and
 // evict each other and B (gpt2's K = 3072: 5-10% slower in place), while at
 // other strides reading in place saves packing A (gpt2's K = 768 and 2304
-// products 2-8% faster on 2 threads, BenchmarkGemmDirect).
+// products 2-8% faster on 2 threads, BenchmarkGemmDirect). Where A is
+// transposed (a weight gradient's X^T), it returns 2 at N <= TG_DIRECT_N: the
+// kernel reads the tile's MR values of each k straight from A's row k
+// (troupe_kernel_t). Alternating in one process on 2 threads (2026-11-29,
+// BenchmarkGemmDirectT), the N = 384 weight gradients of `small` ran 3-6%
+// faster so (1536x384x2048: 348-354 GFLOP/s against 328-333 packed), N = 768
+// level (+-1%), and N >= 1152 1-5% slower: packing A costs a product 1/N of
+// its work, so it pays only where N is narrow.
 static int tg_direct_wide = 1;
+static int tg_direct_t = 1;
 static int tg_direct(int transA, int N, long lda) {
-	return !transA && (N <= TG_DIRECT_N || (tg_direct_wide && lda % 512 != 0));
+	if (transA) return tg_direct_t && N <= TG_DIRECT_N ? 2 : 0;
+	return N <= TG_DIRECT_N || (tg_direct_wide && lda % 512 != 0);
 }
 static void troupe_set_direct_wide(int on) { tg_direct_wide = on; }
+static void troupe_set_direct_t(int on) { tg_direct_t = on; }
 
 #define TG_MASK(w) ((w) >= 16 ? (__mmask16)0xFFFF : ((w) <= 0 ? (__mmask16)0 : (__mmask16)((1u << (w)) - 1)))
 
@@ -347,6 +357,15 @@ static __attribute__((target("avx512f"))) void troupe_kernel_d(int kc, const flo
 	tg_kernel(kc, a, lda, 1, 1, bp, c, ldc, rows, m0, m1, first, last, alpha, beta, e);
 }
 
+// troupe_kernel_t: A read straight from A stored (K,M) (transposed; a at
+// column 0 of the tile, depth pc): the tile's MR values of one k are
+// consecutive.
+static __attribute__((target("avx512f"))) void troupe_kernel_t(int kc, const float *a, long lda, const float *bp,
+		float *c, long ldc, int rows, __mmask16 m0, __mmask16 m1, int first, int last, float alpha, float beta,
+		const tg_epi *e) {
+	tg_kernel(kc, a, 1, lda, 1, bp, c, ldc, rows, m0, m1, first, last, alpha, beta, e);
+}
+
 // tg_tile runs one register tile of a product at rows i0.., column col..
 // (rows valid rows, w valid columns) over the depth block at pc of length kc:
 // with direct, A read in place from its rows (stride lda); else from the
@@ -363,6 +382,11 @@ static inline __attribute__((always_inline, target("avx512f"))) void tg_tile(int
 		if (te.dgx) te.dgx += i0 * te.ldx + col;
 		if (te.gout) te.gout += i0 * te.ldg + col;
 		tp = &te;
+	}
+	if (direct == 2) {
+		troupe_kernel_t(kc, A + (long)pc * lda + i0, lda, bpan, C + (long)i0 * ldc + col, ldc, rows, TG_MASK(w),
+			TG_MASK(w - 16), first, last, alpha, beta, tp);
+		return;
 	}
 	if (direct) {
 		troupe_kernel_d(kc, A + (long)i0 * lda + pc, lda, bpan, C + (long)i0 * ldc + col, ldc, rows, TG_MASK(w),
@@ -574,6 +598,10 @@ var gemmPackedOK = hasAVX512
 // setGemmDirectWide turns tg_direct's in-place reading of A at N >
 // TG_DIRECT_N on or off (benchmarks compare; not while a product runs).
 func setGemmDirectWide(on bool) { C.troupe_set_direct_wide(cbool(on)) }
+
+// setGemmDirectT turns tg_direct's in-place reading of a transposed A at N <=
+// TG_DIRECT_N on or off (benchmarks compare; not while a product runs).
+func setGemmDirectT(on bool) { C.troupe_set_direct_t(cbool(on)) }
 
 // kcWhole is the depth up to which a product runs as one depth block
 // (troupe_kc_init: 768 with a 48 KB L1d, else 512).

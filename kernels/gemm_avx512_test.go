@@ -32,11 +32,16 @@ func TestGemmPacked(t *testing.T) {
 		{130, 17, 40, 5, 2, 1},     // narrow
 	}
 	rng := newRNG(11)
-	// Every case with depth blocks of at most 512 and with kcWhole's.
+	// Every case with depth blocks of at most 512 and with kcWhole's, and
+	// with a transposed A read in place (N <= 512) and packed.
 	defer setKCWhole(kcWhole)
+	defer setGemmDirectT(true)
 	for _, kw := range []int{512, kcWhole} {
 		setKCWhole(kw)
-		testGemmPackedCases(t, rng, cases)
+		for _, dt := range []bool{true, false} {
+			setGemmDirectT(dt)
+			testGemmPackedCases(t, rng, cases)
+		}
 	}
 }
 
@@ -444,6 +449,41 @@ func BenchmarkGemmDirect(b *testing.B) {
 			for v, name := range []string{"packed", "direct"} {
 				slices.Sort(ts[v])
 				b.ReportMetric(2*float64(s.m*s.n*s.k)/ts[v][len(ts[v])/2].Seconds()/1e9, name+"_GFLOP/s")
+			}
+		})
+	}
+}
+
+// BenchmarkGemmDirectT A/B-compares, in one process on 2 threads, weight
+// gradients (dW = X^T dY: M = C, N = OC, K = tokens) of the gpt2 and small
+// shapes with the transposed A read in place and packed (tg_direct's
+// transposed case on and off), alternating; it reports each one's median
+// GFLOP/s. Only N <= 512 reads in place (the wider ones run packed either
+// way; set TG_DIRECT_N higher to compare them).
+//
+//	go test -run '^$' -bench GemmDirectT -benchtime 30x ./kernels/
+func BenchmarkGemmDirectT(b *testing.B) {
+	defer setGemmDirectT(true)
+	d := NewCPU(2)
+	for _, s := range [][3]int{{768, 768, 1024}, {3072, 768, 1024}, {1536, 384, 2048}, {384, 384, 2048},
+		{512, 384, 2048}, {384, 1152, 2048}} {
+		m, n, k := s[0], s[1], s[2]
+		b.Run(fmt.Sprintf("%dx%dx%d", m, n, k), func(b *testing.B) {
+			rng := newRNG(1)
+			a, bb, c := randn(rng, m*k, 1), randn(rng, k*n, 1), make([]float32, m*n)
+			var ts [2][]time.Duration
+			for i := range b.N {
+				for o := range 2 {
+					v := o ^ i&1
+					setGemmDirectT(v == 1)
+					t0 := time.Now()
+					d.Gemm(true, false, m, n, k, 1, Host(a), m, Host(bb), n, 1, Host(c), n)
+					ts[v] = append(ts[v], time.Since(t0))
+				}
+			}
+			for v, name := range []string{"packed", "direct"} {
+				slices.Sort(ts[v])
+				b.ReportMetric(2*float64(m*n*k)/ts[v][len(ts[v])/2].Seconds()/1e9, name+"_GFLOP/s")
 			}
 		})
 	}
