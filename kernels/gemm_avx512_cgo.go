@@ -72,18 +72,21 @@ package kernels
 // evict each other and B (gpt2's K = 3072: 5-10% slower in place), while at
 // other strides reading in place saves packing A (gpt2's K = 768 and 2304
 // products 2-8% faster on 2 threads, BenchmarkGemmDirect). Where A is
-// transposed (a weight gradient's X^T), it returns 2 at N <= TG_DIRECT_N: the
-// kernel reads the tile's MR values of each k straight from A's row k
-// (troupe_kernel_t). Alternating in one process on 2 threads (2026-11-29,
-// BenchmarkGemmDirectT), the N = 384 weight gradients of `small` ran 3-6%
-// faster so (1536x384x2048: 348-354 GFLOP/s against 328-333 packed), N = 768
-// level (+-1%), and N >= 1152 1-5% slower: packing A costs a product 1/N of
-// its work, so it pays only where N is narrow.
+// transposed (a weight gradient's X^T), it reads A in place at N <=
+// TG_DIRECT_N: the kernel takes the tile's MR values of each k straight from
+// A's row k (troupe_kernel_t). Alternating in one process on 2 threads
+// (2026-11-29, BenchmarkGemmDirectT), the N = 384 weight gradients of `small`
+// ran 1.5-6% faster so (1536x384x2048: 345-357 GFLOP/s against 324-344
+// packed), N = 768 level (+-1%), and N >= 1152 1-5% slower: packing A costs a
+// product 1/N of its work, so it pays only where N is narrow. The result is
+// how A is read: TG_A_PACKED, TG_A_ROWS (in place, not transposed) or
+// TG_A_COLS (in place, transposed).
+enum { TG_A_PACKED = 0, TG_A_ROWS = 1, TG_A_COLS = 2 };
 static int tg_direct_wide = 1;
 static int tg_direct_t = 1;
 static int tg_direct(int transA, int N, long lda) {
-	if (transA) return tg_direct_t && N <= TG_DIRECT_N ? 2 : 0;
-	return N <= TG_DIRECT_N || (tg_direct_wide && lda % 512 != 0);
+	if (transA) return tg_direct_t && N <= TG_DIRECT_N ? TG_A_COLS : TG_A_PACKED;
+	return N <= TG_DIRECT_N || (tg_direct_wide && lda % 512 != 0) ? TG_A_ROWS : TG_A_PACKED;
 }
 static void troupe_set_direct_wide(int on) { tg_direct_wide = on; }
 static void troupe_set_direct_t(int on) { tg_direct_t = on; }
@@ -368,8 +371,9 @@ static __attribute__((target("avx512f"))) void troupe_kernel_t(int kc, const flo
 
 // tg_tile runs one register tile of a product at rows i0.., column col..
 // (rows valid rows, w valid columns) over the depth block at pc of length kc:
-// with direct, A read in place from its rows (stride lda); else from the
-// packed panel a; bpan is the tile's packed B panel. The epilogue e (NULL:
+// direct is tg_direct's TG_A_ROWS (A read in place from its rows, stride lda),
+// TG_A_COLS (A transposed, read in place k by k) or TG_A_PACKED (from the
+// packed panel a); bpan is the tile's packed B panel. The epilogue e (NULL:
 // none; pointers at element (0,0) of C) is moved to the tile.
 static inline __attribute__((always_inline, target("avx512f"))) void tg_tile(int direct, int kc, const float *A,
 		long lda, int pc, const float *a, const float *bpan, float *C, long ldc, int i0, long col, int rows, int w,
@@ -383,12 +387,12 @@ static inline __attribute__((always_inline, target("avx512f"))) void tg_tile(int
 		if (te.gout) te.gout += i0 * te.ldg + col;
 		tp = &te;
 	}
-	if (direct == 2) {
+	if (direct == TG_A_COLS) {
 		troupe_kernel_t(kc, A + (long)pc * lda + i0, lda, bpan, C + (long)i0 * ldc + col, ldc, rows, TG_MASK(w),
 			TG_MASK(w - 16), first, last, alpha, beta, tp);
 		return;
 	}
-	if (direct) {
+	if (direct == TG_A_ROWS) {
 		troupe_kernel_d(kc, A + (long)i0 * lda + pc, lda, bpan, C + (long)i0 * ldc + col, ldc, rows, TG_MASK(w),
 			TG_MASK(w - 16), first, last, alpha, beta, tp);
 		return;
@@ -454,7 +458,8 @@ static __attribute__((target("avx512f"))) void troupe_sgemm(int transA, int tran
 // tg_plan is a shared product's blocking, as troupe_sgemm blocks it: depth
 // blocks of kc0 (nkb of them), column blocks of nc (njb), row chunks of cr
 // (nrc, cr a multiple of TG_MR); np is the packed B's width (the last column block padded to whole
-// micro-panels), mp the packed A's rows; direct: A read in place, not packed.
+// micro-panels), mp the packed A's rows; direct: how A is read (tg_direct;
+// nonzero: in place, not packed).
 // The sizes the caller provides follow: chunks, the counters st holds
 // (state), the packed B's and A's floats (bsize, asize; asize 0 when direct).
 typedef struct {

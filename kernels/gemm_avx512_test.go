@@ -417,8 +417,9 @@ func TestPackedWorkspaceReuse(t *testing.T) {
 
 // BenchmarkGemmDirect A/B-compares, in one process on 2 threads, the training
 // products of N > 512 with A (not transposed) read in place and packed
-// (tg_direct's wide case on and off), alternating; it reports each one's
-// median GFLOP/s. K = 3072 (rows 12 KB apart) stays packed either way.
+// (tg_direct's wide case on and off), alternating (abGemmMedians); it reports
+// each one's median GFLOP/s. K = 3072 (rows 12 KB apart) stays packed either
+// way.
 //
 //	go test -run '^$' -bench GemmDirect -benchtime 25x ./kernels/
 func BenchmarkGemmDirect(b *testing.B) {
@@ -437,29 +438,29 @@ func BenchmarkGemmDirect(b *testing.B) {
 			if s.tb {
 				ldb = s.k
 			}
-			var ts [2][]time.Duration
-			for range b.N {
-				for v := range 2 {
-					setGemmDirectWide(v == 1)
-					t0 := time.Now()
-					d.Gemm(false, s.tb, s.m, s.n, s.k, 1, Host(a), s.k, Host(bb), ldb, 0, Host(c), s.n)
-					ts[v] = append(ts[v], time.Since(t0))
-				}
-			}
-			for v, name := range []string{"packed", "direct"} {
-				slices.Sort(ts[v])
-				b.ReportMetric(2*float64(s.m*s.n*s.k)/ts[v][len(ts[v])/2].Seconds()/1e9, name+"_GFLOP/s")
-			}
+			abGemmMedians(b, 2*float64(s.m*s.n*s.k), func(v int) { setGemmDirectWide(v == 1) }, func() {
+				d.Gemm(false, s.tb, s.m, s.n, s.k, 1, Host(a), s.k, Host(bb), ldb, 0, Host(c), s.n)
+			})
 		})
+	}
+}
+
+// abGemmMedians times run b.N times with each of two settings (set(0): the
+// "packed" one, set(1): "direct"), alternating ABBA (abTimes), and reports
+// each one's median GFLOP/s for flop per run.
+func abGemmMedians(b *testing.B, flop float64, set func(v int), run func()) {
+	ts := abTimes(b.N, set, func(int) { run() })
+	for v, name := range []string{"packed", "direct"} {
+		b.ReportMetric(flop/ts[v][len(ts[v])/2].Seconds()/1e9, name+"_GFLOP/s")
 	}
 }
 
 // BenchmarkGemmDirectT A/B-compares, in one process on 2 threads, weight
 // gradients (dW = X^T dY: M = C, N = OC, K = tokens) of the gpt2 and small
 // shapes with the transposed A read in place and packed (tg_direct's
-// transposed case on and off), alternating; it reports each one's median
-// GFLOP/s. Only N <= 512 reads in place (the wider ones run packed either
-// way; set TG_DIRECT_N higher to compare them).
+// transposed case on and off), alternating (abGemmMedians); it reports each
+// one's median GFLOP/s. Only N <= 512 reads in place (the wider ones run
+// packed either way; set TG_DIRECT_N higher to compare them).
 //
 //	go test -run '^$' -bench GemmDirectT -benchtime 30x ./kernels/
 func BenchmarkGemmDirectT(b *testing.B) {
@@ -471,20 +472,9 @@ func BenchmarkGemmDirectT(b *testing.B) {
 		b.Run(fmt.Sprintf("%dx%dx%d", m, n, k), func(b *testing.B) {
 			rng := newRNG(1)
 			a, bb, c := randn(rng, m*k, 1), randn(rng, k*n, 1), make([]float32, m*n)
-			var ts [2][]time.Duration
-			for i := range b.N {
-				for o := range 2 {
-					v := o ^ i&1
-					setGemmDirectT(v == 1)
-					t0 := time.Now()
-					d.Gemm(true, false, m, n, k, 1, Host(a), m, Host(bb), n, 1, Host(c), n)
-					ts[v] = append(ts[v], time.Since(t0))
-				}
-			}
-			for v, name := range []string{"packed", "direct"} {
-				slices.Sort(ts[v])
-				b.ReportMetric(2*float64(m*n*k)/ts[v][len(ts[v])/2].Seconds()/1e9, name+"_GFLOP/s")
-			}
+			abGemmMedians(b, 2*float64(m*n*k), func(v int) { setGemmDirectT(v == 1) }, func() {
+				d.Gemm(true, false, m, n, k, 1, Host(a), m, Host(bb), n, 1, Host(c), n)
+			})
 		})
 	}
 }

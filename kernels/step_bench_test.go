@@ -91,27 +91,34 @@ func abSteps(b *testing.B, names [2]string, set func(v int)) {
 	abStepsOn(b, step, names, set)
 }
 
-// abStepsOn is abSteps on a step of the caller's.
-func abStepsOn(b *testing.B, step func(it int), names [2]string, set func(v int)) {
-	step(0)
-	var ts [2][]time.Duration
-	for i := range b.N {
-		// ABBA: each setting runs first in half the pairs (the second step
-		// of a pair measured up to 5% faster whatever its setting).
+// abTimes runs run(i) for i in [0, n) in each of two settings (set(0),
+// set(1)), alternating ABBA, and returns each setting's times, sorted: each
+// setting runs first in half the pairs (the second step of a pair measured up
+// to 5% faster whatever its setting).
+func abTimes(n int, set func(v int), run func(i int)) (ts [2][]time.Duration) {
+	for i := range n {
 		for o := range 2 {
 			v := o ^ i&1
 			set(v)
 			t0 := time.Now()
-			step(i + 1)
+			run(i)
 			ts[v] = append(ts[v], time.Since(t0))
 		}
 	}
+	slices.Sort(ts[0])
+	slices.Sort(ts[1])
+	return ts
+}
+
+// abStepsOn is abSteps on a step of the caller's.
+func abStepsOn(b *testing.B, step func(it int), names [2]string, set func(v int)) {
+	step(0)
+	ts := abTimes(b.N, set, func(i int) { step(i + 1) })
 	for v, name := range names {
 		var sum time.Duration
 		for _, t := range ts[v] {
 			sum += t
 		}
-		slices.Sort(ts[v])
 		b.ReportMetric(float64(ts[v][len(ts[v])/2].Microseconds())/1000, name+"_median_ms")
 		b.ReportMetric(float64(sum.Microseconds())/1000/float64(len(ts[v])), name+"_mean_ms")
 		b.ReportMetric(float64(ts[v][0].Microseconds())/1000, name+"_best_ms")
