@@ -16,7 +16,7 @@
 // (TestExpfAVX512); x is clamped to [-104, 128] (e^-104 is under the
 // smallest denormal: 0; past 88.72 the result overflows to +Inf either way),
 // so no lane computes garbage; NaN stays NaN.
-static inline __attribute__((target("avx512f"), always_inline)) __m512 tg_expf(__m512 x) {
+static inline __attribute__((TG_ISA, always_inline)) __m512 tg_expf(__m512 x) {
 	x = _mm512_min_ps(_mm512_set1_ps(128.0f), _mm512_max_ps(_mm512_set1_ps(-104.0f), x)); // NaN passes
 	__m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
 		_MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
@@ -35,7 +35,7 @@ static inline __attribute__((target("avx512f"), always_inline)) __m512 tg_expf(_
 // tg_gelu is GELU at x: x * sigmoid(2u), u = c (x + 0.044715 x^3), with
 // e = exp(-2|u|) (sigmoid(2u) = 1/(1+e) for u >= 0, e/(1+e) below), so
 // nothing cancels for large |u|.
-static inline __attribute__((always_inline, target("avx512f"))) __m512 tg_gelu(__m512 x) {
+static inline __attribute__((always_inline, TG_ISA)) __m512 tg_gelu(__m512 x) {
 	const __m512 one = _mm512_set1_ps(1.0f);
 	__m512 x3 = _mm512_mul_ps(_mm512_mul_ps(x, x), x);
 	__m512 u = _mm512_mul_ps(_mm512_set1_ps(0.7978845608028654f), _mm512_fmadd_ps(_mm512_set1_ps(0.044715f), x3, x));
@@ -47,7 +47,7 @@ static inline __attribute__((always_inline, target("avx512f"))) __m512 tg_gelu(_
 
 // tg_dgelu is GELU's derivative at v: sigmoid(2u) + 0.5 v sech^2(u) c (1 +
 // 3k v^2), with 1 - tanh^2 u = 4e/(1+e)^2 from the same e.
-static inline __attribute__((always_inline, target("avx512f"))) __m512 tg_dgelu(__m512 v) {
+static inline __attribute__((always_inline, TG_ISA)) __m512 tg_dgelu(__m512 v) {
 	const __m512 one = _mm512_set1_ps(1.0f);
 	__m512 v2 = _mm512_mul_ps(v, v);
 	__m512 u = _mm512_mul_ps(_mm512_set1_ps(0.7978845608028654f), _mm512_fmadd_ps(_mm512_mul_ps(_mm512_set1_ps(0.044715f), v2), v, v));

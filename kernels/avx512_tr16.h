@@ -6,7 +6,7 @@
 
 // tg_tr16 transposes the 16x16 block r in place (r[i] lane j <- r[j] lane i):
 // unpack pairs of rows, then pairs of pairs, then two 128-bit lane shuffles.
-static inline __attribute__((target("avx512f"), always_inline)) void tg_tr16(__m512 r[16]) {
+static inline __attribute__((TG_ISA, always_inline)) void tg_tr16(__m512 r[16]) {
 	__m512 t[16], u[16];
 	for (int i = 0; i < 8; i++) {
 		t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);

@@ -16,7 +16,7 @@ func TestExpfAVX512(t *testing.T) {
 	}
 	out := make([]float32, len(x))
 	if !expVector(out, x) {
-		t.Skip("no AVX-512 kernels in this build or on this CPU")
+		t.Skip("no vector kernels in this build or on this CPU")
 	}
 	worst, at := 0.0, float32(0)
 	for i, v := range x {

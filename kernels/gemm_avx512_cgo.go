@@ -4,7 +4,7 @@ package kernels
 
 /*
 #cgo CFLAGS: -O3
-#include <immintrin.h>
+#include "simd.h"
 #include <stdint.h>
 #include <sched.h>
 #include <unistd.h>

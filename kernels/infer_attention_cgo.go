@@ -5,62 +5,11 @@ package kernels
 /*
 #cgo CFLAGS: -O3
 #cgo LDFLAGS: -lm
-#include <immintrin.h>
-
-extern __m512 _ZGVeN16v_expf(__m512 x); // glibc's libmvec, as in vecmath_cgo.go
-
-// Cached attention of (row, head) tasks [lo,hi) (task = row*NH + head) in one
-// call: scores = scale * q . k[t] for t <= pos[row], softmax, out = sum p_t v[t].
-// The per-task work of a decode step is small (a few dozen positions of 64
-// values), so what this saves is two cgo calls and a scalar Go softmax per task.
-// scores holds maxT floats.
-static __attribute__((target("avx512f"))) void troupe_infer_attend(int lo, int hi, int NH, int hs, int C,
-		int maxT, const float *qkv, const float *kc, const float *vc, const int *slot, const int *pos,
-		float *out, float *scores, float scale) {
-	for (int task = lo; task < hi; task++) {
-		int i = task / NH, h = task % NH;
-		const float *q = qkv + (long)i * 3 * C + (long)h * hs;
-		int P = pos[i] + 1;
-		long base = (long)slot[i] * maxT * C + (long)h * hs;
-		float mx = -__builtin_inff();
-		for (int t = 0; t < P; t++) {
-			const float *k = kc + base + (long)t * C;
-			__m512 acc = _mm512_setzero_ps();
-			for (int d = 0; d < hs; d += 16) {
-				int w = hs - d;
-				__mmask16 m = w >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << w) - 1);
-				acc = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, q + d), _mm512_maskz_loadu_ps(m, k + d), acc);
-			}
-			float s = scale * _mm512_reduce_add_ps(acc);
-			scores[t] = s;
-			mx = s > mx ? s : mx;
-		}
-		__m512 vmx = _mm512_set1_ps(mx), vsum = _mm512_setzero_ps();
-		for (int t = 0; t < P; t += 16) {
-			int w = P - t;
-			__mmask16 m = w >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << w) - 1);
-			__m512 e = _ZGVeN16v_expf(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, scores + t), vmx));
-			e = _mm512_maskz_mov_ps(m, e);
-			vsum = _mm512_add_ps(vsum, e);
-			_mm512_mask_storeu_ps(scores + t, m, e);
-		}
-		__m512 inv = _mm512_set1_ps(1.0f / _mm512_reduce_add_ps(vsum));
-		float *o = out + (long)i * C + (long)h * hs;
-		for (int d = 0; d < hs; d += 16) {
-			int w = hs - d;
-			__mmask16 m = w >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << w) - 1);
-			const float *v = vc + base + d;
-			__m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
-			int t = 0;
-			for (; t + 1 < P; t += 2) {
-				a0 = _mm512_fmadd_ps(_mm512_set1_ps(scores[t]), _mm512_maskz_loadu_ps(m, v + (long)t * C), a0);
-				a1 = _mm512_fmadd_ps(_mm512_set1_ps(scores[t + 1]), _mm512_maskz_loadu_ps(m, v + (long)(t + 1) * C), a1);
-			}
-			if (t < P) a0 = _mm512_fmadd_ps(_mm512_set1_ps(scores[t]), _mm512_maskz_loadu_ps(m, v + (long)t * C), a0);
-			_mm512_mask_storeu_ps(o + d, m, _mm512_mul_ps(inv, _mm512_add_ps(a0, a1)));
-		}
-	}
-}
+#include "simd.h"
+#include "k_infer_attention.h"
+#include "simd_avx2.h"
+#include "k_infer_attention.h"
+#include "simd_avx2_end.h"
 */
 import "C"
 
@@ -68,16 +17,21 @@ import "unsafe"
 
 // inferAttend runs the cached attention of tasks [lo,hi) (task = row*NH + head)
 // in one C call; scores is scratch of maxT floats. False (nothing done) when the
-// CPU lacks AVX-512.
+// CPU has neither AVX-512 nor AVX2.
 func inferAttend(lo, hi, NH, hs, C_, maxT int, qkv, kc, vc []float32, slot, pos []int32, out, scores []float32, scale float32) bool {
-	if !hasAVX512 {
+	if !hasVec {
 		return false
 	}
 	if lo >= hi {
 		return true
 	}
 	f := func(s []float32) *C.float { return (*C.float)(unsafe.Pointer(&s[0])) }
-	C.troupe_infer_attend(C.int(lo), C.int(hi), C.int(NH), C.int(hs), C.int(C_), C.int(maxT), f(qkv), f(kc), f(vc),
-		(*C.int)(unsafe.Pointer(&slot[0])), (*C.int)(unsafe.Pointer(&pos[0])), f(out), f(scores), C.float(scale))
+	if vec512 {
+		C.troupe_infer_attend(C.int(lo), C.int(hi), C.int(NH), C.int(hs), C.int(C_), C.int(maxT), f(qkv), f(kc), f(vc),
+			(*C.int)(unsafe.Pointer(&slot[0])), (*C.int)(unsafe.Pointer(&pos[0])), f(out), f(scores), C.float(scale))
+	} else {
+		C.troupe_infer_attend_avx2(C.int(lo), C.int(hi), C.int(NH), C.int(hs), C.int(C_), C.int(maxT), f(qkv), f(kc), f(vc),
+			(*C.int)(unsafe.Pointer(&slot[0])), (*C.int)(unsafe.Pointer(&pos[0])), f(out), f(scores), C.float(scale))
+	}
 	return true
 }

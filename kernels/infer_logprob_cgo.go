@@ -5,90 +5,50 @@ package kernels
 /*
 #cgo CFLAGS: -O3
 #cgo LDFLAGS: -lm
-#include <immintrin.h>
-#include <math.h>
-
-extern __m512 _ZGVeN16v_expf(__m512 x); // glibc's libmvec, as in vecmath_cgo.go
-
-// logp[i] = log softmax(x[i,:] * invT)[targets[i]] for rows [0,rows): one pass
-// for the max, one of 16-lane exps (the sum in float32 lanes, then float64).
-static __attribute__((target("avx512f"))) void troupe_infer_logprob(int rows, int V, const float *x,
-		const int *targets, float invT, float *logp) {
-	__m512 vinv = _mm512_set1_ps(invT);
-	for (int i = 0; i < rows; i++) {
-		const float *r = x + (long)i * V;
-		__m512 mx = _mm512_set1_ps(-__builtin_inff());
-		for (int j = 0; j < V; j += 16) {
-			int w = V - j;
-			__mmask16 m = w >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << w) - 1);
-			mx = _mm512_mask_max_ps(mx, m, mx, _mm512_maskz_loadu_ps(m, r + j));
-		}
-		float fmx = _mm512_reduce_max_ps(mx);
-		__m512 vmx = _mm512_set1_ps(fmx), sum = _mm512_setzero_ps();
-		for (int j = 0; j < V; j += 16) {
-			int w = V - j;
-			__mmask16 m = w >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << w) - 1);
-			__m512 e = _ZGVeN16v_expf(_mm512_mul_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, r + j), vmx), vinv));
-			sum = _mm512_add_ps(sum, _mm512_maskz_mov_ps(m, e));
-		}
-		double s = _mm512_reduce_add_ps(sum);
-		logp[i] = (float)((double)((r[targets[i]] - fmx) * invT) - log(s));
-	}
-}
-
-// mx[i], sum[i] = max of row i of x (rows x w) and its sum of exp((x-max)*invT).
-static __attribute__((target("avx512f"))) void troupe_infer_maxsum(int rows, int w, const float *x,
-		float invT, float *mx, float *sum) {
-	__m512 vinv = _mm512_set1_ps(invT);
-	for (int i = 0; i < rows; i++) {
-		const float *r = x + (long)i * w;
-		__m512 m0 = _mm512_set1_ps(-__builtin_inff());
-		for (int j = 0; j < w; j += 16) {
-			int k = w - j;
-			__mmask16 m = k >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << k) - 1);
-			m0 = _mm512_mask_max_ps(m0, m, m0, _mm512_maskz_loadu_ps(m, r + j));
-		}
-		float fmx = _mm512_reduce_max_ps(m0);
-		__m512 vmx = _mm512_set1_ps(fmx), s = _mm512_setzero_ps();
-		for (int j = 0; j < w; j += 16) {
-			int k = w - j;
-			__mmask16 m = k >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << k) - 1);
-			__m512 e = _ZGVeN16v_expf(_mm512_mul_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, r + j), vmx), vinv));
-			s = _mm512_add_ps(s, _mm512_maskz_mov_ps(m, e));
-		}
-		mx[i] = fmx;
-		sum[i] = _mm512_reduce_add_ps(s);
-	}
-}
+#include "simd.h"
+#include "k_infer_logprob.h"
+#include "simd_avx2.h"
+#include "k_infer_logprob.h"
+#include "simd_avx2_end.h"
 */
 import "C"
 
 import "unsafe"
 
 // inferLogProbRows runs troupe_infer_logprob on rows of x; false (nothing done)
-// when the CPU lacks AVX-512.
+// when the CPU has neither AVX-512 nor AVX2.
 func inferLogProbRows(logp, x []float32, targets []int32, rows, V int, invT float32) bool {
-	if !hasAVX512 {
+	if !hasVec {
 		return false
 	}
 	if rows == 0 {
 		return true
 	}
-	C.troupe_infer_logprob(C.int(rows), C.int(V), (*C.float)(unsafe.Pointer(&x[0])),
-		(*C.int)(unsafe.Pointer(&targets[0])), C.float(invT), (*C.float)(unsafe.Pointer(&logp[0])))
+	if vec512 {
+		C.troupe_infer_logprob(C.int(rows), C.int(V), (*C.float)(unsafe.Pointer(&x[0])),
+			(*C.int)(unsafe.Pointer(&targets[0])), C.float(invT), (*C.float)(unsafe.Pointer(&logp[0])))
+	} else {
+		C.troupe_infer_logprob_avx2(C.int(rows), C.int(V), (*C.float)(unsafe.Pointer(&x[0])),
+			(*C.int)(unsafe.Pointer(&targets[0])), C.float(invT), (*C.float)(unsafe.Pointer(&logp[0])))
+	}
 	return true
 }
 
 // inferMaxSumRows runs troupe_infer_maxsum on rows of x; false (nothing done)
-// when the CPU lacks AVX-512.
+// when the CPU has neither AVX-512 nor AVX2.
 func inferMaxSumRows(mx, sum, x []float32, rows, w int, invT float32) bool {
-	if !hasAVX512 {
+	if !hasVec {
 		return false
 	}
 	if rows == 0 {
 		return true
 	}
-	C.troupe_infer_maxsum(C.int(rows), C.int(w), (*C.float)(unsafe.Pointer(&x[0])), C.float(invT),
-		(*C.float)(unsafe.Pointer(&mx[0])), (*C.float)(unsafe.Pointer(&sum[0])))
+	if vec512 {
+		C.troupe_infer_maxsum(C.int(rows), C.int(w), (*C.float)(unsafe.Pointer(&x[0])), C.float(invT),
+			(*C.float)(unsafe.Pointer(&mx[0])), (*C.float)(unsafe.Pointer(&sum[0])))
+	} else {
+		C.troupe_infer_maxsum_avx2(C.int(rows), C.int(w), (*C.float)(unsafe.Pointer(&x[0])), C.float(invT),
+			(*C.float)(unsafe.Pointer(&mx[0])), (*C.float)(unsafe.Pointer(&sum[0])))
+	}
 	return true
 }

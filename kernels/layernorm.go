@@ -151,7 +151,7 @@ var lnScratch scratchPool
 // (BenchmarkTrainLNOnePass, two ABBA runs). Reports false (nothing done)
 // without AVX-512.
 func (c *CPU) layerNormBackwardFused(dinp, dweight, dbias, dout, inp, weight, mean, rstd Tensor, N, C int) bool {
-	if N == 0 || C == 0 || !layerNormBackwardVector(nil, nil, nil, nil, nil, nil, nil, nil, 0, 0) { // a probe: true with AVX-512
+	if N == 0 || C == 0 || !layerNormBackwardVector(nil, nil, nil, nil, nil, nil, nil, nil, 0, 0) { // a probe: true with the vector kernels
 		return false
 	}
 	need(dinp, N*C, "LayerNormBackward dinp")

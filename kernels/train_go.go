@@ -2,7 +2,7 @@
 
 package kernels
 
-// Without cgo there are no AVX-512 C kernels: every caller falls back to Go.
+// Without cgo there are no C vector kernels: every caller falls back to Go.
 
 func layerNormForwardVector(out, mean, rstd, inp, w, b []float32, rows, C int, eps float32) bool {
 	return false

@@ -2,7 +2,7 @@
 
 package kernels
 
-// Without cgo there are no AVX-512 C kernels: every caller falls back to Go.
+// Without cgo there are no C vector kernels: every caller falls back to Go.
 
 func gemmSmall(transA, transB bool, m, n, k int, alpha float32, a []float32, lda int,
 	b []float32, ldb int, beta float32, cc []float32, ldc int) bool {
