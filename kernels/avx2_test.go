@@ -12,8 +12,8 @@ func TestVectorKernelsAVX2(t *testing.T) {
 	if !hasAVX512 || !hasAVX2 {
 		t.Skip("the package's tests run the only vector build this CPU has")
 	}
-	defer func(v bool) { vec512 = v }(vec512)
-	vec512 = false
+	defer setVec512(vec512)
+	setVec512(false)
 	for _, tc := range []struct {
 		name string
 		fn   func(*testing.T)
@@ -29,6 +29,10 @@ func TestVectorKernelsAVX2(t *testing.T) {
 		{"InferLogProb", TestInferLogProb}, {"Gemm", TestGemm}, {"Entropy", TestEntropy},
 		{"GradLayerNorm", TestGradLayerNorm}, {"GradGelu", TestGradGelu}, {"GradAttention", TestGradAttention},
 		{"GradLogProb", TestGradLogProb}, {"GradCrossEntropy", TestGradCrossEntropy},
+		{"GemmPacked", TestGemmPacked}, {"MatmulFused", TestMatmulFused}, {"MatmulGeluFused", TestMatmulGeluFused},
+		{"LMHeadLossAndBackward", TestLMHeadLossAndBackward}, {"GradMatmul", TestGradMatmul}, {"GradMatmulTrans", TestGradMatmulTrans},
+		{"GemmShared", TestGemmShared}, {"WeightBiasGrad", TestWeightBiasGrad}, {"InferLinearPackedSplits", TestInferLinearPackedSplits},
+		{"GemmMeetBands", TestGemmMeetBands},
 	} {
 		t.Run(tc.name, tc.fn)
 	}

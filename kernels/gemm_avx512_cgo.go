@@ -5,589 +5,14 @@ package kernels
 /*
 #cgo CFLAGS: -O3
 #include "simd.h"
-#include <stdint.h>
 #include <sched.h>
 #include <unistd.h>
-#include "avx512_tr16.h"
-#include "avx512_gelu.h"
-
-// A packed AVX-512 sgemm for the model's products (row-major C (M,N) = alpha *
-// op(A) (M,K) @ op(B) (K,N) + beta * C), in the BLIS layout seen row-major:
-//
-//   for each depth block pc of KC:                 (KC <= 512, or all of K <= 768)
-//     pack op(A)[:, pc] into MR-row micro-panels    (k-major: MR values per k)
-//     for each column block jc of NC:               (KC x NC of B ~ 1 MB, in L2)
-//       pack op(B)[pc, jc] into 32-column micro-panels (32 values per k)
-//       for each MR-row micro-panel (MR x KC, ~18 KB, stays in L1):
-//         for each 32-column micro-panel: the MR x 32 micro-kernel
-//
-// The micro-kernel keeps an (MR x 32) tile of C in 2*MR zmm registers (MR = 12:
-// 24 accumulators, 2 for B; no spills, checked with objdump), loads two B
-// vectors per k and broadcasts each A value straight from the packed panel
-// (vbroadcastss from memory: one load uop, no shuffle), software-prefetching
-// the B panel TG_PF floats ahead and the C tile before the k loop. Edges: A
-// panels are zero-padded to MR rows and B panels to 32 columns, and the tile's
-// store is limited to the valid rows and masked to the valid columns. alpha is
-// applied when packing A; beta on the first depth block's store (beta == 0
-// never reads C), later blocks add; an optional bias (first block) and GELU
-// (last block) run on the tile in registers before its one store. Each
-// element's sum runs over k in blocks of KC, in order, whatever the threading.
-//
-// Packing transposes 16x16 blocks through registers (op(A) not transposed,
-// op(B) transposed); scalar packing of A cost ~8% of a product at N = 384.
-// Where A is not transposed, A is mostly not packed at all (tg_direct: N <=
-// TG_DIRECT_N, or A's rows not at a multiple of 2 KB): the kernel broadcasts
-// from A's rows (troupe_kernel_d; 12 row pointers, one index). A narrow
-// product uses each packed A value for only 2N flops, so packing (write and
-// read back, from L3) was a visible share: skipping it took the deep narrow
-// products (K >= 1152, N <= 384) from 0.95-1.0x OpenBLAS to 1.05-1.15x
-// (BenchmarkGemmPacked). At wider N it measured level on one thread, and
-// 2-8% faster on two (shared products, whose packed A one thread writes and
-// the other reads). Also tried and within noise on the 2-vCPU dev box: MR = 14, no B
-// prefetch, a 512 KB B block, KC 384/768/whole K. The macros stay overridable
-// (e.g. CGO_CFLAGS=-DTG_MR=14) for such comparisons.
-
-#ifndef TG_MR
-#define TG_MR 12
-#endif
-#define TG_NR 32
-#ifndef TG_KC
-#define TG_KC 512
-#endif
-#ifndef TG_DIRECT_N
-#define TG_DIRECT_N 512
-#endif
-#ifndef TG_PF
-#define TG_PF 256
-#endif
-// TG_L2 is the budget in floats for one packed block of B (1 MB of SPR's 2 MB L2).
-#ifndef TG_L2
-#define TG_L2 (256 * 1024)
-#endif
-
-// tg_direct says whether a product reads A in place (troupe_kernel_d) instead
-// of packing it: A not transposed, and N at most TG_DIRECT_N or A's row stride
-// not a multiple of 2 KB. The kernel reads 12 rows of A at stride lda; at a
-// stride that is a multiple of 4 KB they all fall in one L1 set (12 ways) and
-// evict each other and B (gpt2's K = 3072: 5-10% slower in place), while at
-// other strides reading in place saves packing A (gpt2's K = 768 and 2304
-// products 2-8% faster on 2 threads, BenchmarkGemmDirect). Where A is
-// transposed (a weight gradient's X^T), it reads A in place at N <=
-// TG_DIRECT_N: the kernel takes the tile's MR values of each k straight from
-// A's row k (troupe_kernel_t). Alternating in one process on 2 threads
-// (2026-11-29, BenchmarkGemmDirectT), the N = 384 weight gradients of `small`
-// ran 1.5-6% faster so (1536x384x2048: 345-357 GFLOP/s against 324-344
-// packed), N = 768 level (+-1%), and N >= 1152 1-5% slower: packing A costs a
-// product 1/N of its work, so it pays only where N is narrow. The result is
-// how A is read: TG_A_PACKED, TG_A_ROWS (in place, not transposed) or
-// TG_A_COLS (in place, transposed).
-enum { TG_A_PACKED = 0, TG_A_ROWS = 1, TG_A_COLS = 2 };
-static int tg_direct_wide = 1;
-static int tg_direct_t = 1;
-static int tg_direct(int transA, int N, long lda) {
-	if (transA) return tg_direct_t && N <= TG_DIRECT_N ? TG_A_COLS : TG_A_PACKED;
-	return N <= TG_DIRECT_N || (tg_direct_wide && lda % 512 != 0) ? TG_A_ROWS : TG_A_PACKED;
-}
-static void troupe_set_direct_wide(int on) { tg_direct_wide = on; }
-static void troupe_set_direct_t(int on) { tg_direct_t = on; }
-
-#define TG_MASK(w) ((w) >= 16 ? (__mmask16)0xFFFF : ((w) <= 0 ? (__mmask16)0 : (__mmask16)((1u << (w)) - 1)))
-
-// tg_kc_whole is the depth up to which a product takes its whole K as one
-// depth block (else blocks of at most TG_KC): 768 where L1d holds 48 KB (the
-// MR x 768 A panel is 36 KB), else TG_KC (troupe_kc_init). One block fewer
-// saves a read and a write of all of C: GPT-2's LM head forward (1024 x 768
-// x 50257, C = 206 MB) took 244-259 ms a step in one block against 269-305 in
-// two of 384. A whole gpt2 step (B4 T256; BenchmarkKCWhole, same process,
-// alternating, three runs) gained less than the noise: best step 1.5-2.2%
-// faster, median -2.3% to +0.4%. A whole K of 1024 (a 48 KB panel) was 20%
-// slower.
-static int tg_kc_whole = TG_KC;
-static void troupe_set_kc_whole(int k) { tg_kc_whole = k; }
-static int troupe_kc_init(void) {
-	long l1 = sysconf(_SC_LEVEL1_DCACHE_SIZE);
-	tg_kc_whole = l1 >= 48 * 1024 ? 768 : TG_KC;
-	return tg_kc_whole;
-}
-
-// troupe_sgemm_kc is the depth block for K: K whole up to tg_kc_whole, else
-// blocks of equal size of at most TG_KC.
-static int troupe_sgemm_kc(int K) {
-	if (K <= tg_kc_whole) return K;
-	int nk = (K + TG_KC - 1) / TG_KC;
-	return (K + nk - 1) / nk;
-}
-
-// troupe_sgemm_nc is the column block for depth kc (a multiple of TG_NR; blocks of
-// about equal size).
-static int troupe_sgemm_nc(int N, int kc) {
-	int nc = TG_L2 / kc / TG_NR * TG_NR;
-	if (nc < TG_NR) nc = TG_NR;
-	int nb = (N + nc - 1) / nc;
-	int per = (N + nb - 1) / nb;
-	return (per + TG_NR - 1) / TG_NR * TG_NR;
-}
-
-// troupe_sgemm_ws is the workspace the product needs, in floats.
-static long troupe_sgemm_ws(int M, int N, int K) {
-	int kc = troupe_sgemm_kc(K);
-	long mp = (long)(M + TG_MR - 1) / TG_MR * TG_MR;
-	long nc = troupe_sgemm_nc(N, kc);
-	return mp * kc + nc * kc + 16;
-}
-
-// pack_a: rows [0,M) of op(A), depth [pc,pc+kc), times alpha, into micro-panels
-// ap[panel][k][MR], zero rows past M.
-static __attribute__((target("avx512f"))) void troupe_pack_a(int transA, int M, int pc, int kc,
-		float alpha, const float *A, long lda, float *ap) {
-	for (int i0 = 0; i0 < M; i0 += TG_MR) {
-		int rows = M - i0 < TG_MR ? M - i0 : TG_MR;
-		float *dst = ap + (long)i0 * kc;
-		if (transA) {
-			// A stored (K,M): the MR values of one k are contiguous.
-			__mmask16 m = TG_MASK(rows);
-			__m512 va = _mm512_set1_ps(alpha);
-			for (int k = 0; k < kc; k++) {
-				__m512 v = _mm512_mul_ps(va, _mm512_maskz_loadu_ps(m, A + (long)(pc + k) * lda + i0));
-				// Write MR lanes (the next k's values follow).
-				_mm512_mask_storeu_ps(dst + (long)k * TG_MR, (__mmask16)((1u << TG_MR) - 1), v);
-			}
-			continue;
-		}
-		// A stored (M,K): transpose 16-value runs of the MR rows through
-		// registers (rows past M and values past kc are zero).
-		__m512 va = _mm512_set1_ps(alpha);
-		for (int k0 = 0; k0 < kc; k0 += 16) {
-			int w = kc - k0 < 16 ? kc - k0 : 16;
-			__mmask16 m = TG_MASK(w);
-			__m512 r[16];
-			for (int i = 0; i < 16; i++) {
-				r[i] = i < rows ? _mm512_maskz_loadu_ps(m, A + (long)(i0 + i) * lda + pc + k0) : _mm512_setzero_ps();
-				if (alpha != 1.0f) r[i] = _mm512_mul_ps(r[i], va);
-			}
-			tg_tr16(r);
-			for (int c = 0; c < w; c++)
-				_mm512_mask_storeu_ps(dst + (long)(k0 + c) * TG_MR, (__mmask16)((1u << TG_MR) - 1), r[c]);
-		}
-	}
-}
-
-// pack_b: columns [jc,jc+nc) of op(B) (at most N), depth [pc,pc+kc), into
-// micro-panels bp[panel][k][32], zero columns past N. With cs (B not
-// transposed only), cs[j - jc] also gets the sum over the depth block of
-// column j (k in order; zero past N): a bias gradient's partial column sums,
-// taken from the values packing loads anyway.
-static __attribute__((target("avx512f"))) void troupe_pack_b(int transB, int N, int jc, int nc, int pc, int kc,
-		const float *B, long ldb, float *bp, float *cs) {
-	int j1 = jc + nc < N ? jc + nc : N;
-	for (int j0 = jc; j0 < j1; j0 += TG_NR) {
-		int w = j1 - j0;
-		float *dst = bp + (long)(j0 - jc) * kc;
-		if (!transB) {
-			__mmask16 m0 = TG_MASK(w), m1 = TG_MASK(w - 16);
-			const float *s = B + (long)pc * ldb + j0;
-			__m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps();
-			for (int k = 0; k < kc; k++, s += ldb) { // cs is loop-invariant: -O3 unswitches the loop
-				__m512 v0 = _mm512_maskz_loadu_ps(m0, s), v1 = _mm512_maskz_loadu_ps(m1, s + 16);
-				_mm512_storeu_ps(dst + k * TG_NR, v0);
-				_mm512_storeu_ps(dst + k * TG_NR + 16, v1);
-				if (cs) {
-					s0 = _mm512_add_ps(s0, v0);
-					s1 = _mm512_add_ps(s1, v1);
-				}
-			}
-			if (cs) {
-				_mm512_storeu_ps(cs + (j0 - jc), s0);
-				_mm512_storeu_ps(cs + (j0 - jc) + 16, s1);
-			}
-			continue;
-		}
-		// B stored (N,K): column j of op(B) is row j of B; transpose 16x16
-		// blocks through registers (columns past N and values past kc are zero).
-		for (int k0 = 0; k0 < kc; k0 += 16) {
-			int kw = kc - k0 < 16 ? kc - k0 : 16;
-			__mmask16 m = TG_MASK(kw);
-			for (int h = 0; h < TG_NR; h += 16) {
-				__m512 r[16];
-				for (int i = 0; i < 16; i++)
-					r[i] = h + i < w ? _mm512_maskz_loadu_ps(m, B + (long)(j0 + h + i) * ldb + pc + k0) : _mm512_setzero_ps();
-				tg_tr16(r);
-				for (int c = 0; c < kw; c++) _mm512_storeu_ps(dst + (long)(k0 + c) * TG_NR + h, r[c]);
-			}
-		}
-	}
-}
-
-// tg_epi is a tile's epilogue beyond alpha and beta, its pointers at the
-// tile's element (0,0): bias (row of 32) and res (rows at stride ldr, added as
-// res + bias before the product, as a C pre-filled with them would be) on the
-// first depth block; on the last, the result times GELU'(dgx) (rows at ldx)
-// when dgx is set, then GELU when gelu is set, the GELU going to gout (rows at
-// ldg) while C keeps the value before it when gout is set.
-typedef struct {
-	const float *bias, *res, *dgx;
-	float *gout;
-	long ldr, ldx, ldg;
-	int gelu;
-} tg_epi;
-
-// tg_store is the kernels' epilogue: rows [0,rows) of the C tile at c get
-// alpha * (c0|c1) + bias and residual (first k-block only, see tg_epi) + vb *
-// C (C not read on the first k-block when beta is 0), then what e asks for
-// on the last block, stored under the column masks m0, m1. Inlined, so the
-// accumulators stay in registers.
-static inline __attribute__((always_inline, target("avx512f"))) void tg_store(const __m512 *c0, const __m512 *c1,
-		float *c, long ldc, int rows, __mmask16 m0, __mmask16 m1, int first, int last, float alpha, float beta,
-		const tg_epi *e) {
-	__m512 vb = _mm512_set1_ps(first ? beta : 1.0f), va = _mm512_set1_ps(alpha);
-	int load = !first || beta != 0.0f;
-	__m512 bias0 = _mm512_setzero_ps(), bias1 = _mm512_setzero_ps();
-	const float *bias = first && e ? e->bias : 0, *res = first && e ? e->res : 0;
-	const float *dgx = last && e ? e->dgx : 0;
-	int gelu = last && e && e->gelu;
-	float *gout = gelu ? e->gout : 0;
-	if (bias) {
-		bias0 = _mm512_maskz_loadu_ps(m0, bias);
-		bias1 = _mm512_maskz_loadu_ps(m1, bias + 16);
-	}
-#pragma GCC unroll 16
-	for (int r = 0; r < TG_MR; r++) {
-		if (r >= rows) break;
-		float *p = c + (long)r * ldc;
-		__m512 t0 = bias0, t1 = bias1;
-		if (res) {
-			t0 = _mm512_add_ps(_mm512_maskz_loadu_ps(m0, res + (long)r * e->ldr), bias0);
-			t1 = _mm512_add_ps(_mm512_maskz_loadu_ps(m1, res + (long)r * e->ldr + 16), bias1);
-		}
-		__m512 v0 = _mm512_fmadd_ps(va, c0[r], t0), v1 = _mm512_fmadd_ps(va, c1[r], t1);
-		if (load) {
-			v0 = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(m0, p), v0);
-			v1 = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(m1, p + 16), v1);
-		}
-		if (dgx) {
-			const float *x = dgx + (long)r * e->ldx;
-			v0 = _mm512_mul_ps(tg_dgelu(_mm512_maskz_loadu_ps(m0, x)), v0);
-			v1 = _mm512_mul_ps(tg_dgelu(_mm512_maskz_loadu_ps(m1, x + 16)), v1);
-		}
-		if (gelu) {
-			if (gout) {
-				_mm512_mask_storeu_ps(p, m0, v0);
-				_mm512_mask_storeu_ps(p + 16, m1, v1);
-				p = gout + (long)r * e->ldg;
-			}
-			v0 = tg_gelu(v0);
-			v1 = tg_gelu(v1);
-		}
-		_mm512_mask_storeu_ps(p, m0, v0);
-		_mm512_mask_storeu_ps(p + 16, m1, v1);
-	}
-}
-
-// tg_prefetch_rows prefetches the 32 values at p of each of rows rows (row
-// stride ld); nothing for a NULL p.
-static inline __attribute__((always_inline)) void tg_prefetch_rows(const float *p, long ld, int rows) {
-	if (!p) return;
-	for (int r = 0; r < rows; r++) {
-		_mm_prefetch((const char *)(p + (long)r * ld), _MM_HINT_T0);
-		_mm_prefetch((const char *)(p + (long)r * ld + 31), _MM_HINT_T0);
-	}
-}
-
-// tg_kernel is the MR x 32 micro-kernel: C tile (rows valid rows, columns
-// masked by m0/m1) = alpha * A B + beta * C + bias over kc on the first depth
-// block (beta == 0: C not read), C += alpha * A B on later ones, with the
-// epilogue e (may be NULL) as tg_store applies it. A's element (r, k) is
-// a[r*rs + k*ks]; with clamp, rows past `rows` repeat the last valid row
-// (never stored) instead of reading padding. Inlined into its two callers with
-// constant rs/ks/clamp, so each gets its own addressing.
-static inline __attribute__((always_inline, target("avx512f"))) void tg_kernel(int kc, const float *a, long rs,
-		long ks, int clamp, const float *bp, float *c, long ldc, int rows, __mmask16 m0, __mmask16 m1, int first,
-		int last, float alpha, float beta, const tg_epi *e) {
-	__m512 c0[TG_MR], c1[TG_MR];
-	const float *ar[TG_MR];
-#pragma GCC unroll 16
-	for (int r = 0; r < TG_MR; r++) {
-		c0[r] = _mm512_setzero_ps();
-		c1[r] = _mm512_setzero_ps();
-		ar[r] = a + (long)(clamp && r >= rows ? rows - 1 : r) * rs;
-	}
-	// The C tile's lines come in while the k loop runs (its store would
-	// otherwise wait on them from L3 or memory).
-#pragma GCC unroll 16
-	for (int r = 0; r < TG_MR; r++) {
-		if (r < rows) {
-			_mm_prefetch((const char *)(c + (long)r * ldc), _MM_HINT_T0);
-			_mm_prefetch((const char *)(c + (long)r * ldc + 31), _MM_HINT_T0);
-		}
-	}
-	// So do the epilogue's other rows (residual, GELU input, GELU output).
-	if (e) {
-		tg_prefetch_rows(first ? e->res : 0, e->ldr, rows);
-		tg_prefetch_rows(last ? e->dgx : 0, e->ldx, rows);
-		tg_prefetch_rows(last && e->gelu ? e->gout : 0, e->ldg, rows);
-	}
-	for (int k = 0; k < kc; k++) {
-#if TG_PF > 0
-		_mm_prefetch((const char *)(bp + TG_PF), _MM_HINT_T0);
-		_mm_prefetch((const char *)(bp + TG_PF + 16), _MM_HINT_T0);
-#endif
-		__m512 b0 = _mm512_load_ps(bp);
-		__m512 b1 = _mm512_load_ps(bp + 16);
-#pragma GCC unroll 16
-		for (int r = 0; r < TG_MR; r++) {
-			__m512 av = _mm512_set1_ps(ar[r][(long)k * ks]);
-			c0[r] = _mm512_fmadd_ps(av, b0, c0[r]);
-			c1[r] = _mm512_fmadd_ps(av, b1, c1[r]);
-		}
-		bp += TG_NR;
-	}
-	tg_store(c0, c1, c, ldc, rows, m0, m1, first, last, alpha, beta, e);
-}
-
-// troupe_kernel: A from a packed panel ap (TG_MR values per depth step, rows
-// past `rows` zero; alpha already applied by the packing).
-static __attribute__((target("avx512f"))) void troupe_kernel(int kc, const float *ap, const float *bp,
-		float *c, long ldc, int rows, __mmask16 m0, __mmask16 m1, int first, int last, float beta,
-		const tg_epi *e) {
-	tg_kernel(kc, ap, 1, TG_MR, 0, bp, c, ldc, rows, m0, m1, first, last, 1.0f, beta, e);
-}
-
-// troupe_kernel_d: A read straight from its rows (A stored (M,K), not
-// transposed; a at row 0 of the tile, depth pc) instead of a packed panel.
-static __attribute__((target("avx512f"))) void troupe_kernel_d(int kc, const float *a, long lda, const float *bp,
-		float *c, long ldc, int rows, __mmask16 m0, __mmask16 m1, int first, int last, float alpha, float beta,
-		const tg_epi *e) {
-	tg_kernel(kc, a, lda, 1, 1, bp, c, ldc, rows, m0, m1, first, last, alpha, beta, e);
-}
-
-// troupe_kernel_t: A read straight from A stored (K,M) (transposed; a at
-// column 0 of the tile, depth pc): the tile's MR values of one k are
-// consecutive.
-static __attribute__((target("avx512f"))) void troupe_kernel_t(int kc, const float *a, long lda, const float *bp,
-		float *c, long ldc, int rows, __mmask16 m0, __mmask16 m1, int first, int last, float alpha, float beta,
-		const tg_epi *e) {
-	tg_kernel(kc, a, 1, lda, 1, bp, c, ldc, rows, m0, m1, first, last, alpha, beta, e);
-}
-
-// tg_tile runs one register tile of a product at rows i0.., column col..
-// (rows valid rows, w valid columns) over the depth block at pc of length kc:
-// direct is tg_direct's TG_A_ROWS (A read in place from its rows, stride lda),
-// TG_A_COLS (A transposed, read in place k by k) or TG_A_PACKED (from the
-// packed panel a); bpan is the tile's packed B panel. The epilogue e (NULL:
-// none; pointers at element (0,0) of C) is moved to the tile.
-static inline __attribute__((always_inline, target("avx512f"))) void tg_tile(int direct, int kc, const float *A,
-		long lda, int pc, const float *a, const float *bpan, float *C, long ldc, int i0, long col, int rows, int w,
-		int first, int last, float alpha, float beta, const tg_epi *e) {
-	tg_epi te, *tp = 0;
-	if (e) {
-		te = *e;
-		if (te.bias) te.bias += col;
-		if (te.res) te.res += i0 * te.ldr + col;
-		if (te.dgx) te.dgx += i0 * te.ldx + col;
-		if (te.gout) te.gout += i0 * te.ldg + col;
-		tp = &te;
-	}
-	if (direct == TG_A_COLS) {
-		troupe_kernel_t(kc, A + (long)pc * lda + i0, lda, bpan, C + (long)i0 * ldc + col, ldc, rows, TG_MASK(w),
-			TG_MASK(w - 16), first, last, alpha, beta, tp);
-		return;
-	}
-	if (direct == TG_A_ROWS) {
-		troupe_kernel_d(kc, A + (long)i0 * lda + pc, lda, bpan, C + (long)i0 * ldc + col, ldc, rows, TG_MASK(w),
-			TG_MASK(w - 16), first, last, alpha, beta, tp);
-		return;
-	}
-	troupe_kernel(kc, a, bpan, C + (long)i0 * ldc + col, ldc, rows, TG_MASK(w), TG_MASK(w - 16), first, last, beta,
-		tp);
-}
-
-// troupe_sgemm: C (M,N) = alpha * op(A) @ op(B) + beta * C, then the epilogue
-// e (NULL: none; see tg_epi, its pointers at element (0,0) of C),
-// single-threaded; ws holds troupe_sgemm_ws(M,N,K) floats, 64-byte aligned.
-static __attribute__((target("avx512f"))) void troupe_sgemm(int transA, int transB, int M, int N, int K,
-		float alpha, const float *A, long lda, const float *B, long ldb, float beta, float *C, long ldc,
-		float *ws, const tg_epi *e) {
-	int kc0 = troupe_sgemm_kc(K);
-	int ncb = troupe_sgemm_nc(N, kc0);
-	long mp = (long)(M + TG_MR - 1) / TG_MR * TG_MR;
-	float *ap = ws;
-	float *bp = ws + ((mp * kc0 + 15) & ~15L);
-	for (int pc = 0; pc < K; pc += kc0) {
-		int kc = K - pc < kc0 ? K - pc : kc0;
-		int first = pc == 0, last = pc + kc >= K;
-		int direct = tg_direct(transA, N, lda);
-		if (!direct) troupe_pack_a(transA, M, pc, kc, alpha, A, lda, ap);
-		for (int jc = 0; jc < N; jc += ncb) {
-			int nc = N - jc < ncb ? N - jc : ncb;
-			troupe_pack_b(transB, N, jc, nc, pc, kc, B, ldb, bp, 0);
-			for (int i0 = 0; i0 < M; i0 += TG_MR) {
-				int rows = M - i0 < TG_MR ? M - i0 : TG_MR;
-				const float *a = ap + (long)i0 * kc;
-				for (int j0 = 0; j0 < nc; j0 += TG_NR)
-					tg_tile(direct, kc, A, lda, pc, a, bp + (long)j0 * kc, C, ldc, i0, jc + j0, rows, nc - j0,
-						first, last, alpha, beta, e);
-			}
-		}
-	}
-}
-
-// A product shared by threads (troupe_sgemm_shared): troupe_sgemm's blocks
-// (depth block of KC x column block of B sized to L2) are cut into chunks of
-// cr rows, claimed one at a time, depth block by depth block, by whichever
-// thread is free, so a thread slowed by other work on its core takes fewer
-// chunks instead of holding the other at the end of the op. Within a depth
-// block one thread takes chunks from the front (column block by column block)
-// and the other from the back, meeting where their speeds put them: each
-// thread keeps to the same end of C at every depth block, so the tiles it
-// adds to are mostly the ones already in its own L2 (taken in one order by
-// both threads, small's weight gradients at k = 2048 ran 4-7% slower than in
-// fixed bands). Each block of B is packed once, shared: the threads that reach it
-// claim its 32-column micro-panels to pack, then wait for the ones still being
-// packed. A, where it is packed (not read in place), is packed once too: a row
-// chunk's panels of a depth block by the first thread to need them, the
-// others waiting. A chunk at depth block kb > 0 first waits until the same
-// tiles' chunk at kb - 1 is done (claimed a whole block earlier, so almost
-// always long done), so each element's sum runs over the depth blocks in
-// order: the bits troupe_sgemm computes, whichever thread takes a chunk.
-// st (zeroed by the caller) holds per depth block the chunks taken from the
-// front and from the back (low and high 32 bits), then per block of B the
-// next micro-panel to pack and how many are packed, then per (depth block,
-// row chunk) A's state (0 not packed, 1 being packed, 2 packed), then per
-// chunk whether it is done.
-
-// tg_plan is a shared product's blocking, as troupe_sgemm blocks it: depth
-// blocks of kc0 (nkb of them), column blocks of nc (njb), row chunks of cr
-// (nrc, cr a multiple of TG_MR); np is the packed B's width (the last column block padded to whole
-// micro-panels), mp the packed A's rows; direct: how A is read (tg_direct;
-// nonzero: in place, not packed).
-// The sizes the caller provides follow: chunks, the counters st holds
-// (state), the packed B's and A's floats (bsize, asize; asize 0 when direct).
-typedef struct {
-	int kc0, nkb, nc, njb, cr, nrc, direct;
-	long np, mp, chunks, state, bsize, asize;
-} tg_plan;
-
-static tg_plan troupe_shared_plan(int transA, int M, int N, int K, long lda, int cr) {
-	tg_plan p;
-	p.kc0 = troupe_sgemm_kc(K);
-	p.nkb = (K + p.kc0 - 1) / p.kc0;
-	p.nc = troupe_sgemm_nc(N, p.kc0);
-	p.njb = (N + p.nc - 1) / p.nc;
-	p.cr = cr;
-	p.nrc = (M + cr - 1) / cr;
-	p.direct = tg_direct(transA, N, lda);
-	p.np = (long)(p.njb - 1) * p.nc + (N - (long)(p.njb - 1) * p.nc + TG_NR - 1) / TG_NR * TG_NR;
-	p.mp = (long)(M + TG_MR - 1) / TG_MR * TG_MR;
-	p.chunks = (long)p.nkb * p.njb * p.nrc;
-	p.state = p.nkb + 2L * p.nkb * p.njb + (long)p.nkb * p.nrc + p.chunks;
-	p.bsize = p.np * K;
-	p.asize = p.direct ? 0 : p.mp * K;
-	return p;
-}
-
-// tg_wait spins until *p reaches v (the thread that will set it is working
-// on it; yielding after a while in case it lost its core).
-static inline void tg_wait(long long *p, long long v) {
-	for (long spin = 0; __atomic_load_n(p, __ATOMIC_ACQUIRE) < v; spin++) {
-		_mm_pause();
-		if (spin > 4096) sched_yield();
-	}
-}
-
-// tg_claim takes the next of a depth block's per chunks from the front (end
-// 0) or the back (end 1) of its claim word w; -1 when none is left.
-static inline long long tg_claim(long long *w, long long per, int end) {
-	long long v = __atomic_load_n(w, __ATOMIC_RELAXED);
-	for (;;) {
-		long long f = v & 0xffffffffLL, b = v >> 32;
-		if (f + b >= per) return -1;
-		long long nv = end ? v + (1LL << 32) : v + 1;
-		if (__atomic_compare_exchange_n(w, &v, nv, 1, __ATOMIC_RELAXED, __ATOMIC_RELAXED))
-			return end ? per - 1 - b : f;
-	}
-}
-
-// troupe_sgemm_shared is one thread's part of a shared product (see above)
-// planned as pl (troupe_shared_plan of the same transA, M, N, K): bp is the
-// shared packed B (pl.bsize floats, 64-byte aligned), ap the shared packed A
-// (pl.asize floats, aligned; unused when A is read in place), st the plan's
-// pl.state counters, zeroed, end the end of each depth block this thread
-// starts from (0 front). With bsum (B not transposed; pl.nkb * pl.np floats),
-// bsum[kb * np + j] gets the sum of column j of op(B) over depth block kb
-// (troupe_pack_b's cs), whichever thread packs it.
-static __attribute__((target("avx512f"))) void troupe_sgemm_shared(tg_plan pl, int transA, int transB, int M, int N,
-		int K, float alpha, const float *A, long lda, const float *B, long ldb, float beta, float *C, long ldc,
-		float *bp, float *ap, long long *st, int end, const tg_epi *e, float *bsum) {
-	int kc0 = pl.kc0, nkb = pl.nkb, nc = pl.nc, njb = pl.njb, cr = pl.cr, nrc = pl.nrc, direct = pl.direct;
-	long mp = pl.mp, np = pl.np;
-	long long per = (long long)njb * nrc;
-	long long *bst = st + nkb, *ast = bst + 2L * nkb * njb, *cdone = ast + (long)nkb * nrc;
-	for (int kb = 0; kb < nkb; kb++) for (;;) {
-		long long i = tg_claim(&st[kb], per, end);
-		if (i < 0) break;
-		long long q = kb * per + i;
-		int jb = (int)(i / nrc), rc = (int)(i % nrc);
-		int pc = kb * kc0, kc = K - pc < kc0 ? K - pc : kc0;
-		int first = kb == 0, last = pc + kc >= K;
-		int jc = jb * nc, ncw = N - jc < nc ? N - jc : nc;
-		int npan = (ncw + TG_NR - 1) / TG_NR;
-		int r0 = rc * cr, r1 = M - r0 < cr ? M : r0 + cr;
-		// This block of B: packed by the threads that reach it.
-		float *bb = bp + (long)pc * np + (long)jc * kc;
-		long long *next = &bst[2L * (kb * njb + jb)], *done = next + 1;
-		if (__atomic_load_n(done, __ATOMIC_ACQUIRE) < npan) {
-			for (;;) {
-				long long p = __atomic_fetch_add(next, 1, __ATOMIC_RELAXED);
-				if (p >= npan) break;
-				troupe_pack_b(transB, N, jc + (int)p * TG_NR, TG_NR, pc, kc, B, ldb, bb + p * TG_NR * kc,
-					bsum ? bsum + (long)kb * np + jc + p * TG_NR : 0);
-				__atomic_fetch_add(done, 1, __ATOMIC_RELEASE);
-			}
-			tg_wait(done, npan);
-		}
-		// This row chunk's A at this depth: packed by the first thread to need it.
-		float *ak = ap + mp * pc;
-		long long *as = &ast[(long)kb * nrc + rc], zero = 0;
-		if (!direct && __atomic_load_n(as, __ATOMIC_ACQUIRE) < 2) {
-			if (__atomic_compare_exchange_n(as, &zero, 1, 0, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED)) {
-				troupe_pack_a(transA, r1 - r0, pc, kc, alpha, transA ? A + r0 : A + (long)r0 * lda, lda,
-					ak + (long)r0 * kc);
-				__atomic_store_n(as, 2, __ATOMIC_RELEASE);
-			} else {
-				tg_wait(as, 2);
-			}
-		}
-		// The same tiles at the depth block before must be done.
-		if (kb > 0) tg_wait(&cdone[((long)(kb - 1) * njb + jb) * nrc + rc], 1);
-		for (int i0 = r0; i0 < r1; i0 += TG_MR) {
-			int rows = r1 - i0 < TG_MR ? r1 - i0 : TG_MR;
-			for (int j0 = 0; j0 < ncw; j0 += TG_NR)
-				tg_tile(direct, kc, A, lda, pc, ak + (long)i0 * kc, bb + (long)j0 * kc, C, ldc, i0, jc + j0, rows,
-					ncw - j0, first, last, alpha, beta, e);
-		}
-		__atomic_store_n(&cdone[q], 1, __ATOMIC_RELEASE);
-	}
-}
-
-// troupe_sgemm_shared_epi is troupe_sgemm_shared with the epilogue's fields as
-// arguments (as troupe_sgemm_epi).
-static void troupe_sgemm_shared_epi(tg_plan pl, int transA, int transB, int M, int N, int K, float alpha,
-		const float *A, long lda, const float *B, long ldb, float beta, float *C, long ldc, float *bp, float *ap,
-		long long *st, int end, int has_epi, const float *bias, const float *res, long ldr, const float *dgx, long ldx,
-		float *gout, long ldg, int gelu, float *bsum) {
-	tg_epi e = {bias, res, dgx, gout, ldr, ldx, ldg, gelu};
-	troupe_sgemm_shared(pl, transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, bp, ap, st, end,
-		has_epi ? &e : 0, bsum);
-}
-
-// troupe_sgemm_epi is troupe_sgemm with the epilogue's fields as arguments (Go
-// may not pass C a pointer to Go memory holding Go pointers); has_epi 0: none.
-static void troupe_sgemm_epi(int transA, int transB, int M, int N, int K, float alpha, const float *A, long lda,
-		const float *B, long ldb, float beta, float *C, long ldc, float *ws, int has_epi, const float *bias,
-		const float *res, long ldr, const float *dgx, long ldx, float *gout, long ldg, int gelu) {
-	tg_epi e = {bias, res, dgx, gout, ldr, ldx, ldg, gelu};
-	troupe_sgemm(transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, ws, has_epi ? &e : 0);
-}
+#include "k_gemm.h"
+enum { TG_MR_512 = TG_MR, TG_DIRECT_N_512 = TG_DIRECT_N };
+#include "simd_avx2.h"
+#include "k_gemm.h"
+enum { TG_MR_AVX2 = TG_MR, TG_DIRECT_N_AVX2 = TG_DIRECT_N };
+#include "simd_avx2_end.h"
 */
 import "C"
 
@@ -597,31 +22,60 @@ import (
 	"unsafe"
 )
 
-// gemmPackedOK reports whether gemmPacked runs here (the CPU has AVX-512F).
-var gemmPackedOK = hasAVX512
+// gemmPackedOK reports whether gemmPacked runs here: the CPU has AVX-512F
+// (MR x 32 tiles, MR = 12) or AVX2 (6 x 16 tiles; simd_avx2.h).
+var gemmPackedOK = hasVec
 
 // setGemmDirectWide turns tg_direct's in-place reading of A at N >
 // TG_DIRECT_N on or off (benchmarks compare; not while a product runs).
-func setGemmDirectWide(on bool) { C.troupe_set_direct_wide(cbool(on)) }
+func setGemmDirectWide(on bool) {
+	C.troupe_set_direct_wide(cbool(on))
+	C.troupe_set_direct_wide_avx2(cbool(on))
+}
 
 // setGemmDirectT turns tg_direct's in-place reading of a transposed A at N <=
 // TG_DIRECT_N on or off (benchmarks compare; not while a product runs).
-func setGemmDirectT(on bool) { C.troupe_set_direct_t(cbool(on)) }
+func setGemmDirectT(on bool) {
+	C.troupe_set_direct_t(cbool(on))
+	C.troupe_set_direct_t_avx2(cbool(on))
+}
 
 // kcWhole is the depth up to which a product runs as one depth block
-// (troupe_kc_init: 768 with a 48 KB L1d, else 512).
-var kcWhole = int(C.troupe_kc_init())
+// (troupe_kc_init: 768 with a 48 KB L1d, else 512; the same in both builds).
+var kcWhole = kcInit()
+
+func kcInit() int {
+	C.troupe_kc_init_avx2()
+	return int(C.troupe_kc_init())
+}
 
 // setKCWhole sets that depth (benchmarks compare; not while a product runs).
-func setKCWhole(k int) { C.troupe_set_kc_whole(C.int(k)) }
+func setKCWhole(k int) {
+	C.troupe_set_kc_whole(C.int(k))
+	C.troupe_set_kc_whole_avx2(C.int(k))
+}
 
 // gemmDirectN is the widest product the packed kernel runs with A read in
-// place (not packed).
-const gemmDirectN = int(C.TG_DIRECT_N)
+// place (not packed); gemmPackedMR is the micro-kernel's rows (row bands of
+// a product split over threads are best made of whole MR-row tiles), and
+// gemmSharedRows the height of a shared product's chunks (4 register tiles:
+// small enough that the last chunks even out two threads, large enough that a
+// chunk's A panel is packed once per depth block for 4 tiles). All three are
+// the build's that runs (setVec512).
+var gemmDirectN, gemmPackedMR, gemmSharedRows int
 
-// gemmPackedMR is the micro-kernel's rows: row bands of a product split over
-// threads are best made of whole MR-row tiles.
-const gemmPackedMR = int(C.TG_MR)
+func init() { setVec512(vec512) }
+
+// setVec512 picks the AVX-512 build of the C kernels (on) or the AVX2 one;
+// tests flip it on an AVX-512 machine, not while a kernel runs.
+func setVec512(on bool) {
+	vec512 = on
+	gemmDirectN, gemmPackedMR = int(C.TG_DIRECT_N_AVX2), int(C.TG_MR_AVX2)
+	if on {
+		gemmDirectN, gemmPackedMR = int(C.TG_DIRECT_N_512), int(C.TG_MR_512)
+	}
+	gemmSharedRows = 4 * gemmPackedMR
+}
 
 // gemmPackedWS pools the packing workspaces (a few MB each: the packed A of a
 // band and one L2 block of packed B; a shared product's whole packed A and
@@ -684,13 +138,21 @@ func gemmPackedEpi(transA, transB bool, m, n, k int, alpha float32, a []float32,
 		return false
 	}
 	ce := cEpilogue(e, m, n)
-	wp := gemmPackedBuf(int(C.troupe_sgemm_ws(C.int(m), C.int(n), C.int(k))) + 16)
+	wsz := C.troupe_sgemm_ws_avx2(C.int(m), C.int(n), C.int(k))
+	if vec512 {
+		wsz = C.troupe_sgemm_ws(C.int(m), C.int(n), C.int(k))
+	}
+	wp := gemmPackedBuf(int(wsz) + 16)
 	ws := *wp
-	C.troupe_sgemm_epi(cbool(transA), cbool(transB), C.int(m), C.int(n), C.int(k), C.float(alpha),
-		(*C.float)(unsafe.Pointer(&a[0])), C.long(lda),
-		(*C.float)(unsafe.Pointer(&b[0])), C.long(ldb), C.float(beta),
-		(*C.float)(unsafe.Pointer(&cc[0])), C.long(ldc),
-		(*C.float)(unsafe.Pointer(&ws[gemmAlign(ws)])), ce.has, ce.bias, ce.res, ce.ldr, ce.dgx, ce.ldx, ce.gout, ce.ldg, ce.gelu)
+	pa, pb, pc, pw := (*C.float)(unsafe.Pointer(&a[0])), (*C.float)(unsafe.Pointer(&b[0])),
+		(*C.float)(unsafe.Pointer(&cc[0])), (*C.float)(unsafe.Pointer(&ws[gemmAlign(ws)]))
+	if vec512 {
+		C.troupe_sgemm_epi(cbool(transA), cbool(transB), C.int(m), C.int(n), C.int(k), C.float(alpha), pa, C.long(lda),
+			pb, C.long(ldb), C.float(beta), pc, C.long(ldc), pw, ce.has, ce.bias, ce.res, ce.ldr, ce.dgx, ce.ldx, ce.gout, ce.ldg, ce.gelu)
+	} else {
+		C.troupe_sgemm_epi_avx2(cbool(transA), cbool(transB), C.int(m), C.int(n), C.int(k), C.float(alpha), pa, C.long(lda),
+			pb, C.long(ldb), C.float(beta), pc, C.long(ldc), pw, ce.has, ce.bias, ce.res, ce.ldr, ce.dgx, ce.ldx, ce.gout, ce.ldg, ce.gelu)
+	}
 	gemmPackedPut(wp)
 	return true
 }
@@ -729,11 +191,6 @@ func cEpilogue(e *gemmEpilogue, m, n int) cEpi {
 	}
 	return ce
 }
-
-// gemmSharedRows is the height of a shared product's chunks (4 register
-// tiles): small enough that the last chunks even out two threads, large
-// enough that a chunk's A panel is packed once per depth block for 4 tiles.
-const gemmSharedRows = 4 * gemmPackedMR
 
 // gemmSharedMaxB caps a shared product's packed B (floats, 32 MB): a product
 // whose B is larger (GPT-2's LM head, 768 x 50257) keeps one band per thread,
@@ -791,7 +248,10 @@ func (c *CPU) weightBiasGrad(dweight, dbias, dout, inp Tensor, N, C, OC int) boo
 
 // sharedPlan is the blocking of a shared product (troupe_shared_plan).
 func sharedPlan(transA bool, m, n, k, lda int) C.tg_plan {
-	return C.troupe_shared_plan(cbool(transA), C.int(m), C.int(n), C.int(k), C.long(lda), C.int(gemmSharedRows))
+	if vec512 {
+		return C.troupe_shared_plan(cbool(transA), C.int(m), C.int(n), C.int(k), C.long(lda), C.int(gemmSharedRows))
+	}
+	return C.troupe_shared_plan_avx2(cbool(transA), C.int(m), C.int(n), C.int(k), C.long(lda), C.int(gemmSharedRows))
 }
 
 // gemmSharedRun is gemmShared, planned as p (sharedPlan), without its
@@ -828,14 +288,19 @@ func (c *CPU) gemmSharedRun(p C.tg_plan, transA, transB bool, m, n, k int, alpha
 	ws := *wp
 	bp := ws[gemmAlign(ws):]
 	ap := bp[(bsize+15)/16*16:]
+	pa, pb, pc := (*C.float)(unsafe.Pointer(&a[0])), (*C.float)(unsafe.Pointer(&b[0])), (*C.float)(unsafe.Pointer(&cc[0]))
+	pbp, pap, pst := (*C.float)(unsafe.Pointer(&bp[0])), (*C.float)(unsafe.Pointer(&ap[0])), (*C.longlong)(unsafe.Pointer(&st[0]))
 	c.parallelFor(c.threads, 1<<30, func(lo, hi int) {
 		for part := lo; part < hi; part++ { // even parts from the front of each depth block, odd from the back
-			C.troupe_sgemm_shared_epi(p, cbool(transA), cbool(transB), C.int(m), C.int(n), C.int(k), C.float(alpha),
-				(*C.float)(unsafe.Pointer(&a[0])), C.long(lda), (*C.float)(unsafe.Pointer(&b[0])), C.long(ldb),
-				C.float(beta), (*C.float)(unsafe.Pointer(&cc[0])), C.long(ldc),
-				(*C.float)(unsafe.Pointer(&bp[0])), (*C.float)(unsafe.Pointer(&ap[0])),
-				(*C.longlong)(unsafe.Pointer(&st[0])), C.int(part%2),
-				ce.has, ce.bias, ce.res, ce.ldr, ce.dgx, ce.ldx, ce.gout, ce.ldg, ce.gelu, bsum)
+			if vec512 {
+				C.troupe_sgemm_shared_epi(p, cbool(transA), cbool(transB), C.int(m), C.int(n), C.int(k), C.float(alpha), pa, C.long(lda),
+					pb, C.long(ldb), C.float(beta), pc, C.long(ldc), pbp, pap, pst, C.int(part%2),
+					ce.has, ce.bias, ce.res, ce.ldr, ce.dgx, ce.ldx, ce.gout, ce.ldg, ce.gelu, bsum)
+			} else {
+				C.troupe_sgemm_shared_epi_avx2(p, cbool(transA), cbool(transB), C.int(m), C.int(n), C.int(k), C.float(alpha), pa, C.long(lda),
+					pb, C.long(ldb), C.float(beta), pc, C.long(ldc), pbp, pap, pst, C.int(part%2),
+					ce.has, ce.bias, ce.res, ce.ldr, ce.dgx, ce.ldx, ce.gout, ce.ldg, ce.gelu, bsum)
+			}
 		}
 	})
 	if sp != nil {
@@ -926,8 +391,19 @@ const gemmPackedMinWork = 1 << 22
 // packed kernel. Deep, narrow products with A transposed (k >= 1024, n <= 384:
 // weight gradients' bands) stay on OpenBLAS: there A must be packed and the
 // kernel measured 0.88-1.1x, below 1 more often than not.
+//
+// The AVX2 build's 6 x 16 kernel alone ran at 0.92-0.98x OpenBLAS on one
+// thread (BenchmarkGemmPacked, Zen 3, gpt2's and small's shapes); it pays
+// where products are shared or carry an epilogue. The LM head's products,
+// whose A or B is too large to share (over gemmSharedMaxB), ran slower in
+// it: a gpt2 step took 8.4 s with them packed, 6.5 s on OpenBLAS. So
+// there, AVX2 leaves them to OpenBLAS; a rule of the shape alone, so that a
+// product gets the same kernel (and bits) whichever path runs it.
 func gemmPackedWins(transA, transB bool, m, n, k int) bool {
 	if !gemmPackedOK || m < 32 || n < 32 || k < 32 || 2*m*n*k < gemmPackedMinWork {
+		return false
+	}
+	if !vec512 && (m*k > gemmSharedMaxB || n*k > gemmSharedMaxB) {
 		return false
 	}
 	return !transA || k < 1024 || n > 384

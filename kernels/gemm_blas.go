@@ -66,12 +66,16 @@ const gemmBackend = "openblas"
 
 // gemmBackendDetail describes the backend for logs and benchmark headers,
 // e.g. "openblas SkylakeX + avx512 packed sgemm" (the second part where the
-// packed AVX-512 sgemm of gemm_avx512_cgo.go takes the large products). The
-// word after "openblas " is the OpenBLAS kernel set (cmd/troupe's bench hands
-// it to PyTorch's OpenBLAS as OPENBLAS_CORETYPE).
+// packed sgemm of gemm_avx512_cgo.go takes the large products, in its
+// AVX-512 or its AVX2 build). The word after "openblas " is the OpenBLAS
+// kernel set (cmd/troupe's bench hands it to PyTorch's OpenBLAS as
+// OPENBLAS_CORETYPE).
 func gemmBackendDetail() string {
-	if gemmPackedOK {
+	switch {
+	case gemmPackedOK && vec512:
 		return "openblas " + blasCore + " + avx512 packed sgemm"
+	case gemmPackedOK:
+		return "openblas " + blasCore + " + avx2 packed sgemm"
 	}
 	return "openblas " + blasCore
 }

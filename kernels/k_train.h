@@ -316,8 +316,8 @@ static void troupe_attn_fwd(const float *q, const float *k, const float *v, long
 	float *kp = ws, *vp = ws + hs * ((T + 31) & ~31L);
 	troupe_panels_t(kp, k, ld, T, hs);
 	troupe_panels(vp, v, ld, T, hs);
-	for (long i0 = 0; i0 < T; i0 += 8) {
-		long R = T - i0 < 8 ? T - i0 : 8, i1 = i0 + R;
+	for (long i0 = 0; i0 < T; i0 += TG_ROWS) {
+		long R = T - i0 < TG_ROWS ? T - i0 : TG_ROWS, i1 = i0 + R;
 		long n = (i1 + 15) & ~15L;
 		if (n > T) n = T;
 		troupe_mmp_r[R](n, hs, q + i0 * ld, ld, 1, kp, hs * 32, att + i0 * T, T, scale, 0);
@@ -345,8 +345,8 @@ static void troupe_attn_bwd(const float *q, const float *k, const float *v, long
 	troupe_panels(kp, k, ld, T, hs);
 	troupe_panels(dop, dout, ldo, T, hs);
 	troupe_panels(qp, q, ld, T, hs);
-	for (long i0 = 0; i0 < T; i0 += 8) {
-		long R = T - i0 < 8 ? T - i0 : 8, i1 = i0 + R;
+	for (long i0 = 0; i0 < T; i0 += TG_ROWS) {
+		long R = T - i0 < TG_ROWS ? T - i0 : TG_ROWS, i1 = i0 + R;
 		long n = (i1 + 15) & ~15L;
 		if (n > T) n = T;
 		troupe_mmp_r[R](n, hs, dout + i0 * ldo, ldo, 1, vtp, hs * 32, ds + i0 * T, T, 1, 0);
@@ -358,8 +358,8 @@ static void troupe_attn_bwd(const float *q, const float *k, const float *v, long
 		troupe_mmp_r[R](hs, i1, ds + i0 * T, T, 1, kp, T * 32, dq + i0 * ld, ld, 1, acc);
 	}
 	// Key rows j0..j0+R: only query rows i >= j0 have weights on them.
-	for (long j0 = 0; j0 < T; j0 += 8) {
-		long R = T - j0 < 8 ? T - j0 : 8;
+	for (long j0 = 0; j0 < T; j0 += TG_ROWS) {
+		long R = T - j0 < TG_ROWS ? T - j0 : TG_ROWS;
 		troupe_mmp_r[R](hs, T - j0, att + j0 * T + j0, 1, T, dop + j0 * 32, T * 32, dv + j0 * ld, ld, 1, acc);
 		troupe_mmp_r[R](hs, T - j0, ds + j0 * T + j0, 1, T, qp + j0 * 32, T * 32, dk + j0 * ld, ld, 1, acc);
 	}

@@ -222,6 +222,30 @@ TG_A2 tg_v8d tg2_unpackhi_pd(tg_v8d a, tg_v8d b) {
 #undef _mm512_shuffle_f32x4
 #define _mm512_shuffle_f32x4 tg2_shuffle_f32x4
 
+// An (R,32) tile is 4R ymm accumulators of the 16 registers: R = 8 spilled
+// (troupe_mmp_8 took 9% of a small step's samples).
+#ifndef TG_AVX2_ROWS
+#define TG_AVX2_ROWS 3
+#endif
+#undef TG_ROWS
+#define TG_ROWS TG_AVX2_ROWS
+
+// The packed sgemm (k_gemm.h) in 6 x 16 register tiles: 12 ymm accumulators,
+// two for B and one for A's broadcast, as BLIS's Haswell/Zen kernels; one
+// packed block of B of 256 KB (half of Zen 2/3's 512 KB L2).
+#ifndef TG_AVX2_MR
+#define TG_AVX2_MR 6
+#endif
+#ifndef TG_AVX2_L2
+#define TG_AVX2_L2 (64 * 1024)
+#endif
+#undef TG_MR
+#define TG_MR TG_AVX2_MR
+#undef TG_NR
+#define TG_NR 16
+#undef TG_L2
+#define TG_L2 TG_AVX2_L2
+
 // The shared headers again, for this build.
 #undef TROUPE_AVX512_GELU_H
 #undef TROUPE_AVX512_TR16_H

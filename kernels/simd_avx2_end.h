@@ -1,10 +1,20 @@
 // Ends the AVX2 build's renames (simd_avx2_names.h), so that cgo's own code after
 // the preamble reaches both builds by their names.
 #undef tg_adamw16
+#undef tg_claim
 #undef tg_dgelu
+#undef tg_direct
+#undef tg_direct_t
+#undef tg_direct_wide
 #undef tg_expf
 #undef tg_gelu
+#undef tg_kc_whole
+#undef tg_kernel
+#undef tg_prefetch_rows
+#undef tg_store
+#undef tg_tile
 #undef tg_tr16
+#undef tg_wait
 #undef troupe_adamw
 #undef troupe_attn_bwd
 #undef troupe_attn_fwd
@@ -29,6 +39,10 @@
 #undef troupe_infer_nn_7
 #undef troupe_infer_nn_8
 #undef troupe_infer_small
+#undef troupe_kc_init
+#undef troupe_kernel
+#undef troupe_kernel_d
+#undef troupe_kernel_t
 #undef troupe_ln_bwd
 #undef troupe_ln_bwd_dw
 #undef troupe_ln_fwd
@@ -60,6 +74,8 @@
 #undef troupe_nt_6
 #undef troupe_nt_7
 #undef troupe_nt_8
+#undef troupe_pack_a
+#undef troupe_pack_b
 #undef troupe_panel_fn
 #undef troupe_panel_nn
 #undef troupe_panel_nn_1
@@ -73,6 +89,17 @@
 #undef troupe_panel_small
 #undef troupe_panels
 #undef troupe_panels_t
+#undef troupe_set_direct_t
+#undef troupe_set_direct_wide
+#undef troupe_set_kc_whole
+#undef troupe_sgemm
+#undef troupe_sgemm_epi
+#undef troupe_sgemm_kc
+#undef troupe_sgemm_nc
+#undef troupe_sgemm_shared
+#undef troupe_sgemm_shared_epi
+#undef troupe_sgemm_ws
+#undef troupe_shared_plan
 #undef troupe_small_fn
 #undef troupe_softmax
 #undef troupe_softmax_row

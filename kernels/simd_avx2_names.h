@@ -2,10 +2,20 @@
 // both builds live in one preamble; simd_avx2_end.h undoes them. A name missing
 // here fails the build (its second definition), so the list cannot fall behind.
 #define tg_adamw16 tg_adamw16_avx2
+#define tg_claim tg_claim_avx2
 #define tg_dgelu tg_dgelu_avx2
+#define tg_direct tg_direct_avx2
+#define tg_direct_t tg_direct_t_avx2
+#define tg_direct_wide tg_direct_wide_avx2
 #define tg_expf tg_expf_avx2
 #define tg_gelu tg_gelu_avx2
+#define tg_kc_whole tg_kc_whole_avx2
+#define tg_kernel tg_kernel_avx2
+#define tg_prefetch_rows tg_prefetch_rows_avx2
+#define tg_store tg_store_avx2
+#define tg_tile tg_tile_avx2
 #define tg_tr16 tg_tr16_avx2
+#define tg_wait tg_wait_avx2
 #define troupe_adamw troupe_adamw_avx2
 #define troupe_attn_bwd troupe_attn_bwd_avx2
 #define troupe_attn_fwd troupe_attn_fwd_avx2
@@ -30,6 +40,10 @@
 #define troupe_infer_nn_7 troupe_infer_nn_7_avx2
 #define troupe_infer_nn_8 troupe_infer_nn_8_avx2
 #define troupe_infer_small troupe_infer_small_avx2
+#define troupe_kc_init troupe_kc_init_avx2
+#define troupe_kernel troupe_kernel_avx2
+#define troupe_kernel_d troupe_kernel_d_avx2
+#define troupe_kernel_t troupe_kernel_t_avx2
 #define troupe_ln_bwd troupe_ln_bwd_avx2
 #define troupe_ln_bwd_dw troupe_ln_bwd_dw_avx2
 #define troupe_ln_fwd troupe_ln_fwd_avx2
@@ -61,6 +75,8 @@
 #define troupe_nt_6 troupe_nt_6_avx2
 #define troupe_nt_7 troupe_nt_7_avx2
 #define troupe_nt_8 troupe_nt_8_avx2
+#define troupe_pack_a troupe_pack_a_avx2
+#define troupe_pack_b troupe_pack_b_avx2
 #define troupe_panel_fn troupe_panel_fn_avx2
 #define troupe_panel_nn troupe_panel_nn_avx2
 #define troupe_panel_nn_1 troupe_panel_nn_1_avx2
@@ -74,6 +90,17 @@
 #define troupe_panel_small troupe_panel_small_avx2
 #define troupe_panels troupe_panels_avx2
 #define troupe_panels_t troupe_panels_t_avx2
+#define troupe_set_direct_t troupe_set_direct_t_avx2
+#define troupe_set_direct_wide troupe_set_direct_wide_avx2
+#define troupe_set_kc_whole troupe_set_kc_whole_avx2
+#define troupe_sgemm troupe_sgemm_avx2
+#define troupe_sgemm_epi troupe_sgemm_epi_avx2
+#define troupe_sgemm_kc troupe_sgemm_kc_avx2
+#define troupe_sgemm_nc troupe_sgemm_nc_avx2
+#define troupe_sgemm_shared troupe_sgemm_shared_avx2
+#define troupe_sgemm_shared_epi troupe_sgemm_shared_epi_avx2
+#define troupe_sgemm_ws troupe_sgemm_ws_avx2
+#define troupe_shared_plan troupe_shared_plan_avx2
 #define troupe_small_fn troupe_small_fn_avx2
 #define troupe_softmax troupe_softmax_avx2
 #define troupe_softmax_row troupe_softmax_row_avx2
