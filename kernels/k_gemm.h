@@ -4,7 +4,10 @@
 #include "avx512_gelu.h"
 
 // A packed AVX-512 sgemm for the model's products (row-major C (M,N) = alpha *
-// op(A) (M,K) @ op(B) (K,N) + beta * C), in the BLIS layout seen row-major:
+// op(A) (M,K) @ op(B) (K,N) + beta * C). Its AVX2 build (simd_avx2.h) has
+// MR = 6 and 16-column tiles (TG_NR; TG_H2 drops the second 16 columns'
+// code) and a 256 KB block of B; what follows describes the AVX-512 one.
+// In the BLIS layout seen row-major:
 //
 //   for each depth block pc of KC:                 (KC <= 512, or all of K <= 768)
 //     pack op(A)[:, pc] into MR-row micro-panels    (k-major: MR values per k)
