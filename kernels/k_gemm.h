@@ -100,8 +100,6 @@ static void troupe_set_direct_t(int on) { tg_direct_t = on; }
 #define TG_H2(...)
 #endif
 
-#define TG_MASK(w) ((w) >= 16 ? (__mmask16)0xFFFF : ((w) <= 0 ? (__mmask16)0 : (__mmask16)((1u << (w)) - 1)))
-
 // tg_kc_whole is the depth up to which a product takes its whole K as one
 // depth block (else blocks of at most TG_KC): 768 where L1d holds 48 KB (the
 // MR x 768 A panel is 36 KB), else TG_KC (troupe_kc_init). One block fewer
@@ -154,7 +152,7 @@ static __attribute__((TG_ISA)) void troupe_pack_a(int transA, int M, int pc, int
 		float *dst = ap + (long)i0 * kc;
 		if (transA) {
 			// A stored (K,M): the MR values of one k are contiguous.
-			__mmask16 m = TG_MASK(rows);
+			__mmask16 m = TROUPE_MASK(rows);
 			__m512 va = _mm512_set1_ps(alpha);
 			for (int k = 0; k < kc; k++) {
 				__m512 v = _mm512_mul_ps(va, _mm512_maskz_loadu_ps(m, A + (long)(pc + k) * lda + i0));
@@ -168,7 +166,7 @@ static __attribute__((TG_ISA)) void troupe_pack_a(int transA, int M, int pc, int
 		__m512 va = _mm512_set1_ps(alpha);
 		for (int k0 = 0; k0 < kc; k0 += 16) {
 			int w = kc - k0 < 16 ? kc - k0 : 16;
-			__mmask16 m = TG_MASK(w);
+			__mmask16 m = TROUPE_MASK(w);
 			__m512 r[16];
 			for (int i = 0; i < 16; i++) {
 				r[i] = i < rows ? _mm512_maskz_loadu_ps(m, A + (long)(i0 + i) * lda + pc + k0) : _mm512_setzero_ps();
@@ -193,7 +191,7 @@ static __attribute__((TG_ISA)) void troupe_pack_b(int transB, int N, int jc, int
 		int w = j1 - j0;
 		float *dst = bp + (long)(j0 - jc) * kc;
 		if (!transB) {
-			__mmask16 m0 = TG_MASK(w), m1 = TG_MASK(w - 16);
+			__mmask16 m0 = TROUPE_MASK(w), m1 = TROUPE_MASK(w - 16);
 			const float *s = B + (long)pc * ldb + j0;
 			__m512 s0 = _mm512_setzero_ps();
 			TG_H2(__m512 s1 = _mm512_setzero_ps();)
@@ -217,7 +215,7 @@ static __attribute__((TG_ISA)) void troupe_pack_b(int transB, int N, int jc, int
 		// blocks through registers (columns past N and values past kc are zero).
 		for (int k0 = 0; k0 < kc; k0 += 16) {
 			int kw = kc - k0 < 16 ? kc - k0 : 16;
-			__mmask16 m = TG_MASK(kw);
+			__mmask16 m = TROUPE_MASK(kw);
 			for (int h = 0; h < TG_NR; h += 16) {
 				__m512 r[16];
 				for (int i = 0; i < 16; i++)
@@ -403,16 +401,16 @@ static inline __attribute__((always_inline, TG_ISA)) void tg_tile(int direct, in
 		tp = &te;
 	}
 	if (direct == TG_A_COLS) {
-		troupe_kernel_t(kc, A + (long)pc * lda + i0, lda, bpan, C + (long)i0 * ldc + col, ldc, rows, TG_MASK(w),
-			TG_MASK(w - 16), first, last, alpha, beta, tp);
+		troupe_kernel_t(kc, A + (long)pc * lda + i0, lda, bpan, C + (long)i0 * ldc + col, ldc, rows, TROUPE_MASK(w),
+			TROUPE_MASK(w - 16), first, last, alpha, beta, tp);
 		return;
 	}
 	if (direct == TG_A_ROWS) {
-		troupe_kernel_d(kc, A + (long)i0 * lda + pc, lda, bpan, C + (long)i0 * ldc + col, ldc, rows, TG_MASK(w),
-			TG_MASK(w - 16), first, last, alpha, beta, tp);
+		troupe_kernel_d(kc, A + (long)i0 * lda + pc, lda, bpan, C + (long)i0 * ldc + col, ldc, rows, TROUPE_MASK(w),
+			TROUPE_MASK(w - 16), first, last, alpha, beta, tp);
 		return;
 	}
-	troupe_kernel(kc, a, bpan, C + (long)i0 * ldc + col, ldc, rows, TG_MASK(w), TG_MASK(w - 16), first, last, beta,
+	troupe_kernel(kc, a, bpan, C + (long)i0 * ldc + col, ldc, rows, TROUPE_MASK(w), TROUPE_MASK(w - 16), first, last, beta,
 		tp);
 }
 

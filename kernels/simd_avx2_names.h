@@ -1,6 +1,7 @@
 // The kernels' names in their AVX2 build (troupe_x -> troupe_x_avx2), so that
 // both builds live in one preamble; simd_avx2_end.h undoes them. A name missing
-// here fails the build (its second definition), so the list cannot fall behind.
+// here fails the build (its second definition); TestAVX2NamesCurrent checks
+// this list and simd_avx2_end.h against the headers.
 #define tg_adamw16 tg_adamw16_avx2
 #define tg_claim tg_claim_avx2
 #define tg_dgelu tg_dgelu_avx2
