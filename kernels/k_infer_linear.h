@@ -120,6 +120,7 @@ static __attribute__((TG_ISA)) void troupe_panel_nn_##R(int p0, int p1, int K, i
 	}                                                                                            \
 }
 
+#ifndef TROUPE_SIMD_AVX2_H
 PANEL_NN(1) PANEL_NN(2) PANEL_NN(3) PANEL_NN(4) PANEL_NN(5) PANEL_NN(6) PANEL_NN(7) PANEL_NN(8)
 
 typedef void (*troupe_panel_fn)(int, int, int, int, const float *, int, const float *, const float *, float *, int, int);
@@ -134,3 +135,90 @@ static void troupe_panel_small(int M, int p0, int p1, int K, int OC, const float
 		troupe_panel_nn[r](p0, p1, K, OC, A + (long)m0 * lda, lda, P, bias, C + (long)m0 * ldc, ldc, acc_in);
 	}
 }
+#else
+// The AVX2 build: an (R,32) tile would want 4R ymm accumulators of 16 registers
+// (troupe_panel_nn_8 spilled them, 2.5-2.7 ms for a decode step's 42 MB of
+// products), so a panel goes by in chunks of PANEL_KC rows (16 KB, in L1), each
+// chunk as two 16-column halves, each half in groups of at most 6 rows
+// (troupe_panel_h_R: 2R accumulators, two weight vectors and the broadcast A
+// value, 15 registers at R = 6, the BLIS Haswell shape): 1.5-2.2 ms. Every pass
+// over a chunk also prefetches its share of the chunk PANEL_AHEAD chunks on into
+// L2, so memory sees one steady stream per thread (the panels of a thread's run
+// are contiguous), not a burst each chunk; prefetching only in a chunk's first
+// pass left memory idle in the others (3.3-4 ms). Between chunks the partial
+// sums wait in C, which is exact, so each element still starts from the bias
+// (plus C) and adds the k terms in order with FMA, as troupe_infer_nn_R does:
+// the same bits.
+#define PANEL_KC 128
+#define PANEL_AHEAD 3
+// troupe_panel_h_R: rows [0,R) x 16 columns (w of them valid) of C += A[:, :kn]
+// @ the kn half-panel rows at pp (row stride 32); start: the first chunk, so C
+// starts from the bias (plus C with acc_in); each k prefetches pfp, then steps
+// it by pfs bytes.
+#define PANEL_H(R)                                                                               \
+static __attribute__((TG_ISA)) void troupe_panel_h_##R(int kn, const float *A, int lda, const float *pp, \
+		const float *bias, float *C, int ldc, int start, int acc_in, const char *pfp, int pfs, int w) { \
+	__m256i l0 = _mm256_castps_si256(tg2_lanes(w >= 8 ? 0xFF : (1u << w) - 1));                 \
+	__m256i l1 = _mm256_castps_si256(tg2_lanes(w >= 16 ? 0xFF : (w > 8 ? (1u << (w - 8)) - 1 : 0))); \
+	__m256 c0[R], c1[R];                                                                         \
+	__m256 b0 = bias && start ? _mm256_maskload_ps(bias, l0) : _mm256_setzero_ps();              \
+	__m256 b1 = bias && start ? _mm256_maskload_ps(bias + 8, l1) : _mm256_setzero_ps();          \
+	_Pragma("GCC unroll 8") for (int r = 0; r < R; r++) {                                        \
+		c0[r] = b0;                                                                              \
+		c1[r] = b1;                                                                              \
+		if (acc_in || !start) {                                                                  \
+			c0[r] = _mm256_maskload_ps(C + r * ldc, l0);                                         \
+			c1[r] = _mm256_maskload_ps(C + r * ldc + 8, l1);                                     \
+			if (start) {                                                                         \
+				c0[r] = _mm256_add_ps(c0[r], b0);                                                \
+				c1[r] = _mm256_add_ps(c1[r], b1);                                                \
+			}                                                                                    \
+		}                                                                                        \
+	}                                                                                            \
+	for (int k = 0; k < kn; k++, pp += 32, pfp += pfs) {                                         \
+		_mm_prefetch(pfp, _MM_HINT_T1);                                                          \
+		__m256 v0 = _mm256_loadu_ps(pp);                                                         \
+		__m256 v1 = _mm256_loadu_ps(pp + 8);                                                     \
+		_Pragma("GCC unroll 8") for (int r = 0; r < R; r++) {                                    \
+			__m256 a = _mm256_broadcast_ss(A + r * lda + k);                                     \
+			c0[r] = _mm256_fmadd_ps(a, v0, c0[r]);                                               \
+			c1[r] = _mm256_fmadd_ps(a, v1, c1[r]);                                               \
+		}                                                                                        \
+	}                                                                                            \
+	_Pragma("GCC unroll 8") for (int r = 0; r < R; r++) {                                        \
+		_mm256_maskstore_ps(C + r * ldc, l0, c0[r]);                                             \
+		_mm256_maskstore_ps(C + r * ldc + 8, l1, c1[r]);                                         \
+	}                                                                                            \
+}
+
+PANEL_H(1) PANEL_H(2) PANEL_H(3) PANEL_H(4) PANEL_H(5) PANEL_H(6)
+
+typedef void (*troupe_panel_h_fn)(int, const float *, int, const float *, const float *, float *, int, int, int,
+	const char *, int, int);
+static const troupe_panel_h_fn troupe_panel_h[7] = {0, troupe_panel_h_1, troupe_panel_h_2, troupe_panel_h_3,
+	troupe_panel_h_4, troupe_panel_h_5, troupe_panel_h_6};
+
+// troupe_panel_small: chunk by chunk of each panel, its halves in turn, M rows
+// in balanced groups of <= 6; the passes over a chunk share out the prefetch of
+// the chunk PANEL_AHEAD on (a chunk's 128-byte rows, evenly over their k steps).
+static void troupe_panel_small(int M, int p0, int p1, int K, int OC, const float *A, int lda, const float *P,
+		const float *bias, float *C, int ldc, int acc_in) {
+	int passes = 2 * ((M + 5) / 6);
+	for (int p = p0; p < p1; p++) {
+		for (int k0 = 0; k0 < K; k0 += PANEL_KC) {
+			int kn = K - k0 < PANEL_KC ? K - k0 : PANEL_KC, pfs = (128 + passes - 1) / passes;
+			const char *pfp = (const char *)(P + ((long)p * K + k0 + (long)PANEL_AHEAD * kn) * 32);
+			for (int n = p * 32; n < p * 32 + 32 && n < OC; n += 16) {
+				const float *pp = P + ((long)p * K + k0) * 32 + (n - p * 32);
+				for (int m0 = 0; m0 < M;) {
+					int g = (M - m0 + 5) / 6, r = (M - m0 + g - 1) / g;
+					troupe_panel_h[r](kn, A + (long)m0 * lda + k0, lda, pp, bias ? bias + n : 0, C + (long)m0 * ldc + n,
+						ldc, k0 == 0, acc_in, pfp, pfs, OC - n);
+					pfp += (long)pfs * kn;
+					m0 += r;
+				}
+			}
+		}
+	}
+}
+#endif

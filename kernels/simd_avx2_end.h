@@ -77,6 +77,14 @@
 #undef troupe_pack_a
 #undef troupe_pack_b
 #undef troupe_panel_fn
+#undef troupe_panel_h
+#undef troupe_panel_h_1
+#undef troupe_panel_h_2
+#undef troupe_panel_h_3
+#undef troupe_panel_h_4
+#undef troupe_panel_h_5
+#undef troupe_panel_h_6
+#undef troupe_panel_h_fn
 #undef troupe_panel_nn
 #undef troupe_panel_nn_1
 #undef troupe_panel_nn_2

@@ -79,6 +79,14 @@
 #define troupe_pack_a troupe_pack_a_avx2
 #define troupe_pack_b troupe_pack_b_avx2
 #define troupe_panel_fn troupe_panel_fn_avx2
+#define troupe_panel_h troupe_panel_h_avx2
+#define troupe_panel_h_1 troupe_panel_h_1_avx2
+#define troupe_panel_h_2 troupe_panel_h_2_avx2
+#define troupe_panel_h_3 troupe_panel_h_3_avx2
+#define troupe_panel_h_4 troupe_panel_h_4_avx2
+#define troupe_panel_h_5 troupe_panel_h_5_avx2
+#define troupe_panel_h_6 troupe_panel_h_6_avx2
+#define troupe_panel_h_fn troupe_panel_h_fn_avx2
 #define troupe_panel_nn troupe_panel_nn_avx2
 #define troupe_panel_nn_1 troupe_panel_nn_1_avx2
 #define troupe_panel_nn_2 troupe_panel_nn_2_avx2
