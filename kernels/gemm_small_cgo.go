@@ -34,6 +34,20 @@ var hasVec = hasAVX512 || hasAVX2
 // the AVX2 build on an AVX-512 machine (TestVectorKernelsAVX2).
 var vec512 = hasAVX512
 
+// VectorISA is the build of the C vector kernels that runs here: "avx512",
+// "avx2", or "" (none: Go loops, as in the pure-Go build). Choices above the
+// kernels that measured differently on the builds read it (policy's grouped
+// scoring).
+func VectorISA() string {
+	switch {
+	case vec512:
+		return "avx512"
+	case hasAVX2:
+		return "avx2"
+	}
+	return ""
+}
+
 // gemmSmall computes a product with few rows (m <= gemmSmallMaxRows, A not
 // transposed) with the streaming vector kernels; it reports false when the
 // CPU has neither AVX-512 nor AVX2 or the shape does not qualify.

@@ -4,6 +4,9 @@ package kernels
 
 // Without cgo there are no C vector kernels: every caller falls back to Go.
 
+// VectorISA is "": no build of the C vector kernels runs.
+func VectorISA() string { return "" }
+
 func gemmSmall(transA, transB bool, m, n, k int, alpha float32, a []float32, lda int,
 	b []float32, ldb int, beta float32, cc []float32, ldc int) bool {
 	return false

@@ -143,8 +143,12 @@ func BenchmarkScoreGPT2(b *testing.B) { benchScore(b, benchModelGPT2(b)) }
 // BenchmarkScoreGroups alternates LogProbs at the bench shape scored as one
 // group of sequences per thread (single-threaded ops) and as one batch with
 // every op split over the threads.
-func BenchmarkScoreGroups(b *testing.B) {
-	m := benchModel(b)
+func BenchmarkScoreGroups(b *testing.B) { scoreGroupsAB(b, benchModel(b)) }
+
+// BenchmarkScoreGroupsGPT2 is BenchmarkScoreGroups on the gpt2 shape.
+func BenchmarkScoreGroupsGPT2(b *testing.B) { scoreGroupsAB(b, benchModelGPT2(b)) }
+
+func scoreGroupsAB(b *testing.B, m *Model) {
 	seqs := benchSeqs(m, 4, 80)
 	defer func(g bool) { scoreGroups = g }(scoreGroups)
 	score := func(groups bool) func() error {

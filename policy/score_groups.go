@@ -19,8 +19,17 @@ import (
 // and the products sum over k in the same order whatever the rows), so the
 // results are the same as one batch's (TestLogProbsGroups).
 
+//
+// With the kernels' AVX2 build (a Zen 3 without AVX-512), the split per op
+// measured faster instead: 1.13x at the bench shape, 1.04x on gpt2
+// (BenchmarkScoreGroups and BenchmarkScoreGroupsGPT2, 2026-11-29). There each
+// op's products share one packing of the weights (gemmShared), where every
+// group packs all of them for itself, twice the weight traffic; and at half
+// AVX-512's flops the threads' meetings cost relatively less. So groups are
+// the default where the AVX2 build does not run.
+
 // scoreGroups turns the grouped scoring on (tests and benchmarks compare).
-var scoreGroups = true
+var scoreGroups = kernels.VectorISA() != "avx2"
 
 // scoreGroupsFor is how many groups LogProbsT splits n sequences into: the CPU
 // device's threads, at most one group per sequence; 1 means no split.
