@@ -151,6 +151,16 @@ static void troupe_panel_small(int M, int p0, int p1, int K, int OC, const float
 // the same bits.
 #define PANEL_KC 128
 #define PANEL_AHEAD 3
+// A full half (w >= 16) loads and stores plainly: AMD's masked moves cost many
+// micro-ops, and a pass starts and ends with 2R of each.
+#define PANEL_LOAD(p, l) (w >= 16 ? _mm256_loadu_ps(p) : _mm256_maskload_ps(p, l))
+#define PANEL_STORE(p, l, v)                                                                     \
+	do {                                                                                         \
+		if (w >= 16)                                                                             \
+			_mm256_storeu_ps(p, v);                                                              \
+		else                                                                                     \
+			_mm256_maskstore_ps(p, l, v);                                                        \
+	} while (0)
 // troupe_panel_h_R: rows [0,R) x 16 columns (w of them valid) of C += A[:, :kn]
 // @ the kn half-panel rows at pp (row stride 32); start: the first chunk, so C
 // starts from the bias (plus C with acc_in); each k prefetches pfp, then steps
@@ -161,14 +171,14 @@ static __attribute__((TG_ISA)) void troupe_panel_h_##R(int kn, const float *A, i
 	__m256i l0 = _mm256_castps_si256(tg2_lanes(w >= 8 ? 0xFF : (1u << w) - 1));                 \
 	__m256i l1 = _mm256_castps_si256(tg2_lanes(w >= 16 ? 0xFF : (w > 8 ? (1u << (w - 8)) - 1 : 0))); \
 	__m256 c0[R], c1[R];                                                                         \
-	__m256 b0 = bias && start ? _mm256_maskload_ps(bias, l0) : _mm256_setzero_ps();              \
-	__m256 b1 = bias && start ? _mm256_maskload_ps(bias + 8, l1) : _mm256_setzero_ps();          \
+	__m256 b0 = bias && start ? PANEL_LOAD(bias, l0) : _mm256_setzero_ps();                      \
+	__m256 b1 = bias && start ? PANEL_LOAD(bias + 8, l1) : _mm256_setzero_ps();                  \
 	_Pragma("GCC unroll 8") for (int r = 0; r < R; r++) {                                        \
 		c0[r] = b0;                                                                              \
 		c1[r] = b1;                                                                              \
 		if (acc_in || !start) {                                                                  \
-			c0[r] = _mm256_maskload_ps(C + r * ldc, l0);                                         \
-			c1[r] = _mm256_maskload_ps(C + r * ldc + 8, l1);                                     \
+			c0[r] = PANEL_LOAD(C + r * ldc, l0);                                                 \
+			c1[r] = PANEL_LOAD(C + r * ldc + 8, l1);                                             \
 			if (start) {                                                                         \
 				c0[r] = _mm256_add_ps(c0[r], b0);                                                \
 				c1[r] = _mm256_add_ps(c1[r], b1);                                                \
@@ -186,8 +196,8 @@ static __attribute__((TG_ISA)) void troupe_panel_h_##R(int kn, const float *A, i
 		}                                                                                        \
 	}                                                                                            \
 	_Pragma("GCC unroll 8") for (int r = 0; r < R; r++) {                                        \
-		_mm256_maskstore_ps(C + r * ldc, l0, c0[r]);                                             \
-		_mm256_maskstore_ps(C + r * ldc + 8, l1, c1[r]);                                         \
+		PANEL_STORE(C + r * ldc, l0, c0[r]);                                                     \
+		PANEL_STORE(C + r * ldc + 8, l1, c1[r]);                                                 \
 	}                                                                                            \
 }
 
