@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"os"
+	"os/exec"
 	"slices"
 	"strconv"
 	"strings"
@@ -102,6 +103,29 @@ func runBroadcastBench(params, subscribers int, jsonOut, tableOut io.Writer) err
 	}
 	_, err = io.WriteString(tableOut, res.table())
 	return err
+}
+
+// benchBroadcastChild runs the broadcast measurement (--with-broadcast) in a
+// child process, `troupe bench --broadcast N --subscribers K`, and adds its
+// result lines to out; the child's log and table go to stderr as the run's
+// own. Its peak RSS is then its own, and its ~10 GB leave with it (runBench
+// still runs it last: the measurements after it ran slower either way).
+func benchBroadcastChild(out *benchOut, params, subscribers int) error {
+	exe, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	cmd := exec.Command(exe, "bench", "--broadcast", fmt.Sprint(params), "--subscribers", fmt.Sprint(subscribers))
+	cmd.Stderr = os.Stderr
+	stdout, err := cmd.Output()
+	if err != nil {
+		return fmt.Errorf("--with-broadcast: the broadcast child failed: %w", err)
+	}
+	lw := &benchLineWriter{out: out}
+	if _, err := lw.Write(stdout); err != nil {
+		return err
+	}
+	return lw.flush()
 }
 
 func benchBroadcast(params, subscribers int) (*broadcastResult, error) {

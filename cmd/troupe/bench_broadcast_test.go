@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"path/filepath"
 	"runtime"
 	"strings"
 	"testing"
@@ -104,5 +105,40 @@ func TestBenchBroadcastFlags(t *testing.T) {
 		if err := runBench(args); err == nil || !strings.Contains(err.Error(), "usage") {
 			t.Errorf("bench %v: got %v, want a usage error", args, err)
 		}
+	}
+}
+
+// TestBenchWithBroadcastChild: `troupe bench --with-broadcast` runs the
+// broadcast in a child process (this test binary as the CLI,
+// TROUPE_TEST_PROCESS=troupe) and its result lines land in the run's
+// bench.jsonl beside the machine line.
+func TestBenchWithBroadcastChild(t *testing.T) {
+	if testing.Short() {
+		t.Skip("a child process with embedded NATS: skipped with -short")
+	}
+	t.Setenv("TROUPE_TEST_PROCESS", "troupe")
+	dir := t.TempDir()
+	if err := runBench([]string{"--config", "", "--torch", "off", "--with-broadcast", "4096", "--subscribers", "2", "--out", dir}); err != nil {
+		t.Fatal(err)
+	}
+	lines, err := readBenchLines(filepath.Join(dir, "bench.jsonl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, l := range lines {
+		if b, _ := l["bench"].(string); strings.HasPrefix(b, "broadcast") {
+			got = append(got, b)
+			if l["params"] != float64(4096) || l["subscribers"] != float64(2) {
+				t.Errorf("%s: params %v subscribers %v, want 4096 and 2", b, l["params"], l["subscribers"])
+			}
+		}
+	}
+	want := 2
+	if actors.DefaultShmDir() != "" {
+		want = 4
+	}
+	if len(got) != want {
+		t.Fatalf("broadcast lines %v, want %d", got, want)
 	}
 }
