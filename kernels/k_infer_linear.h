@@ -153,10 +153,10 @@ static void troupe_panel_small(int M, int p0, int p1, int K, int OC, const float
 #define PANEL_AHEAD 3
 // A full half (w >= 16) loads and stores plainly: AMD's masked moves cost many
 // micro-ops, and a pass starts and ends with 2R of each.
-#define PANEL_LOAD(p, l) (w >= 16 ? _mm256_loadu_ps(p) : _mm256_maskload_ps(p, l))
-#define PANEL_STORE(p, l, v)                                                                     \
+#define PANEL_LOAD(full, p, l) ((full) ? _mm256_loadu_ps(p) : _mm256_maskload_ps(p, l))
+#define PANEL_STORE(full, p, l, v)                                                               \
 	do {                                                                                         \
-		if (w >= 16)                                                                             \
+		if (full)                                                                                \
 			_mm256_storeu_ps(p, v);                                                              \
 		else                                                                                     \
 			_mm256_maskstore_ps(p, l, v);                                                        \
@@ -170,15 +170,16 @@ static __attribute__((TG_ISA)) void troupe_panel_h_##R(int kn, const float *A, i
 		const float *bias, float *C, int ldc, int start, int acc_in, const char *pfp, int pfs, int w) { \
 	__m256i l0 = _mm256_castps_si256(tg2_lanes(w >= 8 ? 0xFF : (1u << w) - 1));                 \
 	__m256i l1 = _mm256_castps_si256(tg2_lanes(w >= 16 ? 0xFF : (w > 8 ? (1u << (w - 8)) - 1 : 0))); \
+	int full = w >= 16;                                                                          \
 	__m256 c0[R], c1[R];                                                                         \
-	__m256 b0 = bias && start ? PANEL_LOAD(bias, l0) : _mm256_setzero_ps();                      \
-	__m256 b1 = bias && start ? PANEL_LOAD(bias + 8, l1) : _mm256_setzero_ps();                  \
+	__m256 b0 = bias && start ? PANEL_LOAD(full, bias, l0) : _mm256_setzero_ps();                \
+	__m256 b1 = bias && start ? PANEL_LOAD(full, bias + 8, l1) : _mm256_setzero_ps();            \
 	_Pragma("GCC unroll 8") for (int r = 0; r < R; r++) {                                        \
 		c0[r] = b0;                                                                              \
 		c1[r] = b1;                                                                              \
 		if (acc_in || !start) {                                                                  \
-			c0[r] = PANEL_LOAD(C + r * ldc, l0);                                                 \
-			c1[r] = PANEL_LOAD(C + r * ldc + 8, l1);                                             \
+			c0[r] = PANEL_LOAD(full, C + r * ldc, l0);                                           \
+			c1[r] = PANEL_LOAD(full, C + r * ldc + 8, l1);                                       \
 			if (start) {                                                                         \
 				c0[r] = _mm256_add_ps(c0[r], b0);                                                \
 				c1[r] = _mm256_add_ps(c1[r], b1);                                                \
@@ -196,8 +197,8 @@ static __attribute__((TG_ISA)) void troupe_panel_h_##R(int kn, const float *A, i
 		}                                                                                        \
 	}                                                                                            \
 	_Pragma("GCC unroll 8") for (int r = 0; r < R; r++) {                                        \
-		PANEL_STORE(C + r * ldc, l0, c0[r]);                                                     \
-		PANEL_STORE(C + r * ldc + 8, l1, c1[r]);                                                 \
+		PANEL_STORE(full, C + r * ldc, l0, c0[r]);                                               \
+		PANEL_STORE(full, C + r * ldc + 8, l1, c1[r]);                                           \
 	}                                                                                            \
 }
 
