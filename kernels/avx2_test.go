@@ -26,6 +26,7 @@ func TestVectorKernelsAVX2(t *testing.T) {
 		{"AttentionCachedPrefill", TestAttentionCachedPrefill}, {"AttentionCachedRagged", TestAttentionCachedRagged},
 		{"InferAttendDecodeShape", TestInferAttendDecodeShape}, {"InferLinear", TestInferLinear},
 		{"InferLinearRowsIndependent", TestInferLinearRowsIndependent}, {"InferLinearPanelsExact", TestInferLinearPanelsExact},
+		{"PackPanelsLayout", TestPackPanelsLayout},
 		{"InferLogProb", TestInferLogProb}, {"Gemm", TestGemm}, {"Entropy", TestEntropy},
 		{"GradLayerNorm", TestGradLayerNorm}, {"GradGelu", TestGradGelu}, {"GradAttention", TestGradAttention},
 		{"GradLogProb", TestGradLogProb}, {"GradCrossEntropy", TestGradCrossEntropy},

@@ -75,6 +75,7 @@ func setVec512(on bool) {
 		gemmDirectN, gemmPackedMR = int(C.TG_DIRECT_N_512), int(C.TG_MR_512)
 	}
 	gemmSharedRows = 4 * gemmPackedMR
+	panelCols = panelWidth()
 }
 
 // gemmPackedWS pools the packing workspaces (a few MB each: the packed A of a

@@ -9,6 +9,26 @@ package kernels
 #include "simd_avx2.h"
 #include "k_infer_linear.h"
 #include "simd_avx2_end.h"
+#include <string.h>
+
+// troupe_pack_panels writes panels [p0,p1) of the P-column panel-packed copy of
+// w (K,OC) (PackPanels), 16 rows of w at a time across the panels, so the
+// reads go down w's rows and each panel gets a contiguous 16-row run (with
+// 16-column panels a Go copy per row took ~1.6x as long). Streaming stores
+// measured slower.
+static void troupe_pack_panels(int K, int OC, int P, int p0, int p1, const float *w, float *dst) {
+	for (int k0 = 0; k0 < K; k0 += 16) {
+		int k1 = K - k0 < 16 ? K : k0 + 16;
+		for (int p = p0; p < p1; p++) {
+			int j0 = p * P, wd = OC - j0 < P ? OC - j0 : P;
+			for (int k = k0; k < k1; k++) {
+				float *o = dst + ((long)p * K + k) * P;
+				memcpy(o, w + (long)k * OC + j0, (size_t)wd * 4);
+				if (wd < P) memset(o + wd, 0, (size_t)(P - wd) * 4);
+			}
+		}
+	}
+}
 */
 import "C"
 
@@ -51,6 +71,24 @@ func inferBiasAcc(bias []float32, accIn bool) (*C.float, C.int) {
 
 // inferPanelsOK reports whether the panel kernels run here (AVX-512F or AVX2).
 var inferPanelsOK = hasVec
+
+// panelWidth is the panel width of the kernel that runs here: 32 columns with
+// AVX-512, 16 with AVX2 (k_infer_linear.h).
+func panelWidth() int {
+	if vec512 {
+		return 32
+	}
+	return 16
+}
+
+// packPanelRange writes panels [p0,p1) of PackPanels' copy of w (k,oc) into dst.
+func packPanelRange(k, oc, p0, p1 int, w, dst []float32) {
+	if p0 >= p1 {
+		return
+	}
+	C.troupe_pack_panels(C.int(k), C.int(oc), C.int(panelCols), C.int(p0), C.int(p1),
+		(*C.float)(unsafe.Pointer(&w[0])), (*C.float)(unsafe.Pointer(&dst[0])))
+}
 
 // panelSmall sets panels [p0,p1) of c (m,oc) at row stride ldc to a (m,k) @ W +
 // bias (nil: none), or adds that with accIn, W given as its packed panels.

@@ -8,16 +8,20 @@ import "fmt"
 // rows, each a separate stream through memory; two threads splitting the columns
 // then interleave within every row, and the pair reached ~18 GB/s of weights on
 // the 2-core dev machine against ~50 GB/s that a plain read of the same 42 MB
-// (L3-resident) gets. Laid out as 32-column panels, each panel's K rows of 32
-// floats contiguous, every thread's work is one sequential stream: 23-25 GB/s on
+// (L3-resident) gets. Laid out as 32-column panels (16 on AVX2), each panel's K rows
+// contiguous, every thread's work is one sequential stream: 23-25 GB/s on
 // the two threads (BenchmarkDecodePanels; ~32 in a C harness whose OpenMP threads
 // spin between products instead of sleeping), and Generate at the bench shape
 // 1.18-1.24x faster (policy's BenchmarkGeneratePanels, packing included). The sums run over k in the same order, starting from
 // the bias (plus the residual), as the streaming kernel's, so the results are
 // bit-identical to InferLinear's (TestInferLinearPanelsExact).
 
-// panelCols is the width of one panel (two zmm registers).
-const panelCols = 32
+// panelCols is the width of one panel: 32 columns (two zmm registers) for the
+// AVX-512 kernel, 16 (two ymm) for the AVX2 one (k_infer_linear.h).
+var panelCols = panelWidth()
+
+// PanelCols is the width of the panels PackPanels writes on this machine.
+func PanelCols() int { return panelCols }
 
 // PanelFloats is the length of the panel-packed copy of a (K,OC) weight: OC
 // rounded up to whole panels, times K.
@@ -42,8 +46,9 @@ func CanPackPanels(d Device) bool {
 }
 
 // PackPanels writes the panel-packed copy of weight w (K,OC) into dst
-// (PanelFloats(K, OC) floats): panel p holds columns [32p, 32p+32) of every row
-// k at dst[(p*K+k)*32:], zero-padded past OC. d must satisfy CanPackPanels.
+// (PanelFloats(K, OC) floats): with P = PanelCols(), panel p holds columns
+// [P*p, P*p+P) of every row k at dst[(p*K+k)*P:], zero-padded past OC. d must
+// satisfy CanPackPanels.
 func PackPanels(d Device, dst, w Tensor, K, OC int) {
 	p, ok := d.(panelLinearer)
 	if !ok || !p.panelsOK() {
@@ -73,16 +78,7 @@ func (c *CPU) packPanels(dst, w Tensor, K, OC int) {
 	panels := (OC + panelCols - 1) / panelCols
 	per := max(1, panels/(4*max(1, c.threads)))
 	c.inferShare((panels+per-1)/per, func(i int) {
-		for p := i * per; p < min(panels, (i+1)*per); p++ {
-			j0 := p * panelCols
-			wd := min(panelCols, OC-j0)
-			out := dst.F[p*K*panelCols : (p+1)*K*panelCols]
-			for k := 0; k < K; k++ {
-				row := out[k*panelCols : (k+1)*panelCols]
-				copy(row, w.F[k*OC+j0:k*OC+j0+wd])
-				clear(row[wd:])
-			}
-		}
+		packPanelRange(K, OC, i*per, min(panels, (i+1)*per), w.F, dst.F)
 	})
 }
 

@@ -6,8 +6,9 @@ import (
 	"testing"
 )
 
-// TestPackPanelsLayout: panel p holds columns [32p, 32p+32) of every row,
-// zero-padded past OC.
+// TestPackPanelsLayout: panel p holds columns [P*p, P*p+P) of every row (P =
+// PanelCols(): 32 for the AVX-512 kernel, 16 for the AVX2 one), zero-padded
+// past OC.
 func TestPackPanelsLayout(t *testing.T) {
 	d := NewCPU(2)
 	if !CanPackPanels(d) {
@@ -21,17 +22,22 @@ func TestPackPanelsLayout(t *testing.T) {
 		dst.F[i] = 99 // padding must be written, not left
 	}
 	PackPanels(d, dst, Host(w), K, OC)
-	if got, want := len(dst.F), 3*32*K; got != want {
+	P := PanelCols()
+	if P != 16 && P != 32 {
+		t.Fatalf("PanelCols() = %d, want 16 or 32", P)
+	}
+	panels := (OC + P - 1) / P
+	if got, want := len(dst.F), panels*P*K; got != want {
 		t.Fatalf("PanelFloats(%d,%d) = %d, want %d", K, OC, got, want)
 	}
-	for p := 0; p < 3; p++ {
+	for p := 0; p < panels; p++ {
 		for k := 0; k < K; k++ {
-			for j := 0; j < 32; j++ {
+			for j := 0; j < P; j++ {
 				want := float32(0)
-				if col := p*32 + j; col < OC {
+				if col := p*P + j; col < OC {
 					want = w[k*OC+col]
 				}
-				if got := dst.F[(p*K+k)*32+j]; got != want {
+				if got := dst.F[(p*K+k)*P+j]; got != want {
 					t.Fatalf("panel %d row %d col %d = %v, want %v", p, k, j, got, want)
 				}
 			}

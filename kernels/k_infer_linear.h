@@ -136,22 +136,25 @@ static void troupe_panel_small(int M, int p0, int p1, int K, int OC, const float
 	}
 }
 #else
-// The AVX2 build: an (R,32) tile would want 4R ymm accumulators of 16 registers
+// The AVX2 build packs 16-column panels (panelCols in infer_panels.go): an
+// (R,32) tile would want 4R ymm accumulators of 16 registers
 // (troupe_panel_nn_8 spilled them, 2.5-2.7 ms for a decode step's 42 MB of
-// products), so a panel goes by in chunks of PANEL_KC rows (16 KB, in L1), each
-// chunk as two 16-column halves, each half in groups of at most 6 rows
+// products), so each panel is one 16-column tile, gone through in chunks of
+// PANEL_KC rows (8 KB, in L1), each chunk in groups of at most 6 rows
 // (troupe_panel_h_R: 2R accumulators, two weight vectors and the broadcast A
-// value, 15 registers at R = 6, the BLIS Haswell shape): 1.5-2.2 ms. Every pass
-// over a chunk also prefetches its share of the chunk PANEL_AHEAD chunks on into
-// L2, so memory sees one steady stream per thread (the panels of a thread's run
-// are contiguous), not a burst each chunk; prefetching only in a chunk's first
-// pass left memory idle in the others (3.3-4 ms). Between chunks the partial
-// sums wait in C, which is exact, so each element still starts from the bias
-// (plus C) and adds the k terms in order with FMA, as troupe_infer_nn_R does:
-// the same bits.
+// value, 15 registers at R = 6, the BLIS Haswell shape). A thread's panels are
+// contiguous, so its first pass over each chunk reads memory in one sequential
+// stream; with 32-column panels read as two halves it skipped every other
+// line and came back for the rest, and a decode step's 24 products took 7-19%
+// longer (medians, C harness, alternating). Every pass over a chunk also
+// prefetches its share of the chunk PANEL_AHEAD chunks on into L2 (48 KB
+// ahead), so memory sees one steady stream per thread, not a burst each chunk.
+// Between chunks the partial sums wait in C, which is exact, so each element
+// still starts from the bias (plus C) and adds the k terms in order with FMA,
+// as troupe_infer_nn_R does: the same bits.
 #define PANEL_KC 128
-#define PANEL_AHEAD 3
-// A full half (w >= 16) loads and stores plainly: AMD's masked moves cost many
+#define PANEL_AHEAD 6
+// A full panel (w >= 16) loads and stores plainly: AMD's masked moves cost many
 // micro-ops, and a pass starts and ends with 2R of each.
 #define PANEL_LOAD(full, p, l) ((full) ? _mm256_loadu_ps(p) : _mm256_maskload_ps(p, l))
 #define PANEL_STORE(full, p, l, v)                                                               \
@@ -162,7 +165,7 @@ static void troupe_panel_small(int M, int p0, int p1, int K, int OC, const float
 			_mm256_maskstore_ps(p, l, v);                                                        \
 	} while (0)
 // troupe_panel_h_R: rows [0,R) x 16 columns (w of them valid) of C += A[:, :kn]
-// @ the kn half-panel rows at pp (row stride 32); start: the first chunk, so C
+// @ the kn panel rows at pp (row stride 16); start: the first chunk, so C
 // starts from the bias (plus C with acc_in); each k prefetches pfp, then steps
 // it by pfs bytes.
 #define PANEL_H(R)                                                                               \
@@ -186,7 +189,7 @@ static __attribute__((TG_ISA)) void troupe_panel_h_##R(int kn, const float *A, i
 			}                                                                                    \
 		}                                                                                        \
 	}                                                                                            \
-	for (int k = 0; k < kn; k++, pp += 32, pfp += pfs) {                                         \
+	for (int k = 0; k < kn; k++, pp += 16, pfp += pfs) {                                         \
 		_mm_prefetch(pfp, _MM_HINT_T1);                                                          \
 		__m256 v0 = _mm256_loadu_ps(pp);                                                         \
 		__m256 v1 = _mm256_loadu_ps(pp + 8);                                                     \
@@ -209,25 +212,24 @@ typedef void (*troupe_panel_h_fn)(int, const float *, int, const float *, const 
 static const troupe_panel_h_fn troupe_panel_h[7] = {0, troupe_panel_h_1, troupe_panel_h_2, troupe_panel_h_3,
 	troupe_panel_h_4, troupe_panel_h_5, troupe_panel_h_6};
 
-// troupe_panel_small: chunk by chunk of each panel, its halves in turn, M rows
+// troupe_panel_small: panels [p0,p1) (16 columns each), chunk by chunk, M rows
 // in balanced groups of <= 6; the passes over a chunk share out the prefetch of
-// the chunk PANEL_AHEAD on (a chunk's 128-byte rows, evenly over their k steps).
+// the chunk PANEL_AHEAD on (a chunk's 64-byte rows, evenly over their k steps).
 static void troupe_panel_small(int M, int p0, int p1, int K, int OC, const float *A, int lda, const float *P,
 		const float *bias, float *C, int ldc, int acc_in) {
-	int passes = 2 * ((M + 5) / 6);
+	int passes = (M + 5) / 6;
 	for (int p = p0; p < p1; p++) {
+		int n = p * 16;
 		for (int k0 = 0; k0 < K; k0 += PANEL_KC) {
-			int kn = K - k0 < PANEL_KC ? K - k0 : PANEL_KC, pfs = (128 + passes - 1) / passes;
-			const char *pfp = (const char *)(P + ((long)p * K + k0 + (long)PANEL_AHEAD * kn) * 32);
-			for (int n = p * 32; n < p * 32 + 32 && n < OC; n += 16) {
-				const float *pp = P + ((long)p * K + k0) * 32 + (n - p * 32);
-				for (int m0 = 0; m0 < M;) {
-					int g = (M - m0 + 5) / 6, r = (M - m0 + g - 1) / g;
-					troupe_panel_h[r](kn, A + (long)m0 * lda + k0, lda, pp, bias ? bias + n : 0, C + (long)m0 * ldc + n,
-						ldc, k0 == 0, acc_in, pfp, pfs, OC - n);
-					pfp += (long)pfs * kn;
-					m0 += r;
-				}
+			int kn = K - k0 < PANEL_KC ? K - k0 : PANEL_KC, pfs = (64 + passes - 1) / passes;
+			const char *pfp = (const char *)(P + ((long)p * K + k0 + (long)PANEL_AHEAD * kn) * 16);
+			const float *pp = P + ((long)p * K + k0) * 16;
+			for (int m0 = 0; m0 < M;) {
+				int g = (M - m0 + 5) / 6, r = (M - m0 + g - 1) / g;
+				troupe_panel_h[r](kn, A + (long)m0 * lda + k0, lda, pp, bias ? bias + n : 0, C + (long)m0 * ldc + n,
+					ldc, k0 == 0, acc_in, pfp, pfs, OC - n);
+				pfp += (long)pfs * kn;
+				m0 += r;
 			}
 		}
 	}
