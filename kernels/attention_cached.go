@@ -6,8 +6,16 @@ import (
 )
 
 // AttentionCached implements Device: the decode path with a KV cache.
-// qkv (N,3C); kcache, vcache (S,maxT,C); out (N,C). Row i writes its k, v at
-// [slot[i], pos[i]] and attends its q over positions 0..pos[i] of that slot.
+// qkv (N,3C); kcache, vcache S*maxT*C floats each, laid out (S,NH,maxT,hs);
+// out (N,C). Row i writes its k, v at [slot[i], pos[i]] and
+// attends its q over positions 0..pos[i] of that slot.
+//
+// Each (slot, head)'s keys and values are contiguous, so a decode step reads
+// them as one sequential run of P*hs floats each, not P rows of hs at a stride
+// of C: in a decode step they come from memory (the weights streamed through
+// since the layer last ran), and 6 layers of 8 rows took 13-16% less time at
+// P = 48 and ~25% less at P = 80 (one thread, caches flushed, C harness,
+// alternating).
 //
 // When every slot's positions increase down the rows (a prefill, decode steps, or
 // both mixed), no row reads a cache entry that a later row writes, so all writes go
@@ -40,20 +48,23 @@ func (c *CPU) AttentionCached(out, qkv, kcache, vcache Tensor, slot, pos []int32
 	hs := C / NH
 	scale := float32(1 / math.Sqrt(float64(hs)))
 	write := func(i int) {
-		off := (int(slot[i])*maxT + int(pos[i])) * C
-		copy(kcache.F[off:off+C], qkv.F[i*3*C+C:i*3*C+2*C])
-		copy(vcache.F[off:off+C], qkv.F[i*3*C+2*C:i*3*C+3*C])
+		k, v := qkv.F[i*3*C+C:i*3*C+2*C], qkv.F[i*3*C+2*C:i*3*C+3*C]
+		for h := 0; h < NH; h++ {
+			off := ((int(slot[i])*NH+h)*maxT + int(pos[i])) * hs
+			copy(kcache.F[off:off+hs], k[h*hs:(h+1)*hs])
+			copy(vcache.F[off:off+hs], v[h*hs:(h+1)*hs])
+		}
 	}
-	// attend runs one (row, head): two strided products with the cached keys and
-	// values of the head (rows of stride C), which go to the gemm micro-kernels
+	// attend runs one (row, head): two products with the cached keys and values
+	// of the head (rows of hs, contiguous), which go to the gemm micro-kernels
 	// rather than scalar Go loops (a 1.6 MFLOP decode step took ~1 ms as loops).
 	attend := func(i, h int, scores []float32) {
 		q := qkv.F[i*3*C+h*hs : i*3*C+h*hs+hs]
 		P := int(pos[i]) + 1
-		base := int(slot[i])*maxT*C + h*hs
+		base := (int(slot[i])*NH + h) * maxT * hs
 		sc := scores[:P]
 		// sc (1,P) = scale * q (1,hs) @ k[0:P]^T
-		gemmSerial(false, true, 1, P, hs, scale, q, hs, kcache.F[base:], C, 0, sc, P)
+		gemmSerial(false, true, 1, P, hs, scale, q, hs, kcache.F[base:], hs, 0, sc, P)
 		mx := sc[0]
 		for _, s := range sc {
 			mx = max(mx, s)
@@ -66,7 +77,7 @@ func (c *CPU) AttentionCached(out, qkv, kcache, vcache Tensor, slot, pos []int32
 		}
 		// o (1,hs) = sc (1,P) @ v[0:P] / sum
 		o := out.F[i*C+h*hs : i*C+h*hs+hs]
-		gemmSerial(false, false, 1, hs, P, 1/sum, sc, P, vcache.F[base:], C, 0, o, hs)
+		gemmSerial(false, false, 1, hs, P, 1/sum, sc, P, vcache.F[base:], hs, 0, o, hs)
 	}
 	// tasks runs the (row, head) tasks [lo,hi) (task = row*NH + head): in one C
 	// call each where the CPU has AVX-512 (infer_attention_cgo.go), else attend.

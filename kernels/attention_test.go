@@ -118,12 +118,39 @@ func TestAttentionCachedRagged(t *testing.T) {
 			qkv := randn(rng, N*3*C, 1)
 			kc, vc := randn(rng, S*maxT*C, 1), randn(rng, S*maxT*C, 1) // earlier tokens' cache
 			kcW, vcW := clone(kc), clone(vc)
+			kc, vc = headMajor(kc, S, maxT, C, NH), headMajor(vc, S, maxT, C, NH) // the CPU's layout
 			got, want := make([]float32, N*C), make([]float32, N*C)
 			d.AttentionCached(Host(got), Host(qkv), Host(kc), Host(vc), c.slot, c.pos, N, C, NH, maxT)
 			refAttentionCached(want, qkv, kcW, vcW, c.slot, c.pos, N, C, NH, maxT)
 			closeTo(t, c.name+" out", got, want, 1e-5, 1e-4)
-			closeTo(t, c.name+" kcache", kc, kcW, 0, 0)
-			closeTo(t, c.name+" vcache", vc, vcW, 0, 0)
+			closeTo(t, c.name+" kcache", rowMajor(kc, S, maxT, C, NH), kcW, 0, 0)
+			closeTo(t, c.name+" vcache", rowMajor(vc, S, maxT, C, NH), vcW, 0, 0)
 		}
 	})
+}
+
+// headMajor is a KV cache (S,maxT,C), the reference's layout, in the CPU's
+// (S,NH,maxT,hs) (AttentionCached); rowMajor is the way back.
+func headMajor(x []float32, S, maxT, C, NH int) []float32 {
+	hs, out := C/NH, make([]float32, len(x))
+	for s := 0; s < S; s++ {
+		for t := 0; t < maxT; t++ {
+			for h := 0; h < NH; h++ {
+				copy(out[((s*NH+h)*maxT+t)*hs:][:hs], x[(s*maxT+t)*C+h*hs:][:hs])
+			}
+		}
+	}
+	return out
+}
+
+func rowMajor(x []float32, S, maxT, C, NH int) []float32 {
+	hs, out := C/NH, make([]float32, len(x))
+	for s := 0; s < S; s++ {
+		for t := 0; t < maxT; t++ {
+			for h := 0; h < NH; h++ {
+				copy(out[(s*maxT+t)*C+h*hs:][:hs], x[((s*NH+h)*maxT+t)*hs:][:hs])
+			}
+		}
+	}
+	return out
 }

@@ -101,8 +101,10 @@ type Device interface {
 	AttentionBackward(dqkv, dout, qkv, att Tensor, B, T, C, NH int)
 
 	// AttentionCached is the inference path with a KV cache. For each of the N
-	// rows of qkv (N,3C): write its k and v into kcache/vcache (S,maxT,C) at
-	// [slot[i], pos[i]], then attend its q over positions 0..pos[i] of that slot.
+	// rows of qkv (N,3C): write its k and v into kcache/vcache (S*maxT*C floats
+	// each, in the device's layout: (S,NH,maxT,hs) on the CPU, (S,maxT,C) on
+	// CUDA; callers only allocate them and hand them back) at [slot[i], pos[i]],
+	// then attend its q over positions 0..pos[i] of that slot.
 	// Rows are processed in order, so a prompt's rows (pos 0..P-1, same slot)
 	// form a causal prefill, and one row per slot is a decode step. out (N,C).
 	AttentionCached(out, qkv, kcache, vcache Tensor, slot, pos []int32, N, C, NH, maxT int)

@@ -29,12 +29,14 @@ func TestInferAttendDecodeShape(t *testing.T) {
 				qkv := randn(rng, N*3*C, 1)
 				kc, vc := randn(rng, S*maxT*C, 1), randn(rng, S*maxT*C, 1)
 				kcW, vcW := clone(kc), clone(vc)
+				kc, vc = headMajor(kc, S, maxT, C, NH), headMajor(vc, S, maxT, C, NH) // the CPU's layout
 				got, want := make([]float32, N*C), make([]float32, N*C)
 				d.AttentionCached(Host(got), Host(qkv), Host(kc), Host(vc), slot, pos, N, C, NH, maxT)
 				refAttentionCached(want, qkv, kcW, vcW, slot, pos, N, C, NH, maxT)
 				what := fmt.Sprintf("C=%d NH=%d pos=%v", C, NH, pos)
 				closeTo(t, what, got, want, 1e-5, 1e-4)
-				closeTo(t, what+" kcache", kc, kcW, 0, 0)
+				closeTo(t, what+" kcache", rowMajor(kc, S, maxT, C, NH), kcW, 0, 0)
+				closeTo(t, what+" vcache", rowMajor(vc, S, maxT, C, NH), vcW, 0, 0)
 			}
 		}
 	})

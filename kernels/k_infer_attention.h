@@ -11,20 +11,20 @@ static __attribute__((TG_ISA)) void troupe_infer_attend(int lo, int hi, int NH, 
 		int i = task / NH, h = task % NH;
 		const float *q = qkv + (long)i * 3 * C + (long)h * hs;
 		int P = pos[i] + 1;
-		long base = (long)slot[i] * maxT * C + (long)h * hs;
+		long base = ((long)slot[i] * NH + h) * maxT * hs; // (S,NH,maxT,hs): the head's rows contiguous
 		float mx = -__builtin_inff();
 		for (int t = 0; t < P; t++) {
-			const float *k = kc + base + (long)t * C;
+			const float *k = kc + base + (long)t * hs;
 			// In a decode step the caches come from memory (the weights streamed
-			// through since this layer last ran), one 256-byte row per position:
-			// keys are prefetched 8 positions ahead and each value row as its
-			// key is read: the 6 layers' attention of 8 rows at P = 48 and 80
-			// took 0.77-0.83 and 1.29-1.43 ms (means) against 0.90-1.2 and
-			// 1.43-1.95 without (one thread, caches flushed before each step;
-			// C harness, alternating).
+			// through since this layer last ran): keys are prefetched 8 positions
+			// ahead and each value row as its key is read: with rows at a stride
+			// of C, the 6 layers' attention of 8 rows at P = 48 and 80 took
+			// 0.77-0.83 and 1.29-1.43 ms (means) against 0.90-1.2 and 1.43-1.95
+			// without (one thread, caches flushed before each step; C harness,
+			// alternating).
 			for (int d = 0; d < hs; d += 16) {
-				if (t + 8 < P) _mm_prefetch((const char *)(k + 8L * C + d), _MM_HINT_T0);
-				_mm_prefetch((const char *)(vc + base + (long)t * C + d), _MM_HINT_T1);
+				if (t + 8 < P) _mm_prefetch((const char *)(k + 8L * hs + d), _MM_HINT_T0);
+				_mm_prefetch((const char *)(vc + base + (long)t * hs + d), _MM_HINT_T1);
 			}
 			__m512 acc = _mm512_setzero_ps();
 			for (int d = 0; d < hs; d += 16) {
@@ -54,10 +54,10 @@ static __attribute__((TG_ISA)) void troupe_infer_attend(int lo, int hi, int NH, 
 			__m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
 			int t = 0;
 			for (; t + 1 < P; t += 2) {
-				a0 = _mm512_fmadd_ps(_mm512_set1_ps(scores[t]), _mm512_maskz_loadu_ps(m, v + (long)t * C), a0);
-				a1 = _mm512_fmadd_ps(_mm512_set1_ps(scores[t + 1]), _mm512_maskz_loadu_ps(m, v + (long)(t + 1) * C), a1);
+				a0 = _mm512_fmadd_ps(_mm512_set1_ps(scores[t]), _mm512_maskz_loadu_ps(m, v + (long)t * hs), a0);
+				a1 = _mm512_fmadd_ps(_mm512_set1_ps(scores[t + 1]), _mm512_maskz_loadu_ps(m, v + (long)(t + 1) * hs), a1);
 			}
-			if (t < P) a0 = _mm512_fmadd_ps(_mm512_set1_ps(scores[t]), _mm512_maskz_loadu_ps(m, v + (long)t * C), a0);
+			if (t < P) a0 = _mm512_fmadd_ps(_mm512_set1_ps(scores[t]), _mm512_maskz_loadu_ps(m, v + (long)t * hs), a0);
 			_mm512_mask_storeu_ps(o + d, m, _mm512_mul_ps(inv, _mm512_add_ps(a0, a1)));
 		}
 	}
