@@ -190,7 +190,16 @@ func (m *Model) logProbsBatch(seqs [][]int32, temperature float32) ([][]float32,
 	var tokens, targets []int32
 	var host []float32
 	for lo := 0; lo < len(order); {
-		T := len(seqs[order[lo]])
+		// A sequence's last token predicts nothing scored here and, under causal
+		// attention, changes no earlier row, so a chunk runs one row fewer than
+		// its longest sequence (as PyTorch's reference scores s[:, :-1]).
+		T := len(seqs[order[lo]]) - 1
+		if T == 0 { // the rest are all one token long: nothing to score
+			for _, k := range order[lo:] {
+				out[k] = []float32{}
+			}
+			break
+		}
 		perSeq := T*(rowFloats(C)+1) + NH*T*T + m.headScratch(T)
 		B := max(1, inferBudget/perSeq)
 		hi := min(len(order), lo+B)
