@@ -34,7 +34,7 @@ func (c *CPU) AttentionCached(out, qkv, kcache, vcache Tensor, slot, pos []int32
 	for s := range last {
 		last[s] = -1
 	}
-	inOrder := true
+	inOrder, distinct := true, true // distinct: no slot has two rows (a decode step)
 	for i := 0; i < N; i++ {
 		s, p := slot[i], pos[i]
 		if s < 0 || int(s) >= S || p < 0 || int(p) >= maxT {
@@ -42,6 +42,9 @@ func (c *CPU) AttentionCached(out, qkv, kcache, vcache Tensor, slot, pos []int32
 		}
 		if p <= last[s] {
 			inOrder = false
+		}
+		if last[s] >= 0 {
+			distinct = false
 		}
 		last[s] = p
 	}
@@ -97,18 +100,28 @@ func (c *CPU) AttentionCached(out, qkv, kcache, vcache Tensor, slot, pos []int32
 		}
 		return
 	}
-	c.parallelFor(N, 2*C, func(lo, hi int) {
-		for i := lo; i < hi; i++ {
-			write(i)
-		}
-	})
 	// Cost of a (row, head) task: ~4*hs flops per attended position; use the mean.
 	meanP := 0
 	for i := 0; i < N; i++ {
 		meanP += int(pos[i]) + 1
 	}
 	meanP /= max(N, 1)
-	if N*NH*4*hs*meanP < gemmSplitWork || c.threads <= 1 {
+	split := N*NH*4*hs*meanP >= gemmSplitWork && c.threads > 1
+	if split && distinct {
+		// Each row reads only its own slot, so it writes and attends in one piece:
+		// one parallel op per layer of a decode step instead of two.
+		c.inferShare(N, func(i int) {
+			write(i)
+			tasks(i*NH, (i+1)*NH, make([]float32, maxT))
+		})
+		return
+	}
+	c.parallelFor(N, 2*C, func(lo, hi int) {
+		for i := lo; i < hi; i++ {
+			write(i)
+		}
+	})
+	if !split {
 		tasks(0, N*NH, make([]float32, maxT))
 		return
 	}
