@@ -107,26 +107,27 @@ func (c *CPU) AttentionCached(out, qkv, kcache, vcache Tensor, slot, pos []int32
 	}
 	meanP /= max(N, 1)
 	split := N*NH*4*hs*meanP >= gemmSplitWork && c.threads > 1
-	if split && distinct {
-		// Each row reads only its own slot, so it writes and attends in one piece:
-		// one parallel op per layer of a decode step instead of two.
-		c.inferShare(N, func(i int) {
-			write(i)
-			tasks(i*NH, (i+1)*NH, make([]float32, maxT))
+	// Where each row reads only its own slot (distinct), a row writes and attends
+	// in one piece: one parallel op per layer of a decode step instead of two.
+	fused := split && distinct
+	if !fused {
+		c.parallelFor(N, 2*C, func(lo, hi int) {
+			for i := lo; i < hi; i++ {
+				write(i)
+			}
 		})
-		return
 	}
-	c.parallelFor(N, 2*C, func(lo, hi int) {
-		for i := lo; i < hi; i++ {
-			write(i)
-		}
-	})
 	if !split {
 		tasks(0, N*NH, make([]float32, maxT))
 		return
 	}
-	// One piece per row (its NH heads), shared out as they come (inferShare).
+	// One piece per row (its NH heads), shared out as they come (inferShare),
+	// each with its own stretch of one scores buffer.
+	scores := make([]float32, N*maxT)
 	c.inferShare(N, func(i int) {
-		tasks(i*NH, (i+1)*NH, make([]float32, maxT))
+		if fused {
+			write(i)
+		}
+		tasks(i*NH, (i+1)*NH, scores[i*maxT:(i+1)*maxT])
 	})
 }

@@ -132,23 +132,24 @@ func TestAttentionCachedRagged(t *testing.T) {
 // headMajor is a KV cache (S,maxT,C), the reference's layout, in the CPU's
 // (S,NH,maxT,hs) (AttentionCached); rowMajor is the way back.
 func headMajor(x []float32, S, maxT, C, NH int) []float32 {
-	hs, out := C/NH, make([]float32, len(x))
-	for s := 0; s < S; s++ {
-		for t := 0; t < maxT; t++ {
-			for h := 0; h < NH; h++ {
-				copy(out[((s*NH+h)*maxT+t)*hs:][:hs], x[(s*maxT+t)*C+h*hs:][:hs])
-			}
-		}
-	}
-	return out
+	return relayoutCache(x, S, maxT, C, NH, true)
 }
 
 func rowMajor(x []float32, S, maxT, C, NH int) []float32 {
+	return relayoutCache(x, S, maxT, C, NH, false)
+}
+
+func relayoutCache(x []float32, S, maxT, C, NH int, toHeads bool) []float32 {
 	hs, out := C/NH, make([]float32, len(x))
 	for s := 0; s < S; s++ {
 		for t := 0; t < maxT; t++ {
 			for h := 0; h < NH; h++ {
-				copy(out[(s*maxT+t)*C+h*hs:][:hs], x[((s*NH+h)*maxT+t)*hs:][:hs])
+				rows, heads := (s*maxT+t)*C+h*hs, ((s*NH+h)*maxT+t)*hs
+				if toHeads {
+					copy(out[heads:heads+hs], x[rows:rows+hs])
+				} else {
+					copy(out[rows:rows+hs], x[heads:heads+hs])
+				}
 			}
 		}
 	}

@@ -6,8 +6,10 @@ package kernels
 #cgo CFLAGS: -O3
 #include "simd.h"
 #include "k_infer_linear.h"
+enum { TROUPE_PANEL_COLS_512 = PANEL_COLS };
 #include "simd_avx2.h"
 #include "k_infer_linear.h"
+enum { TROUPE_PANEL_COLS_AVX2 = PANEL_COLS };
 #include "simd_avx2_end.h"
 #include <string.h>
 
@@ -72,13 +74,13 @@ func inferBiasAcc(bias []float32, accIn bool) (*C.float, C.int) {
 // inferPanelsOK reports whether the panel kernels run here (AVX-512F or AVX2).
 var inferPanelsOK = hasVec
 
-// panelWidth is the panel width of the kernel that runs here: 32 columns with
-// AVX-512, 16 with AVX2 (k_infer_linear.h).
+// panelWidth is the panel width of the kernel build that runs here (PANEL_COLS
+// in k_infer_linear.h: 32 columns with AVX-512, 16 with AVX2).
 func panelWidth() int {
 	if vec512 {
-		return 32
+		return int(C.TROUPE_PANEL_COLS_512)
 	}
-	return 16
+	return int(C.TROUPE_PANEL_COLS_AVX2)
 }
 
 // packPanelRange writes panels [p0,p1) of PackPanels' copy of w (k,oc) into dst.

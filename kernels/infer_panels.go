@@ -17,11 +17,8 @@ import "fmt"
 // bit-identical to InferLinear's (TestInferLinearPanelsExact).
 
 // panelCols is the width of one panel: 32 columns (two zmm registers) for the
-// AVX-512 kernel, 16 (two ymm) for the AVX2 one (k_infer_linear.h).
+// AVX-512 kernel, 16 (two ymm) for the AVX2 one (PANEL_COLS, k_infer_linear.h).
 var panelCols = panelWidth()
-
-// PanelCols is the width of the panels PackPanels writes on this machine.
-func PanelCols() int { return panelCols }
 
 // PanelFloats is the length of the panel-packed copy of a (K,OC) weight: OC
 // rounded up to whole panels, times K.
@@ -46,7 +43,8 @@ func CanPackPanels(d Device) bool {
 }
 
 // PackPanels writes the panel-packed copy of weight w (K,OC) into dst
-// (PanelFloats(K, OC) floats): with P = PanelCols(), panel p holds columns
+// (PanelFloats(K, OC) floats): with P the build's panel width (32 columns with
+// AVX-512, 16 with AVX2), panel p holds columns
 // [P*p, P*p+P) of every row k at dst[(p*K+k)*P:], zero-padded past OC. d must
 // satisfy CanPackPanels.
 func PackPanels(d Device, dst, w Tensor, K, OC int) {

@@ -7,7 +7,7 @@ import (
 )
 
 // TestPackPanelsLayout: panel p holds columns [P*p, P*p+P) of every row (P =
-// PanelCols(): 32 for the AVX-512 kernel, 16 for the AVX2 one), zero-padded
+// panelCols: 32 for the AVX-512 kernel, 16 for the AVX2 one), zero-padded
 // past OC.
 func TestPackPanelsLayout(t *testing.T) {
 	d := NewCPU(2)
@@ -22,9 +22,9 @@ func TestPackPanelsLayout(t *testing.T) {
 		dst.F[i] = 99 // padding must be written, not left
 	}
 	PackPanels(d, dst, Host(w), K, OC)
-	P := PanelCols()
+	P := panelCols
 	if P != 16 && P != 32 {
-		t.Fatalf("PanelCols() = %d, want 16 or 32", P)
+		t.Fatalf("panelCols = %d, want 16 or 32", P)
 	}
 	panels := (OC + P - 1) / P
 	if got, want := len(dst.F), panels*P*K; got != want {

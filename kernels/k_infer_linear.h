@@ -104,12 +104,12 @@ static void troupe_infer_small(int M, int n0, int n1, int K, const float *A, int
 static __attribute__((TG_ISA)) void troupe_panel_nn_##R(int p0, int p1, int K, int OC, \
 		const float *A, int lda, const float *P, const float *bias, float *C, int ldc, int acc_in) { \
 	for (int p = p0; p < p1; p++) {                                                              \
-		int n = p * 32;                                                                          \
+		int n = p * PANEL_COLS;                                                                  \
 		INFER_MASKS(OC - n)                                                                      \
 		__m512 c0[R], c1[R];                                                                     \
 		INFER_TILE_START(R, n)                                                                   \
-		const float *pp = P + (long)p * K * 32;                                                  \
-		for (int k = 0; k < K; k++, pp += 32) {                                                  \
+		const float *pp = P + (long)p * K * PANEL_COLS;                                          \
+		for (int k = 0; k < K; k++, pp += PANEL_COLS) {                                          \
 			_mm_prefetch((const char *)(pp + 512), _MM_HINT_T0);                                 \
 			_mm_prefetch((const char *)(pp + 528), _MM_HINT_T0);                                 \
 			__m512 v0 = _mm512_loadu_ps(pp);                                                     \
@@ -121,6 +121,10 @@ static __attribute__((TG_ISA)) void troupe_panel_nn_##R(int p0, int p1, int K, i
 }
 
 #ifndef TROUPE_SIMD_AVX2_H
+// PANEL_COLS is the width of this build's panels (infer_linear_cgo.go hands it
+// to PackPanels): 32 columns, two zmm registers.
+#undef PANEL_COLS
+#define PANEL_COLS 32
 PANEL_NN(1) PANEL_NN(2) PANEL_NN(3) PANEL_NN(4) PANEL_NN(5) PANEL_NN(6) PANEL_NN(7) PANEL_NN(8)
 
 typedef void (*troupe_panel_fn)(int, int, int, int, const float *, int, const float *, const float *, float *, int, int);
@@ -136,7 +140,9 @@ static void troupe_panel_small(int M, int p0, int p1, int K, int OC, const float
 	}
 }
 #else
-// The AVX2 build packs 16-column panels (panelCols in infer_panels.go): an
+#undef PANEL_COLS
+#define PANEL_COLS 16
+// The AVX2 build packs 16-column panels (PANEL_COLS): an
 // (R,32) tile would want 4R ymm accumulators of 16 registers
 // (troupe_panel_nn_8 spilled them, 2.5-2.7 ms for a decode step's 42 MB of
 // products), so each panel is one 16-column tile, gone through in chunks of
@@ -165,7 +171,7 @@ static void troupe_panel_small(int M, int p0, int p1, int K, int OC, const float
 			_mm256_maskstore_ps(p, l, v);                                                        \
 	} while (0)
 // troupe_panel_h_R: rows [0,R) x 16 columns (w of them valid) of C += A[:, :kn]
-// @ the kn panel rows at pp (row stride 16); start: the first chunk, so C
+// @ the kn panel rows at pp (row stride PANEL_COLS); start: the first chunk, so C
 // starts from the bias (plus C with acc_in); each k prefetches pfp, then steps
 // it by pfs bytes.
 #define PANEL_H(R)                                                                               \
@@ -189,7 +195,7 @@ static __attribute__((TG_ISA)) void troupe_panel_h_##R(int kn, const float *A, i
 			}                                                                                    \
 		}                                                                                        \
 	}                                                                                            \
-	for (int k = 0; k < kn; k++, pp += 16, pfp += pfs) {                                         \
+	for (int k = 0; k < kn; k++, pp += PANEL_COLS, pfp += pfs) {                                 \
 		_mm_prefetch(pfp, _MM_HINT_T1);                                                          \
 		__m256 v0 = _mm256_loadu_ps(pp);                                                         \
 		__m256 v1 = _mm256_loadu_ps(pp + 8);                                                     \
@@ -212,18 +218,18 @@ typedef void (*troupe_panel_h_fn)(int, const float *, int, const float *, const 
 static const troupe_panel_h_fn troupe_panel_h[7] = {0, troupe_panel_h_1, troupe_panel_h_2, troupe_panel_h_3,
 	troupe_panel_h_4, troupe_panel_h_5, troupe_panel_h_6};
 
-// troupe_panel_small: panels [p0,p1) (16 columns each), chunk by chunk, M rows
+// troupe_panel_small: panels [p0,p1) (PANEL_COLS each), chunk by chunk, M rows
 // in balanced groups of <= 6; the passes over a chunk share out the prefetch of
 // the chunk PANEL_AHEAD on (a chunk's 64-byte rows, evenly over their k steps).
 static void troupe_panel_small(int M, int p0, int p1, int K, int OC, const float *A, int lda, const float *P,
 		const float *bias, float *C, int ldc, int acc_in) {
 	int passes = (M + 5) / 6;
 	for (int p = p0; p < p1; p++) {
-		int n = p * 16;
+		int n = p * PANEL_COLS;
 		for (int k0 = 0; k0 < K; k0 += PANEL_KC) {
-			int kn = K - k0 < PANEL_KC ? K - k0 : PANEL_KC, pfs = (64 + passes - 1) / passes;
-			const char *pfp = (const char *)(P + ((long)p * K + k0 + (long)PANEL_AHEAD * kn) * 16);
-			const float *pp = P + ((long)p * K + k0) * 16;
+			int kn = K - k0 < PANEL_KC ? K - k0 : PANEL_KC, pfs = (4 * PANEL_COLS + passes - 1) / passes;
+			const char *pfp = (const char *)(P + ((long)p * K + k0 + (long)PANEL_AHEAD * kn) * PANEL_COLS);
+			const float *pp = P + ((long)p * K + k0) * PANEL_COLS;
 			for (int m0 = 0; m0 < M;) {
 				int g = (M - m0 + 5) / 6, r = (M - m0 + g - 1) / g;
 				troupe_panel_h[r](kn, A + (long)m0 * lda + k0, lda, pp, bias ? bias + n : 0, C + (long)m0 * ldc + n,
