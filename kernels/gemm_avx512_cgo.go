@@ -8,10 +8,10 @@ package kernels
 #include <sched.h>
 #include <unistd.h>
 #include "k_gemm.h"
-enum { TG_MR_512 = TG_MR, TG_DIRECT_N_512 = TG_DIRECT_N };
+enum { TG_MR_512 = TG_MR, TG_DIRECT_N_512 = TG_DIRECT_N, TG_DIRECT_T_512 = TG_DIRECT_T };
 #include "simd_avx2.h"
 #include "k_gemm.h"
-enum { TG_MR_AVX2 = TG_MR, TG_DIRECT_N_AVX2 = TG_DIRECT_N };
+enum { TG_MR_AVX2 = TG_MR, TG_DIRECT_N_AVX2 = TG_DIRECT_N, TG_DIRECT_T_AVX2 = TG_DIRECT_T };
 #include "simd_avx2_end.h"
 */
 import "C"
@@ -38,6 +38,13 @@ func setGemmDirectWide(on bool) {
 func setGemmDirectT(on bool) {
 	C.troupe_set_direct_t(cbool(on))
 	C.troupe_set_direct_t_avx2(cbool(on))
+}
+
+// resetGemmDirectT puts each build's TG_DIRECT_T back (the AVX-512 build
+// reads a transposed A in place, the AVX2 one packs it).
+func resetGemmDirectT() {
+	C.troupe_set_direct_t(C.TG_DIRECT_T_512)
+	C.troupe_set_direct_t_avx2(C.TG_DIRECT_T_AVX2)
 }
 
 // kcWhole is the depth up to which a product runs as one depth block

@@ -35,7 +35,7 @@ func TestGemmPacked(t *testing.T) {
 	// Every case with depth blocks of at most 512 and with kcWhole's, and
 	// with a transposed A read in place (N <= 512) and packed.
 	defer setKCWhole(kcWhole)
-	defer setGemmDirectT(true)
+	defer resetGemmDirectT()
 	for _, kw := range []int{512, kcWhole} {
 		setKCWhole(kw)
 		for _, dt := range []bool{true, false} {
@@ -464,7 +464,7 @@ func abGemmMedians(b *testing.B, flop float64, set func(v int), run func()) {
 //
 //	go test -run '^$' -bench GemmDirectT -benchtime 30x ./kernels/
 func BenchmarkGemmDirectT(b *testing.B) {
-	defer setGemmDirectT(true)
+	defer resetGemmDirectT()
 	d := NewCPU(2)
 	for _, s := range [][3]int{{768, 768, 1024}, {3072, 768, 1024}, {1536, 384, 2048}, {384, 384, 2048},
 		{512, 384, 2048}, {384, 1152, 2048}} {
@@ -486,6 +486,16 @@ func BenchmarkGemmDirectT(b *testing.B) {
 func BenchmarkTrainDirect(b *testing.B) {
 	defer setGemmDirectWide(true)
 	abSteps(b, [2]string{"packed", "direct"}, func(v int) { setGemmDirectWide(v == 1) })
+}
+
+// BenchmarkTrainDirectT A/B-compares, in one process, the small step with
+// its transposed A (the weight gradients' X^T) packed and read in place
+// (tg_direct's transposed case), alternating step by step.
+//
+//	go test -run '^$' -bench TrainDirectT -benchtime 40x ./kernels/
+func BenchmarkTrainDirectT(b *testing.B) {
+	defer resetGemmDirectT()
+	abSteps(b, [2]string{"packed", "direct"}, func(v int) { setGemmDirectT(v == 1) })
 }
 
 // TestWeightBiasGrad: MatmulBackward's weight gradient with the bias

@@ -77,13 +77,17 @@
 // packed), N = 768 level (+-1%), and N >= 1152 1-5% slower: packing A costs a
 // product 1/N of its work, so it pays only where N is narrow. The result is
 // how A is read: TG_A_PACKED, TG_A_ROWS (in place, not transposed) or
-// TG_A_COLS (in place, transposed).
+// TG_A_COLS (in place, transposed). TG_DIRECT_T is whether the transposed
+// case reads in place at all: the AVX2 build packs (simd_avx2.h).
 #ifndef TROUPE_GEMM_ENUM
 #define TROUPE_GEMM_ENUM
 enum { TG_A_PACKED = 0, TG_A_ROWS = 1, TG_A_COLS = 2 };
 #endif
+#ifndef TG_DIRECT_T
+#define TG_DIRECT_T 1
+#endif
 static int tg_direct_wide = 1;
-static int tg_direct_t = 1;
+static int tg_direct_t = TG_DIRECT_T;
 static int tg_direct(int transA, int N, long lda) {
 	if (transA) return tg_direct_t && N <= TG_DIRECT_N ? TG_A_COLS : TG_A_PACKED;
 	return N <= TG_DIRECT_N || (tg_direct_wide && lda % 512 != 0) ? TG_A_ROWS : TG_A_PACKED;
@@ -147,20 +151,36 @@ static long troupe_sgemm_ws(int M, int N, int K) {
 // ap[panel][k][MR], zero rows past M.
 static __attribute__((TG_ISA)) void troupe_pack_a(int transA, int M, int pc, int kc,
 		float alpha, const float *A, long lda, float *ap) {
+	if (transA) {
+		// A stored (K,M): row k of A holds depth k of every row, the MR
+		// values of a panel contiguous. Rows of A are read whole, one after
+		// the other (k outer), each panel getting its MR values: a panel at
+		// a time (k inner) read each row's line once per panel at a stride
+		// of lda, which at strides of 1.5-8 KB (small's and gpt2's
+		// activations) fall in a few L1 sets and came back from L2 at every
+		// k. A panel's slot is written 16 lanes wide, its spill past MR
+		// overwritten by the next k's slot, except where it would reach
+		// past the panel (masked there: AVX2's masked store is slow).
+		__m512 va = _mm512_set1_ps(alpha);
+		for (int k = 0; k < kc; k++) {
+			const float *s = A + (long)(pc + k) * lda;
+			int wide = (long)k * TG_MR + 16 <= (long)kc * TG_MR;
+			for (int i0 = 0; i0 < M; i0 += TG_MR) {
+				int rows = M - i0 < TG_MR ? M - i0 : TG_MR;
+				__m512 v = i0 + 16 <= M ? _mm512_loadu_ps(s + i0) : _mm512_maskz_loadu_ps(TROUPE_MASK(rows), s + i0);
+				if (alpha != 1.0f) v = _mm512_mul_ps(va, v);
+				float *dst = ap + (long)i0 * kc + (long)k * TG_MR;
+				if (wide)
+					_mm512_storeu_ps(dst, v);
+				else
+					_mm512_mask_storeu_ps(dst, (__mmask16)((1u << TG_MR) - 1), v);
+			}
+		}
+		return;
+	}
 	for (int i0 = 0; i0 < M; i0 += TG_MR) {
 		int rows = M - i0 < TG_MR ? M - i0 : TG_MR;
 		float *dst = ap + (long)i0 * kc;
-		if (transA) {
-			// A stored (K,M): the MR values of one k are contiguous.
-			__mmask16 m = TROUPE_MASK(rows);
-			__m512 va = _mm512_set1_ps(alpha);
-			for (int k = 0; k < kc; k++) {
-				__m512 v = _mm512_mul_ps(va, _mm512_maskz_loadu_ps(m, A + (long)(pc + k) * lda + i0));
-				// Write MR lanes (the next k's values follow).
-				_mm512_mask_storeu_ps(dst + (long)k * TG_MR, (__mmask16)((1u << TG_MR) - 1), v);
-			}
-			continue;
-		}
 		// A stored (M,K): transpose 16-value runs of the MR rows through
 		// registers (rows past M and values past kc are zero).
 		__m512 va = _mm512_set1_ps(alpha);

@@ -239,6 +239,18 @@ TG_A2 tg_v8d tg2_unpackhi_pd(tg_v8d a, tg_v8d b) {
 #ifndef TG_AVX2_L2
 #define TG_AVX2_L2 (64 * 1024)
 #endif
+// A transposed A (a weight gradient's X^T) is packed, never read in place:
+// the 6 values a k of an AVX2 tile reads are 24 bytes of a row of X, and at
+// small's row strides (1.5 and 6 KB) a tile's 512 rows fall in 2-8 L1 sets,
+// so nearly every k came from L2. On 2 threads (BenchmarkGemmDirectT,
+// alternating, medians of 30, 2026-11-29) packed ran small's N = 384
+// weight gradients 13-28% faster (1536x384x2048: 92 against 72 GFLOP/s);
+// gpt2's (N >= 768) pack either way.
+#ifndef TG_AVX2_DIRECT_T
+#define TG_AVX2_DIRECT_T 0
+#endif
+#undef TG_DIRECT_T
+#define TG_DIRECT_T TG_AVX2_DIRECT_T
 #undef TG_MR
 #define TG_MR TG_AVX2_MR
 #undef TG_NR
