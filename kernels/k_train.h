@@ -190,9 +190,10 @@ static __attribute__((TG_ISA)) void troupe_xent(float *logp, float *dx, const fl
 // (+ C when acc), R <= 8: A(r,p) = A[r*sar + p*sap] (so a transposed A is
 // sar = 1, sap = lda), C at row stride ldc, B packed in 32-column panels:
 // panel q (ps floats apart) holds B's columns 32q..32q+31 for each k as 32
-// contiguous values (columns past n zero). An (R,32) tile of C stays in
-// registers over the whole k loop, B streams through L1 with full loads, the
-// A values are broadcast. Read in place, the attention's operands (row
+// contiguous values (columns past n zero). An (R,TG_MMW) tile of C stays in
+// registers over the whole k loop (TG_MMW 32, or 16 in the AVX2 build: half
+// a panel's row a k), B streams through L1 with full loads, the A values are
+// broadcast. Read in place, the attention's operands (row
 // strides of 3C and C floats, which put a head's 64-256 rows on a few L1
 // sets: 4.6 KB apart at C = 384) came from L2 at every k; packed, a layer's
 // attention ran 10-20% faster (same-process A/B), with the same sums in the
@@ -203,18 +204,18 @@ typedef void (*troupe_mm_fn)(long, long, const float *, long, long, const float 
 static __attribute__((TG_ISA)) void troupe_mmp_##R(long n, long k, const float *A, \
 		long sar, long sap, const float *Bp, long ps, float *C, long ldc, float alpha, int acc) { \
 	__m512 va = _mm512_set1_ps(alpha);                                                          \
-	for (long n0 = 0; n0 < n; n0 += 32) {                                                       \
+	for (long n0 = 0; n0 < n; n0 += TG_MMW) {                                                   \
 		long w = n - n0;                                                                        \
-		__mmask16 m0 = TROUPE_MASK(w), m1 = w > 16 ? TROUPE_MASK(w - 16) : (__mmask16)0;        \
+		__mmask16 m0 = TROUPE_MASK(w), m1 = TG_MMW > 16 && w > 16 ? TROUPE_MASK(w - 16) : (__mmask16)0; \
 		__m512 c0[R], c1[R];                                                                    \
 		for (int r = 0; r < R; r++) { c0[r] = _mm512_setzero_ps(); c1[r] = _mm512_setzero_ps(); } \
-		const float *b = Bp + (n0 / 32) * ps, *a = A;                                           \
+		const float *b = Bp + (n0 / 32) * ps + n0 % 32, *a = A;                                 \
 		for (long p = 0; p < k; p++, b += 32, a += sap) {                                       \
-			__m512 b0 = _mm512_loadu_ps(b), b1 = _mm512_loadu_ps(b + 16);                       \
+			__m512 b0 = _mm512_loadu_ps(b), b1 = TG_MMW > 16 ? _mm512_loadu_ps(b + 16) : b0;    \
 			for (int r = 0; r < R; r++) {                                                       \
 				__m512 av = _mm512_set1_ps(a[r * sar]);                                         \
 				c0[r] = _mm512_fmadd_ps(av, b0, c0[r]);                                         \
-				c1[r] = _mm512_fmadd_ps(av, b1, c1[r]);                                         \
+				if (TG_MMW > 16) c1[r] = _mm512_fmadd_ps(av, b1, c1[r]);                        \
 			}                                                                                   \
 		}                                                                                       \
 		for (int r = 0; r < R; r++) {                                                           \
@@ -222,10 +223,10 @@ static __attribute__((TG_ISA)) void troupe_mmp_##R(long n, long k, const float *
 			__m512 x0 = _mm512_mul_ps(va, c0[r]), x1 = _mm512_mul_ps(va, c1[r]);                \
 			if (acc) {                                                                          \
 				x0 = _mm512_add_ps(x0, _mm512_maskz_loadu_ps(m0, c));                           \
-				x1 = _mm512_add_ps(x1, _mm512_maskz_loadu_ps(m1, c + 16));                      \
+				if (TG_MMW > 16) x1 = _mm512_add_ps(x1, _mm512_maskz_loadu_ps(m1, c + 16));     \
 			}                                                                                   \
 			_mm512_mask_storeu_ps(c, m0, x0);                                                   \
-			_mm512_mask_storeu_ps(c + 16, m1, x1);                                              \
+			if (TG_MMW > 16) _mm512_mask_storeu_ps(c + 16, m1, x1);                             \
 		}                                                                                       \
 	}                                                                                           \
 }

@@ -14,9 +14,11 @@
 
 #define TG_ISA target("avx512f")
 
-// TG_ROWS is the rows of the attention's register tiles (troupe_mmp_R): an
-// (R,32) tile is 2R zmm accumulators; simd_avx2.h takes fewer.
+// TG_ROWS is the rows of the attention's register tiles (troupe_mmp_R), TG_MMW
+// their columns: an (R,32) tile is 2R zmm accumulators; simd_avx2.h takes
+// other sizes.
 #define TG_ROWS 8
+#define TG_MMW 32
 
 // glibc's vector math library (libmvec, glibc >= 2.22): a 16-lane AVX-512
 // expf, and the 8-lane AVX2 one simd_avx2.h runs twice in its place.

@@ -222,13 +222,21 @@ TG_A2 tg_v8d tg2_unpackhi_pd(tg_v8d a, tg_v8d b) {
 #undef _mm512_shuffle_f32x4
 #define _mm512_shuffle_f32x4 tg2_shuffle_f32x4
 
-// An (R,32) tile is 4R ymm accumulators of the 16 registers: R = 8 spilled
-// (troupe_mmp_8 took 9% of a small step's samples).
+// The attention's tiles: (6,16), 12 ymm accumulators, as the sgemm's. An
+// (R,32) tile is 4R ymm accumulators of the 16 registers: R = 8 spilled
+// (troupe_mmp_8 took 9% of a small step's samples), and R = 3, which fits,
+// loads 4 ymm of B a k for 3 rows where (6,16) loads 2 for 6: half the
+// loads of B a flop.
 #ifndef TG_AVX2_ROWS
-#define TG_AVX2_ROWS 3
+#define TG_AVX2_ROWS 6
+#endif
+#ifndef TG_AVX2_MMW
+#define TG_AVX2_MMW 16
 #endif
 #undef TG_ROWS
 #define TG_ROWS TG_AVX2_ROWS
+#undef TG_MMW
+#define TG_MMW TG_AVX2_MMW
 
 // The packed sgemm (k_gemm.h) in 6 x 16 register tiles: 12 ymm accumulators,
 // two for B and one for A's broadcast, as BLIS's Haswell/Zen kernels; one
