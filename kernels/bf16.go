@@ -4,8 +4,8 @@ import "math"
 
 // bfloat16 conversions for the weight broadcast (a bf16 blob is half the bytes
 // of fp32): every value a publisher sends and every value each subscriber
-// receives goes through one of these, so they run in AVX-512 where the CPU has
-// it (bf16_cgo.go) with the same results as the Go loops here.
+// receives goes through one of these, so they run in AVX-512 or AVX2 where the
+// CPU has it (bf16_cgo.go) with the same results as the Go loops here.
 
 // EncodeBF16 sets dst[i] to src[i] rounded to bfloat16 (nearest, ties to
 // even; a NaN stays a quiet NaN) for i < len(src); dst must be as long.

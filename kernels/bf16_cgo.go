@@ -6,6 +6,7 @@ package kernels
 #cgo CFLAGS: -O3
 #include <immintrin.h>
 #include <stdint.h>
+#include <string.h>
 
 #define TROUPE_BF16_MASK(w) ((w) >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (w)) - 1))
 
@@ -36,6 +37,57 @@ static __attribute__((target("avx512f,avx512bw,avx512vl"))) void troupe_bf16_dec
 	}
 }
 
+// The same two in AVX2, 16 values a step (two ymm of float32, one of
+// bfloat16; packus interleaves 128-bit lanes, the permute puts them back),
+// the tail value by value as the Go loops do.
+static __attribute__((target("avx2"))) __m256i troupe_bf16_round8(__m256i b) {
+	const __m256i abs = _mm256_set1_epi32(0x7fffffff), inf = _mm256_set1_epi32(0x7f800000);
+	const __m256i bias = _mm256_set1_epi32(0x7fff), one = _mm256_set1_epi32(1), quiet = _mm256_set1_epi32(0x40);
+	__m256i nan = _mm256_cmpgt_epi32(_mm256_and_si256(b, abs), inf);
+	__m256i hi = _mm256_srli_epi32(b, 16);
+	__m256i r = _mm256_srli_epi32(_mm256_add_epi32(b, _mm256_add_epi32(bias, _mm256_and_si256(hi, one))), 16);
+	return _mm256_blendv_epi8(r, _mm256_or_si256(hi, quiet), nan);
+}
+
+static uint16_t troupe_bf16_one(float v) {
+	uint32_t b;
+	memcpy(&b, &v, 4);
+	if ((b & 0x7fffffffu) > 0x7f800000u) return (uint16_t)(b >> 16) | 0x40;
+	b += 0x7fffu + ((b >> 16) & 1u);
+	return (uint16_t)(b >> 16);
+}
+
+static __attribute__((target("avx2"))) void troupe_bf16_encode_avx2(uint16_t *dst, const float *src, long n) {
+	long i = 0;
+	for (; i + 16 <= n; i += 16) {
+		__m256i r0 = troupe_bf16_round8(_mm256_loadu_si256((const __m256i *)(src + i)));
+		__m256i r1 = troupe_bf16_round8(_mm256_loadu_si256((const __m256i *)(src + i + 8)));
+		__m256i p = _mm256_permute4x64_epi64(_mm256_packus_epi32(r0, r1), 0xD8);
+		_mm256_storeu_si256((__m256i *)(dst + i), p);
+	}
+	for (; i < n; i++) dst[i] = troupe_bf16_one(src[i]);
+}
+
+static __attribute__((target("avx2"))) void troupe_bf16_decode_avx2(float *dst, const uint16_t *src, long n) {
+	long i = 0;
+	for (; i + 16 <= n; i += 16) {
+		__m256i h = _mm256_loadu_si256((const __m256i *)(src + i));
+		__m256i lo = _mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm256_castsi256_si128(h)), 16);
+		__m256i hi = _mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm256_extracti128_si256(h, 1)), 16);
+		_mm256_storeu_si256((__m256i *)(dst + i), lo);
+		_mm256_storeu_si256((__m256i *)(dst + i + 8), hi);
+	}
+	for (; i < n; i++) {
+		uint32_t b = (uint32_t)src[i] << 16;
+		memcpy(dst + i, &b, 4);
+	}
+}
+
+static int troupe_has_avx2(void) {
+	__builtin_cpu_init();
+	return __builtin_cpu_supports("avx2");
+}
+
 static int troupe_has_avx512bw(void) {
 	__builtin_cpu_init();
 	return __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl");
@@ -48,22 +100,36 @@ import "unsafe"
 // hasAVX512BW: the masked 16-bit loads and stores of the bf16 kernels.
 var hasAVX512BW = hasAVX512 && C.troupe_has_avx512bw() != 0
 
+// bf16AVX2: the AVX2 conversions, where the CPU lacks AVX-512BW (a var so
+// that tests run both builds where it has both).
+var bf16AVX2 = !hasAVX512BW && C.troupe_has_avx2() != 0
+
 func bf16EncodeVector(dst []uint16, src []float32) bool {
-	if !hasAVX512BW {
+	if !hasAVX512BW && !bf16AVX2 {
 		return false
 	}
 	if len(src) > 0 {
-		C.troupe_bf16_encode((*C.uint16_t)(unsafe.Pointer(&dst[0])), (*C.float)(unsafe.Pointer(&src[0])), C.long(len(src)))
+		d, s, n := (*C.uint16_t)(unsafe.Pointer(&dst[0])), (*C.float)(unsafe.Pointer(&src[0])), C.long(len(src))
+		if bf16AVX2 {
+			C.troupe_bf16_encode_avx2(d, s, n)
+		} else {
+			C.troupe_bf16_encode(d, s, n)
+		}
 	}
 	return true
 }
 
 func bf16DecodeVector(dst []float32, src []byte) bool {
-	if !hasAVX512BW {
+	if !hasAVX512BW && !bf16AVX2 {
 		return false
 	}
 	if len(dst) > 0 {
-		C.troupe_bf16_decode((*C.float)(unsafe.Pointer(&dst[0])), (*C.uint16_t)(unsafe.Pointer(&src[0])), C.long(len(dst)))
+		d, s, n := (*C.float)(unsafe.Pointer(&dst[0])), (*C.uint16_t)(unsafe.Pointer(&src[0])), C.long(len(dst))
+		if bf16AVX2 {
+			C.troupe_bf16_decode_avx2(d, s, n)
+		} else {
+			C.troupe_bf16_decode(d, s, n)
+		}
 	}
 	return true
 }

@@ -8,7 +8,9 @@ import (
 // TestBF16: the vector conversions give the Go loops' results bit for bit on
 // every kind of value (ties, denormals, infinities, NaNs, signed zeros) and
 // every tail length, and decoding an encoding rounds to within 2^-8.
-func TestBF16(t *testing.T) {
+func TestBF16(t *testing.T) { testBF16(t) }
+
+func testBF16(t *testing.T) {
 	rng := newRNG(151)
 	special := []uint32{0, 0x80000000, 0x7f800000, 0xff800000, 0x7fc00000, 0x7f800001, 0xffbfffff, 0x00000001,
 		0x007fffff, 0x80400000, 0x3f808000, 0x3f818000, 0x3f80c000, 0x7f7fffff, 0xff7f8000, 0x3f7fffff}

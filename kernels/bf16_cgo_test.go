@@ -1,0 +1,47 @@
+//go:build cgo && !purego
+
+package kernels
+
+import "testing"
+
+// TestBF16AVX2: TestBF16 on the AVX2 conversions, which a CPU with
+// AVX-512BW does not otherwise run.
+func TestBF16AVX2(t *testing.T) {
+	if !hasAVX2 {
+		t.Skip("no AVX2")
+	}
+	defer func(v bool) { bf16AVX2 = v }(bf16AVX2)
+	bf16AVX2 = true
+	testBF16(t)
+}
+
+// BenchmarkBF16 times encoding and decoding 16M values (64 MB of float32)
+// with the AVX2 conversions and with the Go loops (where the CPU lacks
+// AVX-512BW; with it, its build instead of the Go loops), as GB/s of float32.
+//
+//	go test -run '^$' -bench BF16 ./kernels/
+func BenchmarkBF16(b *testing.B) {
+	if !hasAVX2 {
+		b.Skip("no AVX2")
+	}
+	defer func(v bool) { bf16AVX2 = v }(bf16AVX2)
+	const n = 1 << 24
+	src, half, dst := randn(newRNG(3), n, 1), make([]uint16, n), make([]float32, n)
+	blob := make([]byte, 2*n)
+	for _, avx2 := range []bool{false, true} {
+		name := map[bool]string{false: "other", true: "avx2"}[avx2]
+		bf16AVX2 = avx2
+		b.Run("encode/"+name, func(b *testing.B) {
+			b.SetBytes(4 * n)
+			for range b.N {
+				EncodeBF16(half, src)
+			}
+		})
+		b.Run("decode/"+name, func(b *testing.B) {
+			b.SetBytes(4 * n)
+			for range b.N {
+				DecodeBF16(dst, blob)
+			}
+		})
+	}
+}
