@@ -11,11 +11,8 @@ import "math"
 // even; a NaN stays a quiet NaN) for i < len(src); dst must be as long.
 func EncodeBF16(dst []uint16, src []float32) {
 	dst = dst[:len(src)]
-	if bf16EncodeVector(dst, src) {
-		return
-	}
-	for i, v := range src {
-		dst[i] = ToBF16(v)
+	for i := bf16EncodeVector(dst, src); i < len(src); i++ {
+		dst[i] = ToBF16(src[i])
 	}
 }
 
@@ -24,10 +21,7 @@ func EncodeBF16(dst []uint16, src []float32) {
 func DecodeBF16(dst []float32, src []byte) {
 	n := len(src) / 2
 	dst = dst[:n]
-	if bf16DecodeVector(dst, src[:2*n]) {
-		return
-	}
-	for i := range dst {
+	for i := bf16DecodeVector(dst, src[:2*n]); i < n; i++ {
 		dst[i] = FromBF16(uint16(src[2*i]) | uint16(src[2*i+1])<<8)
 	}
 }

@@ -6,7 +6,6 @@ package kernels
 #cgo CFLAGS: -O3
 #include <immintrin.h>
 #include <stdint.h>
-#include <string.h>
 
 #define TROUPE_BF16_MASK(w) ((w) >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (w)) - 1))
 
@@ -37,9 +36,9 @@ static __attribute__((target("avx512f,avx512bw,avx512vl"))) void troupe_bf16_dec
 	}
 }
 
-// The same two in AVX2, 16 values a step (two ymm of float32, one of
-// bfloat16; packus interleaves 128-bit lanes, the permute puts them back),
-// the tail value by value as the Go loops do.
+// The same two in AVX2, over the first n values, n a multiple of 16 (two ymm
+// of float32, one of bfloat16 a step; packus interleaves 128-bit lanes, the
+// permute puts them back); the Go wrappers convert the rest.
 static __attribute__((target("avx2"))) __m256i troupe_bf16_round8(__m256i b) {
 	const __m256i abs = _mm256_set1_epi32(0x7fffffff), inf = _mm256_set1_epi32(0x7f800000);
 	const __m256i bias = _mm256_set1_epi32(0x7fff), one = _mm256_set1_epi32(1), quiet = _mm256_set1_epi32(0x40);
@@ -49,37 +48,22 @@ static __attribute__((target("avx2"))) __m256i troupe_bf16_round8(__m256i b) {
 	return _mm256_blendv_epi8(r, _mm256_or_si256(hi, quiet), nan);
 }
 
-static uint16_t troupe_bf16_one(float v) {
-	uint32_t b;
-	memcpy(&b, &v, 4);
-	if ((b & 0x7fffffffu) > 0x7f800000u) return (uint16_t)(b >> 16) | 0x40;
-	b += 0x7fffu + ((b >> 16) & 1u);
-	return (uint16_t)(b >> 16);
-}
-
 static __attribute__((target("avx2"))) void troupe_bf16_encode_avx2(uint16_t *dst, const float *src, long n) {
-	long i = 0;
-	for (; i + 16 <= n; i += 16) {
+	for (long i = 0; i < n; i += 16) {
 		__m256i r0 = troupe_bf16_round8(_mm256_loadu_si256((const __m256i *)(src + i)));
 		__m256i r1 = troupe_bf16_round8(_mm256_loadu_si256((const __m256i *)(src + i + 8)));
 		__m256i p = _mm256_permute4x64_epi64(_mm256_packus_epi32(r0, r1), 0xD8);
 		_mm256_storeu_si256((__m256i *)(dst + i), p);
 	}
-	for (; i < n; i++) dst[i] = troupe_bf16_one(src[i]);
 }
 
 static __attribute__((target("avx2"))) void troupe_bf16_decode_avx2(float *dst, const uint16_t *src, long n) {
-	long i = 0;
-	for (; i + 16 <= n; i += 16) {
+	for (long i = 0; i < n; i += 16) {
 		__m256i h = _mm256_loadu_si256((const __m256i *)(src + i));
 		__m256i lo = _mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm256_castsi256_si128(h)), 16);
 		__m256i hi = _mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm256_extracti128_si256(h, 1)), 16);
 		_mm256_storeu_si256((__m256i *)(dst + i), lo);
 		_mm256_storeu_si256((__m256i *)(dst + i + 8), hi);
-	}
-	for (; i < n; i++) {
-		uint32_t b = (uint32_t)src[i] << 16;
-		memcpy(dst + i, &b, 4);
 	}
 }
 
@@ -104,32 +88,40 @@ var hasAVX512BW = hasAVX512 && C.troupe_has_avx512bw() != 0
 // that tests run both builds where it has both).
 var bf16AVX2 = !hasAVX512BW && C.troupe_has_avx2() != 0
 
-func bf16EncodeVector(dst []uint16, src []float32) bool {
-	if !hasAVX512BW && !bf16AVX2 {
-		return false
+// bf16EncodeVector converts the start of src into dst in the CPU's vector
+// build and returns how many values it did (all with AVX-512BW, a multiple
+// of 16 with AVX2, none without either); EncodeBF16 does the rest.
+func bf16EncodeVector(dst []uint16, src []float32) int {
+	n := len(src)
+	if bf16AVX2 {
+		n &^= 15
 	}
-	if len(src) > 0 {
-		d, s, n := (*C.uint16_t)(unsafe.Pointer(&dst[0])), (*C.float)(unsafe.Pointer(&src[0])), C.long(len(src))
-		if bf16AVX2 {
-			C.troupe_bf16_encode_avx2(d, s, n)
-		} else {
-			C.troupe_bf16_encode(d, s, n)
-		}
+	if n == 0 || (!hasAVX512BW && !bf16AVX2) {
+		return 0
 	}
-	return true
+	d, s := (*C.uint16_t)(unsafe.Pointer(&dst[0])), (*C.float)(unsafe.Pointer(&src[0]))
+	if bf16AVX2 {
+		C.troupe_bf16_encode_avx2(d, s, C.long(n))
+	} else {
+		C.troupe_bf16_encode(d, s, C.long(n))
+	}
+	return n
 }
 
-func bf16DecodeVector(dst []float32, src []byte) bool {
-	if !hasAVX512BW && !bf16AVX2 {
-		return false
+// bf16DecodeVector is bf16EncodeVector's counterpart for DecodeBF16.
+func bf16DecodeVector(dst []float32, src []byte) int {
+	n := len(dst)
+	if bf16AVX2 {
+		n &^= 15
 	}
-	if len(dst) > 0 {
-		d, s, n := (*C.float)(unsafe.Pointer(&dst[0])), (*C.uint16_t)(unsafe.Pointer(&src[0])), C.long(len(dst))
-		if bf16AVX2 {
-			C.troupe_bf16_decode_avx2(d, s, n)
-		} else {
-			C.troupe_bf16_decode(d, s, n)
-		}
+	if n == 0 || (!hasAVX512BW && !bf16AVX2) {
+		return 0
 	}
-	return true
+	d, s := (*C.float)(unsafe.Pointer(&dst[0])), (*C.uint16_t)(unsafe.Pointer(&src[0]))
+	if bf16AVX2 {
+		C.troupe_bf16_decode_avx2(d, s, C.long(n))
+	} else {
+		C.troupe_bf16_decode(d, s, C.long(n))
+	}
+	return n
 }

@@ -43,6 +43,6 @@ func logProbBackwardVector(dx, x []float32, targets []int32, g []float32, rows, 
 	return false
 }
 
-func bf16EncodeVector(dst []uint16, src []float32) bool { return false }
+func bf16EncodeVector(dst []uint16, src []float32) int { return 0 }
 
-func bf16DecodeVector(dst []float32, src []byte) bool { return false }
+func bf16DecodeVector(dst []float32, src []byte) int { return 0 }
