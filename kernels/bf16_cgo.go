@@ -88,15 +88,24 @@ var hasAVX512BW = hasAVX512 && C.troupe_has_avx512bw() != 0
 // that tests run both builds where it has both).
 var bf16AVX2 = !hasAVX512BW && C.troupe_has_avx2() != 0
 
-// bf16EncodeVector converts the start of src into dst in the CPU's vector
-// build and returns how many values it did (all with AVX-512BW, a multiple
-// of 16 with AVX2, none without either); EncodeBF16 does the rest.
-func bf16EncodeVector(dst []uint16, src []float32) int {
-	n := len(src)
-	if bf16AVX2 {
-		n &^= 15
+// bf16VectorLen is how many of n values the CPU's vector build converts:
+// all with AVX-512BW, a multiple of 16 with AVX2, none without either; the
+// Go loops in bf16.go do the rest.
+func bf16VectorLen(n int) int {
+	switch {
+	case bf16AVX2:
+		return n &^ 15
+	case hasAVX512BW:
+		return n
 	}
-	if n == 0 || (!hasAVX512BW && !bf16AVX2) {
+	return 0
+}
+
+// bf16EncodeVector converts the start of src into dst (bf16VectorLen values)
+// and returns how many it did.
+func bf16EncodeVector(dst []uint16, src []float32) int {
+	n := bf16VectorLen(len(src))
+	if n == 0 {
 		return 0
 	}
 	d, s := (*C.uint16_t)(unsafe.Pointer(&dst[0])), (*C.float)(unsafe.Pointer(&src[0]))
@@ -110,11 +119,8 @@ func bf16EncodeVector(dst []uint16, src []float32) int {
 
 // bf16DecodeVector is bf16EncodeVector's counterpart for DecodeBF16.
 func bf16DecodeVector(dst []float32, src []byte) int {
-	n := len(dst)
-	if bf16AVX2 {
-		n &^= 15
-	}
-	if n == 0 || (!hasAVX512BW && !bf16AVX2) {
+	n := bf16VectorLen(len(dst))
+	if n == 0 {
 		return 0
 	}
 	d, s := (*C.float)(unsafe.Pointer(&dst[0])), (*C.uint16_t)(unsafe.Pointer(&src[0]))
