@@ -57,6 +57,15 @@
 #ifndef TG_PF
 #define TG_PF 256
 #endif
+// TG_KU is how many depth steps one pass of the micro-kernel's k loop runs
+// (GCC's unroll; 1: none): the AVX2 build unrolls 4 (simd_avx2.h).
+#ifndef TG_KU
+#define TG_KU 1
+#endif
+#undef TG_PRAGMA
+#undef TG_UNROLL
+#define TG_PRAGMA(x) _Pragma(#x)
+#define TG_UNROLL(n) TG_PRAGMA(GCC unroll n)
 // TG_L2 is the budget in floats for one packed block of B (1 MB of SPR's 2 MB L2).
 #ifndef TG_L2
 #define TG_L2 (256 * 1024)
@@ -359,6 +368,7 @@ static inline __attribute__((always_inline, TG_ISA)) void tg_kernel(int kc, cons
 		tg_prefetch_rows(last ? e->dgx : 0, e->ldx, rows);
 		tg_prefetch_rows(last && e->gelu ? e->gout : 0, e->ldg, rows);
 	}
+	TG_UNROLL(TG_KU)
 	for (int k = 0; k < kc; k++) {
 #if TG_PF > 0
 		_mm_prefetch((const char *)(bp + TG_PF), _MM_HINT_T0);
