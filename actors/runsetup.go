@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/rs/zerolog"
 
@@ -37,13 +38,15 @@ func openWeights(ctx context.Context, url, natsDir string, opts []nats.Option, m
 			closers[i]()
 		}
 	}
+	var srv *server.Server
 	if url == "" {
 		nlog := log.With().Str("lib", "nats-server").Logger()
-		srv, u, err := startEmbeddedNATS(natsDir, &nlog)
+		s, u, err := startEmbeddedNATS(natsDir, &nlog)
 		if err != nil {
 			return nil, err
 		}
-		closers = append(closers, func() { ShutdownNATS(srv) })
+		srv = s
+		closers = append(closers, func() { ShutdownNATS(s) })
 		url = u
 		log.Debug().Str("url", url).Str("store", natsDir).Msg("embedded nats-server started")
 	}
@@ -53,8 +56,21 @@ func openWeights(ctx context.Context, url, natsDir string, opts []nats.Option, m
 		return nil, err
 	}
 	closers = append(closers, nc.Close)
+	// The publisher gets a connection of its own: in-process when the
+	// server runs here (ConnectInProcess), so each version's chunks reach
+	// the server without a socket. nc stays a socket: its subscribers read
+	// chunks straight off theirs (chunkConn), which an in-process
+	// connection cannot do.
+	pubNC := nc
+	if srv != nil {
+		if pubNC, err = ConnectInProcess(srv, opts...); err != nil {
+			closeAll()
+			return nil, err
+		}
+		closers = append(closers, pubNC.Close)
+	}
 	setup, cancelSetup := context.WithTimeout(ctx, 30*time.Second)
-	pub, err := NewWeightPublisher(setup, nc, model, publisherOptions(dtype, shm, log)...)
+	pub, err := NewWeightPublisher(setup, pubNC, model, publisherOptions(dtype, shm, log)...)
 	cancelSetup()
 	if err != nil {
 		closeAll()

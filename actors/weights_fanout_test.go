@@ -432,3 +432,42 @@ func subscribeOn(t *testing.T, c *nats.Conn) (*WeightSubscriber, *received) {
 	t.Cleanup(s.Stop)
 	return s, rec
 }
+
+// A run that starts its own server publishes on an in-process connection
+// (no socket between the learner and the server); subscribers on their own
+// TCP connections, as on other machines, take a multi-chunk version from the
+// fan-out byte for byte, and the run's other connection stays a socket.
+func TestOpenWeightsPublishesInProcess(t *testing.T) {
+	ctx := context.Background()
+	w, err := openWeights(ctx, "", t.TempDir(), nil, "policy", DTypeFP32, ShmOff, zerolog.Nop())
+	if err != nil {
+		t.Fatalf("openWeights: %v", err)
+	}
+	t.Cleanup(w.close)
+	if w.pub.nc == w.nc || w.pub.nc.Opts.InProcessServer == nil {
+		t.Fatalf("publisher's connection: in-process %v, shared with the run's %v; want its own, in-process",
+			w.pub.nc.Opts.InProcessServer != nil, w.pub.nc == w.nc)
+	}
+	if w.nc.Opts.InProcessServer != nil {
+		t.Fatalf("the run's own connection is in-process; want a socket (its subscribers read chunks off it)")
+	}
+	var subs []*WeightSubscriber
+	var recs []*received
+	for i := 0; i < 2; i++ {
+		s, rec := subscribeOwn(t, w.url)
+		subs, recs = append(subs, s), append(recs, rec)
+	}
+	x := randomWeights(3<<19, 9) // 6 MiB: several chunks
+	if _, err := w.pub.Publish(ctx, 1, false, x); err != nil {
+		t.Fatalf("Publish: %v", err)
+	}
+	for i, rec := range recs {
+		rec.waitFor(t, 1)
+		if !slices.Equal(rec.got[0].Data, x) {
+			t.Fatalf("subscriber %d: data differs", i)
+		}
+		if f, st := subs[i].Received(); f != 1 || st != 0 {
+			t.Fatalf("subscriber %d: %d versions from the fan-out, %d from the store; want 1, 0", i, f, st)
+		}
+	}
+}
