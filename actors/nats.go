@@ -112,12 +112,14 @@ func ShutdownNATS(srv *server.Server) {
 // ConnectInProcess connects to srv, a server running in this process (as
 // StartEmbeddedNATS starts), over an in-memory pipe instead of a loopback
 // socket: one copy of each message into the server instead of a send and a
-// receive through the kernel. The learner publishes its weights on such a
-// connection when it runs the server itself; the fan-out to subscribers on
-// other machines then crosses one socket per subscriber and no more
-// (`troupe bench --broadcast 124439808`, 4 subscribers on 2 cores: 10-15%
-// less time until all hold an fp32 version, 5-10% for bf16). opts as for
-// Connect, less any dialer or TLS: nothing leaves the process.
+// receive through the kernel. A run's learner publishes its weights on such
+// a connection when it runs the embedded server, so the subscribers that take
+// the fan-out (without a shared-memory slot: nats.weights_shm: off, or no
+// /dev/shm) get each chunk through one socket, their own. `troupe bench
+// --broadcast 124439808` with its publisher connected this way, 4
+// subscribers on 2 cores, alternating runs: 10-15% less time until all hold
+// an fp32 version, 5-10% for bf16. opts as for Connect, less any dialer or
+// TLS: nothing leaves the process.
 func ConnectInProcess(srv *server.Server, opts ...nats.Option) (*nats.Conn, error) {
 	return Connect(srv.ClientURL(), append(opts, nats.InProcessServer(srv))...)
 }
