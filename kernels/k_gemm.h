@@ -39,8 +39,14 @@
 // (BenchmarkGemmPacked). At wider N it measured level on one thread, and
 // 2-8% faster on two (shared products, whose packed A one thread writes and
 // the other reads). Also tried and within noise on the 2-vCPU dev box: MR = 14, no B
-// prefetch, a 512 KB B block, KC 384/768/whole K. The macros stay overridable
-// (e.g. CGO_CFLAGS=-DTG_MR=14) for such comparisons.
+// prefetch, a 512 KB B block, KC 384/768/whole K. On the 2-vCPU Zen 3 (AVX2
+// build, 2026-11-29, alternating in one process): the small training step
+// with a chunk's B micro-panel stationary (column panels outer), with 48-row
+// chunks, and with KC 256, all level with this order (medians of 20 steps
+// within +-5% both ways); software-prefetching a transposed A's rows 4-16
+// ahead while packing them made the weight-gradient products 1-10% slower.
+// The macros stay overridable (e.g. CGO_CFLAGS=-DTG_MR=14) for such
+// comparisons.
 
 #ifndef TG_MR
 #define TG_MR 12
