@@ -377,8 +377,9 @@ func (f *fanin) target(v int64, off, total int, dtype string, n int) (*assembly,
 	return a, a.buf[off : off+n]
 }
 
-// filled records that dst, from target(a's version, ...), now holds its
-// chunk's bytes (for an assembly with values, any slice holding them will
+// filled records that dst, from target(a's version, ...), now holds the
+// next bytes of a's blob: a whole chunk or, from the chunk connection, the
+// next piece of one (for an assembly with values, any slice holding them will
 // do): their CRC-32C is folded in, and bf16 values decoded, while they are
 // still in cache.
 func (f *fanin) filled(a *assembly, dst []byte) {
@@ -510,6 +511,7 @@ var errRawUnsupported = errors.New("weights chunk connection: not supported here
 
 const (
 	rawReadBuf    = 64 << 10        // control lines and small payloads; chunks bypass it
+	rawPiece      = 64 << 10        // a chunk is read, checksummed and decoded this much at a time (even: whole bf16 values)
 	rawMaxHeader  = 64 << 10        // largest message header accepted
 	rawDialWait   = 5 * time.Second // dial, handshake and one write
 	rawRedialWait = 5 * time.Second // at most between dials after the connection dropped
@@ -685,10 +687,18 @@ func readRaw(conn net.Conn, br *bufio.Reader, fan *fanin, count *atomic.Int64) e
 				}
 			}
 			if dst != nil {
-				if _, err := io.ReadFull(br, dst); err != nil {
-					return err // the assembly stays incomplete: its version comes from the store
+				// In pieces, each checksummed (and decoded) while it is still
+				// in cache: a whole chunk (~1 MiB) is more than Zen 3's L2.
+				for o := 0; o < len(dst); o += rawPiece {
+					p := dst[o:min(o+rawPiece, len(dst))]
+					if a.values != nil { // decoded from scratch: one piece's worth reused
+						p = dst[:len(p)]
+					}
+					if _, err := io.ReadFull(br, p); err != nil {
+						return err // the assembly stays incomplete: its version comes from the store
+					}
+					fan.filled(a, p)
 				}
-				fan.filled(a, dst)
 				count.Add(1)
 			} else if _, err := br.Discard(n); err != nil {
 				return err

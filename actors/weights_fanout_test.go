@@ -321,6 +321,11 @@ func TestWeightsBF16(t *testing.T) {
 		t.Fatalf("Publish changed the fp32 masters")
 	}
 	rec.waitFor(t, 1)
+	// From the fan-out: chunks of ~1 MiB read, checksummed and decoded in
+	// pieces (rawPiece), the last one short.
+	if f, st := sub.Received(); f != 1 || st != 0 {
+		t.Fatalf("connected subscriber: %d from the fan-out, %d from the store; want 1, 0", f, st)
+	}
 	late := newReceived()
 	lsub, err := SubscribeWeights(nc, "policy", zerolog.Nop(), late.on)
 	if err != nil {
