@@ -2,7 +2,10 @@
 
 package kernels
 
-import "testing"
+import (
+	"math"
+	"testing"
+)
 
 // TestBF16AVX2: TestBF16 on the AVX2 conversions, which a CPU with
 // AVX-512BW does not otherwise run.
@@ -43,5 +46,47 @@ func BenchmarkBF16(b *testing.B) {
 				DecodeBF16(dst, blob)
 			}
 		})
+	}
+}
+
+// TestBF16DecodeStreamed: the AVX2 decode's streaming path (TROUPE_BF16_STREAM
+// values or more) at every alignment of dst and with a ragged end, bit for
+// bit against FromBF16.
+func TestBF16DecodeStreamed(t *testing.T) {
+	if !hasAVX2 {
+		t.Skip("no AVX2")
+	}
+	defer func(v bool) { bf16AVX2 = v }(bf16AVX2)
+	bf16AVX2 = true
+	rng := newRNG(152)
+	for _, n := range []int{16384, 16384 + 16*3 + 5, 100003} {
+		blob := make([]byte, 2*n)
+		for i := range blob {
+			blob[i] = byte(rng.Uint32())
+		}
+		for off := range 9 {
+			buf := make([]float32, n+off+8)
+			for i := range buf {
+				buf[i] = -1
+			}
+			dst := buf[off : off+n]
+			DecodeBF16(dst, blob)
+			for i := range n {
+				want := FromBF16(uint16(blob[2*i]) | uint16(blob[2*i+1])<<8)
+				if math.Float32bits(dst[i]) != math.Float32bits(want) {
+					t.Fatalf("n=%d offset %d: value %d = %#08x, want %#08x", n, off, i, math.Float32bits(dst[i]), math.Float32bits(want))
+				}
+			}
+			for i, v := range buf[off+n:] {
+				if v != -1 {
+					t.Fatalf("n=%d offset %d: wrote past the end at %d", n, off, i)
+				}
+			}
+			for i, v := range buf[:off] {
+				if v != -1 {
+					t.Fatalf("n=%d offset %d: wrote before the start at %d", n, off, i)
+				}
+			}
+		}
 	}
 }
