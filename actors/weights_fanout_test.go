@@ -33,14 +33,22 @@ func TestFanoutDelivers(t *testing.T) {
 	if err != nil {
 		t.Fatalf("NewWeightPublisher: %v", err)
 	}
+	fanoutToOwn(t, pub, url, 3, 7)
+}
+
+// fanoutToOwn subscribes n subscribers on connections of their own to url,
+// publishes a multi-chunk version (random, from seed) on pub and checks that
+// each took it from the fan-out, not the store, byte for byte.
+func fanoutToOwn(t *testing.T, pub *WeightPublisher, url string, n int, seed uint64) {
+	t.Helper()
 	var subs []*WeightSubscriber
 	var recs []*received
-	for i := 0; i < 3; i++ {
+	for i := 0; i < n; i++ {
 		s, rec := subscribeOwn(t, url)
 		subs, recs = append(subs, s), append(recs, rec)
 	}
-	w := randomWeights(3<<19, 7) // 6 MiB: several chunks
-	if _, err := pub.Publish(ctx, 1, false, w); err != nil {
+	w := randomWeights(3<<19, seed) // 6 MiB: several chunks
+	if _, err := pub.Publish(context.Background(), 1, false, w); err != nil {
 		t.Fatalf("Publish: %v", err)
 	}
 	for i, rec := range recs {
@@ -456,23 +464,5 @@ func TestOpenWeightsPublishesInProcess(t *testing.T) {
 	if w.nc.Opts.InProcessServer != nil {
 		t.Fatalf("the run's own connection is in-process; want a socket (its subscribers read chunks off it)")
 	}
-	var subs []*WeightSubscriber
-	var recs []*received
-	for i := 0; i < 2; i++ {
-		s, rec := subscribeOwn(t, w.url)
-		subs, recs = append(subs, s), append(recs, rec)
-	}
-	x := randomWeights(3<<19, 9) // 6 MiB: several chunks
-	if _, err := w.pub.Publish(ctx, 1, false, x); err != nil {
-		t.Fatalf("Publish: %v", err)
-	}
-	for i, rec := range recs {
-		rec.waitFor(t, 1)
-		if !slices.Equal(rec.got[0].Data, x) {
-			t.Fatalf("subscriber %d: data differs", i)
-		}
-		if f, st := subs[i].Received(); f != 1 || st != 0 {
-			t.Fatalf("subscriber %d: %d versions from the fan-out, %d from the store; want 1, 0", i, f, st)
-		}
-	}
+	fanoutToOwn(t, w.pub, w.url, 2, 9)
 }
