@@ -49,9 +49,9 @@ func BenchmarkBF16(b *testing.B) {
 	}
 }
 
-// TestBF16DecodeStreamed: the AVX2 decode's streaming path (TROUPE_BF16_STREAM
-// values or more) at every alignment of dst and with a ragged end, bit for
-// bit against FromBF16.
+// TestBF16DecodeStreamed: the AVX2 decode at TROUPE_BF16_STREAM values or
+// more, at every alignment of dst (streamed where dst is 32-byte aligned,
+// plain stores elsewhere) and with a ragged end, bit for bit against FromBF16.
 func TestBF16DecodeStreamed(t *testing.T) {
 	if !hasAVX2 {
 		t.Skip("no AVX2")
