@@ -145,15 +145,22 @@ func wireBlob(w []float32, dtype string, scratch []byte) (blob []byte, encode fu
 		if to <= done {
 			return
 		}
-		if littleEndian {
-			h := unsafe.Slice((*uint16)(unsafe.Pointer(unsafe.SliceData(b))), len(w))[done:to]
-			kernels.EncodeBF16(h, w[done:to]) // AVX-512 where the CPU has it
-		} else {
-			for i := done; i < to; i++ {
-				binary.LittleEndian.PutUint16(b[2*i:], kernels.ToBF16(w[i]))
-			}
-		}
+		encodeBF16(b[2*done:2*to], w[done:to])
 		done = to
+	}
+}
+
+// encodeBF16 writes w as little-endian bfloat16 into dst (2*len(w) bytes).
+func encodeBF16(dst []byte, w []float32) {
+	if len(w) == 0 {
+		return
+	}
+	if littleEndian {
+		kernels.EncodeBF16(unsafe.Slice((*uint16)(unsafe.Pointer(unsafe.SliceData(dst))), len(w)), w) // AVX-512 or AVX2 where the CPU has it
+		return
+	}
+	for i, v := range w {
+		binary.LittleEndian.PutUint16(dst[2*i:], kernels.ToBF16(v))
 	}
 }
 

@@ -239,11 +239,14 @@ func (s *shmSlot) write(v int64, w []float32, dtype string) uint32 {
 	if encode == nil {
 		crc = copyCRC(s.data, src, shmWriteParts(len(src)))
 	} else {
-		for off := 0; off < len(src); off += shmPiece {
-			end := min(off+shmPiece, len(src))
-			encode(end)
-			crc = crc32.Update(crc, castagnoli, s.data[off:end])
-		}
+		// Ranges of whole pieces (shmPiece is even: whole values) encoded
+		// on their own goroutines, as copyCRC copies: a 124M version to 4
+		// subscribers in 250-274 ms against 319-334 on one goroutine
+		// (alternating runs, 2-vCPU Zen 3, 2026-11-29).
+		crc = piecesCRC(len(src), shmWriteParts(len(src)), func(off, end int) []byte {
+			encodeBF16(src[off:end], w[off/2:end/2])
+			return src[off:end]
+		})
 	}
 	s.hdr.size, s.hdr.crc, s.hdr.dtype = int64(len(src)), crc, uint32(dtypeSize(dtype))
 	s.hdr.readers.Store(0)
@@ -251,16 +254,17 @@ func (s *shmSlot) write(v int64, w []float32, dtype string) uint32 {
 	return crc
 }
 
-// shmParallelMin is the smallest fp32 blob whose slot write is split over
+// shmParallelMin is the smallest blob whose slot write is split over
 // goroutines (a var so that a test can lower it).
 var shmParallelMin = 32 << 20
 
-// shmWriteParts is how many goroutines copy a blob of n bytes into its slot:
-// one below shmParallelMin, else up to the CPUs (at most 4). The learner
-// waits for its publish, so its cores are free for it. A 124M-parameter
-// version on the 2-vCPU VM: the copy and checksum 112 and 303 ms on one
-// goroutine, 62 and 66 on two; until 4 subscribers held it 293 and 472 ms
-// (1.70x and 3.01x one loopback copy), then 205 and 203 (1.16x, 1.04x).
+// shmWriteParts is how many goroutines copy (fp32) or encode (bf16) a blob
+// of n bytes into its slot: one below shmParallelMin, else up to the CPUs
+// (at most 4). The learner waits for its publish, so its cores are free for
+// it. A 124M-parameter fp32 version on the 2-vCPU VM: the copy and checksum
+// 112 and 303 ms on one goroutine, 62 and 66 on two; until 4 subscribers
+// held it 293 and 472 ms (1.70x and 3.01x one loopback copy), then 205 and
+// 203 (1.16x, 1.04x).
 func shmWriteParts(n int) int {
 	if n < shmParallelMin {
 		return 1
@@ -270,30 +274,39 @@ func shmWriteParts(n int) int {
 
 // copyCRC copies src into dst (as long) shmPiece bytes at a time, folding
 // each piece of src into the CRC-32C while it is in cache from the copy's
-// reads, and returns the CRC of the whole. The copy streams its stores
-// (kernels.CopyStreamed): neither the slot nor a subscriber's copy is read
-// again before the whole version has gone by, so a plain store's read of each
-// line it writes, and the lines it leaves in the caches, were wasted (Go's
-// copy streams only from 1 MiB on). On the 2-vCPU Zen 3 (alternating runs of
-// `troupe bench --broadcast 124439808`, 2026-11-29) an fp32 version reached 4
-// subscribers in 320-347 ms against 435-486 with plain stores, the CPU until
-// all held it 0.59-0.67 s against 0.82-0.94. With
-// parts > 1 the parts contiguous ranges go one goroutine each, their CRCs
-// combined in order.
+// reads, and returns the CRC of the whole (piecesCRC, parts goroutines). The
+// copy streams its stores (kernels.CopyStreamed): neither the slot nor a
+// subscriber's copy is read again before the whole version has gone by, so a
+// plain store's read of each line it writes, and the lines it leaves in the
+// caches, were wasted (Go's copy streams only from 1 MiB on). On the 2-vCPU
+// Zen 3 (alternating runs of `troupe bench --broadcast 124439808`,
+// 2026-11-29) an fp32 version reached 4 subscribers in 320-347 ms against
+// 435-486 with plain stores, the CPU until all held it 0.59-0.67 s against
+// 0.82-0.94.
 func copyCRC(dst, src []byte, parts int) uint32 {
-	pieces := (len(src) + shmPiece - 1) / shmPiece
+	return piecesCRC(len(src), parts, func(off, end int) []byte {
+		kernels.CopyStreamed(dst[off:end], src[off:end])
+		return src[off:end]
+	})
+}
+
+// piecesCRC calls fill for [0, n) shmPiece bytes at a time and folds the
+// bytes each call returns (the piece's, just written or read, in cache) into
+// the CRC-32C, which it returns for the whole. With parts > 1 the parts
+// contiguous ranges of whole pieces go one goroutine each, their CRCs
+// combined in order.
+func piecesCRC(n, parts int, fill func(off, end int) []byte) uint32 {
+	pieces := (n + shmPiece - 1) / shmPiece
 	crcs := make([]uint32, parts)
 	bounds := make([]int, parts+1)
 	for p := range bounds {
-		bounds[p] = min(len(src), pieces*p/parts*shmPiece)
+		bounds[p] = min(n, pieces*p/parts*shmPiece)
 	}
 	var wg sync.WaitGroup
 	part := func(p int) {
 		var c uint32
 		for off := bounds[p]; off < bounds[p+1]; off += shmPiece {
-			end := min(off+shmPiece, bounds[p+1])
-			kernels.CopyStreamed(dst[off:end], src[off:end])
-			c = crc32.Update(c, castagnoli, src[off:end])
+			c = crc32.Update(c, castagnoli, fill(off, min(off+shmPiece, bounds[p+1])))
 		}
 		crcs[p] = c
 	}

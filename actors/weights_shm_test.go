@@ -409,4 +409,15 @@ func TestShmWriteParallel(t *testing.T) {
 	if got := s.write(7, w, DTypeFP32); got != want || !bytes.Equal(s.data, blob) || s.hdr.version.Load() != 7 {
 		t.Fatalf("write: crc %08x (want %08x), bytes equal %v, version %d", got, want, bytes.Equal(s.data, blob), s.hdr.version.Load())
 	}
+	// bf16: encoded into the slot in ranges of whole pieces, one goroutine
+	// each (7.5 pieces and a value: a short last piece).
+	bf := encodeBlob(w, DTypeBF16, nil)
+	wantBF := crc32.Checksum(bf, castagnoli)
+	if shmWriteParts(len(bf)) < 2 && runtime.NumCPU() > 1 {
+		t.Fatalf("a %d-byte bf16 blob is not split", len(bf))
+	}
+	clear(s.data)
+	if got := s.write(8, w, DTypeBF16); got != wantBF || !bytes.Equal(s.data[:len(bf)], bf) || s.hdr.size != int64(len(bf)) {
+		t.Fatalf("bf16 write: crc %08x (want %08x), bytes equal %v, size %d", got, wantBF, bytes.Equal(s.data[:len(bf)], bf), s.hdr.size)
+	}
 }
