@@ -421,3 +421,40 @@ func TestShmWriteParallel(t *testing.T) {
 		t.Fatalf("bf16 write: crc %08x (want %08x), bytes equal %v, size %d", got, wantBF, bytes.Equal(s.data[:len(bf)], bf), s.hdr.size)
 	}
 }
+
+// TestWeightsShmCutShort: a slot file cut short under a subscriber's mapping
+// makes the read an error, not a crash. The copy out of the slot runs in C
+// (kernels.CopyStreamed), where a fault would kill the process; each piece's
+// checksum, in Go, reads it first, and SetPanicOnFault turns its fault into
+// the error.
+func TestWeightsShmCutShort(t *testing.T) {
+	nc := startNATS(t)
+	pub, _ := shmPublisher(t, nc, "shmshort", DTypeFP32)
+	ctx := context.Background()
+	rec := newReceived()
+	s, err := SubscribeWeights(nc, "shmshort", zerolog.Nop(), rec.on)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Stop()
+	w := randomWeights(1_000_000, 3) // 4 MB: 16 pieces
+	a, err := pub.Publish(ctx, 1, false, w)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec.waitFor(t, 1)
+	if s.ReceivedShm() != 1 {
+		t.Fatalf("version 1 not read from the slot (%d from it)", s.ReceivedShm())
+	}
+	if err := pub.Flush(ctx); err != nil { // the store's copy has read the slot
+		t.Fatal(err)
+	}
+	slot := pub.shm.slots[a.Version%ShmSlots]
+	if err := os.Truncate(slot.path, shmHeader+3*shmPiece/2); err != nil {
+		t.Fatal(err)
+	}
+	ann := &announcement{WeightsAnnounce: a, crc: slot.hdr.crc, hasCRC: true, dtype: DTypeFP32, shmPath: slot.path, shmKey: pub.shm.key}
+	if _, err := s.shm.read(ann, s.fan); err == nil {
+		t.Fatal("a slot cut short read without an error")
+	}
+}
