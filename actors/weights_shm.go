@@ -243,9 +243,9 @@ func (s *shmSlot) write(v int64, w []float32, dtype string) uint32 {
 		// on their own goroutines, as copyCRC copies: a 124M version to 4
 		// subscribers in 250-274 ms against 319-334 on one goroutine
 		// (alternating runs, 2-vCPU Zen 3, 2026-11-29).
-		crc = piecesCRC(len(src), shmWriteParts(len(src)), func(off, end int, c uint32) uint32 {
+		crc = piecesCRC(len(src), shmWriteParts(len(src)), func(off, end int) []byte {
 			encodeBF16(src[off:end], w[off/2:end/2])
-			return crc32.Update(c, castagnoli, src[off:end])
+			return src[off:end]
 		})
 	}
 	s.hdr.size, s.hdr.crc, s.hdr.dtype = int64(len(src)), crc, uint32(dtypeSize(dtype))
@@ -273,11 +273,9 @@ func shmWriteParts(n int) int {
 }
 
 // copyCRC copies src into dst (as long) shmPiece bytes at a time, folding
-// each piece of src into the CRC-32C first and copying it while it is in
-// cache, and returns the CRC of the whole (piecesCRC, parts goroutines). A
-// subscriber's src is the slot's mapping: a file cut short under it faults
-// in the checksum, Go code, which SetPanicOnFault turns into an error, before
-// the copy (C) reads it. The copy streams its stores (kernels.CopyStreamed): neither the slot nor a
+// each piece of src into the CRC-32C while it is in cache from the copy's
+// reads, and returns the CRC of the whole (piecesCRC, parts goroutines). The
+// copy streams its stores (kernels.CopyStreamed): neither the slot nor a
 // subscriber's copy is read again before the whole version has gone by, so a
 // plain store's read of each line it writes, and the lines it leaves in the
 // caches, were wasted (Go's copy streams only from 1 MiB on). On the 2-vCPU
@@ -286,19 +284,18 @@ func shmWriteParts(n int) int {
 // 435-486 with plain stores, the CPU until all held it 0.59-0.67 s against
 // 0.82-0.94.
 func copyCRC(dst, src []byte, parts int) uint32 {
-	return piecesCRC(len(src), parts, func(off, end int, c uint32) uint32 {
-		c = crc32.Update(c, castagnoli, src[off:end])
+	return piecesCRC(len(src), parts, func(off, end int) []byte {
 		kernels.CopyStreamed(dst[off:end], src[off:end])
-		return c
+		return src[off:end]
 	})
 }
 
-// piecesCRC calls piece for [0, n) shmPiece bytes at a time, in order, with
-// the CRC-32C so far, which the call returns with its piece's bytes folded in,
-// and returns the CRC of the whole. With parts > 1 the parts contiguous
-// ranges of whole pieces go one goroutine each (each CRC starting from 0),
-// their CRCs combined in order.
-func piecesCRC(n, parts int, piece func(off, end int, crc uint32) uint32) uint32 {
+// piecesCRC calls fill for [0, n) shmPiece bytes at a time and folds the
+// bytes each call returns (the piece's, just written or read, in cache) into
+// the CRC-32C, which it returns for the whole. With parts > 1 the parts
+// contiguous ranges of whole pieces go one goroutine each, their CRCs
+// combined in order.
+func piecesCRC(n, parts int, fill func(off, end int) []byte) uint32 {
 	pieces := (n + shmPiece - 1) / shmPiece
 	crcs := make([]uint32, parts)
 	bounds := make([]int, parts+1)
@@ -309,7 +306,7 @@ func piecesCRC(n, parts int, piece func(off, end int, crc uint32) uint32) uint32
 	part := func(p int) {
 		var c uint32
 		for off := bounds[p]; off < bounds[p+1]; off += shmPiece {
-			c = piece(off, min(off+shmPiece, bounds[p+1]), c)
+			c = crc32.Update(c, castagnoli, fill(off, min(off+shmPiece, bounds[p+1])))
 		}
 		crcs[p] = c
 	}
@@ -499,7 +496,18 @@ func (r *shmReader) read(a *announcement, fan *fanin) (w []float32, err error) {
 		return nil, err
 	}
 	// A slot file cut short under the mapping (nothing troupe does) faults
-	// on access: an error here, not a crash.
+	// on access: in Go code (the checksum) an error here, not a crash; in C
+	// (the fp32 copy, kernels.CopyStreamed, and the bf16 decode) no recover
+	// catches it, so the file's size is checked first. A cut during the copy
+	// itself still takes the process down. (Touching each piece's pages from
+	// Go before the copy, or checksumming a piece before copying it, made an
+	// fp32 version to 4 subscribers 12-40% slower.)
+	if st, err := os.Stat(a.shmPath); err != nil || st.Size() < shmHeader+a.Size {
+		if err == nil {
+			err = fmt.Errorf("slot %s holds %d bytes, announced %d", a.shmPath, st.Size()-shmHeader, a.Size)
+		}
+		return nil, err
+	}
 	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	defer func() {
 		if p := recover(); p != nil {

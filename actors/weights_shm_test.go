@@ -424,9 +424,8 @@ func TestShmWriteParallel(t *testing.T) {
 
 // TestWeightsShmCutShort: a slot file cut short under a subscriber's mapping
 // makes the read an error, not a crash. The copy out of the slot runs in C
-// (kernels.CopyStreamed), where a fault would kill the process; each piece's
-// checksum, in Go, reads it first, and SetPanicOnFault turns its fault into
-// the error.
+// (kernels.CopyStreamed), where a fault would kill the process: the read
+// checks the file's size first.
 func TestWeightsShmCutShort(t *testing.T) {
 	nc := startNATS(t)
 	pub, _ := shmPublisher(t, nc, "shmshort", DTypeFP32)
