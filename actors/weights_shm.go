@@ -435,6 +435,20 @@ func (r *shmReader) view(path string, size int64) (*shmView, error) {
 		r.base = base
 	}
 	if v := r.views[path]; v != nil && int64(len(v.data)) == size {
+		// A file cut short under the mapping since (nothing troupe does)
+		// would fault in the copy's or the decode's C loop, which no
+		// recover catches: its size is checked at every read. A cut during
+		// the copy itself still takes the process down. (Touching each
+		// piece's pages from Go before the copy, or checksumming a piece
+		// before copying it, made an fp32 version to 4 subscribers 12-40%
+		// slower.)
+		st, err := os.Stat(path)
+		if err != nil {
+			return nil, err
+		}
+		if err := slotFits(st.Size(), size); err != nil {
+			return nil, err
+		}
 		return v, nil
 	} else if v != nil {
 		v.unmap()
@@ -449,8 +463,8 @@ func (r *shmReader) view(path string, size int64) (*shmView, error) {
 	if err != nil {
 		return nil, err
 	}
-	if st.Size() < shmHeader+size {
-		return nil, fmt.Errorf("slot holds %d bytes, announced %d", st.Size()-shmHeader, size)
+	if err := slotFits(st.Size(), size); err != nil {
+		return nil, err
 	}
 	v, err := mapSlot(f, int(size), false)
 	if err != nil {
@@ -462,6 +476,14 @@ func (r *shmReader) view(path string, size int64) (*shmView, error) {
 	}
 	r.views[path] = v
 	return v, nil
+}
+
+// slotFits says whether a slot file of fileSize bytes holds a blob of size.
+func slotFits(fileSize, size int64) error {
+	if fileSize < shmHeader+size {
+		return fmt.Errorf("slot holds %d bytes, announced %d", fileSize-shmHeader, size)
+	}
+	return nil
 }
 
 func (r *shmReader) unmapLocked() {
@@ -495,19 +517,9 @@ func (r *shmReader) read(a *announcement, fan *fanin) (w []float32, err error) {
 	if err != nil {
 		return nil, err
 	}
-	// A slot file cut short under the mapping (nothing troupe does) faults
-	// on access: in Go code (the checksum) an error here, not a crash; in C
-	// (the fp32 copy, kernels.CopyStreamed, and the bf16 decode) no recover
-	// catches it, so the file's size is checked first. A cut during the copy
-	// itself still takes the process down. (Touching each piece's pages from
-	// Go before the copy, or checksumming a piece before copying it, made an
-	// fp32 version to 4 subscribers 12-40% slower.)
-	if st, err := os.Stat(a.shmPath); err != nil || st.Size() < shmHeader+a.Size {
-		if err == nil {
-			err = fmt.Errorf("slot %s holds %d bytes, announced %d", a.shmPath, st.Size()-shmHeader, a.Size)
-		}
-		return nil, err
-	}
+	// A slot file cut short under the mapping (nothing troupe does; view
+	// checked its size) faults on access: in Go code (the checksum) an
+	// error here, not a crash.
 	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	defer func() {
 		if p := recover(); p != nil {

@@ -28,14 +28,14 @@ import "C"
 
 import "unsafe"
 
-// copyStreamVector copies the part of src into dst that streaming stores take
-// (from dst's first 32-byte boundary, whole 128-byte blocks) and returns its
-// bounds; the caller copies the rest.
+// copyStreamVector copies the part of src into dst (as long) that streaming
+// stores take (from dst's first 32-byte boundary, whole 128-byte blocks) and
+// returns its bounds; the caller copies the rest.
 func copyStreamVector(dst, src []byte) (lo, hi int) {
 	if !copyStreams() {
 		return 0, 0
 	}
-	n := min(len(dst), len(src))
+	n := len(dst)
 	lo = int(-uintptr(unsafe.Pointer(unsafe.SliceData(dst))) & 31)
 	if lo >= n {
 		return 0, 0
