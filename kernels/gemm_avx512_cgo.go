@@ -40,6 +40,18 @@ func setGemmDirectT(on bool) {
 	C.troupe_set_direct_t_avx2(cbool(on))
 }
 
+// setPackKB sets how many depths of a transposed A pack_a copies into each
+// panel before the next panel (tg_pack_kb; 1: depth by depth across all
+// panels, the order before TG_PACK_KB); benchmarks compare, not while a
+// product runs.
+func setPackKB(k int) {
+	C.troupe_set_pack_kb(C.int(k))
+	C.troupe_set_pack_kb_avx2(C.int(k))
+}
+
+// packKB is TG_PACK_KB, the default of setPackKB.
+const packKB = C.TG_PACK_KB
+
 // resetGemmDirectT puts each build's TG_DIRECT_T back (the AVX-512 build
 // reads a transposed A in place, the AVX2 one packs it).
 func resetGemmDirectT() {

@@ -449,8 +449,13 @@ func BenchmarkGemmDirect(b *testing.B) {
 // "packed" one, set(1): "direct"), alternating ABBA (abTimes), and reports
 // each one's median GFLOP/s for flop per run.
 func abGemmMedians(b *testing.B, flop float64, set func(v int), run func()) {
+	abGemmMediansNamed(b, [2]string{"packed", "direct"}, flop, set, run)
+}
+
+// abGemmMediansNamed is abGemmMedians with the two settings' names.
+func abGemmMediansNamed(b *testing.B, names [2]string, flop float64, set func(v int), run func()) {
 	ts := abTimes(b.N, set, func(int) { run() })
-	for v, name := range []string{"packed", "direct"} {
+	for v, name := range names {
 		b.ReportMetric(flop/ts[v][len(ts[v])/2].Seconds()/1e9, name+"_GFLOP/s")
 	}
 }
@@ -477,6 +482,40 @@ func BenchmarkGemmDirectT(b *testing.B) {
 			})
 		})
 	}
+}
+
+// BenchmarkGemmPackKB A/B-compares, in one process on 2 threads, the weight
+// gradients (dW = X^T dY: M = C, N = OC, K = tokens) of small's and gpt2's
+// shapes with a transposed A packed k by k across all the chunk's panels
+// (tg_pack_kb 1, the order before) and in blocks of TG_PACK_KB depths
+// panel by panel, alternating (abGemmMediansNamed); it reports each one's
+// median GFLOP/s.
+//
+//	go test -run '^$' -bench GemmPackKB -benchtime 30x ./kernels/
+func BenchmarkGemmPackKB(b *testing.B) {
+	defer setPackKB(packKB)
+	d := NewCPU(2)
+	for _, s := range [][3]int{{1536, 384, 2048}, {384, 384, 2048}, {384, 1152, 2048}, {384, 1536, 2048},
+		{768, 768, 1024}, {3072, 768, 1024}, {768, 3072, 1024}} {
+		m, n, k := s[0], s[1], s[2]
+		b.Run(fmt.Sprintf("%dx%dx%d", m, n, k), func(b *testing.B) {
+			rng := newRNG(1)
+			a, bb, c := randn(rng, m*k, 1), randn(rng, k*n, 1), make([]float32, m*n)
+			abGemmMediansNamed(b, [2]string{"kbyk", "blocked"}, 2*float64(m*n*k), func(v int) { setPackKB([]int{1, packKB}[v]) }, func() {
+				d.Gemm(true, false, m, n, k, 1, Host(a), m, Host(bb), n, 1, Host(c), n)
+			})
+		})
+	}
+}
+
+// BenchmarkTrainPackKB A/B-compares, in one process, the small step with its
+// transposed A packed k by k (tg_pack_kb 1) and in blocks of TG_PACK_KB
+// depths, alternating step by step.
+//
+//	go test -run '^$' -bench TrainPackKB -benchtime 40x ./kernels/
+func BenchmarkTrainPackKB(b *testing.B) {
+	defer setPackKB(packKB)
+	abSteps(b, [2]string{"kbyk", "blocked"}, func(v int) { setPackKB([]int{1, packKB}[v]) })
 }
 
 // BenchmarkTrainDirect A/B-compares, in one process, the small step with

@@ -60,6 +60,19 @@
 #ifndef TG_DIRECT_N
 #define TG_DIRECT_N 512
 #endif
+// TG_PACK_KB is how many depths of a transposed A (a weight gradient's X^T)
+// pack_a copies into a panel before the next (tg_pack_kb). On the 2-vCPU
+// Zen 3 (AVX2 build, 2026-11-29, alternating in one process on 2 threads,
+// medians of 20, BenchmarkGemmPackKB), against depth by depth across all
+// panels: small's weight gradients 1536x384x2048 79 -> 108 GFLOP/s,
+// 384x384x2048 90 -> 113, 384x1152x2048 118 -> 128, 384x1536x2048 117 ->
+// 124; gpt2's 768x768x1024 110 -> 126, 3072x768x1024 112 -> 128,
+// 768x3072x1024 124 -> 128; the small training step (BenchmarkTrainPackKB,
+// medians of 30) 1422 -> 1361 and 1436 -> 1313 ms. Blocks of 8, 16 and 32
+// measured level; 4 slower. Same packed panels, same bits.
+#ifndef TG_PACK_KB
+#define TG_PACK_KB 16
+#endif
 #ifndef TG_PF
 #define TG_PF 256
 #endif
@@ -129,6 +142,8 @@ static void troupe_set_direct_t(int on) { tg_direct_t = on; }
 // faster, median -2.3% to +0.4%. A whole K of 1024 (a 48 KB panel) was 20%
 // slower.
 static int tg_kc_whole = TG_KC;
+static int tg_pack_kb = TG_PACK_KB;
+static void troupe_set_pack_kb(int k) { tg_pack_kb = k; }
 static void troupe_set_kc_whole(int k) { tg_kc_whole = k; }
 static int troupe_kc_init(void) {
 	long l1 = sysconf(_SC_LEVEL1_DCACHE_SIZE);
@@ -168,27 +183,36 @@ static __attribute__((TG_ISA)) void troupe_pack_a(int transA, int M, int pc, int
 		float alpha, const float *A, long lda, float *ap) {
 	if (transA) {
 		// A stored (K,M): row k of A holds depth k of every row, the MR
-		// values of a panel contiguous. Rows of A are read whole, one after
-		// the other (k outer), each panel getting its MR values: a panel at
-		// a time (k inner) read each row's line once per panel at a stride
-		// of lda, which at strides of 1.5-8 KB (small's and gpt2's
-		// activations) fall in a few L1 sets and came back from L2 at every
-		// k. A panel's slot is written 16 lanes wide, its spill past MR
-		// overwritten by the next k's slot, except where it would reach
-		// past the panel (masked there: AVX2's masked store is slow).
+		// values of a panel contiguous. Depths go in blocks of tg_pack_kb
+		// rows of A, and each panel gets its MR values of the block's rows
+		// before the next panel: the rows' lines stay in L1 from one panel
+		// to the next, and a panel's block is one run of writes. Depth by
+		// depth across all panels (tg_pack_kb 1) wrote the same slot of
+		// every panel in turn, panels kc * MR floats apart (12 or 24 KB at
+		// kc 512: a multiple of 4 KB, so all in one L1 set and a few L2
+		// ones), evicting each other before their lines were whole; a panel
+		// at a time over all of kc read each row's line once per panel at
+		// a stride of lda (1.5-8 KB here: a few L1 sets, from L2 at every
+		// k). A slot is written 16 lanes wide, its spill past MR overwritten
+		// by the next k's slot (a panel's depths go in order), except where
+		// it would reach past the panel (masked there: AVX2's masked store
+		// is slow).
 		__m512 va = _mm512_set1_ps(alpha);
-		for (int k = 0; k < kc; k++) {
-			const float *s = A + (long)(pc + k) * lda;
-			int wide = (long)k * TG_MR + 16 <= (long)kc * TG_MR;
+		for (int k0 = 0; k0 < kc; k0 += tg_pack_kb) {
+			int k1 = kc - k0 < tg_pack_kb ? kc : k0 + tg_pack_kb;
 			for (int i0 = 0; i0 < M; i0 += TG_MR) {
 				int rows = M - i0 < TG_MR ? M - i0 : TG_MR;
-				__m512 v = i0 + 16 <= M ? _mm512_loadu_ps(s + i0) : _mm512_maskz_loadu_ps(TROUPE_MASK(rows), s + i0);
-				if (alpha != 1.0f) v = _mm512_mul_ps(va, v);
-				float *dst = ap + (long)i0 * kc + (long)k * TG_MR;
-				if (wide)
-					_mm512_storeu_ps(dst, v);
-				else
-					_mm512_mask_storeu_ps(dst, (__mmask16)((1u << TG_MR) - 1), v);
+				for (int k = k0; k < k1; k++) {
+					const float *s = A + (long)(pc + k) * lda;
+					int wide = (long)k * TG_MR + 16 <= (long)kc * TG_MR;
+					__m512 v = i0 + 16 <= M ? _mm512_loadu_ps(s + i0) : _mm512_maskz_loadu_ps(TROUPE_MASK(rows), s + i0);
+					if (alpha != 1.0f) v = _mm512_mul_ps(va, v);
+					float *dst = ap + (long)i0 * kc + (long)k * TG_MR;
+					if (wide)
+						_mm512_storeu_ps(dst, v);
+					else
+						_mm512_mask_storeu_ps(dst, (__mmask16)((1u << TG_MR) - 1), v);
+				}
 			}
 		}
 		return;

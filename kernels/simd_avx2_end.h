@@ -9,6 +9,8 @@
 #undef tg_expf
 #undef tg_gelu
 #undef tg_kc_whole
+#undef tg_pack_kb
+#undef troupe_set_pack_kb
 #undef tg_kernel
 #undef tg_prefetch_rows
 #undef tg_store

@@ -11,6 +11,8 @@
 #define tg_expf tg_expf_avx2
 #define tg_gelu tg_gelu_avx2
 #define tg_kc_whole tg_kc_whole_avx2
+#define tg_pack_kb tg_pack_kb_avx2
+#define troupe_set_pack_kb troupe_set_pack_kb_avx2
 #define tg_kernel tg_kernel_avx2
 #define tg_prefetch_rows tg_prefetch_rows_avx2
 #define tg_store tg_store_avx2
