@@ -470,14 +470,21 @@ func abGemmMediansNamed(b *testing.B, names [2]string, flop float64, set func(v 
 //	go test -run '^$' -bench GemmDirectT -benchtime 30x ./kernels/
 func BenchmarkGemmDirectT(b *testing.B) {
 	defer resetGemmDirectT()
+	abWeightGrads(b, [][3]int{{768, 768, 1024}, {3072, 768, 1024}, {1536, 384, 2048}, {384, 384, 2048},
+		{512, 384, 2048}, {384, 1152, 2048}}, [2]string{"packed", "direct"}, func(v int) { setGemmDirectT(v == 1) })
+}
+
+// abWeightGrads runs abGemmMediansNamed on each weight-gradient shape
+// (M = C, N = OC, K = tokens; A transposed) on 2 threads, a sub-benchmark
+// each.
+func abWeightGrads(b *testing.B, shapes [][3]int, names [2]string, set func(v int)) {
 	d := NewCPU(2)
-	for _, s := range [][3]int{{768, 768, 1024}, {3072, 768, 1024}, {1536, 384, 2048}, {384, 384, 2048},
-		{512, 384, 2048}, {384, 1152, 2048}} {
+	for _, s := range shapes {
 		m, n, k := s[0], s[1], s[2]
 		b.Run(fmt.Sprintf("%dx%dx%d", m, n, k), func(b *testing.B) {
 			rng := newRNG(1)
 			a, bb, c := randn(rng, m*k, 1), randn(rng, k*n, 1), make([]float32, m*n)
-			abGemmMedians(b, 2*float64(m*n*k), func(v int) { setGemmDirectT(v == 1) }, func() {
+			abGemmMediansNamed(b, names, 2*float64(m*n*k), set, func() {
 				d.Gemm(true, false, m, n, k, 1, Host(a), m, Host(bb), n, 1, Host(c), n)
 			})
 		})
@@ -494,18 +501,9 @@ func BenchmarkGemmDirectT(b *testing.B) {
 //	go test -run '^$' -bench GemmPackKB -benchtime 30x ./kernels/
 func BenchmarkGemmPackKB(b *testing.B) {
 	defer setPackKB(packKB)
-	d := NewCPU(2)
-	for _, s := range [][3]int{{1536, 384, 2048}, {384, 384, 2048}, {384, 1152, 2048}, {384, 1536, 2048},
-		{768, 768, 1024}, {3072, 768, 1024}, {768, 3072, 1024}} {
-		m, n, k := s[0], s[1], s[2]
-		b.Run(fmt.Sprintf("%dx%dx%d", m, n, k), func(b *testing.B) {
-			rng := newRNG(1)
-			a, bb, c := randn(rng, m*k, 1), randn(rng, k*n, 1), make([]float32, m*n)
-			abGemmMediansNamed(b, [2]string{"kbyk", "blocked"}, 2*float64(m*n*k), func(v int) { setPackKB([]int{1, packKB}[v]) }, func() {
-				d.Gemm(true, false, m, n, k, 1, Host(a), m, Host(bb), n, 1, Host(c), n)
-			})
-		})
-	}
+	abWeightGrads(b, [][3]int{{1536, 384, 2048}, {384, 384, 2048}, {384, 1152, 2048}, {384, 1536, 2048},
+		{768, 768, 1024}, {3072, 768, 1024}, {768, 3072, 1024}}, [2]string{"kbyk", "blocked"},
+		func(v int) { setPackKB([]int{1, packKB}[v]) })
 }
 
 // BenchmarkTrainPackKB A/B-compares, in one process, the small step with its
