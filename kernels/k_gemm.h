@@ -68,8 +68,9 @@
 // 384x384x2048 90 -> 113, 384x1152x2048 118 -> 128, 384x1536x2048 117 ->
 // 124; gpt2's 768x768x1024 110 -> 126, 3072x768x1024 112 -> 128,
 // 768x3072x1024 124 -> 128; the small training step (BenchmarkTrainPackKB,
-// medians of 30) 1422 -> 1361 and 1436 -> 1313 ms. Blocks of 8, 16 and 32
-// measured level; 4 slower. Same packed panels, same bits.
+// medians of 30) 1422 -> 1361, 1436 -> 1313 and 1429 -> 1383 ms, a gpt2
+// step (medians of 8) 7218 -> 7086 ms. Blocks of 8, 16 and 32 measured
+// level; 4 slower. Same packed panels, same bits.
 #ifndef TG_PACK_KB
 #define TG_PACK_KB 16
 #endif
