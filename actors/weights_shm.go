@@ -234,19 +234,23 @@ func (s *shmSlot) remove() {
 // CRC-32C. Readers see version 0 until it is all there.
 func (s *shmSlot) write(v int64, w []float32, dtype string) uint32 {
 	s.hdr.version.Store(0)
-	src, encode := wireBlob(w, dtype, s.data) // bf16: encodes into s.data itself
-	var crc uint32
-	if encode == nil {
-		crc = copyCRC(s.data, src, shmWriteParts(len(src)))
-	} else {
-		// Ranges of whole pieces (shmPiece is even: whole values) encoded
-		// on their own goroutines, as copyCRC copies: a 124M version to 4
-		// subscribers in 250-274 ms against 319-334 on one goroutine
-		// (alternating runs, 2-vCPU Zen 3, 2026-11-29).
+	var (
+		src []byte
+		crc uint32
+	)
+	if dtype == DTypeBF16 {
+		// Encoded into the slot itself, ranges of whole pieces (shmPiece is
+		// even: whole values) on their own goroutines, as copyCRC copies: a
+		// 124M version to 4 subscribers in 250-274 ms against 319-334 on one
+		// goroutine (alternating runs, 2-vCPU Zen 3, 2026-11-29).
+		src = s.data[:2*len(w)]
 		crc = piecesCRC(len(src), shmWriteParts(len(src)), func(off, end int) []byte {
 			encodeBF16(src[off:end], w[off/2:end/2])
 			return src[off:end]
 		})
+	} else {
+		src = encodeBlob(w, dtype, nil) // fp32: w's own memory on a little-endian machine
+		crc = copyCRC(s.data, src, shmWriteParts(len(src)))
 	}
 	s.hdr.size, s.hdr.crc, s.hdr.dtype = int64(len(src)), crc, uint32(dtypeSize(dtype))
 	s.hdr.readers.Store(0)
@@ -434,21 +438,21 @@ func (r *shmReader) view(path string, size int64) (*shmView, error) {
 		r.unmapLocked() // a new publisher: its predecessor's slots are gone
 		r.base = base
 	}
+	// The file's size is checked at every read, a mapping kept from an
+	// earlier version too: a file cut short under the mapping since (nothing
+	// troupe does) would fault in the copy's or the decode's C loop, which
+	// no recover catches. A cut during the copy itself still takes the
+	// process down. (Touching each piece's pages from Go before the copy, or
+	// checksumming a piece before copying it, made an fp32 version to 4
+	// subscribers 12-40% slower.)
+	st, err := os.Stat(path)
+	if err != nil {
+		return nil, err
+	}
+	if st.Size() < shmHeader+size {
+		return nil, fmt.Errorf("slot holds %d bytes, announced %d", st.Size()-shmHeader, size)
+	}
 	if v := r.views[path]; v != nil && int64(len(v.data)) == size {
-		// A file cut short under the mapping since (nothing troupe does)
-		// would fault in the copy's or the decode's C loop, which no
-		// recover catches: its size is checked at every read. A cut during
-		// the copy itself still takes the process down. (Touching each
-		// piece's pages from Go before the copy, or checksumming a piece
-		// before copying it, made an fp32 version to 4 subscribers 12-40%
-		// slower.)
-		st, err := os.Stat(path)
-		if err != nil {
-			return nil, err
-		}
-		if err := slotFits(st.Size(), size); err != nil {
-			return nil, err
-		}
 		return v, nil
 	} else if v != nil {
 		v.unmap()
@@ -459,13 +463,6 @@ func (r *shmReader) view(path string, size int64) (*shmView, error) {
 		return nil, err
 	}
 	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return nil, err
-	}
-	if err := slotFits(st.Size(), size); err != nil {
-		return nil, err
-	}
 	v, err := mapSlot(f, int(size), false)
 	if err != nil {
 		return nil, err
@@ -476,14 +473,6 @@ func (r *shmReader) view(path string, size int64) (*shmView, error) {
 	}
 	r.views[path] = v
 	return v, nil
-}
-
-// slotFits says whether a slot file of fileSize bytes holds a blob of size.
-func slotFits(fileSize, size int64) error {
-	if fileSize < shmHeader+size {
-		return fmt.Errorf("slot holds %d bytes, announced %d", fileSize-shmHeader, size)
-	}
-	return nil
 }
 
 func (r *shmReader) unmapLocked() {

@@ -47,5 +47,6 @@ func copyStreamVector(dst, src []byte) (lo, hi int) {
 	return lo, hi
 }
 
-// copyStreams says whether CopyStreamed streams on this CPU (AVX2).
-func copyStreams() bool { return hasAVX2 || hasAVX512 }
+// copyStreams says whether CopyStreamed streams on this CPU (AVX2, as the
+// other vector kernels: hasVec).
+func copyStreams() bool { return hasVec }
