@@ -31,7 +31,7 @@ import (
 // against the announcement; bf16 slots are decoded on the way. One version
 // then costs the publisher one pass over the bytes and each subscriber one,
 // where the fan-out costs every byte ten socket copies for four subscribers
-// plus the server's (README, Speed).
+// plus the server's (docs/performance.md, Weight broadcast).
 //
 // The fan-out still serves subscribers on other machines. A subscriber that
 // wants chunks answers requests on troupe.weightneed.<model>; one that read
