@@ -54,12 +54,12 @@ demo: data
 	$(BIN) run configs/ppo.yaml
 	@echo "plots: runs/pretrain/plots runs/sft/plots runs/rm/plots runs/ppo/plots (PNG and SVG); metrics: runs/*/metrics.jsonl"
 
-# bench: every figure of issue 6 in one run (about 15 minutes on 2 cores), as JSON
+# bench: every figure of issue 6 in one run (about 20 minutes on 2 cores), as JSON
 # lines in runs/bench/bench.jsonl (every run also appended to runs/bench/history.jsonl)
 # and a table (runs/bench/table.md, also printed):
 # the FP32 FMA peak (1 and 2 threads); train / generate / score tokens/s for tiny,
-# small and gpt2 (3 runs each; a gpt2 run of 3 steps takes ~2 minutes, most of it
-# PyTorch's) beside the PyTorch reference, with model
+# small and gpt2 (5 runs each of tiny and small, 3 of gpt2, whose run of 3 steps takes
+# ~2 minutes, most of it PyTorch's; medians) beside the PyTorch reference, with model
 # GFLOP/s as a fraction of the peak; a 124M-parameter weight broadcast to 4
 # subscribers; peak RSS of gpt2 training (B4 T256) beside its lower bound; rollout
 # tokens/s with 1 and 2 generator actors; train and generate cost at T = 128..1024.
@@ -68,7 +68,7 @@ demo: data
 # make bench BENCH_FLAGS="--config tiny,small --repeats 1"
 # The PyTorch reference is Debian's python3-torch, installed with apt-get when
 # missing (a few hundred MB); TORCH=off skips it and reports troupe alone.
-BENCH_FLAGS ?= --config tiny,small,gpt2 --repeats 3 --gpt2-steps 3 --peak \
+BENCH_FLAGS ?= --config tiny,small,gpt2 --repeats 5 --gpt2-repeats 3 --gpt2-steps 3 --peak \
                --with-broadcast 124439808 --memory gpt2 --scaling rollout,seq --rollout-iters 4
 TORCH ?= auto
 bench: build bench-deps
