@@ -1,6 +1,13 @@
 package kernels
 
-import "fmt"
+import (
+	"errors"
+	"fmt"
+)
+
+// ErrNoOpenBLAS is what GemmOpenBLAS returns in a build without OpenBLAS
+// (CGO_ENABLED=0 or -tags purego).
+var ErrNoOpenBLAS = errors.New("no OpenBLAS in this build (it needs cgo, without the purego tag)")
 
 // gemmSplitWork is the flop count below which Gemm runs on one goroutine: a
 // (64,64,64) product takes ~5 µs on one core, about what a hand-off costs.

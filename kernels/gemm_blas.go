@@ -48,7 +48,10 @@ static const char *troupe_blas_fix_core(void) {
 */
 import "C"
 
-import "unsafe"
+import (
+	"fmt"
+	"unsafe"
+)
 
 // blasCore is the OpenBLAS kernel set in use, e.g. "SkylakeX".
 var blasCore string
@@ -117,6 +120,23 @@ func gemmOpenBLAS(transA, transB bool, m, n, k int, alpha float32, a []float32, 
 		(*C.float)(unsafe.Pointer(&a[0])), C.blasint(lda),
 		(*C.float)(unsafe.Pointer(&b[0])), C.blasint(ldb), C.float(beta),
 		(*C.float)(unsafe.Pointer(&cc[0])), C.blasint(ldc))
+}
+
+// GemmOpenBLAS is one product C (m,n) = A (m,k) @ B (k,n), row-major, none
+// transposed, on OpenBLAS alone with its own pool of threads threads: the
+// machine's BLAS, which the PyTorch reference runs its products on, timed
+// beside troupe's own (cmd/troupe's bench). It sets OpenBLAS's thread count
+// for the call and back to 1 after, so it must not run beside other products.
+// ErrNoOpenBLAS where troupe is built without OpenBLAS.
+func GemmOpenBLAS(threads, m, n, k int, a, b, c []float32) error {
+	if threads < 1 || m < 1 || n < 1 || k < 1 {
+		return fmt.Errorf("GemmOpenBLAS: threads %d and the sizes m %d, n %d, k %d must be >= 1", threads, m, n, k)
+	}
+	checkGemmSizes(false, false, m, n, k, len(a), k, len(b), n, len(c), n)
+	setBLASThreads(threads)
+	defer setBLASThreads(1)
+	gemmOpenBLAS(false, false, m, n, k, 1, a, k, b, n, 0, c, n)
+	return nil
 }
 
 // setBLASThreads sets OpenBLAS's own thread count (benchmarks compare its pool

@@ -142,5 +142,8 @@ func gemmKernelGo(kb int, a, b, c []float32, ldc int) {
 	}
 }
 
+// GemmOpenBLAS is ErrNoOpenBLAS in a build without OpenBLAS.
+func GemmOpenBLAS(threads, m, n, k int, a, b, c []float32) error { return ErrNoOpenBLAS }
+
 // setBLASThreads is a no-op without OpenBLAS.
 func setBLASThreads(n int) {}

@@ -1,7 +1,9 @@
 package kernels
 
 import (
+	"errors"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"testing"
 )
@@ -93,4 +95,43 @@ func TestGemmShapePanics(t *testing.T) {
 	d := NewCPU(1)
 	x := make([]float32, 16)
 	d.Gemm(false, false, 4, 4, 4, 1, Host(x), 3, Host(x), 4, 0, Host(x), 4)
+}
+
+// TestGemmOpenBLAS: the bench's OpenBLAS reference computes the product
+// (against the naive loop) with its own pool of 2 threads; in a build
+// without OpenBLAS it says so.
+func TestGemmOpenBLAS(t *testing.T) {
+	const m, n, k = 67, 45, 33
+	rng := rand.New(rand.NewPCG(3, 4))
+	a, b, c := make([]float32, m*k), make([]float32, k*n), make([]float32, m*n)
+	for i := range a {
+		a[i] = float32(rng.NormFloat64())
+	}
+	for i := range b {
+		b[i] = float32(rng.NormFloat64())
+	}
+	err := GemmOpenBLAS(2, m, n, k, a, b, c)
+	if gemmBackend != "openblas" {
+		if !errors.Is(err, ErrNoOpenBLAS) {
+			t.Fatalf("GemmOpenBLAS in a build without OpenBLAS: %v, want ErrNoOpenBLAS", err)
+		}
+		return
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range m {
+		for j := range n {
+			var want float64
+			for p := range k {
+				want += float64(a[i*k+p]) * float64(b[p*n+j])
+			}
+			if d := math.Abs(float64(c[i*n+j]) - want); d > 1e-4*(1+math.Abs(want)) {
+				t.Fatalf("C[%d,%d] = %v, want %v", i, j, c[i*n+j], want)
+			}
+		}
+	}
+	if err := GemmOpenBLAS(0, m, n, k, a, b, c); err == nil {
+		t.Fatal("GemmOpenBLAS with 0 threads: no error")
+	}
 }

@@ -83,7 +83,27 @@ func benchGemmCeiling(out *benchOut, threads int, when string) {
 	}
 	slices.Sort(secs)
 	flop := 2.0 * m * n * k
-	out.emit(benchResult{"bench": "peak_gemm", "threads": threads, "shape": fmt.Sprintf("%dx%dx%d", m, k, n),
+	shape := fmt.Sprintf("%dx%dx%d", m, k, n)
+	out.emit(benchResult{"bench": "peak_gemm", "threads": threads, "shape": shape,
 		"backend": d.Backend(), "gflops": round1(flop / secs[0] / 1e9), "gflops_median": round1(flop / secs[len(secs)/2] / 1e9), "calls": len(secs),
 		"when": when})
+	// The same product on OpenBLAS alone, its own pool of threads threads:
+	// the machine's BLAS, which PyTorch's products run on, as a second
+	// reading of what products reach here.
+	secs = secs[:0]
+	for start := time.Now(); len(secs) < 5 || time.Since(start) < time.Second; {
+		t0 := time.Now()
+		if err := kernels.GemmOpenBLAS(threads, m, n, k, a.F, b.F, c.F); err != nil {
+			out.emit(benchResult{"bench": "peak_gemm_openblas", "threads": threads, "shape": shape, "available": false, "reason": err.Error(), "when": when})
+			return
+		}
+		secs = append(secs, time.Since(t0).Seconds())
+	}
+	slices.Sort(secs)
+	out.emit(benchResult{"bench": "peak_gemm_openblas", "threads": threads, "shape": shape,
+		"gflops": round1(flop / secs[0] / 1e9), "gflops_median": round1(flop / secs[len(secs)/2] / 1e9), "calls": len(secs),
+		"when": when})
+	// OpenBLAS's idle pool threads spin a while before they sleep: let them
+	// stop before the next measurement.
+	time.Sleep(300 * time.Millisecond)
 }

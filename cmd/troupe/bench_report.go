@@ -297,8 +297,9 @@ func renderBenchTable(lines []benchResult) string {
 	peakShown := map[float64]bool{}
 	// The sgemm probe, timed at the start and again after each config: one
 	// row for its best at the start, one for every probe's median in order.
-	probes := gemmProbes(lines)
-	gemmShown := false
+	probes := gemmProbes(lines, "peak_gemm")
+	blasProbes := gemmProbes(lines, "peak_gemm_openblas")
+	gemmShown, blasShown := false, false
 	frac := func(gf float64) string {
 		if peak <= 0 {
 			return fmtNum(gf)
@@ -363,6 +364,25 @@ func renderBenchTable(lines []benchResult) string {
 				}
 				add("sgemm GFLOP/s alone, median of each ~1 s probe ("+strings.Join(whens, ", ")+")",
 					strings.Join(meds, " → "), dash, "", "")
+			}
+		case bench == "peak_gemm_openblas":
+			if blasShown {
+				continue
+			}
+			blasShown = true
+			t, _ := num(r, "threads")
+			if avail, ok := r["available"].(bool); ok && !avail {
+				add("OpenBLAS sgemm GFLOP/s alone: not in this build", dash, dash, "", "")
+				continue
+			}
+			fig := ofPeak(fmt.Sprintf("OpenBLAS sgemm GFLOP/s alone, %s, its own pool of %s, best of %.0f", strings.ReplaceAll(str(r, "shape"), "x", "×"), plural(t, "thread"), r["calls"]))
+			add(fig, opt(r, "gflops", frac), dash, "", "")
+			if len(blasProbes) > 1 {
+				var meds []string
+				for _, p := range blasProbes {
+					meds = append(meds, fmtNum(p.median))
+				}
+				add("OpenBLAS sgemm GFLOP/s alone, median of each probe", strings.Join(meds, " → "), dash, "", "")
 			}
 		case impl == "summary" && bench == "train":
 			bt, _ := num(r, "batch")
@@ -485,11 +505,12 @@ type gemmProbe struct {
 	when   string
 }
 
-// gemmProbes lists the run's sgemm probes that have a median, in order.
-func gemmProbes(lines []benchResult) []gemmProbe {
+// gemmProbes lists the run's sgemm probes of kind bench (peak_gemm: troupe's,
+// peak_gemm_openblas: OpenBLAS's) that have a median, in order.
+func gemmProbes(lines []benchResult, bench string) []gemmProbe {
 	var ps []gemmProbe
 	for _, r := range lines {
-		if m, ok := num(r, "gflops_median"); ok && str(r, "bench") == "peak_gemm" {
+		if m, ok := num(r, "gflops_median"); ok && str(r, "bench") == bench {
 			ps = append(ps, gemmProbe{m, cmp.Or(str(r, "when"), "start")})
 		}
 	}

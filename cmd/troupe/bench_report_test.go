@@ -138,7 +138,9 @@ func TestRenderBenchTable(t *testing.T) {
 {"impl":"summary","config":"small","bench":"train","batch":8,"seq":256,"troupe_tokens_per_s":2000,"troupe_model_gflops_per_s":163}
 {"bench":"peak_fma","isa":"avx512","threads":2,"gflops":326,"rounds":5,"when":"after small"}
 {"bench":"peak_gemm","threads":2,"shape":"2048x384x1536","gflops":300,"gflops_median":280,"calls":50,"when":"start"}
+{"bench":"peak_gemm_openblas","threads":2,"shape":"2048x384x1536","gflops":250,"gflops_median":240,"calls":30,"when":"start"}
 {"bench":"peak_gemm","threads":2,"shape":"2048x384x1536","gflops":260,"gflops_median":231.6,"calls":41,"when":"after small"}
+{"bench":"peak_gemm_openblas","threads":2,"shape":"2048x384x1536","gflops":230,"gflops_median":200,"calls":28,"when":"after small"}
 `))
 	if err != nil {
 		t.Fatal(err)
@@ -149,13 +151,24 @@ func TestRenderBenchTable(t *testing.T) {
 		"| train model GFLOP/s, small (% of the 2-thread peak) | 163 (50%) | – |  | ≥ 65% of peak |",
 		"| sgemm GFLOP/s alone, 2048×384×1536, 2 threads, best of 50 (% of the 2-thread peak) | 300 (92%) | – |  |  |",
 		"| sgemm GFLOP/s alone, median of each ~1 s probe (start, after small) | 280 → 232 | – |  |  |",
+		"| OpenBLAS sgemm GFLOP/s alone, 2048×384×1536, its own pool of 2 threads, best of 30 (% of the 2-thread peak) | 250 (77%) | – |  |  |",
+		"| OpenBLAS sgemm GFLOP/s alone, median of each probe | 240 → 200 | – |  |  |",
 	} {
 		if !strings.Contains(rt, want) {
 			t.Errorf("re-measured peak: table lacks %q:\n%s", want, rt)
 		}
 	}
-	if strings.Count(rt, "sgemm GFLOP/s alone, 2048") != 1 {
+	if strings.Count(rt, "| sgemm GFLOP/s alone, 2048") != 1 || strings.Count(rt, "| OpenBLAS sgemm GFLOP/s alone, 2048") != 1 {
 		t.Errorf("re-measured sgemm drawn more than once:\n%s", rt)
+	}
+	// A build without OpenBLAS says so in the OpenBLAS row.
+	noBLAS, err := parseBenchLines([]byte(`{"bench":"peak_gemm_openblas","threads":2,"shape":"2048x384x1536","available":false,"reason":"no OpenBLAS in this build","when":"start"}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if nb := renderBenchTable(noBLAS); !strings.Contains(nb, "| OpenBLAS sgemm GFLOP/s alone: not in this build | – | – |  |  |") {
+		t.Errorf("no OpenBLAS: table lacks its row:\n%s", nb)
 	}
 	if strings.Contains(table, "median of each") {
 		t.Errorf("one sgemm probe drew a row of medians:\n%s", table)
