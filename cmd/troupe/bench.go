@@ -208,6 +208,7 @@ func runBench(args []string) error {
 		}
 		ours := map[string][]benchResult{}
 		theirs := map[string][]benchResult{}
+		cfgStart := time.Now()
 		for r := 0; r < reps; r++ {
 			returnMemory()
 			res, err := benchTroupe(name, shape, whats, st, wu, *threads, *device)
@@ -228,6 +229,7 @@ func runBench(args []string) error {
 					theirs[x["bench"].(string)] = append(theirs[x["bench"].(string)], x)
 				}
 			}
+			logRepeat(name, r+1, reps, time.Since(cfgStart))
 		}
 		for _, w := range whats {
 			out.emit(benchSummary(name, shape, w, reps, ours[w], theirs[w]))
@@ -265,6 +267,17 @@ func runBench(args []string) error {
 		}
 	}
 	return out.finish()
+}
+
+// logRepeat logs that repeat done of a config's reps is measured, with the
+// time since the config started and, from the repeats' mean, the time its
+// remaining repeats will take (gpt2's repeats take minutes each).
+func logRepeat(name string, done, reps int, elapsed time.Duration) {
+	e := log.Info().Str("config", name).Int("repeat", done).Int("of", reps).Str("elapsed", elapsed.Round(time.Second).String())
+	if done < reps {
+		e = e.Str("eta", (elapsed / time.Duration(done) * time.Duration(reps-done)).Round(time.Second).String())
+	}
+	e.Msgf("bench: %s, repeat %d of %d measured", name, done, reps)
 }
 
 // benchSummary is the summary line of one config's measurement w: troupe's and
