@@ -75,35 +75,49 @@ func benchGemmCeiling(out *benchOut, threads int, when string) {
 			t.F[i] = float32(rng.NormFloat64())
 		}
 	}
-	var secs []float64
-	for start := time.Now(); len(secs) < 5 || time.Since(start) < time.Second; {
-		t0 := time.Now()
-		d.Gemm(false, false, m, n, k, 1, a, k, b, n, 0, c, n)
-		secs = append(secs, time.Since(t0).Seconds())
-	}
-	slices.Sort(secs)
 	flop := 2.0 * m * n * k
 	shape := fmt.Sprintf("%dx%dx%d", m, k, n)
-	out.emit(benchResult{"bench": "peak_gemm", "threads": threads, "shape": shape,
-		"backend": d.Backend(), "gflops": round1(flop / secs[0] / 1e9), "gflops_median": round1(flop / secs[len(secs)/2] / 1e9), "calls": len(secs),
-		"when": when})
+	secs, _ := timeCalls(func() error {
+		d.Gemm(false, false, m, n, k, 1, a, k, b, n, 0, c, n)
+		return nil
+	})
+	out.emit(callRates(benchResult{"bench": "peak_gemm", "threads": threads, "shape": shape, "backend": d.Backend(), "when": when}, flop, secs))
 	// The same product on OpenBLAS alone, its own pool of threads threads:
 	// the machine's BLAS, which PyTorch's products run on, as a second
 	// reading of what products reach here.
-	secs = secs[:0]
+	line := benchResult{"bench": "peak_gemm_openblas", "threads": threads, "shape": shape, "when": when}
+	secs, err := timeCalls(func() error { return kernels.GemmOpenBLAS(threads, m, n, k, a.F, b.F, c.F) })
+	if err != nil {
+		line["available"], line["reason"] = false, err.Error()
+		out.emit(line)
+		return
+	}
+	out.emit(callRates(line, flop, secs))
+	// OpenBLAS's idle pool threads spin a while before they sleep: let them
+	// stop before the next measurement.
+	time.Sleep(300 * time.Millisecond)
+}
+
+// timeCalls calls f for about a second, at least 5 times, and returns each
+// call's seconds, sorted; f's first error ends it.
+func timeCalls(f func() error) ([]float64, error) {
+	var secs []float64
 	for start := time.Now(); len(secs) < 5 || time.Since(start) < time.Second; {
 		t0 := time.Now()
-		if err := kernels.GemmOpenBLAS(threads, m, n, k, a.F, b.F, c.F); err != nil {
-			out.emit(benchResult{"bench": "peak_gemm_openblas", "threads": threads, "shape": shape, "available": false, "reason": err.Error(), "when": when})
-			return
+		if err := f(); err != nil {
+			return nil, err
 		}
 		secs = append(secs, time.Since(t0).Seconds())
 	}
 	slices.Sort(secs)
-	out.emit(benchResult{"bench": "peak_gemm_openblas", "threads": threads, "shape": shape,
-		"gflops": round1(flop / secs[0] / 1e9), "gflops_median": round1(flop / secs[len(secs)/2] / 1e9), "calls": len(secs),
-		"when": when})
-	// OpenBLAS's idle pool threads spin a while before they sleep: let them
-	// stop before the next measurement.
-	time.Sleep(300 * time.Millisecond)
+	return secs, nil
+}
+
+// callRates adds to line the GFLOP/s of the fastest and the median of calls
+// of flop FLOPs that took secs seconds each (sorted), and their count.
+func callRates(line benchResult, flop float64, secs []float64) benchResult {
+	line["gflops"] = round1(flop / secs[0] / 1e9)
+	line["gflops_median"] = round1(flop / secs[len(secs)/2] / 1e9)
+	line["calls"] = len(secs)
+	return line
 }

@@ -358,12 +358,11 @@ func renderBenchTable(lines []benchResult) string {
 			fig := ofPeak(fmt.Sprintf("sgemm GFLOP/s alone, %s, %s, best of %.0f", strings.ReplaceAll(str(r, "shape"), "x", "×"), plural(t, "thread"), r["calls"]))
 			add(fig, opt(r, "gflops", frac), dash, "", "")
 			if len(probes) > 1 {
-				var meds, whens []string
+				var whens []string
 				for _, p := range probes {
-					meds, whens = append(meds, fmtNum(p.median)), append(whens, p.when)
+					whens = append(whens, p.when)
 				}
-				add("sgemm GFLOP/s alone, median of each ~1 s probe ("+strings.Join(whens, ", ")+")",
-					strings.Join(meds, " → "), dash, "", "")
+				add("sgemm GFLOP/s alone, median of each ~1 s probe ("+strings.Join(whens, ", ")+")", probeMedians(probes), dash, "", "")
 			}
 		case bench == "peak_gemm_openblas":
 			if blasShown {
@@ -378,11 +377,7 @@ func renderBenchTable(lines []benchResult) string {
 			fig := ofPeak(fmt.Sprintf("OpenBLAS sgemm GFLOP/s alone, %s, its own pool of %s, best of %.0f", strings.ReplaceAll(str(r, "shape"), "x", "×"), plural(t, "thread"), r["calls"]))
 			add(fig, opt(r, "gflops", frac), dash, "", "")
 			if len(blasProbes) > 1 {
-				var meds []string
-				for _, p := range blasProbes {
-					meds = append(meds, fmtNum(p.median))
-				}
-				add("OpenBLAS sgemm GFLOP/s alone, median of each probe", strings.Join(meds, " → "), dash, "", "")
+				add("OpenBLAS sgemm GFLOP/s alone, median of each probe", probeMedians(blasProbes), dash, "", "")
 			}
 		case impl == "summary" && bench == "train":
 			bt, _ := num(r, "batch")
@@ -515,6 +510,15 @@ func gemmProbes(lines []benchResult, bench string) []gemmProbe {
 		}
 	}
 	return ps
+}
+
+// probeMedians is the probes' medians in order, "a → b → c".
+func probeMedians(probes []gemmProbe) string {
+	var meds []string
+	for _, p := range probes {
+		meds = append(meds, fmtNum(p.median))
+	}
+	return strings.Join(meds, " → ")
 }
 
 // slowProbes lists the probes after the first whose median fell below
