@@ -86,7 +86,7 @@ func runBench(args []string) error {
 	broadcast := fs.Int("broadcast", 0, "only time a weight broadcast of this many float32 parameters (e.g. 124439808 for gpt2) against one loopback TCP copy; 0 = skip")
 	subscribers := fs.Int("subscribers", 4, "weight subscribers for --broadcast, each on its own NATS connection")
 	outDir := fs.String("out", "runs/bench", "write the JSON lines to DIR/bench.jsonl (and append them to DIR/history.jsonl) and the table to DIR/table.md (empty: stdout only)")
-	peak := fs.Bool("peak", false, "measure the machine's FP32 FMA peak on 1 and --threads threads, for the model FLOP/s fraction")
+	peak := fs.Bool("peak", false, "measure the machine's FP32 FMA peak on 1 and --threads threads, for the model FLOP/s fraction, and time small's largest product alone, on troupe and on OpenBLAS")
 	memory := fs.String("memory", "", "peak RSS of a child process training this config (e.g. gpt2), beside the lower bound; empty = skip")
 	scaling := fs.String("scaling", "", "comma-separated: rollout (tokens/s with 1 and 2 generator actors), seq (train and generate cost at each --seqs); empty = neither")
 	seqs := fs.String("seqs", "128,256,512,1024", "sequence lengths for --scaling (at most 1024)")
