@@ -54,7 +54,7 @@ demo: data
 	$(BIN) run configs/ppo.yaml
 	@echo "plots: runs/pretrain/plots runs/sft/plots runs/rm/plots runs/ppo/plots (PNG and SVG); metrics: runs/*/metrics.jsonl"
 
-# bench: every figure of issue 6 in one run (about 20 minutes on 2 cores), as JSON
+# bench: every figure of issue 6 in one run (11-20 minutes on 2 cores), as JSON
 # lines in runs/bench/bench.jsonl (every run also appended to runs/bench/history.jsonl)
 # and a table (runs/bench/table.md, also printed):
 # the FP32 FMA peak (1 and 2 threads); train / generate / score tokens/s for tiny,
