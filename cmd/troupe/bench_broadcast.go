@@ -32,7 +32,11 @@ import (
 //     store's durable copy follows once they have read it;
 //   - nats: what subscribers on other machines get (the NATS fan-out; here
 //     over loopback, so the server's copies to K connections, the K reads
-//     and the store's copy all compete for the same cores).
+//     and the store's copy all compete for the same cores). Beside it the
+//     socket floor is timed: K loopback TCP copies of the fp32 bytes at
+//     once, what any fan-out over sockets to K costs on this machine before
+//     a protocol or a server adds to it (on the 2-vCPU Zen 5 VM ~2.2x one
+//     copy: a single stream keeps the two cores only partly busy).
 
 // broadcastRounds is how many versions are timed after the warm-up versions.
 const broadcastRounds = 3
@@ -73,6 +77,11 @@ type broadcastCase struct {
 	Shm       int64           // deliveries read from a shared-memory slot
 	Copy      []time.Duration // per timed version: one loopback TCP copy of the fp32 bytes just before it
 	CopyCPU   []float64       // per timed version: process CPU seconds of that copy
+	// Floor, NATS cases only: per timed version, K loopback TCP copies of the
+	// fp32 bytes at once (one sender goroutine and one reader per
+	// connection), right after Copy: what any socket fan-out to K costs on
+	// this machine before a protocol or a server adds to it.
+	Floor []time.Duration
 }
 
 // broadcastResult is what runBroadcastBench measured.
@@ -147,8 +156,13 @@ func benchBroadcast(params, subscribers int) (*broadcastResult, error) {
 	// 80-192 ms within a single run, and both it and the broadcast are
 	// memory-bound. One untimed copy first touches the buffers' pages.
 	blob := actors.EncodeWeights(w)
-	dst := make([]byte, len(blob))
-	if _, err := loopbackCopy(blob, dst); err != nil {
+	// The floor's K destinations (the single copy reads into the first);
+	// untimed copies first touch their pages.
+	dsts := make([][]byte, subscribers)
+	for i := range dsts {
+		dsts[i] = make([]byte, len(blob))
+	}
+	if _, err := loopbackFanout(blob, dsts); err != nil {
 		return nil, err
 	}
 	transports := []string{transportNATS}
@@ -158,7 +172,7 @@ func benchBroadcast(params, subscribers int) (*broadcastResult, error) {
 	for _, tr := range transports {
 		for _, dtype := range []string{actors.DTypeFP32, actors.DTypeBF16} {
 			c := broadcastCase{Transport: tr, DType: dtype}
-			if err := broadcastRun(url, &c, subscribers, w, blob, dst); err != nil {
+			if err := broadcastRun(url, &c, subscribers, w, blob, dsts); err != nil {
 				return nil, err
 			}
 			res.Cases = append(res.Cases, c)
@@ -173,11 +187,12 @@ func benchBroadcast(params, subscribers int) (*broadcastResult, error) {
 // broadcastRounds timed ones of w with c's transport and dtype to
 // subscribers fresh subscribers (each on its own connection, as generators
 // are) and records, per timed version, a loopback copy of blob (w's fp32
-// bytes) into dst timed just before it, then the time from Publish to all
+// bytes) into dsts[0] timed just before it (for the NATS fan-out also the
+// socket floor, blob into every one of dsts at once), then the time from Publish to all
 // subscribers holding it, to Publish returning and to the durable copy being
 // stored, and the CPU used. Each case gets its
 // own model name (a fresh store history).
-func broadcastRun(url string, c *broadcastCase, subscribers int, w []float32, blob, dst []byte) error {
+func broadcastRun(url string, c *broadcastCase, subscribers int, w []float32, blob []byte, dsts [][]byte) error {
 	model := broadcastModel + "-" + c.Transport + "-" + c.DType
 	// Over TCP, as a learner reaches the external server that subscribers
 	// on other machines use (a run's embedded server listens on 127.0.0.1
@@ -293,12 +308,19 @@ func broadcastRun(url string, c *broadcastCase, subscribers int, w []float32, bl
 	}
 	for r := 0; r < broadcastRounds; r++ {
 		c0 := cpuSeconds()
-		d, err := loopbackCopy(blob, dst)
+		d, err := loopbackFanout(blob, dsts[:1])
 		if err != nil {
 			return err
 		}
 		c.Copy = append(c.Copy, d)
 		c.CopyCPU = append(c.CopyCPU, cpuSeconds()-c0)
+		if c.Transport == transportNATS {
+			d, err := loopbackFanout(blob, dsts)
+			if err != nil {
+				return err
+			}
+			c.Floor = append(c.Floor, d)
+		}
 		w[0] = float32(r + 1) // each version differs from the last
 		v := pub.Version() + 1
 		log.Info().Int64("version", v).Str("transport", c.Transport).Str("dtype", c.DType).Msg("bench: broadcast")
@@ -335,44 +357,66 @@ func broadcastRun(url string, c *broadcastCase, subscribers int, w []float32, bl
 	return nil
 }
 
-// loopbackCopy sends src once over a TCP connection on 127.0.0.1 into dst (one
-// writer goroutine, one reader) and returns the time from the first write to
-// the last byte read.
-func loopbackCopy(src, dst []byte) (time.Duration, error) {
+// loopbackFanout sends src over len(dsts) TCP connections on 127.0.0.1 at
+// once, into every one of dsts (a writer goroutine and a reader goroutine per
+// connection), and returns the time from the first write to the last byte
+// read. With one dst it is one copy over loopback TCP, the broadcast's unit;
+// with K it is the floor of any socket fan-out to K on this machine: every
+// byte is written into and read out of the kernel K times, on the same cores.
+func loopbackFanout(src []byte, dsts [][]byte) (time.Duration, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return 0, fmt.Errorf("bench: loopback listen: %v", err)
 	}
 	defer ln.Close()
-	start := make(chan time.Time, 1)
-	werr := make(chan error, 1)
-	go func() {
-		c, err := net.Dial("tcp", ln.Addr().String())
-		if err != nil {
-			start <- time.Now()
-			werr <- err
-			return
+	// Every connection is set up before the clock starts.
+	senders := make([]net.Conn, 0, len(dsts))
+	receivers := make([]net.Conn, 0, len(dsts))
+	defer func() {
+		for _, c := range append(senders, receivers...) {
+			c.Close()
 		}
-		defer c.Close()
-		start <- time.Now()
-		_, err = c.Write(src) // one Write: the kernel splits it as it likes
-		werr <- err
 	}()
-	c, err := ln.Accept()
-	if err != nil {
-		return 0, fmt.Errorf("bench: loopback accept: %v", err)
+	for range dsts {
+		s, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			return 0, fmt.Errorf("bench: loopback dial: %v", err)
+		}
+		senders = append(senders, s)
+		r, err := ln.Accept()
+		if err != nil {
+			return 0, fmt.Errorf("bench: loopback accept: %v", err)
+		}
+		receivers = append(receivers, r)
 	}
-	defer c.Close()
-	_, rerr := io.ReadFull(c, dst)
-	end := time.Now()
-	t0 := <-start
-	if err := <-werr; err != nil {
-		return 0, fmt.Errorf("bench: loopback write: %v", err)
+	errs := make(chan error, 2*len(dsts))
+	t0 := time.Now()
+	for i, dst := range dsts {
+		go func() {
+			_, err := senders[i].Write(src) // one Write: the kernel splits it as it likes
+			if err != nil {
+				err = fmt.Errorf("bench: loopback write: %v", err)
+			}
+			errs <- err
+		}()
+		go func() {
+			_, err := io.ReadFull(receivers[i], dst)
+			if err != nil {
+				err = fmt.Errorf("bench: loopback read: %v", err)
+			}
+			errs <- err
+		}()
 	}
-	if rerr != nil {
-		return 0, fmt.Errorf("bench: loopback read: %v", rerr)
+	var first error
+	for range 2 * len(dsts) {
+		if err := <-errs; err != nil && first == nil {
+			first = err
+			for _, c := range append(senders, receivers...) {
+				c.Close() // unblock the others
+			}
+		}
 	}
-	return end.Sub(t0), nil
+	return time.Since(t0), first
 }
 
 // peakRSSMB is the process's peak resident set from /proc (Linux), 0 elsewhere.
@@ -491,6 +535,14 @@ func (r *broadcastResult) json(c *broadcastCase) benchResult {
 		"cpu_s_to_hold_median":         round2(medianFloat(c.CPUHold)),
 		"copy_cpu_s_median":            round2(medianFloat(c.CopyCPU)),
 	}
+	if len(c.Floor) > 0 {
+		// The socket floor beside this case's copies: K copies at once over
+		// one copy, and this case's broadcast over the floor.
+		f := medianDuration(c.Floor)
+		line["socket_floor_ms_median"] = ms(f)
+		line["socket_floor_ratio"] = round2(f.Seconds() / cp.Seconds())
+		line["broadcast_over_floor"] = round2(b.Seconds() / f.Seconds())
+	}
 	if r.PeakRSSMB > 0 {
 		line["peak_rss_mb"] = r.PeakRSSMB
 	}
@@ -526,6 +578,13 @@ func (r *broadcastResult) table() string {
 			ms(minDuration(c.Hold)), ms(bm), ms(medianDuration(c.Stored)), ms(medianDuration(c.Copy)), r.ratio(c))
 	}
 	fmt.Fprintf(&b, "  %-44s %10.1f %10.1f\n", "one copy of the fp32 bytes, loopback TCP, all", ms(minDuration(all)), ms(cm))
+	for i := range r.Cases {
+		if c := &r.Cases[i]; len(c.Floor) > 0 {
+			f := medianDuration(c.Floor)
+			fmt.Fprintf(&b, "  %-44s %10.1f %10.1f %10s %10.1f %10.2f\n", fmt.Sprintf("%d copies at once, loopback TCP (%s %s)", r.Subscribers, c.Transport, c.DType),
+				ms(minDuration(c.Floor)), ms(f), "", ms(medianDuration(c.Copy)), round2(f.Seconds()/medianDuration(c.Copy).Seconds()))
+		}
+	}
 	for i := range r.Cases { // shm first where timed, then nats
 		if c := &r.Cases[i]; c.DType == actors.DTypeFP32 {
 			verdict := "meets"

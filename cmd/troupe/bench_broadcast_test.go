@@ -75,15 +75,26 @@ func TestBenchBroadcast(t *testing.T) {
 			if sh != all {
 				t.Errorf("%s: deliveries: %v from the slot, %v fan-out, %v store; want %d from the slot", want[i], sh, f, st, all)
 			}
+			if v, ok := line["socket_floor_ms_median"]; ok {
+				t.Errorf("%s: socket_floor_ms_median %v: the floor is timed beside the NATS fan-out only", want[i], v)
+			}
 		case "nats":
 			if f+st != all || f == 0 || sh != 0 {
 				t.Errorf("%s: deliveries: %v from the fan-out, %v from the store, %v from a slot; want %d in all, most from the fan-out", want[i], f, st, sh, all)
+			}
+			// The socket floor timed beside the fan-out: K copies at
+			// once take longer than none and are read against the copy.
+			for _, key := range []string{"socket_floor_ms_median", "socket_floor_ratio", "broadcast_over_floor"} {
+				if v, ok := line[key].(float64); !ok || v <= 0 {
+					t.Errorf("%s: %s: got %v, want a number > 0", want[i], key, line[key])
+				}
 			}
 		default:
 			t.Errorf("%s: transport %v", want[i], line["transport"])
 		}
 	}
-	for _, want := range []string{"nats, fp32 on the wire", "nats, bf16 on the wire", "CPU per nats fp32 version", "one copy of the fp32 bytes, loopback TCP", "broadcast / copy (medians), nats fp32:"} {
+	for _, want := range []string{"nats, fp32 on the wire", "nats, bf16 on the wire", "CPU per nats fp32 version", "one copy of the fp32 bytes, loopback TCP", "broadcast / copy (medians), nats fp32:",
+		"2 copies at once, loopback TCP (nats fp32)"} {
 		if !strings.Contains(table.String(), want) {
 			t.Errorf("table lacks %q:\n%s", want, table.String())
 		}
@@ -140,5 +151,32 @@ func TestBenchWithBroadcastChild(t *testing.T) {
 	}
 	if len(got) != want {
 		t.Fatalf("broadcast lines %v, want %d", got, want)
+	}
+}
+
+// TestLoopbackFanout: the copies the broadcast is read against deliver every
+// byte of src into each destination, one connection each.
+func TestLoopbackFanout(t *testing.T) {
+	src := make([]byte, 3<<20+7) // larger than a socket buffer, ragged
+	for i := range src {
+		src[i] = byte(i*7 + i>>11)
+	}
+	for _, k := range []int{1, 4} {
+		dsts := make([][]byte, k)
+		for i := range dsts {
+			dsts[i] = make([]byte, len(src))
+		}
+		d, err := loopbackFanout(src, dsts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d <= 0 {
+			t.Errorf("%d copies: took %v", k, d)
+		}
+		for i, dst := range dsts {
+			if !bytes.Equal(dst, src) {
+				t.Errorf("%d copies: destination %d differs from the source", k, i)
+			}
+		}
 	}
 }

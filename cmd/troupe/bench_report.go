@@ -457,6 +457,16 @@ func renderBenchTable(lines []benchResult) string {
 			}
 			add(fmt.Sprintf("weight broadcast ms, %.0fM params to %.0f subscribers%s%s", params/1e6, subs, where, wire), ours, dash,
 				opt(r, "ratio", func(f float64) string { return fmtRatio(f) + of }), tgt)
+			// The socket floor timed beside the fp32 fan-out: what any
+			// fan-out over sockets to K costs on this machine.
+			if f, ok := num(r, "socket_floor_ms_median"); ok && wire == "" {
+				fig := fmt.Sprintf("%.0f loopback TCP copies of the fp32 bytes at once, ms: the floor of any socket fan-out to %.0f here", subs, subs)
+				if o, ok := num(r, "broadcast_over_floor"); ok {
+					fig += fmt.Sprintf(" (the NATS fan-out %s it)", fmtRatio(o))
+				}
+				c, _ := num(r, "copy_ms_median")
+				add(fig, fmtNum(f)+" (1 TCP copy: "+fmtNum(c)+")", dash, opt(r, "socket_floor_ratio", func(f float64) string { return fmtRatio(f) + " of a copy" }), "")
+			}
 		case impl == "summary" && (bench == "train_seq" || bench == "generate_seq"):
 			st, _ := num(r, "seq")
 			bt, _ := num(r, "batch")
