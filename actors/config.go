@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -141,6 +142,16 @@ type NATSConfig struct {
 	// then serves only subscribers on other machines): auto (the default,
 	// also when empty; used where /dev/shm exists) or off.
 	WeightsShm string `yaml:"weights_shm"`
+	// WeightsDirect, when set, is a host:port the learner listens on to send
+	// each version's chunks to generators and evaluators on other machines
+	// itself, over TCP, instead of through nats-server (the announcement and
+	// the object store's copy stay on NATS; subscribers dial it when an
+	// announcement names it, with the NATS connection's user and password
+	// or token; no TLS). An empty or 0.0.0.0 host listens on every
+	// interface and advertises the address this machine reaches the NATS
+	// server from; port 0 picks a free port. off (the default, also when
+	// empty) = the NATS fan-out. Example: ":7450".
+	WeightsDirect string `yaml:"weights_direct"`
 }
 
 // TLSConfig names PEM files for one side of a TLS connection. All empty (the
@@ -620,6 +631,11 @@ func (c RunConfig) Validate() error {
 	}
 	if m := c.NATS.WeightsShm; m != "" && m != ShmAuto && m != ShmOff {
 		return bad("nats.weights_shm", "%q; allowed values: %s, %s", m, ShmAuto, ShmOff)
+	}
+	if d := c.NATS.WeightsDirect; d != "" && d != DirectOff {
+		if _, port, err := net.SplitHostPort(d); err != nil || !validPort(port) {
+			return bad("nats.weights_direct", "%q; allowed values: %s, or host:port to listen on (e.g. :7450, 10.0.0.5:7450; port 0 = any)", d, DirectOff)
+		}
 	}
 	return c.Cluster.validate(c.Stage, c.NATS.URL)
 }

@@ -30,8 +30,9 @@ type runWeights struct {
 
 // openWeights starts the embedded NATS server when url is "" (JetStream
 // under natsDir), connects with opts and makes the publisher of model's
-// weights (dtype and shm as nats.weights_dtype and nats.weights_shm).
-func openWeights(ctx context.Context, url, natsDir string, opts []nats.Option, model, dtype, shm string, log zerolog.Logger) (*runWeights, error) {
+// weights (dtype, shm and direct as nats.weights_dtype, nats.weights_shm and
+// nats.weights_direct).
+func openWeights(ctx context.Context, url, natsDir string, opts []nats.Option, model, dtype, shm, direct string, log zerolog.Logger) (*runWeights, error) {
 	var closers []func()
 	closeAll := func() {
 		for i := len(closers) - 1; i >= 0; i-- {
@@ -70,7 +71,7 @@ func openWeights(ctx context.Context, url, natsDir string, opts []nats.Option, m
 		closers = append(closers, pubNC.Close)
 	}
 	setup, cancelSetup := context.WithTimeout(ctx, 30*time.Second)
-	pub, err := NewWeightPublisher(setup, pubNC, model, publisherOptions(dtype, shm, log)...)
+	pub, err := NewWeightPublisher(setup, pubNC, model, publisherOptions(dtype, shm, direct, log)...)
 	cancelSetup()
 	if err != nil {
 		closeAll()

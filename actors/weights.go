@@ -135,8 +135,12 @@ type WeightPublisher struct {
 	scratch []byte // the bf16 blob, reused across versions
 	shmRoot string // tmpfs directory for the shared-memory slots ("" = none)
 	shm     *shmRing
-	log     zerolog.Logger
-	putDone chan error // the durable copy running after Publish returned (nil = none)
+	// directAddr is nats.weights_direct's listen address ("" = off); direct
+	// the server listening there (weights_direct.go).
+	directAddr string
+	direct     *directServer
+	log        zerolog.Logger
+	putDone    chan error // the durable copy running after Publish returned (nil = none)
 }
 
 // PublisherOption configures a WeightPublisher.
@@ -179,11 +183,15 @@ const (
 )
 
 // publisherOptions are a run's publisher options from its config: the wire
-// dtype, the shared-memory slots unless shm is ShmOff, and the log.
-func publisherOptions(dtype, shm string, log zerolog.Logger) []PublisherOption {
+// dtype, the shared-memory slots unless shm is ShmOff, the direct path where
+// direct names an address, and the log.
+func publisherOptions(dtype, shm, direct string, log zerolog.Logger) []PublisherOption {
 	opts := []PublisherOption{WithWeightsDType(dtype), WithWeightsLog(log.With().Str("actor", "weights").Logger())}
 	if shm != ShmOff {
 		opts = append(opts, WithWeightsShm(DefaultShmDir()))
+	}
+	if direct != "" && direct != DirectOff {
+		opts = append(opts, WithWeightsDirect(direct))
 	}
 	return opts
 }
@@ -221,18 +229,35 @@ func NewWeightPublisher(ctx context.Context, nc *nats.Conn, model string, opts .
 			p.log.Debug().Str("dir", p.shm.dir).Msg("weights also go into shared-memory slots for this machine's subscribers")
 		}
 	}
+	fail := func(err error) (*WeightPublisher, error) {
+		if p.shm != nil {
+			p.shm.close()
+		}
+		if p.direct != nil {
+			p.direct.close()
+		}
+		return nil, err
+	}
+	if p.directAddr != "" {
+		var err error
+		if p.direct, err = startDirect(nc, model, p.directAddr, p.log); err != nil {
+			return fail(err)
+		}
+		p.log.Info().Str("listen", p.direct.ln.Addr().String()).Str("advertised", p.direct.advertise).
+			Msg("weights go straight from the learner to subscribers on other machines that dial it")
+	}
 	js, err := jetstream.New(nc)
 	if err != nil {
-		return nil, fmt.Errorf("%w: jetstream: %v", ErrNATS, err)
+		return fail(fmt.Errorf("%w: jetstream: %v", ErrNATS, err))
 	}
 	obj, st, err := weightsStore(ctx, js)
 	if err != nil {
-		return nil, err
+		return fail(err)
 	}
 	p.js, p.obj = js, obj
 	last, err := lastAnnounce(ctx, st, model)
 	if err != nil {
-		return nil, err
+		return fail(err)
 	}
 	if last != nil {
 		p.version = last.Version
@@ -241,13 +266,13 @@ func NewWeightPublisher(ctx context.Context, nc *nats.Conn, model string, opts .
 	// stopped between its put and its delete).
 	infos, err := obj.List(ctx)
 	if err != nil && !errors.Is(err, jetstream.ErrNoObjectsFound) {
-		return nil, fmt.Errorf("%w: list %s: %v", ErrNATS, WeightsBucket, err)
+		return fail(fmt.Errorf("%w: list %s: %v", ErrNATS, WeightsBucket, err))
 	}
 	for _, info := range infos {
 		var v int64
 		if _, err := fmt.Sscanf(info.Name, model+".v%d", &v); err == nil && info.Name == objectName(model, v) && v <= p.version-KeepVersions {
 			if err := obj.Delete(ctx, info.Name); err != nil && !errors.Is(err, jetstream.ErrObjectNotFound) {
-				return nil, fmt.Errorf("%w: delete %s: %v", ErrNATS, info.Name, err)
+				return fail(fmt.Errorf("%w: delete %s: %v", ErrNATS, info.Name, err))
 			}
 		}
 	}
@@ -329,22 +354,58 @@ func (p *WeightPublisher) Publish(ctx context.Context, step int, final bool, w [
 		Final:   final,
 	}
 	fanned := false
-	if slot == nil || chunksWanted(ctx, p.nc, p.model) {
+	// The direct path's subscribers (weights_direct.go) get the blob from
+	// here, whole, while the NATS fan-out (if anyone still wants it) sends
+	// it too, and the CRC is computed.
+	type directSent struct {
+		n, crcEnd int
+		crc       uint32
+	}
+	var direct chan directSent
+	if p.direct != nil && p.direct.subscribers() > 0 {
+		if encode != nil {
+			encode(len(blob))
+		}
+		direct = make(chan directSent, 1)
+		go func() {
+			var r directSent
+			r.n, r.crc, r.crcEnd = p.direct.send(ctx, v, p.dtype, blob)
+			direct <- r
+		}()
+	}
+	haveCRC := slot != nil // crc is the slot's, computed as it was written
+	if (slot == nil && p.direct == nil) || chunksWanted(ctx, p.nc, p.model) {
 		c, ferr := fanOut(ctx, p.nc, p.model, v, p.dtype, blob, encode)
 		if encode != nil {
 			encode(len(blob)) // what a failed fan-out did not reach, for the store
 		}
-		switch {
-		case ferr != nil && ctx.Err() != nil:
+		if ferr != nil && ctx.Err() != nil {
+			if direct != nil {
+				<-direct
+			}
 			return nil, ferr
-		case slot != nil: // crc is the slot's, computed as it was written
-		case ferr != nil:
-			// Subscribers will fetch this version from the store.
-			crc = crc32.Checksum(blob, castagnoli)
-		default:
-			crc = c
+		}
+		if ferr == nil && !haveCRC {
+			crc, haveCRC = c, true
 		}
 		fanned = ferr == nil
+	}
+	if encode != nil {
+		encode(len(blob))
+	}
+	if direct != nil {
+		r := <-direct
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		fanned = fanned || r.n > 0
+		if !haveCRC { // the direct path folded blob[:crcEnd] as it sent it
+			crc, haveCRC = crc32.Update(r.crc, castagnoli, blob[r.crcEnd:]), true
+		}
+	}
+	if !haveCRC {
+		// Subscribers will fetch this version from the store.
+		crc = crc32.Checksum(blob, castagnoli)
 	}
 	a.Crc32C, a.Dtype = crcHex(crc), p.dtype
 	data, err := proto.Marshal(a)
@@ -361,6 +422,9 @@ func (p *WeightPublisher) Publish(ctx context.Context, step int, final bool, w [
 	if slot != nil {
 		m.Header.Set(hdrShm, slot.path)
 		m.Header.Set(hdrShmKey, p.shm.key)
+	}
+	if p.direct != nil {
+		m.Header.Set(hdrDirect, p.direct.advertise)
 	}
 	if _, err := p.js.PublishMsg(ctx, m); err != nil {
 		return nil, fmt.Errorf("%w: announce %s: %v", ErrNATS, a.Object, err)
@@ -438,7 +502,19 @@ func (p *WeightPublisher) Close() error {
 		p.shm.close()
 		p.shm = nil
 	}
+	if p.direct != nil {
+		p.direct.close()
+		p.direct = nil
+	}
 	return err
+}
+
+// DirectAddr is the address the direct path is announced at ("" = off).
+func (p *WeightPublisher) DirectAddr() string {
+	if p.direct == nil {
+		return ""
+	}
+	return p.direct.advertise
 }
 
 // Weights is one verified version handed to a subscriber's owner.
@@ -476,6 +552,7 @@ type WeightSubscriber struct {
 	model     string
 	obj       jetstream.ObjectStore
 	sub       jetstream.ConsumeContext
+	rawMu     sync.Mutex         // raw and directAddr: changed by the fetch goroutine, stopped by Stop
 	raw       *chunkConn         // the fan-out's chunks, read straight into place; or
 	chunks    *nats.Subscription // the same through nats.go (see chunkConn)
 	fan       *fanin
@@ -492,6 +569,13 @@ type WeightSubscriber struct {
 	cancel context.CancelFunc
 	done   chan struct{}
 
+	// directAddr is the publisher's direct server raw is dialled to ("" =
+	// raw reads the NATS fan-out); noDirect: never dial one (WithoutDirect);
+	// directRetry: no direct dial before then (the last one failed).
+	directAddr  string
+	noDirect    bool
+	directRetry time.Time
+
 	shm    *shmReader // this machine's shared-memory slots (nil: not read)
 	needMu sync.Mutex
 	need   *nats.Subscription // answers the publisher's "who wants chunks?" (nil: in a slot's hands)
@@ -507,6 +591,7 @@ type announcement struct {
 	hasCRC  bool
 	dtype   string    // DTypeFP32 or DTypeBF16
 	fanout  bool      // its chunks went out on the fan-out before it
+	direct  string    // the publisher's direct server, if it has one
 	shmPath string    // its shared-memory slot, if it has one
 	shmKey  string    // dirKey of the slot's directory on the publisher's machine
 	seq     uint64    // stream sequence
@@ -531,6 +616,7 @@ func parseAnnouncement(data []byte, h nats.Header, seq uint64) (*announcement, e
 	}
 	a.fanout = h.Get(hdrFanout) == "1"
 	a.shmPath, a.shmKey = h.Get(hdrShm), h.Get(hdrShmKey)
+	a.direct = h.Get(hdrDirect)
 	return a, nil
 }
 
@@ -541,6 +627,10 @@ type SubscribeOption func(*WeightSubscriber)
 // version from the fan-out (or the store), as a subscriber on another
 // machine does.
 func WithoutShm() SubscribeOption { return func(s *WeightSubscriber) { s.shm = nil } }
+
+// WithoutDirect makes the subscriber take the NATS fan-out even when the
+// publisher offers its direct path (nats.weights_direct).
+func WithoutDirect() SubscribeOption { return func(s *WeightSubscriber) { s.noDirect = true } }
 
 // SubscribeWeights starts following model's weights on nc. onWeights is called
 // from the subscriber's own goroutine, one version at a time, with versions
@@ -685,6 +775,7 @@ func (s *WeightSubscriber) run(ctx context.Context) {
 			if ctx.Err() != nil {
 				return
 			}
+			s.chunkSource(ctx, a, from)
 			s.tried = a.Version
 			s.fan.done(a.Version)
 			if errors.Is(err, errSuperseded) {
@@ -768,8 +859,9 @@ func (s *WeightSubscriber) receive(ctx context.Context, a *announcement) ([]floa
 				s.log.Debug().Err(err).Str("model", a.Model).Int64("version", a.Version).Msg("weights slot not read; taking the fan-out or the object store")
 			}
 		}
-		// No slot for this version, or it failed: chunks from the next.
-		if changed, err := s.wantChunks(true); err != nil {
+		// No slot for this version, or it failed: chunks from the next (on
+		// the direct path they come without asking).
+		if changed, err := s.wantChunks(!s.onDirect()); err != nil {
 			s.log.Debug().Err(err).Msg("weights: could not ask for chunks")
 		} else if changed {
 			s.log.Info().Str("model", a.Model).Int64("version", a.Version).Str("why", why).Msg("weights come over NATS again")
@@ -1049,6 +1141,8 @@ func (s *WeightSubscriber) Stop() {
 
 // stopChunks ends the fan-out's chunk subscription (safe more than once).
 func (s *WeightSubscriber) stopChunks() {
+	s.rawMu.Lock()
+	defer s.rawMu.Unlock()
 	if s.raw != nil {
 		s.raw.stop()
 	}

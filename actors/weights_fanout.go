@@ -537,17 +537,14 @@ type rawTarget struct {
 // rawTargetOf is nc's server and credentials, or errRawUnsupported when nc
 // uses anything the chunk connection does not speak.
 func rawTargetOf(nc *nats.Conn) (rawTarget, error) {
-	o := nc.Opts
-	if !rawChunks || o.Secure || o.TLSConfig != nil || o.TLSHandshakeFirst || o.TLSCertCB != nil || o.RootCAsCB != nil ||
-		o.UserJWT != nil || o.Nkey != "" || o.SignatureCB != nil || o.UserInfo != nil || o.TokenHandler != nil ||
-		o.CustomDialer != nil || o.InProcessServer != nil || o.ProxyPath != "" || o.Compression {
+	if !rawChunks || !rawSpeaks(nc.Opts) {
 		return rawTarget{}, errRawUnsupported
 	}
 	u, err := url.Parse(nc.ConnectedUrl())
 	if err != nil || u.Host == "" || (u.Scheme != "nats" && u.Scheme != "tcp") {
 		return rawTarget{}, errRawUnsupported
 	}
-	t := rawTarget{addr: u.Host, user: o.User, password: o.Password, token: o.Token}
+	t := rawTarget{addr: u.Host, user: nc.Opts.User, password: nc.Opts.Password, token: nc.Opts.Token}
 	if u.User != nil { // as nats.go: credentials in the URL win
 		if p, ok := u.User.Password(); ok {
 			t.user, t.password, t.token = u.User.Username(), p, ""
@@ -556,6 +553,15 @@ func rawTargetOf(nc *nats.Conn) (rawTarget, error) {
 		}
 	}
 	return t, nil
+}
+
+// rawSpeaks tells whether the chunk connection can authenticate as a
+// connection with options o does: no credentials, a user and password, or a
+// token; not TLS, nkeys, JWTs, custom dialers or in-process pipes.
+func rawSpeaks(o nats.Options) bool {
+	return !(o.Secure || o.TLSConfig != nil || o.TLSHandshakeFirst || o.TLSCertCB != nil || o.RootCAsCB != nil ||
+		o.UserJWT != nil || o.Nkey != "" || o.SignatureCB != nil || o.UserInfo != nil || o.TokenHandler != nil ||
+		o.CustomDialer != nil || o.InProcessServer != nil || o.ProxyPath != "" || o.Compression)
 }
 
 // rawServerInfo is the part of a server's INFO the chunk connection reads.
@@ -731,6 +737,7 @@ func readRaw(conn net.Conn, br *bufio.Reader, fan *fanin, count *atomic.Int64) e
 // its nats.Conn is on then) whenever it drops, until stop.
 type chunkConn struct {
 	nc     *nats.Conn
+	fixed  bool // dialled again to the same target (a publisher's direct server), not to nc's server
 	subj   string
 	fan    *fanin
 	log    zerolog.Logger
@@ -755,10 +762,15 @@ func startChunkConn(ctx context.Context, nc *nats.Conn, subj string, fan *fanin,
 	if err != nil {
 		return nil, err
 	}
-	c := &chunkConn{nc: nc, subj: subj, fan: fan, log: log, conn: conn, done: make(chan struct{})}
+	return goChunkConn(nc, false, conn, br, t, subj, fan, log), nil
+}
+
+// goChunkConn starts reading conn (dialled to t) for fan.
+func goChunkConn(nc *nats.Conn, fixed bool, conn net.Conn, br *bufio.Reader, t rawTarget, subj string, fan *fanin, log zerolog.Logger) *chunkConn {
+	c := &chunkConn{nc: nc, fixed: fixed, subj: subj, fan: fan, log: log, conn: conn, done: make(chan struct{})}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	go c.run(conn, br, t)
-	return c, nil
+	return c
 }
 
 func (c *chunkConn) run(conn net.Conn, br *bufio.Reader, t rawTarget) {
@@ -776,7 +788,7 @@ func (c *chunkConn) run(conn net.Conn, br *bufio.Reader, t rawTarget) {
 				return
 			case <-time.After(min(fetchBackoff<<min(try, 8), rawRedialWait)):
 			}
-			if nt, err := rawTargetOf(c.nc); err == nil {
+			if nt, err := rawTargetOf(c.nc); err == nil && !c.fixed {
 				t = nt // the server the subscriber's connection is on now
 			}
 			conn, br, err = dialRaw(c.ctx, t, c.subj)

@@ -30,7 +30,10 @@ import (
 //   - shm: what subscribers on the learner's machine get (the publisher's
 //     shared-memory slot; nats.weights_shm: auto, the default), where the
 //     store's durable copy follows once they have read it;
-//   - nats: what subscribers on other machines get (the NATS fan-out; here
+//   - direct: what subscribers on other machines get with
+//     nats.weights_direct (the learner sends the chunks to each over TCP
+//     itself; the announcement and the store's copy stay on NATS);
+//   - nats: what subscribers on other machines get otherwise (the NATS fan-out; here
 //     over loopback, so the server's copies to K connections, the K reads
 //     and the store's copy all compete for the same cores). Beside it the
 //     socket floor is timed: K loopback TCP copies of the fp32 bytes at
@@ -59,8 +62,9 @@ const broadcastRoundTimeout = 10 * time.Minute
 
 // Transports the broadcast benchmark times.
 const (
-	transportShm  = "shm"
-	transportNATS = "nats"
+	transportShm    = "shm"
+	transportNATS   = "nats"
+	transportDirect = "direct"
 )
 
 // broadcastCase is one transport and wire dtype's timed versions.
@@ -77,7 +81,7 @@ type broadcastCase struct {
 	Shm       int64           // deliveries read from a shared-memory slot
 	Copy      []time.Duration // per timed version: one loopback TCP copy of the fp32 bytes just before it
 	CopyCPU   []float64       // per timed version: process CPU seconds of that copy
-	// Floor, NATS cases only: per timed version, K loopback TCP copies of the
+	// Floor, NATS and direct cases: per timed version, K loopback TCP copies of the
 	// fp32 bytes at once (one sender goroutine and one reader per
 	// connection), right after Copy: what any socket fan-out to K costs on
 	// this machine before a protocol or a server adds to it.
@@ -165,9 +169,9 @@ func benchBroadcast(params, subscribers int) (*broadcastResult, error) {
 	if _, err := loopbackFanout(blob, dsts); err != nil {
 		return nil, err
 	}
-	transports := []string{transportNATS}
+	transports := []string{transportNATS, transportDirect}
 	if actors.DefaultShmDir() != "" {
-		transports = []string{transportShm, transportNATS}
+		transports = []string{transportShm, transportNATS, transportDirect}
 	}
 	for _, tr := range transports {
 		for _, dtype := range []string{actors.DTypeFP32, actors.DTypeBF16} {
@@ -206,8 +210,11 @@ func broadcastRun(url string, c *broadcastCase, subscribers int, w []float32, bl
 	ctx, cancel := context.WithTimeout(context.Background(), time.Hour)
 	defer cancel()
 	opts := []actors.PublisherOption{actors.WithWeightsDType(c.DType), actors.WithWeightsLog(log.With().Str("bench", "broadcast").Logger())}
-	if c.Transport == transportShm {
+	switch c.Transport {
+	case transportShm:
 		opts = append(opts, actors.WithWeightsShm(actors.DefaultShmDir()))
+	case transportDirect:
+		opts = append(opts, actors.WithWeightsDirect("127.0.0.1:0"))
 	}
 	pub, err := actors.NewWeightPublisher(ctx, pubConn, model, opts...)
 	if err != nil {
@@ -314,7 +321,7 @@ func broadcastRun(url string, c *broadcastCase, subscribers int, w []float32, bl
 		}
 		c.Copy = append(c.Copy, d)
 		c.CopyCPU = append(c.CopyCPU, cpuSeconds()-c0)
-		if c.Transport == transportNATS {
+		if c.Transport != transportShm {
 			d, err := loopbackFanout(blob, dsts)
 			if err != nil {
 				return err
@@ -500,8 +507,11 @@ func (r *broadcastResult) benchName(c *broadcastCase) string {
 
 // transportText says what a case's subscribers stand for.
 func transportText(transport string) string {
-	if transport == transportShm {
+	switch transport {
+	case transportShm:
 		return "on the learner's machine: shared-memory slot (nats.weights_shm: auto), announced on NATS, durable copy after"
+	case transportDirect:
+		return "as on other machines: chunks straight from the learner over TCP (nats.weights_direct), announced on NATS + jetstream object store copy (embedded, 127.0.0.1)"
 	}
 	return "as on other machines: nats core fan-out + jetstream object store copy (embedded, 127.0.0.1)"
 }

@@ -25,10 +25,10 @@ func TestBenchBroadcast(t *testing.T) {
 		t.Fatal(err)
 	}
 	// One JSON line per transport and dtype: shm (where this machine has a
-	// tmpfs) and nats, each fp32 then bf16.
-	want := []string{"broadcast", "broadcast_bf16"}
+	// tmpfs), nats and direct, each fp32 then bf16.
+	want := []string{"broadcast", "broadcast_bf16", "broadcast_direct", "broadcast_direct_bf16"}
 	if actors.DefaultShmDir() != "" {
-		want = append(want, "broadcast_nats", "broadcast_nats_bf16")
+		want = []string{"broadcast", "broadcast_bf16", "broadcast_nats", "broadcast_nats_bf16", "broadcast_direct", "broadcast_direct_bf16"}
 	}
 	var lines []map[string]any
 	dec := json.NewDecoder(&js)
@@ -78,7 +78,7 @@ func TestBenchBroadcast(t *testing.T) {
 			if v, ok := line["socket_floor_ms_median"]; ok {
 				t.Errorf("%s: socket_floor_ms_median %v: the floor is timed beside the NATS fan-out only", want[i], v)
 			}
-		case "nats":
+		case "nats", "direct":
 			if f+st != all || f == 0 || sh != 0 {
 				t.Errorf("%s: deliveries: %v from the fan-out, %v from the store, %v from a slot; want %d in all, most from the fan-out", want[i], f, st, sh, all)
 			}
@@ -94,7 +94,7 @@ func TestBenchBroadcast(t *testing.T) {
 		}
 	}
 	for _, want := range []string{"nats, fp32 on the wire", "nats, bf16 on the wire", "CPU per nats fp32 version", "one copy of the fp32 bytes, loopback TCP", "broadcast / copy (medians), nats fp32:",
-		"2 copies at once, loopback TCP (nats fp32)"} {
+		"2 copies at once, loopback TCP (nats fp32)", "direct, fp32 on the wire", "broadcast / copy (medians), direct fp32:"} {
 		if !strings.Contains(table.String(), want) {
 			t.Errorf("table lacks %q:\n%s", want, table.String())
 		}
@@ -145,9 +145,9 @@ func TestBenchWithBroadcastChild(t *testing.T) {
 			}
 		}
 	}
-	want := 2
+	want := 4 // nats and direct, fp32 and bf16
 	if actors.DefaultShmDir() != "" {
-		want = 4
+		want = 6 // and shm
 	}
 	if len(got) != want {
 		t.Fatalf("broadcast lines %v, want %d", got, want)

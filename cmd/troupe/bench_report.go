@@ -448,6 +448,8 @@ func renderBenchTable(lines []benchResult) string {
 				where = " on the learner's machine (shared memory)"
 			case transportNATS:
 				where = " on other machines (NATS fan-out, over loopback here)"
+			case transportDirect:
+				where = " on other machines (straight from the learner over TCP, nats.weights_direct; over loopback here)"
 			}
 			subs, _ := num(r, "subscribers")
 			params, _ := num(r, "params")
@@ -459,11 +461,8 @@ func renderBenchTable(lines []benchResult) string {
 				opt(r, "ratio", func(f float64) string { return fmtRatio(f) + of }), tgt)
 			// The socket floor timed beside the fp32 fan-out: what any
 			// fan-out over sockets to K costs on this machine.
-			if f, ok := num(r, "socket_floor_ms_median"); ok && wire == "" {
+			if f, ok := num(r, "socket_floor_ms_median"); ok && wire == "" && r["transport"] == transportNATS {
 				fig := fmt.Sprintf("%.0f loopback TCP copies of the fp32 bytes at once, ms: the floor of any socket fan-out to %.0f here", subs, subs)
-				if o, ok := num(r, "broadcast_over_floor"); ok {
-					fig += fmt.Sprintf(" (the NATS fan-out %s it)", fmtRatio(o))
-				}
 				c, _ := num(r, "copy_ms_median")
 				add(fig, fmtNum(f)+" (1 TCP copy: "+fmtNum(c)+")", dash, opt(r, "socket_floor_ratio", func(f float64) string { return fmtRatio(f) + " of a copy" }), "")
 			}

@@ -65,6 +65,7 @@ func TestRenderBenchTable(t *testing.T) {
 {"impl":"troupe","bench":"broadcast_bf16","dtype":"bf16","params":124439808,"subscribers":4,"broadcast_ms_median":600,"copy_ms_median":300,"ratio":2,"target_ratio":3}
 {"impl":"troupe","bench":"broadcast","transport":"shm","dtype":"fp32","params":124439808,"subscribers":4,"broadcast_ms_median":450,"copy_ms_median":300,"ratio":1.5,"target_ratio":3}
 {"impl":"troupe","bench":"broadcast_nats","transport":"nats","dtype":"fp32","params":124439808,"subscribers":4,"broadcast_ms_median":1500,"copy_ms_median":300,"ratio":5,"target_ratio":3,"socket_floor_ms_median":1200,"socket_floor_ratio":4,"broadcast_over_floor":1.25}
+{"impl":"troupe","bench":"broadcast_direct","transport":"direct","dtype":"fp32","params":124439808,"subscribers":4,"broadcast_ms_median":700,"copy_ms_median":300,"ratio":2.33,"target_ratio":3,"socket_floor_ms_median":1150,"socket_floor_ratio":3.83,"broadcast_over_floor":0.61}
 {"impl":"troupe","bench":"broadcast_nats_bf16","transport":"nats","dtype":"bf16","params":124439808,"subscribers":4,"broadcast_ms_median":750,"copy_ms_median":300,"ratio":2.5,"target_ratio":3,"socket_floor_ms_median":1100,"socket_floor_ratio":3.67,"broadcast_over_floor":0.68}
 `
 	path := filepath.Join(t.TempDir(), benchJSONL)
@@ -75,8 +76,8 @@ func TestRenderBenchTable(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(lines) != 18 {
-		t.Fatalf("%d lines read, want 18 (blank lines skipped)", len(lines))
+	if len(lines) != 19 {
+		t.Fatalf("%d lines read, want 19 (blank lines skipped)", len(lines))
 	}
 	table := renderBenchTable(lines)
 	for _, want := range []string{
@@ -100,13 +101,14 @@ func TestRenderBenchTable(t *testing.T) {
 		"| weight broadcast ms, 124M params to 4 subscribers on the learner's machine (shared memory) | 450 (1 TCP copy: 300) | – | 1.50× of a copy | ≤ 3× one copy |",
 		"| weight broadcast ms, 124M params to 4 subscribers on other machines (NATS fan-out, over loopback here), bf16 on the wire | 750 (1 TCP copy of the fp32 bytes: 300) | – | 2.50× of an fp32 copy |  |",
 		"| weight broadcast ms, 124M params to 4 subscribers on other machines (NATS fan-out, over loopback here) | 1500 (1 TCP copy: 300) | – | 5.00× of a copy | ≤ 3× one copy |",
-		"| 4 loopback TCP copies of the fp32 bytes at once, ms: the floor of any socket fan-out to 4 here (the NATS fan-out 1.25× it) | 1200 (1 TCP copy: 300) | – | 4.00× of a copy |  |",
+		"| 4 loopback TCP copies of the fp32 bytes at once, ms: the floor of any socket fan-out to 4 here | 1200 (1 TCP copy: 300) | – | 4.00× of a copy |  |",
+		"| weight broadcast ms, 124M params to 4 subscribers on other machines (straight from the learner over TCP, nats.weights_direct; over loopback here) | 700 (1 TCP copy: 300) | – | 2.33× of a copy | ≤ 3× one copy |",
 	} {
 		if !strings.Contains(table, want) {
 			t.Errorf("table lacks %q:\n%s", want, table)
 		}
 	}
-	// The socket floor is drawn once, from the fp32 fan-out's line.
+	// The socket floor is drawn once, from the NATS fp32 fan-out's line.
 	if n := strings.Count(table, "loopback TCP copies of the fp32 bytes at once"); n != 1 {
 		t.Errorf("socket floor drawn %d times, want once:\n%s", n, table)
 	}
