@@ -707,7 +707,7 @@ func readRaw(conn net.Conn, br *bufio.Reader, fan *fanin, count *atomic.Int64) e
 					if a.values != nil { // decoded from scratch: one piece's worth reused
 						p = dst[:len(p)]
 					}
-					if _, err := io.ReadFull(br, p); err != nil {
+					if err := readPayload(br, conn, p); err != nil {
 						return err // the assembly stays incomplete: its version comes from the store
 					}
 					fan.filled(a, p)
@@ -731,6 +731,20 @@ func readRaw(conn net.Conn, br *bufio.Reader, fan *fanin, count *atomic.Int64) e
 			return fmt.Errorf("weights chunk connection: unexpected %q", op)
 		}
 	}
+}
+
+// readPayload fills p with the next bytes of conn, which br reads: first
+// what br holds, then straight from conn (br is empty then). Through br
+// itself, a read short of its buffer's size refills the buffer and copies out
+// of it: once one piece of a chunk had ended part-way through br's buffer,
+// every later piece went through it, an extra copy of nearly every byte.
+func readPayload(br *bufio.Reader, conn net.Conn, p []byte) error {
+	n := 0
+	if b := br.Buffered(); b > 0 {
+		n, _ = br.Read(p[:min(b, len(p))]) // from the buffer only: no read on conn
+	}
+	_, err := io.ReadFull(conn, p[n:])
+	return err
 }
 
 // chunkConn is a subscriber's chunk connection, dialled again (to the server
