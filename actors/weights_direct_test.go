@@ -202,18 +202,25 @@ func waitUntil(t *testing.T, cond func() bool, what string) {
 // nats.weights_direct takes off (or empty) or a host:port and names itself
 // and its values when it is anything else.
 func TestConfigWeightsDirect(t *testing.T) {
-	for _, tc := range []struct {
-		v  string
-		ok bool
-	}{{"", true}, {"off", true}, {":7450", true}, {"10.0.0.5:0", true}, {"[::1]:7450", true},
-		{"on", false}, {"7450", false}, {"host:port", false}, {"host:70000", false}} {
-		src := minimalConfig + "nats:\n  weights_direct: \"" + tc.v + "\"\n"
+	checkNATSField(t, "weights_direct", "host:port", func(c RunConfig) string { return c.NATS.WeightsDirect }, map[string]bool{
+		"": true, "off": true, ":7450": true, "10.0.0.5:0": true, "[::1]:7450": true,
+		"on": false, "7450": false, "host:port": false, "host:70000": false})
+}
+
+// checkNATSField parses a minimal config with nats.<key> set to each value
+// of cases: a true case must parse and read back (get), a false one must
+// fail with an error naming nats.<key> and holding values (the allowed
+// values).
+func checkNATSField(t *testing.T, key, values string, get func(RunConfig) string, cases map[string]bool) {
+	t.Helper()
+	for v, ok := range cases {
+		src := minimalConfig + "nats:\n  " + key + ": \"" + v + "\"\n"
 		cfg, err := ParseRunConfig(filepath.Join(t.TempDir(), "run.yaml"), []byte(src))
-		if tc.ok && (err != nil || cfg.NATS.WeightsDirect != tc.v) {
-			t.Errorf("weights_direct %q: got %q, %v", tc.v, cfg.NATS.WeightsDirect, err)
+		if ok && (err != nil || get(cfg) != v) {
+			t.Errorf("%s %q: got %q, %v", key, v, get(cfg), err)
 		}
-		if !tc.ok && (err == nil || !strings.Contains(err.Error(), "nats.weights_direct") || !strings.Contains(err.Error(), "host:port")) {
-			t.Errorf("weights_direct %q: got %v, want an error naming nats.weights_direct and its values", tc.v, err)
+		if !ok && (err == nil || !strings.Contains(err.Error(), "nats."+key) || !strings.Contains(err.Error(), values)) {
+			t.Errorf("%s %q: got %v, want an error naming nats.%s and its values", key, v, err, key)
 		}
 	}
 }

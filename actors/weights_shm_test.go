@@ -315,19 +315,8 @@ func TestWeightsShmStale(t *testing.T) {
 // nats.weights_shm takes auto or off (empty = auto) and names itself when
 // it is anything else.
 func TestConfigWeightsShm(t *testing.T) {
-	for _, tc := range []struct {
-		mode string
-		ok   bool
-	}{{"", true}, {"auto", true}, {"off", true}, {"on", false}, {"/dev/shm", false}} {
-		src := minimalConfig + "nats:\n  weights_shm: \"" + tc.mode + "\"\n"
-		cfg, err := ParseRunConfig(filepath.Join(t.TempDir(), "run.yaml"), []byte(src))
-		if tc.ok && (err != nil || cfg.NATS.WeightsShm != tc.mode) {
-			t.Errorf("weights_shm %q: got %q, %v", tc.mode, cfg.NATS.WeightsShm, err)
-		}
-		if !tc.ok && (err == nil || !strings.Contains(err.Error(), "nats.weights_shm") || !strings.Contains(err.Error(), "auto, off")) {
-			t.Errorf("weights_shm %q: got %v, want an error naming nats.weights_shm and its values", tc.mode, err)
-		}
-	}
+	checkNATSField(t, "weights_shm", "auto, off", func(c RunConfig) string { return c.NATS.WeightsShm }, map[string]bool{
+		"": true, "auto": true, "off": true, "on": false, "/dev/shm": false})
 }
 
 // A publisher that cannot make its slots (here: a directory it may not
