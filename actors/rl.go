@@ -27,12 +27,10 @@ type RLOptions struct {
 	Job   learner.RLJob
 	Model string // weights name on NATS, default "policy"
 
-	NATSURL       string        // "" = start an embedded nats-server with JetStream
-	NATSDir       string        // JetStream storage for the embedded server, e.g. RUN_DIR/nats
-	NATSOptions   []nats.Option // credentials and TLS for NATSURL (NATSConfig.Options)
-	WeightsDType  string        // weights on the wire: "" or "fp32", or "bf16" (nats.weights_dtype)
-	WeightsShm    string        // "" or "auto": shared memory for this machine's subscribers; "off" (nats.weights_shm)
-	WeightsDirect string        // "" or "off"; host:port: chunks straight from the learner to other machines (nats.weights_direct)
+	NATSURL     string        // "" = start an embedded nats-server with JetStream
+	NATSDir     string        // JetStream storage for the embedded server, e.g. RUN_DIR/nats
+	NATSOptions []nats.Option // credentials and TLS for NATSURL (NATSConfig.Options)
+	Weights     WeightsConfig // how weights travel: nats.weights_dtype, weights_shm, weights_direct (NATSConfig.Weights)
 
 	// Cluster, when set, lets `troupe worker` processes join the run (see
 	// ClusterConfig; its RunID must be set, e.g. RunIDOf): the learner joins
@@ -197,7 +195,7 @@ func RunRL(ctx context.Context, opt RLOptions) error {
 	job := opt.Job
 
 	w, err := openWeights(ctx, opt.NATSURL, opt.NATSDir, slices.Concat(opt.NATSOptions, natsLogging(log)),
-		opt.Model, opt.WeightsDType, opt.WeightsShm, opt.WeightsDirect, log)
+		opt.Model, opt.Weights, log)
 	if err != nil {
 		return err
 	}

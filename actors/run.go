@@ -20,12 +20,10 @@ type Options struct {
 	Job   learner.Job
 	Model string // weights name on NATS, e.g. "policy" or "reward"
 
-	NATSURL       string        // "" = start an embedded nats-server with JetStream
-	NATSDir       string        // JetStream storage for the embedded server, e.g. RUN_DIR/nats
-	NATSOptions   []nats.Option // credentials and TLS for NATSURL (NATSConfig.Options)
-	WeightsDType  string        // weights on the wire: "" or "fp32", or "bf16" (nats.weights_dtype)
-	WeightsShm    string        // "" or "auto": shared memory for this machine's subscribers; "off" (nats.weights_shm)
-	WeightsDirect string        // "" or "off"; host:port: chunks straight from the learner to other machines (nats.weights_direct)
+	NATSURL     string        // "" = start an embedded nats-server with JetStream
+	NATSDir     string        // JetStream storage for the embedded server, e.g. RUN_DIR/nats
+	NATSOptions []nats.Option // credentials and TLS for NATSURL (NATSConfig.Options)
+	Weights     WeightsConfig // how weights travel: nats.weights_dtype, weights_shm, weights_direct (NATSConfig.Weights)
 
 	PublishEvery    int // publish weights every N optimizer steps (and after the last), e.g. 50
 	CheckpointEvery int // checkpoint every N optimizer steps (and after the last / on stop), e.g. 200

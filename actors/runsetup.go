@@ -30,9 +30,8 @@ type runWeights struct {
 
 // openWeights starts the embedded NATS server when url is "" (JetStream
 // under natsDir), connects with opts and makes the publisher of model's
-// weights (dtype, shm and direct as nats.weights_dtype, nats.weights_shm and
-// nats.weights_direct).
-func openWeights(ctx context.Context, url, natsDir string, opts []nats.Option, model, dtype, shm, direct string, log zerolog.Logger) (*runWeights, error) {
+// weights as wc says.
+func openWeights(ctx context.Context, url, natsDir string, opts []nats.Option, model string, wc WeightsConfig, log zerolog.Logger) (*runWeights, error) {
 	var closers []func()
 	closeAll := func() {
 		for i := len(closers) - 1; i >= 0; i-- {
@@ -71,7 +70,7 @@ func openWeights(ctx context.Context, url, natsDir string, opts []nats.Option, m
 		closers = append(closers, pubNC.Close)
 	}
 	setup, cancelSetup := context.WithTimeout(ctx, 30*time.Second)
-	pub, err := NewWeightPublisher(setup, pubNC, model, publisherOptions(dtype, shm, direct, log)...)
+	pub, err := NewWeightPublisher(setup, pubNC, model, publisherOptions(wc, log)...)
 	cancelSetup()
 	if err != nil {
 		closeAll()

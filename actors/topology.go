@@ -79,7 +79,7 @@ func Run(ctx context.Context, opt Options) error {
 	}
 	log := opt.Logger
 
-	w, err := openWeights(ctx, opt.NATSURL, opt.NATSDir, opt.NATSOptions, opt.Model, opt.WeightsDType, opt.WeightsShm, opt.WeightsDirect, log)
+	w, err := openWeights(ctx, opt.NATSURL, opt.NATSDir, opt.NATSOptions, opt.Model, opt.Weights, log)
 	if err != nil {
 		return err
 	}

@@ -182,16 +182,29 @@ const (
 	ShmOff  = "off"
 )
 
-// publisherOptions are a run's publisher options from its config: the wire
-// dtype, the shared-memory slots unless shm is ShmOff, the direct path where
-// direct names an address, and the log.
-func publisherOptions(dtype, shm, direct string, log zerolog.Logger) []PublisherOption {
-	opts := []PublisherOption{WithWeightsDType(dtype), WithWeightsLog(log.With().Str("actor", "weights").Logger())}
-	if shm != ShmOff {
+// WeightsConfig is how a run's weights travel (NATSConfig's weights_*
+// fields; empty = the defaults).
+type WeightsConfig struct {
+	DType  string // "" or "fp32", or "bf16" (nats.weights_dtype)
+	Shm    string // "" or "auto": shared memory for this machine's subscribers; "off" (nats.weights_shm)
+	Direct string // "" or "off"; host:port: chunks straight from the learner to other machines (nats.weights_direct)
+}
+
+// Weights is c's WeightsConfig.
+func (c NATSConfig) Weights() WeightsConfig {
+	return WeightsConfig{DType: c.WeightsDType, Shm: c.WeightsShm, Direct: c.WeightsDirect}
+}
+
+// publisherOptions are a run's publisher options from wc: the wire dtype,
+// the shared-memory slots unless off, the direct path where it names an
+// address, and the log.
+func publisherOptions(wc WeightsConfig, log zerolog.Logger) []PublisherOption {
+	opts := []PublisherOption{WithWeightsDType(wc.DType), WithWeightsLog(log.With().Str("actor", "weights").Logger())}
+	if wc.Shm != ShmOff {
 		opts = append(opts, WithWeightsShm(DefaultShmDir()))
 	}
-	if direct != "" && direct != DirectOff {
-		opts = append(opts, WithWeightsDirect(direct))
+	if wc.Direct != "" && wc.Direct != DirectOff {
+		opts = append(opts, WithWeightsDirect(wc.Direct))
 	}
 	return opts
 }
@@ -376,9 +389,6 @@ func (p *WeightPublisher) Publish(ctx context.Context, step int, final bool, w [
 	haveCRC := slot != nil // crc is the slot's, computed as it was written
 	if (slot == nil && p.direct == nil) || chunksWanted(ctx, p.nc, p.model) {
 		c, ferr := fanOut(ctx, p.nc, p.model, v, p.dtype, blob, encode)
-		if encode != nil {
-			encode(len(blob)) // what a failed fan-out did not reach, for the store
-		}
 		if ferr != nil && ctx.Err() != nil {
 			if direct != nil {
 				<-direct
@@ -391,7 +401,7 @@ func (p *WeightPublisher) Publish(ctx context.Context, step int, final bool, w [
 		fanned = ferr == nil
 	}
 	if encode != nil {
-		encode(len(blob))
+		encode(len(blob)) // what a failed or skipped fan-out did not reach, for the store
 	}
 	if direct != nil {
 		r := <-direct

@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -75,12 +76,10 @@ func WithWeightsDirect(addr string) PublisherOption {
 // directServer is a publisher's direct chunk server.
 type directServer struct {
 	ln        net.Listener
-	advertise string // host:port announced to subscribers
-	subj      string // the model's chunk subject
-	chunk     int    // bytes per chunk
-	user      string // credentials a subscriber's CONNECT must carry ("" = none)
-	pass      string
-	token     string
+	advertise string    // host:port announced to subscribers
+	subj      string    // the model's chunk subject
+	chunk     int       // bytes per chunk
+	creds     rawTarget // user and password, or token, a subscriber's CONNECT must carry (none: any)
 	log       zerolog.Logger
 
 	mu     sync.Mutex
@@ -123,14 +122,7 @@ func startDirect(nc *nats.Conn, model, addr string, log zerolog.Logger) (*direct
 		host = advertiseHost(nc)
 	}
 	d := &directServer{ln: ln, advertise: net.JoinHostPort(host, port), subj: weightsDataSubject + model, chunk: chunk,
-		user: o.User, pass: o.Password, token: o.Token, log: log, conns: map[*directConn]struct{}{}}
-	if u, err := url.Parse(nc.ConnectedUrl()); err == nil && u.User != nil { // as nats.go: credentials in the URL win
-		if pw, ok := u.User.Password(); ok {
-			d.user, d.pass, d.token = u.User.Username(), pw, ""
-		} else {
-			d.token, d.user, d.pass = u.User.Username(), "", ""
-		}
-	}
+		creds: credsOf(nc), log: log, conns: map[*directConn]struct{}{}}
 	d.wg.Add(1)
 	go d.accept()
 	return d, nil
@@ -175,7 +167,7 @@ func (d *directServer) accept() {
 func (d *directServer) serve(c net.Conn) {
 	defer c.Close()
 	info, _ := json.Marshal(map[string]any{"server_id": "troupe-weights-direct", "proto": 1, "headers": true,
-		"max_payload": d.chunk + chunkRoom, "auth_required": d.user != "" || d.token != ""})
+		"max_payload": d.chunk + chunkRoom, "auth_required": d.creds.user != "" || d.creds.token != ""})
 	c.SetDeadline(time.Now().Add(directHandshakeWait))
 	if _, err := c.Write([]byte("INFO " + string(info) + "\r\n")); err != nil {
 		return
@@ -200,8 +192,9 @@ func (d *directServer) serve(c net.Conn) {
 				Pass  string `json:"pass"`
 				Token string `json:"auth_token"`
 			}
-			open := d.user == "" && d.token == ""
-			if json.Unmarshal([]byte(arg), &cc) != nil || (!open && (cc.User != d.user || cc.Pass != d.pass || cc.Token != d.token)) {
+			want := d.creds
+			open := want.user == "" && want.token == ""
+			if json.Unmarshal([]byte(arg), &cc) != nil || (!open && (cc.User != want.user || cc.Pass != want.password || cc.Token != want.token)) {
 				refuse("Authorization Violation")
 				return
 			}
@@ -285,7 +278,7 @@ func (d *directServer) send(ctx context.Context, v int64, dtype string, blob []b
 	}
 	d.mu.Unlock()
 	var wg sync.WaitGroup
-	ok := make(chan bool, len(conns))
+	var ok atomic.Int64
 	total := " " + strconv.Itoa(len(blob)) + " " + dtype
 	for i, dc := range conns {
 		wg.Add(1)
@@ -302,18 +295,13 @@ func (d *directServer) send(ctx context.Context, v int64, dtype string, blob []b
 			if err != nil {
 				d.log.Debug().Err(err).Str("subscriber", dc.c.RemoteAddr().String()).Int64("version", v).Msg("weights direct send failed; dropping the subscriber")
 				d.drop(dc)
+				return
 			}
-			ok <- err == nil
+			ok.Add(1)
 		}()
 	}
 	wg.Wait()
-	close(ok)
-	for o := range ok {
-		if o {
-			sent++
-		}
-	}
-	return sent, crc, crcEnd
+	return int(ok.Load()), crc, crcEnd
 }
 
 var crlf = []byte("\r\n")
@@ -379,7 +367,7 @@ func (s *WeightSubscriber) onDirect() bool {
 // direct (a subscriber on nats.go's path stays there).
 func (s *WeightSubscriber) chunkSource(ctx context.Context, a *announcement, from int) {
 	want := ""
-	if a.direct != "" && !s.noDirect && from != fromShm && s.chunks == nil {
+	if a.direct != "" && !s.noDirect && from != fromShm {
 		want = a.direct
 	}
 	s.rawMu.Lock()

@@ -230,7 +230,7 @@ func checkNATSField(t *testing.T, key, values string, get func(RunConfig) string
 // other machines, take versions after the first straight from the learner.
 func TestOpenWeightsDirect(t *testing.T) {
 	ctx := context.Background()
-	w, err := openWeights(ctx, "", t.TempDir(), nil, "policy", DTypeFP32, ShmOff, "127.0.0.1:0", zerolog.Nop())
+	w, err := openWeights(ctx, "", t.TempDir(), nil, "policy", WeightsConfig{DType: DTypeFP32, Shm: ShmOff, Direct: "127.0.0.1:0"}, zerolog.Nop())
 	if err != nil {
 		t.Fatalf("openWeights: %v", err)
 	}

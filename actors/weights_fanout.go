@@ -544,15 +544,24 @@ func rawTargetOf(nc *nats.Conn) (rawTarget, error) {
 	if err != nil || u.Host == "" || (u.Scheme != "nats" && u.Scheme != "tcp") {
 		return rawTarget{}, errRawUnsupported
 	}
-	t := rawTarget{addr: u.Host, user: nc.Opts.User, password: nc.Opts.Password, token: nc.Opts.Token}
-	if u.User != nil { // as nats.go: credentials in the URL win
+	t := credsOf(nc)
+	t.addr = u.Host
+	return t, nil
+}
+
+// credsOf is the user and password, or token, nc authenticates with (addr
+// left empty): its options', unless its URL carries some, which win as in
+// nats.go.
+func credsOf(nc *nats.Conn) rawTarget {
+	t := rawTarget{user: nc.Opts.User, password: nc.Opts.Password, token: nc.Opts.Token}
+	if u, err := url.Parse(nc.ConnectedUrl()); err == nil && u.User != nil {
 		if p, ok := u.User.Password(); ok {
 			t.user, t.password, t.token = u.User.Username(), p, ""
 		} else {
 			t.token, t.user, t.password = u.User.Username(), "", ""
 		}
 	}
-	return t, nil
+	return t
 }
 
 // rawSpeaks tells whether the chunk connection can authenticate as a

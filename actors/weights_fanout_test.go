@@ -452,7 +452,7 @@ func subscribeOn(t *testing.T, c *nats.Conn) (*WeightSubscriber, *received) {
 // fan-out byte for byte, and the run's other connection stays a socket.
 func TestOpenWeightsPublishesInProcess(t *testing.T) {
 	ctx := context.Background()
-	w, err := openWeights(ctx, "", t.TempDir(), nil, "policy", DTypeFP32, ShmOff, "", zerolog.Nop())
+	w, err := openWeights(ctx, "", t.TempDir(), nil, "policy", WeightsConfig{DType: DTypeFP32, Shm: ShmOff}, zerolog.Nop())
 	if err != nil {
 		t.Fatalf("openWeights: %v", err)
 	}

@@ -247,7 +247,7 @@ func runStage(target string, o runOptions) error {
 	case rlStage:
 		runErr = actors.RunRL(ctx, actors.RLOptions{
 			Job: j.RLJob, Model: model,
-			NATSURL: cfg.NATS.URL, NATSDir: filepath.Join(cfg.RunDir, actors.NATSDir), NATSOptions: natsOpts, WeightsDType: cfg.NATS.WeightsDType, WeightsShm: cfg.NATS.WeightsShm, WeightsDirect: cfg.NATS.WeightsDirect, Cluster: cluster,
+			NATSURL: cfg.NATS.URL, NATSDir: filepath.Join(cfg.RunDir, actors.NATSDir), NATSOptions: natsOpts, Weights: cfg.NATS.Weights(), Cluster: cluster,
 			Generators: cfg.Generator.Replicas, References: cfg.Reference.Replicas, Rewards: cfg.Reward.Replicas,
 			Threads: cfg.Generator.Threads, CheckpointEvery: cfg.Checkpoint.Every,
 			Evaluators: cfg.Evaluator.Replicas, EvalEvery: cfg.Evaluator.Every, EvalOptions: evalOpts,
@@ -257,7 +257,7 @@ func runStage(target string, o runOptions) error {
 	case lmStage:
 		runErr = actors.Run(ctx, actors.Options{
 			Job: j.Job, Model: model,
-			NATSURL: cfg.NATS.URL, NATSDir: filepath.Join(cfg.RunDir, actors.NATSDir), NATSOptions: natsOpts, WeightsDType: cfg.NATS.WeightsDType, WeightsShm: cfg.NATS.WeightsShm, WeightsDirect: cfg.NATS.WeightsDirect,
+			NATSURL: cfg.NATS.URL, NATSDir: filepath.Join(cfg.RunDir, actors.NATSDir), NATSOptions: natsOpts, Weights: cfg.NATS.Weights(),
 			PublishEvery: cfg.Publish.Every, CheckpointEvery: cfg.Checkpoint.Every, MaxNonFinite: cfg.MaxNonFinite,
 			Evaluators: cfg.Evaluator.Replicas, EvalEvery: cfg.Evaluator.Every,
 			EvalOptions: evalOpts,
