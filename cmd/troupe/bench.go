@@ -83,7 +83,7 @@ func runBench(args []string) error {
 	threads := fs.Int("threads", runtime.NumCPU(), "threads for troupe and PyTorch")
 	device := fs.String("device", "cpu", "where troupe runs: cpu, or cuda (GPU 0, a build with -tags cuda)")
 	batch := fs.Int("batch", 0, "training batch in rows of the config's length; 0 = the config's (times 8 on cuda)")
-	broadcast := fs.Int("broadcast", 0, "only time a weight broadcast of this many float32 parameters (e.g. 124439808 for gpt2) against one loopback TCP copy (and the NATS fan-out against --subscribers copies at once, the socket floor); 0 = skip")
+	broadcast := fs.Int("broadcast", 0, "only time a weight broadcast of this many float32 parameters (e.g. 124439808 for gpt2) against one loopback TCP copy: through shared memory, the NATS fan-out and the direct path (nats.weights_direct), the last two also against --subscribers copies at once, the socket floor; 0 = skip")
 	subscribers := fs.Int("subscribers", 4, "weight subscribers for --broadcast, each on its own NATS connection")
 	outDir := fs.String("out", "runs/bench", "write the JSON lines to DIR/bench.jsonl (and append them to DIR/history.jsonl) and the table to DIR/table.md (empty: stdout only)")
 	peak := fs.Bool("peak", false, "measure the machine's FP32 FMA peak on 1 and --threads threads, for the model FLOP/s fraction, and time small's largest product alone, on troupe and on OpenBLAS")
